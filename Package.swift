@@ -1,0 +1,80 @@
+// swift-tools-version: 6.1
+import PackageDescription
+
+let strict: [SwiftSetting] = [
+    .enableUpcomingFeature("ExistentialAny"),
+]
+
+let package = Package(
+    name: "Apiary",
+    platforms: [.macOS(.v15)],
+    products: [
+        .executable(name: "apiary", targets: ["apiary"]),
+        .library(name: "ApiaryClient", targets: ["ApiaryClient"]),
+        .library(name: "ApiaryAggregator", targets: ["ApiaryAggregator"]),
+        .library(name: "ApiaryCore", targets: ["ApiaryCore"]),
+        .library(name: "ApiaryProtocol", targets: ["ApiaryProtocol"]),
+        .library(name: "ApiaryLearning", targets: ["ApiaryLearning"]),
+        .library(name: "ZeroMQ", targets: ["ZeroMQ"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
+        .package(url: "https://github.com/apple/swift-configuration", from: "1.4.0", traits: [.defaults, "YAML"]),
+    ],
+    targets: [
+        .systemLibrary(
+            name: "CZeroMQ",
+            pkgConfig: "libzmq",
+            providers: [.apt(["libzmq3-dev"])]
+        ),
+        .target(name: "ZeroMQ", dependencies: ["CZeroMQ"], swiftSettings: strict),
+        .target(name: "ApiaryCore", swiftSettings: strict),
+        .target(name: "ApiaryProtocol", dependencies: ["ApiaryCore"], swiftSettings: strict),
+        .target(
+            name: "ApiaryLearning",
+            dependencies: ["ApiaryCore"],
+            resources: [.copy("Resources/digits.csv"), .copy("Resources/partition.json")],
+            swiftSettings: strict
+        ),
+        .target(
+            name: "ApiaryAggregator",
+            dependencies: [
+                "ApiaryCore", "ApiaryProtocol", "ZeroMQ",
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strict
+        ),
+        .target(
+            name: "ApiaryClient",
+            dependencies: [
+                "ApiaryCore", "ApiaryProtocol", "ZeroMQ",
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strict
+        ),
+        .executableTarget(
+            name: "apiary",
+            dependencies: [
+                "ApiaryAggregator", "ApiaryClient", "ApiaryLearning", "ApiaryCore", "ApiaryProtocol",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Configuration", package: "swift-configuration"),
+            ],
+            swiftSettings: strict
+        ),
+        .testTarget(name: "ZeroMQTests", dependencies: ["ZeroMQ"], swiftSettings: strict),
+        .testTarget(name: "ApiaryCoreTests", dependencies: ["ApiaryCore"], swiftSettings: strict),
+        .testTarget(name: "ApiaryProtocolTests", dependencies: ["ApiaryProtocol", "ApiaryCore"], swiftSettings: strict),
+        .testTarget(name: "ApiaryLearningTests", dependencies: ["ApiaryLearning", "ApiaryCore"], swiftSettings: strict),
+        .testTarget(
+            name: "ApiaryIntegrationTests",
+            dependencies: [
+                "ApiaryAggregator", "ApiaryClient", "ApiaryLearning", "ApiaryCore", "ApiaryProtocol", "ZeroMQ",
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strict
+        ),
+    ],
+    swiftLanguageModes: [.v6]
+)

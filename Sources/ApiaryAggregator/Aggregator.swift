@@ -1,0 +1,147 @@
+import ApiaryCore
+import ApiaryProtocol
+import Foundation
+import Logging
+import Synchronization
+import ZeroMQ
+
+/// The asynchronous aggregator: binds the model PUB, the snapshot ROUTER and the update PULL
+/// sockets and merges every update the moment it arrives (FedAsync).
+///
+/// All sockets and the model belong to one thread (`apiary-aggregator`), which polls the
+/// sockets, merges in memory (no I/O on the merge path) and publishes the newest model at
+/// most once per `publishInterval`. Other threads read `stats` and `latestModel`.
+public final class Aggregator: Sendable {
+    /// The endpoints actually bound (a `:*` port resolved).
+    public struct Endpoints: Sendable, Hashable {
+        public var model: String
+        public var snapshot: String
+        public var update: String
+    }
+
+    public let config: AggregatorConfig
+    public let layout: ParameterLayout
+    public let runID: UInt64
+    private let initial: [Float]
+    private let initialVersion: UInt64
+    private let logger: Logger
+    private let shared = Mutex(Shared())
+    private let stopRequested = Atomic<Bool>(false)
+
+    private struct Shared: Sendable {
+        var stats = AggregatorStats()
+        var latest: PublishedModel?
+        var endpoints: Endpoints?
+        var startError: String?
+        var finished = false
+    }
+
+    /// Creates an aggregator for a model of `layout` starting from `initialParameters`
+    /// (at `initialVersion`). Throws when the config is out of range.
+    public init(config: AggregatorConfig, layout: ParameterLayout, initialParameters: [Float], initialVersion: UInt64 = 0, logger: Logger) throws {
+        if let e = config.validationError() { throw AggregatorError.invalidConfig(e) }
+        guard initialParameters.count == layout.parameterCount else {
+            throw AggregatorError.invalidConfig("initial model has \(initialParameters.count) parameters, the layout \(layout.parameterCount)")
+        }
+        guard initialParameters.allSatisfy(\.isFinite) else { throw AggregatorError.invalidConfig("initial model is not finite") }
+        self.config = config
+        self.layout = layout
+        self.initial = initialParameters
+        self.initialVersion = initialVersion
+        self.runID = config.runID ?? UInt64.random(in: 1...UInt64.max)
+        var l = logger
+        l[metadataKey: "run"] = "\(hex(runID))"
+        self.logger = l
+    }
+
+    /// A copy of the counters.
+    public var stats: AggregatorStats { shared.withLock { $0.stats } }
+
+    /// The newest published model (nil before the aggregator started).
+    public var latestModel: PublishedModel? { shared.withLock { $0.latest } }
+
+    /// The bound endpoints (nil before `start` returned).
+    public var endpoints: Endpoints? { shared.withLock { $0.endpoints } }
+
+    /// Binds the sockets and starts the aggregator thread. Returns the bound endpoints once
+    /// the sockets are bound; throws when binding fails.
+    @discardableResult
+    public func start() throws -> Endpoints {
+        let ready = DispatchSemaphore(value: 0)
+        let thread = Thread { [self] in
+            self.threadMain(ready: ready)
+        }
+        thread.name = "apiary-aggregator"
+        thread.stackSize = 1 << 20
+        thread.start()
+        ready.wait()
+        let (eps, err) = shared.withLock { ($0.endpoints, $0.startError) }
+        if let err { throw AggregatorError.startFailed(err) }
+        return eps!
+    }
+
+    /// Asks the aggregator thread to stop and waits until it has closed its sockets.
+    public func stop() {
+        stopRequested.store(true, ordering: .releasing)
+        while !shared.withLock({ $0.finished || $0.startError != nil }) {
+            Thread.sleep(forTimeInterval: 0.005)
+        }
+    }
+
+    /// Runs until the calling task is cancelled, then stops (for structured concurrency and
+    /// service groups).
+    public func run() async throws {
+        try start()
+        await withTaskCancellationHandler {
+            while !Task.isCancelled && !shared.withLock({ $0.finished }) {
+                try? await Task.sleep(for: .milliseconds(50))
+            }
+        } onCancel: {
+            stopRequested.store(true, ordering: .releasing)
+        }
+        stop()
+    }
+
+    // MARK: The aggregator thread
+
+    private func threadMain(ready: DispatchSemaphore) {
+        let loop: AggregatorLoop
+        do {
+            loop = try AggregatorLoop(aggregator: self, config: config, layout: layout, initial: initial,
+                                      initialVersion: initialVersion, runID: runID, logger: logger)
+        } catch {
+            shared.withLock { $0.startError = "\(error)" }
+            ready.signal()
+            return
+        }
+        shared.withLock { $0.endpoints = loop.endpoints }
+        ready.signal()
+        logger.info("aggregator started", metadata: [
+            "model": "\(loop.endpoints.model)", "snapshot": "\(loop.endpoints.snapshot)", "update": "\(loop.endpoints.update)",
+            "parameters": "\(layout.parameterCount)", "rule": "fedasync alpha=\(config.rule.alpha) \(config.rule.staleness) max_staleness=\(config.rule.maxStaleness)",
+        ])
+        loop.run(shouldStop: { self.stopRequested.load(ordering: .acquiring) })
+        loop.close()
+        logger.info("aggregator stopped", metadata: ["version": "\(loop.engine.version)", "merged": "\(loop.engine.stats.merged)"])
+        shared.withLock { $0.finished = true }
+    }
+
+    func publish(stats: AggregatorStats, latest: PublishedModel?) {
+        shared.withLock {
+            $0.stats = stats
+            if let latest { $0.latest = latest }
+        }
+    }
+}
+
+public enum AggregatorError: Error, CustomStringConvertible {
+    case invalidConfig(String)
+    case startFailed(String)
+
+    public var description: String {
+        switch self {
+        case .invalidConfig(let r): "invalid aggregator config: \(r)"
+        case .startFailed(let r): "aggregator failed to start: \(r)"
+        }
+    }
+}

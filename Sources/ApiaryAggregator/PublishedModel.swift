@@ -1,0 +1,36 @@
+import ApiaryCore
+
+/// An immutable copy of the global model at one version: what the PUB socket and the
+/// snapshot endpoint send (without copying again: chunks refer to this buffer), and what
+/// observers such as an evaluator read.
+public final class PublishedModel: @unchecked Sendable {
+    // @unchecked Sendable: `storage` is written once in init and never again; libzmq's I/O
+    // threads and observers only read it, and it is freed in deinit when nobody holds it.
+    public let version: UInt64
+    public let runID: UInt64
+    public let layout: ParameterLayout
+    let storage: UnsafeMutableBufferPointer<Float>
+
+    init(version: UInt64, runID: UInt64, layout: ParameterLayout, copying source: UnsafeBufferPointer<Float>) {
+        self.version = version
+        self.runID = runID
+        self.layout = layout
+        storage = .allocate(capacity: source.count)
+        _ = storage.initialize(fromContentsOf: source)
+    }
+
+    deinit { storage.deallocate() }
+
+    /// Reads the parameters in place.
+    public func withParameters<R>(_ body: (UnsafeBufferPointer<Float>) throws -> R) rethrows -> R {
+        try body(UnsafeBufferPointer(storage))
+    }
+
+    /// A copy of the parameters.
+    public var parameters: [Float] { Array(storage) }
+
+    /// A value snapshot (copies the parameters).
+    public var snapshot: ModelSnapshot {
+        ModelSnapshot(layout: layout, parameters: parameters, version: version, runID: runID)
+    }
+}

@@ -1,0 +1,69 @@
+/// What the aggregator did with an update, as told in its receipt.
+public enum Decision: UInt8, Sendable, Hashable, Codable, CustomStringConvertible {
+    /// Merged into the global model.
+    case merged = 1
+    /// Not merged; `RejectReason` says why.
+    case rejected = 2
+    /// This (client id, seq) was already processed; the receipt repeats the first outcome's version.
+    case duplicate = 3
+
+    public var description: String {
+        switch self {
+        case .merged: "merged"
+        case .rejected: "rejected"
+        case .duplicate: "duplicate"
+        }
+    }
+}
+
+/// Why an update was not merged. The raw values are wire codes (docs/PROTOCOL.md).
+public enum RejectReason: UInt8, Sendable, Hashable, Codable, CaseIterable, CustomStringConvertible {
+    case none = 0
+    /// Wrong frame count, truncated or oversized header fields, trailing bytes.
+    case malformed = 1
+    case unsupportedProtocolVersion = 2
+    case unknownMessageType = 3
+    /// Tensor names, shapes or dtype differ from the model's layout.
+    case layoutMismatch = 4
+    /// NaN or infinity in the payload.
+    case nonFinite = 5
+    /// Staleness above the configured maximum.
+    case tooStale = 6
+    /// The base version is not one of this run's versions (newer than the model, or another run).
+    case unknownBase = 7
+    /// (client id, seq) already processed.
+    case duplicate = 8
+    /// A frame over the size limit.
+    case oversized = 9
+    case unknownClient = 10
+    /// Update norm over the configured bound.
+    case normTooLarge = 11
+    /// The payload's client id differs from the authenticated identity.
+    case identityMismatch = 12
+    case unsupportedCodec = 13
+    /// The aggregator is shutting down or overloaded; resend later.
+    case unavailable = 14
+
+    /// A stable snake_case name, used in logs and metrics labels.
+    public var name: String {
+        switch self {
+        case .none: "none"
+        case .malformed: "malformed"
+        case .unsupportedProtocolVersion: "unsupported_protocol_version"
+        case .unknownMessageType: "unknown_message_type"
+        case .layoutMismatch: "layout_mismatch"
+        case .nonFinite: "non_finite"
+        case .tooStale: "too_stale"
+        case .unknownBase: "unknown_base"
+        case .duplicate: "duplicate"
+        case .oversized: "oversized"
+        case .unknownClient: "unknown_client"
+        case .normTooLarge: "norm_too_large"
+        case .identityMismatch: "identity_mismatch"
+        case .unsupportedCodec: "unsupported_codec"
+        case .unavailable: "unavailable"
+        }
+    }
+
+    public var description: String { name }
+}

@@ -1,0 +1,57 @@
+/// The FedAsync rule: `x = (1 - a_t) x + a_t x_client`, `a_t = alpha * S(staleness)`.
+/// Pure arithmetic, no I/O: the aggregator calls it on its merge path.
+public struct FedAsync: Sendable, Hashable, Codable {
+    /// The base mixing weight `alpha`, in [0, 1].
+    public var alpha: Double
+    /// The staleness function `S`.
+    public var staleness: StalenessFunction
+    /// Updates whose staleness exceeds this are rejected.
+    public var maxStaleness: UInt64
+
+    public init(alpha: Double, staleness: StalenessFunction, maxStaleness: UInt64) {
+        self.alpha = alpha
+        self.staleness = staleness
+        self.maxStaleness = maxStaleness
+    }
+
+    /// Checks the configuration; returns a reason when it is out of range.
+    public func validationError() -> String? {
+        if !(alpha.isFinite && alpha >= 0 && alpha <= 1) { return "alpha must be in [0, 1], got \(alpha)" }
+        return staleness.validationError()
+    }
+
+    /// The staleness of an update trained on `baseVersion` when the model is at `currentVersion`,
+    /// or nil when the base version is newer than the model (it cannot come from this run).
+    public static func staleness(currentVersion: UInt64, baseVersion: UInt64) -> UInt64? {
+        baseVersion <= currentVersion ? currentVersion - baseVersion : nil
+    }
+
+    /// The mixing weight `a_t = alpha * S(s)`.
+    public func mixingWeight(staleness s: UInt64) -> Double {
+        alpha * staleness.weight(staleness: s)
+    }
+
+    /// Whether an update of staleness `s` may be merged.
+    public func accepts(staleness s: UInt64) -> Bool { s <= maxStaleness }
+
+    /// `model = (1 - weight) * model + weight * update`, element-wise, in place.
+    /// `update` must hold `model.count` float32 values (it may be unaligned raw memory, e.g.
+    /// a received frame read in place).
+    @inlinable
+    public static func mix(into model: UnsafeMutableBufferPointer<Float>, update: UnsafeRawBufferPointer, weight: Double) {
+        precondition(update.count == model.count * MemoryLayout<Float>.size, "update size does not match the model")
+        let a = Float(weight)
+        let b = 1 - a
+        guard let base = model.baseAddress, let src = update.baseAddress else { return }
+        let n = model.count
+        if Int(bitPattern: src) % MemoryLayout<Float>.alignment == 0 {
+            let x = src.assumingMemoryBound(to: Float.self)
+            for i in 0..<n { base[i] = b * base[i] + a * x[i] }
+        } else {
+            for i in 0..<n {
+                let xi = src.loadUnaligned(fromByteOffset: i &* 4, as: Float.self)
+                base[i] = b * base[i] + a * xi
+            }
+        }
+    }
+}

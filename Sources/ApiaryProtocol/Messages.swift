@@ -1,0 +1,170 @@
+import ApiaryCore
+
+/// Protocol version spoken by this implementation.
+public let protocolVersion: UInt8 = 1
+
+/// The first bytes of every header frame: ASCII "APRY".
+public let headerMagic: [UInt8] = [0x41, 0x50, 0x52, 0x59]
+
+/// Message types (byte 5 of every header frame).
+public enum MessageType: UInt8, Sendable, Hashable, CustomStringConvertible {
+    case modelChunk = 1
+    case snapshotRequest = 2
+    case snapshotReply = 3
+    case clientUpdate = 4
+    case receipt = 5
+
+    public var description: String {
+        switch self {
+        case .modelChunk: "MODEL_CHUNK"
+        case .snapshotRequest: "SNAPSHOT_REQUEST"
+        case .snapshotReply: "SNAPSHOT_REPLY"
+        case .clientUpdate: "CLIENT_UPDATE"
+        case .receipt: "RECEIPT"
+        }
+    }
+}
+
+/// Payload codecs of a client update.
+public enum PayloadCodec: UInt8, Sendable, Hashable {
+    /// The full locally trained parameter vector, float32 little-endian, layout order.
+    case denseFloat32 = 0
+}
+
+/// Topics on the model PUB socket (first frame of every published message).
+public enum Topic {
+    /// Model broadcast chunks.
+    public static let model: [UInt8] = Array("model".utf8)
+    /// Receipts for one client: `receipt/<client id>/` (the trailing slash keeps the
+    /// subscription of `c1` from matching `c10`).
+    public static func receipt(clientID: String) -> [UInt8] { Array("receipt/\(clientID)/".utf8) }
+    /// Prefix shared by every receipt topic.
+    public static let receiptPrefix: [UInt8] = Array("receipt/".utf8)
+}
+
+/// Client ids: 1 to 64 characters of `A-Z a-z 0-9 . _ -`.
+public enum ClientID {
+    public static func isValid(_ id: String) -> Bool {
+        let u = id.utf8
+        guard (1...64).contains(u.count) else { return false }
+        return u.allSatisfy { c in
+            (c >= 0x30 && c <= 0x39) || (c >= 0x41 && c <= 0x5A) || (c >= 0x61 && c <= 0x7A) || c == 0x2E || c == 0x5F || c == 0x2D
+        }
+    }
+}
+
+/// Header of one MODEL_CHUNK message: a slice of the flat parameter vector of one version.
+public struct ModelChunkHeader: Sendable, Hashable {
+    public var runID: UInt64
+    public var version: UInt64
+    public var layoutFingerprint: UInt64
+    public var parameterCount: UInt64
+    /// Index of the chunk's first parameter in the flat vector.
+    public var chunkOffset: UInt64
+    public var chunkIndex: UInt32
+    public var chunkCount: UInt32
+
+    public init(runID: UInt64, version: UInt64, layoutFingerprint: UInt64, parameterCount: UInt64,
+                chunkOffset: UInt64, chunkIndex: UInt32, chunkCount: UInt32) {
+        self.runID = runID
+        self.version = version
+        self.layoutFingerprint = layoutFingerprint
+        self.parameterCount = parameterCount
+        self.chunkOffset = chunkOffset
+        self.chunkIndex = chunkIndex
+        self.chunkCount = chunkCount
+    }
+}
+
+/// SNAPSHOT_REQUEST: a client asks for the current model.
+public struct SnapshotRequest: Sendable, Hashable {
+    /// Echoed in the reply, so a client can drop replies to requests it gave up on.
+    public var requestID: UInt64
+    /// The requester's client id (informational; may be empty).
+    public var clientID: String
+
+    public init(requestID: UInt64, clientID: String) {
+        self.requestID = requestID
+        self.clientID = clientID
+    }
+}
+
+/// Header of SNAPSHOT_REPLY: followed by the layout frame, the config frame and the payload.
+public struct SnapshotReplyHeader: Sendable, Hashable {
+    public var requestID: UInt64
+    public var runID: UInt64
+    public var version: UInt64
+    public var layoutFingerprint: UInt64
+    public var parameterCount: UInt64
+    /// Server wall-clock time, milliseconds since the Unix epoch.
+    public var serverTimeMilliseconds: Int64
+    /// Number of payload frames that follow the config frame.
+    public var payloadFrameCount: UInt32
+
+    public init(requestID: UInt64, runID: UInt64, version: UInt64, layoutFingerprint: UInt64,
+                parameterCount: UInt64, serverTimeMilliseconds: Int64, payloadFrameCount: UInt32) {
+        self.requestID = requestID
+        self.runID = runID
+        self.version = version
+        self.layoutFingerprint = layoutFingerprint
+        self.parameterCount = parameterCount
+        self.serverTimeMilliseconds = serverTimeMilliseconds
+        self.payloadFrameCount = payloadFrameCount
+    }
+}
+
+/// Header of CLIENT_UPDATE: followed by the layout frame and the payload frames.
+public struct UpdateHeader: Sendable, Hashable {
+    /// Run id of the model the client trained from.
+    public var runID: UInt64
+    /// Version of the model the client trained from (tau).
+    public var baseVersion: UInt64
+    /// Per-client sequence number; (client id, seq) identifies the update for dedup.
+    public var seq: UInt64
+    /// Number of training examples behind the update.
+    public var sampleCount: UInt64
+    public var codec: PayloadCodec
+    public var clientID: String
+
+    public init(runID: UInt64, baseVersion: UInt64, seq: UInt64, sampleCount: UInt64,
+                codec: PayloadCodec = .denseFloat32, clientID: String) {
+        self.runID = runID
+        self.baseVersion = baseVersion
+        self.seq = seq
+        self.sampleCount = sampleCount
+        self.codec = codec
+        self.clientID = clientID
+    }
+}
+
+/// RECEIPT: what happened to one update, published on `receipt/<client id>/`.
+public struct Receipt: Sendable, Hashable {
+    public var clientID: String
+    public var runID: UInt64
+    public var seq: UInt64
+    public var baseVersion: UInt64
+    /// The model version after the merge (merged), or the current version (otherwise).
+    public var modelVersion: UInt64
+    /// Staleness of the update, when it was known.
+    public var staleness: UInt64?
+    /// The mixing weight a_t used (0 unless merged).
+    public var mixingWeight: Double
+    public var decision: Decision
+    public var reason: RejectReason
+    /// Human-readable detail (UTF-8, at most 1024 bytes on the wire).
+    public var message: String
+
+    public init(clientID: String, runID: UInt64, seq: UInt64, baseVersion: UInt64, modelVersion: UInt64,
+                staleness: UInt64?, mixingWeight: Double, decision: Decision, reason: RejectReason, message: String = "") {
+        self.clientID = clientID
+        self.runID = runID
+        self.seq = seq
+        self.baseVersion = baseVersion
+        self.modelVersion = modelVersion
+        self.staleness = staleness
+        self.mixingWeight = mixingWeight
+        self.decision = decision
+        self.reason = reason
+        self.message = message
+    }
+}
