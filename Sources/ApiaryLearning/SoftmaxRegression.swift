@@ -93,65 +93,19 @@ public struct SoftmaxRegression: Trainer {
             return TrainingResult(parameters: parameters, sampleCount: n, loss: nil)
         }
 
-        let d = dataset.featureCount
-        let c = dataset.classCount
-        let p = layout.parameterCount
-        let lr = Float(config.learningRate)
-        let mu = Float(config.proximalMu)
-        let batchSize = config.batchSize
-
         var w = parameters
-        var grad = [Float](repeating: 0, count: p)
-        var z = [Float](repeating: 0, count: c)
+        var grad = [Float](repeating: 0, count: layout.parameterCount)
+        var z = [Float](repeating: 0, count: dataset.classCount)
         var perm = [Int](repeating: 0, count: n)
         var lossSum = 0.0
-
         for epoch in 0..<config.localEpochs {
             var rng = SplitMix64(deriving: shuffleSeed, Self.bits(clientID), Self.bits(round), Self.bits(epoch))
             for i in 0..<n { perm[i] = i }
             rng.shuffle(&perm)
-
-            w.withUnsafeMutableBufferPointer { wBuf in
-            grad.withUnsafeMutableBufferPointer { gBuf in
-            z.withUnsafeMutableBufferPointer { zBuf in
-            perm.withUnsafeBufferPointer { permBuf in
-            parameters.withUnsafeBufferPointer { global in
-            dataset.features.withUnsafeBufferPointer { xBuf in
-            dataset.labels.withUnsafeBufferPointer { yBuf in
-                let W = wBuf.baseAddress!, b = W + d * c
-                let G = gBuf.baseAddress!, gb = G + d * c
-                let zp = zBuf.baseAddress!
-                let X = xBuf.baseAddress!
-                let W0 = global.baseAddress!
-                var start = 0
-                while start < n {
-                    let end = min(start + batchSize, n)
-                    for q in 0..<p { G[q] = 0 }
-                    for t in start..<end {
-                        let r = permBuf[t]
-                        let x = X + r * d
-                        let y = yBuf[r]
-                        SoftmaxKernel.logits(x: x, weights: W, bias: b, featureCount: d, classCount: c, into: zp)
-                        lossSum += Double(SoftmaxKernel.softmaxInPlace(zp, classCount: c, label: y))
-                        zp[y] -= 1
-                        for j in 0..<d {
-                            let xj = x[j]
-                            if xj == 0 { continue }
-                            let row = G + j * c
-                            for k in 0..<c { row[k] += xj * zp[k] }
-                        }
-                        for k in 0..<c { gb[k] += zp[k] }
-                    }
-                    let step = lr / Float(end - start)
-                    if mu > 0 {
-                        let prox = lr * mu
-                        for q in 0..<p { W[q] -= step * G[q] + prox * (W[q] - W0[q]) }
-                    } else {
-                        for q in 0..<p { W[q] -= step * G[q] }
-                    }
-                    start = end
-                }
-            }}}}}}}
+            lossSum += SoftmaxKernel.sgdEpoch(
+                parameters: &w, global: parameters, dataset: dataset, order: perm,
+                batchSize: config.batchSize, learningRate: Float(config.learningRate),
+                proximalMu: Float(config.proximalMu), gradient: &grad, scratchLogits: &z)
         }
         let loss = lossSum / Double(n * config.localEpochs)
         return TrainingResult(parameters: w, sampleCount: n, loss: loss)

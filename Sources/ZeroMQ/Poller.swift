@@ -25,6 +25,20 @@ public final class Poller {
         return items.count - 1
     }
 
+    /// Adds a plain file descriptor (for example an eventfd used to wake the owner thread);
+    /// returns its index.
+    @discardableResult
+    public func add(fileDescriptor fd: Int32, events: PollEvents = .readable) -> Int {
+        items.append(zmq_pollitem_t(socket: nil, fd: fd, events: events.rawValue, revents: 0))
+        return items.count - 1
+    }
+
+    /// Puts `socket` in place of the socket at `index` (after re-creating a socket).
+    public func reset(_ index: Int, to socket: Socket) {
+        items[index].socket = socket.raw
+        sockets[index] = socket
+    }
+
     /// Changes what the socket at `index` is watched for.
     public func watch(_ index: Int, for events: PollEvents) {
         items[index].events = events.rawValue

@@ -1,6 +1,6 @@
 import Foundation
 import Testing
-@testable import ApiaryLearning
+import ApiaryLearning
 
 @Suite struct DigitsTests {
     @Test func loadsTheBundledCSV() throws {
@@ -14,7 +14,8 @@ import Testing
         #expect(data.labels.allSatisfy { (0...9).contains($0) })
         #expect(data.labelCounts.allSatisfy { $0 > 150 })
         // First row of sklearn's digits: 0,0,5,13,9,1,0,0,... label 0.
-        #expect(Array(data.features[0..<4]) == [0, 0, 5.0 / 16, 13.0 / 16])
+        let expectedStart: [Float] = [0, 0, 5.0 / 16, 13.0 / 16]
+        #expect(Array(data.features[0..<4]) == expectedStart)
         #expect(data.labels[0] == 0)
         #expect(data.labels[1] == 1)
     }

@@ -1,7 +1,7 @@
 import Foundation
 import ApiaryCore
 import Testing
-@testable import ApiaryLearning
+import ApiaryLearning
 
 @Suite struct EvaluationTests {
     @Test func zeroModelPredictsClassZero() throws {

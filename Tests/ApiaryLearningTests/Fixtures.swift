@@ -1,6 +1,6 @@
 import Foundation
 import ApiaryCore
-@testable import ApiaryLearning
+import ApiaryLearning
 
 /// Shared, lazily loaded test data (loaded once per test process).
 enum Fixtures {

@@ -1,6 +1,6 @@
 import Foundation
 import Testing
-@testable import ApiaryLearning
+import ApiaryLearning
 
 @Suite struct PartitionerTests {
     private func expectExactCover(_ parts: [[Int]], count: Int) {

@@ -1,5 +1,5 @@
 import Testing
-@testable import ApiaryLearning
+import ApiaryLearning
 
 @Suite struct RandomTests {
     @Test func splitMix64KnownAnswer() {

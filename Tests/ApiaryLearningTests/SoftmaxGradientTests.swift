@@ -1,7 +1,7 @@
 import Foundation
 import ApiaryCore
 import Testing
-@testable import ApiaryLearning
+import ApiaryLearning
 
 @Suite struct SoftmaxGradientTests {
     /// A tiny data set: 6 rows, 3 features, 4 classes.
@@ -78,7 +78,7 @@ import Testing
         #expect(m.accuracy == 1)
         #expect(m.loss.isFinite && m.loss >= 0)
         let r = try SoftmaxRegression(dataset: data).fit(parameters: params, config: TrainingConfig(), round: 1)
-        #expect(r.parameters.allSatisfy(\.isFinite))
+        #expect(r.parameters.allSatisfy { $0.isFinite })
         #expect(r.loss!.isFinite)
     }
 }

@@ -1,6 +1,7 @@
 import ApiaryCore
+import Foundation
 import Testing
-@testable import ApiaryLearning
+import ApiaryLearning
 
 @Suite struct SoftmaxTrainingTests {
     @Test func layoutIsWThenB() {
@@ -25,7 +26,7 @@ import Testing
             model.parameters = r.parameters
             model.version += 1
         }
-        #expect(abs(losses[0] - 1.0) < 1.5)  // starts near-ish log(10) and falls
+        #expect(losses[0] < log(10.0))  // the first epoch starts at log(10) and falls
         #expect(losses.last! < losses.first!)
         let accuracy = Evaluation.accuracy(parameters: model.parameters, on: w.testSet)
         #expect(accuracy >= 0.90, "test accuracy \(accuracy)")
@@ -34,7 +35,7 @@ import Testing
     @Test func trainingIsDeterministicPerSeedClientRound() async throws {
         let w = try Fixtures.workload()
         let data = w.trainSet(client: 3)
-        let model = Fixtures.snapshot(SoftmaxRegression.digitsLayout.tensors.isEmpty ? [] : [Float](repeating: 0, count: 650), for: data)
+        let model = Fixtures.snapshot([Float](repeating: 0, count: 650), for: data)
         let config = TrainingConfig()
         let t = SoftmaxRegression(dataset: data, clientID: 3, shuffleSeed: 0, delay: .zero)
         let a = try await t.train(model: model, config: config, round: 2)
@@ -101,6 +102,6 @@ import Testing
         }
         #expect(results.count == 20)
         #expect(results.map(\.sampleCount).reduce(0, +) == 1437)
-        #expect(results.allSatisfy { $0.parameters.count == 650 && $0.parameters.allSatisfy(\.isFinite) })
+        #expect(results.allSatisfy { $0.parameters.count == 650 && $0.parameters.allSatisfy { $0.isFinite } })
     }
 }

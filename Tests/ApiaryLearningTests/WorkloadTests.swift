@@ -1,6 +1,6 @@
 import Foundation
 import Testing
-@testable import ApiaryLearning
+import ApiaryLearning
 
 @Suite struct WorkloadTests {
     @Test func sharedWorkloadShape() throws {

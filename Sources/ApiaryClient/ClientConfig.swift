@@ -1,0 +1,83 @@
+import ApiaryCore
+
+/// How a client reaches its aggregator and how it behaves.
+public struct ClientConfig: Sendable {
+    /// 1 to 64 characters of `A-Z a-z 0-9 . _ -`.
+    public var clientID: String
+    public var modelEndpoint: String
+    public var snapshotEndpoint: String
+    public var updateEndpoint: String
+    /// Resend an update after this long without a receipt; nil uses the aggregator's advice.
+    public var receiptTimeout: Duration?
+    /// Most updates kept without a receipt; training pauses while the bound is reached.
+    public var maxPendingUpdates: Int
+    /// Re-ask for a snapshot after this long without a reply.
+    public var snapshotTimeout: Duration
+    /// After pushing, wait at most this long for a newer model before training again on
+    /// the one it has.
+    public var newModelWait: Duration
+    /// Cap of the resend back-off and of the reconnect interval.
+    public var maxBackoff: Duration
+
+    public init(clientID: String,
+                modelEndpoint: String = "tcp://127.0.0.1:5557",
+                snapshotEndpoint: String = "tcp://127.0.0.1:5556",
+                updateEndpoint: String = "tcp://127.0.0.1:5558",
+                receiptTimeout: Duration? = nil,
+                maxPendingUpdates: Int = 8,
+                snapshotTimeout: Duration = .seconds(2),
+                newModelWait: Duration = .seconds(2),
+                maxBackoff: Duration = .seconds(30)) {
+        self.clientID = clientID
+        self.modelEndpoint = modelEndpoint
+        self.snapshotEndpoint = snapshotEndpoint
+        self.updateEndpoint = updateEndpoint
+        self.receiptTimeout = receiptTimeout
+        self.maxPendingUpdates = maxPendingUpdates
+        self.snapshotTimeout = snapshotTimeout
+        self.newModelWait = newModelWait
+        self.maxBackoff = maxBackoff
+    }
+}
+
+/// Counters a client keeps.
+public struct ClientStats: Sendable, Hashable {
+    /// Local training runs finished.
+    public var rounds = 0
+    public var updatesSent = 0
+    public var resends = 0
+    public var merged = 0
+    public var rejected = 0
+    public var duplicates = 0
+    public var snapshotsReceived = 0
+    public var broadcastsReceived = 0
+    /// Version of the newest model the client holds.
+    public var modelVersion: UInt64 = 0
+    public var pending = 0
+    public var lastRejectReason: RejectReason?
+
+    public init() {}
+}
+
+/// Things a client reports as they happen (for progress displays and tests).
+public enum ClientEvent: Sendable {
+    /// The first model arrived: the client can train.
+    case joined(version: UInt64)
+    case modelUpdated(version: UInt64)
+    case updateSent(seq: UInt64, baseVersion: UInt64)
+    case receipt(Receipt)
+}
+
+public enum ClientError: Error, CustomStringConvertible {
+    case invalidConfig(String)
+    case layoutMismatch(server: String, trainer: String)
+
+    public var description: String {
+        switch self {
+        case .invalidConfig(let r): "invalid client config: \(r)"
+        case .layoutMismatch(let s, let t): "the aggregator's model layout [\(s)] differs from the trainer's [\(t)]"
+        }
+    }
+}
+
+import ApiaryProtocol

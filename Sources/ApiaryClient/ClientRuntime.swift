@@ -1,0 +1,230 @@
+import ApiaryCore
+import ApiaryProtocol
+import Foundation
+import Logging
+import Synchronization
+import ZeroMQ
+
+/// The client runtime: joins through the snapshot endpoint (a late joiner trains at once),
+/// subscribes for newer models, trains through a `Trainer`, pushes each result tagged with
+/// its base version and a sequence number, resends updates that got no receipt in time, and
+/// carries on by itself when the aggregator restarts.
+///
+/// Sockets live on one I/O thread; training runs in the task that calls `run()`.
+public final class ClientRuntime: Sendable {
+    public let config: ClientConfig
+    private let trainer: any Trainer
+    private let logger: Logger
+    private let context: Context
+    private let state = Mutex(State())
+    private let wakeup = Wakeup()
+    private let stopRequested = Atomic<Bool>(false)
+    private let onEvent: (@Sendable (ClientEvent) -> Void)?
+
+    struct State: Sendable {
+        var model: ModelSnapshot?
+        var training = TrainingConfig()
+        var serverReceiptTimeout: Duration = .seconds(10)
+        var chunkParameters = 262_144
+        var outbox: [OutgoingUpdate] = []
+        var stats = ClientStats()
+        var modelWaiters: [(after: UInt64?, runID: UInt64?, CheckedContinuation<Void, Never>)] = []
+        var fatal: ClientError?
+        var ioFinished = false
+    }
+
+    /// Creates a client. `context` may be shared by many clients in one process.
+    public init(config: ClientConfig, trainer: any Trainer, context: Context? = nil, logger: Logger,
+                onEvent: (@Sendable (ClientEvent) -> Void)? = nil) throws {
+        guard ClientID.isValid(config.clientID) else { throw ClientError.invalidConfig("client id '\(config.clientID)' is not 1 to 64 characters of A-Z a-z 0-9 . _ -") }
+        guard config.maxPendingUpdates >= 1 else { throw ClientError.invalidConfig("max_pending_updates must be at least 1") }
+        self.config = config
+        self.trainer = trainer
+        self.context = try context ?? Context()
+        var l = logger
+        l[metadataKey: "client"] = "\(config.clientID)"
+        self.logger = l
+        self.onEvent = onEvent
+    }
+
+    /// A copy of the counters.
+    public var stats: ClientStats { state.withLock { $0.stats } }
+
+    /// The newest model this client holds.
+    public var currentModel: ModelSnapshot? { state.withLock { $0.model } }
+
+    /// Trains until the calling task is cancelled (or `stop()`); throws when the aggregator's
+    /// model does not fit the trainer.
+    public func run() async throws {
+        stopRequested.store(false, ordering: .relaxed)
+        let io = Thread { [self] in self.ioMain() }
+        io.name = "apiary-client-io"
+        io.stackSize = 1 << 20
+        io.start()
+        defer {
+            stopRequested.store(true, ordering: .releasing)
+            wakeup.ring()
+            wakeAllWaiters()
+        }
+        var round = 0
+        var lastBase: (runID: UInt64, version: UInt64)?
+        var seq = UInt64(Date().timeIntervalSince1970 * 1_000_000)
+        while !Task.isCancelled && !stopRequested.load(ordering: .acquiring) {
+            // Train on a model newer than the last base when one comes within `newModelWait`.
+            await waitForModel(newerThan: lastBase, timeout: lastBase == nil ? nil : config.newModelWait)
+            if let f = state.withLock({ $0.fatal }) { throw f }
+            guard !Task.isCancelled, !stopRequested.load(ordering: .acquiring) else { break }
+            guard let (model, training) = state.withLock({ s in s.model.map { ($0, s.training) } }) else { continue }
+            await waitForPendingRoom()
+            guard !Task.isCancelled, !stopRequested.load(ordering: .acquiring) else { break }
+            round += 1
+            let result = try await trainer.train(model: model, config: training, round: round)
+            guard result.parameters.count == model.layout.parameterCount else {
+                throw ClientError.layoutMismatch(server: "\(model.layout.parameterCount) parameters", trainer: "\(result.parameters.count) parameters")
+            }
+            seq += 1
+            let update = OutgoingUpdate(header: UpdateHeader(runID: model.runID, baseVersion: model.version, seq: seq,
+                                                             sampleCount: UInt64(max(0, result.sampleCount)), clientID: config.clientID),
+                                        parameters: ParameterBuffer(result.parameters))
+            state.withLock {
+                $0.outbox.append(update)
+                $0.stats.rounds += 1
+            }
+            wakeup.ring()
+            lastBase = (model.runID, model.version)
+        }
+    }
+
+    /// Asks `run()` to return after its current training run.
+    public func stop() {
+        stopRequested.store(true, ordering: .releasing)
+        wakeup.ring()
+        wakeAllWaiters()
+    }
+
+    // MARK: Waiting (training side)
+
+    private func waitForModel(newerThan base: (runID: UInt64, version: UInt64)?, timeout: Duration?) async {
+        if let timeout {
+            let deadline = ContinuousClock.now + timeout
+            while ContinuousClock.now < deadline && !stopRequested.load(ordering: .acquiring) && !Task.isCancelled {
+                if hasModel(newerThan: base) { return }
+                try? await Task.sleep(for: .milliseconds(5))
+            }
+            return
+        }
+        await withCheckedContinuation { (c: CheckedContinuation<Void, Never>) in
+            let ready = state.withLock { s -> Bool in
+                if s.model != nil || s.fatal != nil || stopRequested.load(ordering: .acquiring) { return true }
+                s.modelWaiters.append((nil, nil, c))
+                return false
+            }
+            if ready { c.resume() }
+        }
+    }
+
+    private func hasModel(newerThan base: (runID: UInt64, version: UInt64)?) -> Bool {
+        state.withLock { s in
+            guard let m = s.model else { return false }
+            guard let base else { return true }
+            return m.runID != base.runID || m.version > base.version
+        }
+    }
+
+    private func waitForPendingRoom() async {
+        while !stopRequested.load(ordering: .acquiring) && !Task.isCancelled {
+            let room = state.withLock { $0.stats.pending + $0.outbox.count < config.maxPendingUpdates }
+            if room { return }
+            try? await Task.sleep(for: .milliseconds(10))
+        }
+    }
+
+    private func wakeAllWaiters() {
+        let waiters = state.withLock { s in
+            defer { s.modelWaiters = [] }
+            return s.modelWaiters
+        }
+        for w in waiters { w.2.resume() }
+    }
+
+    // MARK: I/O thread
+
+    private func ioMain() {
+        do {
+            let io = try ClientIO(runtime: self, config: config, context: context, logger: logger)
+            io.run(shouldStop: { self.stopRequested.load(ordering: .acquiring) })
+            io.close()
+        } catch {
+            logger.error("client I/O failed: \(error)")
+            state.withLock { $0.fatal = .invalidConfig("\(error)") }
+            wakeAllWaiters()
+        }
+        state.withLock { $0.ioFinished = true }
+    }
+
+    // Called by the I/O thread.
+
+    func adopt(_ model: ModelSnapshot, training: TrainingConfig?, receiptTimeout: Duration?, chunkParameters: Int?, fromSnapshot: Bool) -> Bool {
+        guard model.layout == trainer.layout else {
+            state.withLock { $0.fatal = .layoutMismatch(server: "\(model.layout)", trainer: "\(trainer.layout)") }
+            wakeAllWaiters()
+            return false
+        }
+        let (first, waiters) = state.withLock { s -> (Bool, [CheckedContinuation<Void, Never>]) in
+            let first = s.model == nil
+            s.model = model
+            if let training { s.training = training }
+            if let receiptTimeout { s.serverReceiptTimeout = receiptTimeout }
+            if let chunkParameters { s.chunkParameters = chunkParameters }
+            s.stats.modelVersion = model.version
+            if fromSnapshot { s.stats.snapshotsReceived += 1 } else { s.stats.broadcastsReceived += 1 }
+            defer { s.modelWaiters = [] }
+            return (first, s.modelWaiters.map(\.2))
+        }
+        for w in waiters { w.resume() }
+        onEvent?(first ? .joined(version: model.version) : .modelUpdated(version: model.version))
+        return true
+    }
+
+    func currentKey() -> (runID: UInt64, version: UInt64)? {
+        state.withLock { s in s.model.map { ($0.runID, $0.version) } }
+    }
+
+    func takeOutbox() -> [OutgoingUpdate] {
+        state.withLock { s in
+            defer { s.outbox = [] }
+            return s.outbox
+        }
+    }
+
+    func settings() -> (receiptTimeout: Duration, chunkParameters: Int) {
+        state.withLock { ($0.serverReceiptTimeout, $0.chunkParameters) }
+    }
+
+    func record(_ body: (inout ClientStats) -> Void) {
+        state.withLock { body(&$0.stats) }
+    }
+
+    func emit(_ e: ClientEvent) { onEvent?(e) }
+
+    var doorbell: Wakeup { wakeup }
+}
+
+/// The parameters of one update, kept unchanged until its receipt arrives; chunks on the
+/// wire refer to it without copying.
+final class ParameterBuffer: @unchecked Sendable {
+    // @unchecked Sendable: written once in init, then only read (by libzmq's I/O thread too).
+    let storage: UnsafeMutableBufferPointer<Float>
+
+    init(_ values: [Float]) {
+        storage = .allocate(capacity: max(values.count, 1))
+        _ = storage.initialize(fromContentsOf: values)
+    }
+
+    deinit { storage.deallocate() }
+}
+
+struct OutgoingUpdate: Sendable {
+    var header: UpdateHeader
+    var parameters: ParameterBuffer
+}

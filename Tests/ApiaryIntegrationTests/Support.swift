@@ -1,0 +1,90 @@
+import ApiaryAggregator
+import ApiaryClient
+import ApiaryCore
+import ApiaryProtocol
+import Foundation
+import Logging
+import ZeroMQ
+
+/// A trainer for protocol tests: moves every parameter toward `target` by `step`.
+struct StepTrainer: Trainer {
+    let layout: ParameterLayout
+    var target: Float = 1
+    var step: Float = 0.5
+    var delay: Duration = .milliseconds(5)
+
+    func train(model: ModelSnapshot, config: TrainingConfig, round: Int) async throws -> TrainingResult {
+        try await Task.sleep(for: delay)
+        return TrainingResult(parameters: model.parameters.map { $0 + step * (target - $0) }, sampleCount: 10)
+    }
+}
+
+let testLayout = try! ParameterLayout([TensorSpec(name: "w", shape: [4, 3]), TensorSpec(name: "b", shape: [3])])
+
+func quietLogger(_ label: String = "test") -> Logger {
+    var l = Logger(label: label)
+    l.logLevel = ProcessInfo.processInfo.environment["APIARY_TEST_LOG"] != nil ? .debug : .critical
+    return l
+}
+
+/// Loopback endpoints with ports picked by the kernel.
+func anyPortConfig(_ rule: FedAsync = FedAsync(alpha: 0.5, staleness: .constant, maxStaleness: 1000)) -> AggregatorConfig {
+    AggregatorConfig(modelEndpoint: "tcp://127.0.0.1:*", snapshotEndpoint: "tcp://127.0.0.1:*", updateEndpoint: "tcp://127.0.0.1:*",
+                     rule: rule, publishInterval: .milliseconds(5), receiptTimeout: .milliseconds(500))
+}
+
+func clientConfig(_ id: String, _ e: Aggregator.Endpoints) -> ClientConfig {
+    ClientConfig(clientID: id, modelEndpoint: e.model, snapshotEndpoint: e.snapshot, updateEndpoint: e.update,
+                 snapshotTimeout: .milliseconds(300), newModelWait: .milliseconds(200), maxBackoff: .seconds(1))
+}
+
+struct Timeout: Error, CustomStringConvertible {
+    let what: String
+    var description: String { "timed out waiting for \(what)" }
+}
+
+/// Polls `condition` every 10 ms until it holds or `seconds` pass.
+func eventually(_ what: String, within seconds: Double = 15, _ condition: () throws -> Bool) async throws {
+    let deadline = Date().addingTimeInterval(seconds)
+    while Date() < deadline {
+        if try condition() { return }
+        try await Task.sleep(for: .milliseconds(10))
+    }
+    throw Timeout(what: what)
+}
+
+/// A test peer speaking the wire protocol with raw sockets: pushes hand-made updates and
+/// reads its receipts.
+final class RawPeer {
+    let context: Context
+    let push: Socket
+    let sub: Socket
+    let clientID: String
+
+    init(_ e: Aggregator.Endpoints, clientID: String) throws {
+        context = try Context()
+        self.clientID = clientID
+        push = try context.socket(.push)
+        try push.connect(e.update)
+        sub = try context.socket(.sub)
+        try sub.set(.subscribe, Topic.receipt(clientID: clientID))
+        try sub.set(.receiveTimeout, 5000)
+        try sub.connect(e.model)
+        Thread.sleep(forTimeInterval: 0.2)  // let the subscription reach the PUB
+    }
+
+    func send(frames: [[UInt8]]) throws {
+        try push.send(multipart: frames.map { Message($0) })
+    }
+
+    func sendUpdate(runID: UInt64, base: UInt64, seq: UInt64, values: [Float], layout: ParameterLayout = testLayout) throws {
+        let header = Codec.encode(UpdateHeader(runID: runID, baseVersion: base, seq: seq, sampleCount: 1, clientID: clientID))
+        let payload = values.withUnsafeBytes { Array($0) }
+        try send(frames: [header, Codec.encodeLayout(layout), payload])
+    }
+
+    func receipt() throws -> Receipt {
+        guard let m = try sub.receiveMultipart() else { throw Timeout(what: "a receipt") }
+        return try m.withFrameBytes { f throws(WireError) in try Codec.decodeReceipt(f) }
+    }
+}
