@@ -2,6 +2,7 @@ import ApiaryCore
 import ApiaryProtocol
 import Foundation
 import Logging
+import ServiceLifecycle
 import Synchronization
 import ZeroMQ
 
@@ -11,7 +12,7 @@ import ZeroMQ
 /// All sockets and the model belong to one thread (`apiary-aggregator`), which polls the
 /// sockets, merges in memory (no I/O on the merge path) and publishes the newest model at
 /// most once per `publishInterval`. Other threads read `stats` and `latestModel`.
-public final class Aggregator: Sendable {
+public final class Aggregator: Service, Sendable {
     /// The endpoints actually bound (a `:*` port resolved).
     public struct Endpoints: Sendable, Hashable {
         public var model: String
@@ -88,16 +89,21 @@ public final class Aggregator: Sendable {
         }
     }
 
-    /// Runs until the calling task is cancelled, then stops (for structured concurrency and
-    /// service groups).
+    /// Runs until the calling task is cancelled or a service group shuts down gracefully
+    /// (SIGTERM, SIGINT), then stops: no more updates are taken, the final version is
+    /// published, and the sockets are closed with a finite linger.
     public func run() async throws {
         try start()
-        await withTaskCancellationHandler {
-            while !Task.isCancelled && !shared.withLock({ $0.finished }) {
-                try? await Task.sleep(for: .milliseconds(50))
+        await withGracefulShutdownHandler {
+            await withTaskCancellationHandler {
+                while !Task.isCancelled && !shared.withLock({ $0.finished }) {
+                    try? await Task.sleep(for: .milliseconds(50))
+                }
+            } onCancel: {
+                stopRequested.store(true, ordering: .releasing)
             }
-        } onCancel: {
-            stopRequested.store(true, ordering: .releasing)
+        } onGracefulShutdown: {
+            self.stopRequested.store(true, ordering: .releasing)
         }
         stop()
     }

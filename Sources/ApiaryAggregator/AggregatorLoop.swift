@@ -108,7 +108,10 @@ final class AggregatorLoop {
                 dirty = true
             } else {
                 if rejectLog.shouldLog(outcome.reason) {
-                    logger.warning("update rejected", metadata: [
+                    // Stale and duplicate updates are routine in an asynchronous fleet; the
+                    // rest point at a broken or hostile client.
+                    let routine: Set<RejectReason> = [.tooStale, .duplicate, .unknownBase]
+                    logger.log(level: routine.contains(outcome.reason) ? .info : .warning, "update rejected", metadata: [
                         "reason": "\(outcome.reason)", "detail": "\(outcome.detail)",
                         "client": "\(outcome.receipt?.clientID ?? "?")",
                         "suppressed": "\(rejectLog.suppressed(outcome.reason))",

@@ -2,6 +2,7 @@ import ApiaryCore
 import ApiaryProtocol
 import Foundation
 import Logging
+import ServiceLifecycle
 import Synchronization
 import ZeroMQ
 
@@ -11,7 +12,7 @@ import ZeroMQ
 /// carries on by itself when the aggregator restarts.
 ///
 /// Sockets live on one I/O thread; training runs in the task that calls `run()`.
-public final class ClientRuntime: Sendable {
+public final class ClientRuntime: Service, Sendable {
     public let config: ClientConfig
     private let trainer: any Trainer
     private let logger: Logger
@@ -53,9 +54,17 @@ public final class ClientRuntime: Sendable {
     /// The newest model this client holds.
     public var currentModel: ModelSnapshot? { state.withLock { $0.model } }
 
-    /// Trains until the calling task is cancelled (or `stop()`); throws when the aggregator's
-    /// model does not fit the trainer.
+    /// Trains until the calling task is cancelled, `stop()` is called or a service group
+    /// shuts down gracefully; throws when the aggregator's model does not fit the trainer.
     public func run() async throws {
+        try await withGracefulShutdownHandler {
+            try await trainLoop()
+        } onGracefulShutdown: {
+            self.stop()
+        }
+    }
+
+    private func trainLoop() async throws {
         stopRequested.store(false, ordering: .relaxed)
         let io = Thread { [self] in self.ioMain() }
         io.name = "apiary-client-io"

@@ -11,6 +11,7 @@ public enum DatasetError: Error, Equatable, Sendable, CustomStringConvertible {
     /// A label lies outside `0..<classCount`.
     case labelOutOfRange(label: Int, classCount: Int)
 
+    /// A one-line, human-readable explanation.
     public var description: String {
         switch self {
         case .resourceNotFound(let name): "resource '\(name)' not found in the ApiaryLearning bundle"

@@ -12,6 +12,7 @@ public enum PartitionError: Error, Equatable, Sendable, CustomStringConvertible 
     /// (0 attempts: impossible, because `clients * minPartitionSize` exceeds the item count).
     case minPartitionSizeUnreachable(minPartitionSize: Int, attempts: Int)
 
+    /// A one-line, human-readable explanation.
     public var description: String {
         switch self {
         case .invalidClientCount(let n): "the number of clients must be positive, got \(n)"

@@ -9,6 +9,7 @@ public enum SoftmaxTrainingError: Error, Equatable, Sendable, CustomStringConver
     /// A training hyper-parameter is out of range.
     case invalidConfig(String)
 
+    /// A one-line, human-readable explanation.
     public var description: String {
         switch self {
         case .layoutMismatch(let e, let g): "model layout \(g) does not match the trainer's layout \(e)"

@@ -9,6 +9,7 @@ public enum WorkloadError: Error, Equatable, Sendable, CustomStringConvertible {
     /// The data set behind the workload could not be loaded.
     case dataset(DatasetError)
 
+    /// A one-line, human-readable explanation.
     public var description: String {
         switch self {
         case .resourceNotFound(let name): "resource '\(name)' not found in the ApiaryLearning bundle"

@@ -1,0 +1,20 @@
+import ArgumentParser
+
+@main
+struct Apiary: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "apiary",
+        abstract: "Asynchronous federated learning over ZeroMQ.",
+        discussion: """
+            An aggregator merges every client update the moment it arrives (FedAsync); clients \
+            train on private data and never wait for each other.
+
+            Examples:
+              apiary demo                                  # aggregator + 20 clients in one process
+              apiary demo --json                           # same, with a JSON summary as the last line
+              apiary aggregator --config Configs/aggregator.yaml
+              apiary client --config Configs/client.yaml --id client-3 --partition 3
+            """,
+        subcommands: [AggregatorCommand.self, ClientCommand.self, DemoCommand.self]
+    )
+}

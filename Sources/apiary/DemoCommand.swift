@@ -1,0 +1,203 @@
+import ApiaryAggregator
+import ApiaryClient
+import ApiaryCore
+import ApiaryLearning
+import ArgumentParser
+import Foundation
+import Logging
+import Synchronization
+import ZeroMQ
+
+struct DemoCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "demo",
+        abstract: "Train the digits model with an aggregator and N clients in one process, over real tcp loopback sockets.",
+        discussion: """
+            Uses the shared workload: 20 clients with Dirichlet(0.5) label skew and per-client delays \
+            (70 % 0.2 s, 20 % 1.0 s, 10 % 5.0 s). Shows live progress; stops at the target accuracy \
+            or the time limit. The clock starts once every client holds the first model.
+            """
+    )
+
+    @Option(name: .long, help: "YAML config file (see Configs/demo.yaml); environment variables override it.")
+    var config: String?
+
+    @Option(name: .long, help: "Number of clients (1-20, the first N partitions of the workload); overrides demo.clients.")
+    var clients: Int?
+
+    @Option(name: .long, help: "Stop at this test accuracy; overrides demo.target_accuracy.")
+    var target: Double?
+
+    @Option(name: .long, help: "Stop after this many seconds; overrides demo.time_limit_s.")
+    var timeLimit: Double?
+
+    @Option(name: .long, help: "Multiply every client's delay by this factor (0 = no delays); overrides demo.delay_scale.")
+    var delayScale: Double?
+
+    @Flag(name: .long, help: "Print a one-line JSON summary as the last line of stdout (progress goes to stderr).")
+    var json = false
+
+    func run() async throws {
+        let reader = try await Settings.reader(file: config)
+        let logger = LogSetup.bootstrap(level: try Settings.logLevel(reader, default: .warning))
+        var aggConfig = try Settings.aggregator(reader)
+        // The demo binds where the kernel finds room unless the config says otherwise.
+        aggConfig.modelEndpoint = reader.string(forKey: "endpoints.model", default: "tcp://127.0.0.1:*")
+        aggConfig.snapshotEndpoint = reader.string(forKey: "endpoints.snapshot", default: "tcp://127.0.0.1:*")
+        aggConfig.updateEndpoint = reader.string(forKey: "endpoints.update", default: "tcp://127.0.0.1:*")
+        let workload = try DigitsModel.workload()
+        let n = clients ?? reader.int(forKey: "demo.clients", default: workload.clientCount)
+        guard (1...workload.clientCount).contains(n) else { throw ValidationError("clients must be in 1...\(workload.clientCount)") }
+        let options = DemoOptions(
+            clients: n,
+            target: target ?? reader.double(forKey: "demo.target_accuracy", default: 0.90),
+            timeLimit: timeLimit ?? reader.double(forKey: "demo.time_limit_s", default: 120),
+            delayScale: delayScale ?? reader.double(forKey: "demo.delay_scale", default: 1),
+            shuffleSeed: UInt64(reader.int(forKey: "data.shuffle_seed", default: 0)),
+            progressEvery: reader.double(forKey: "demo.progress_interval_s", default: 0.5)
+        )
+        let toStderr = json
+        let out: @Sendable (String) -> Void = { line in
+            if toStderr {
+                FileHandle.standardError.write(Data((line + "\n").utf8))
+            } else {
+                print(line)
+                FileHandle.standardOutput.synchronizeFile()
+            }
+        }
+        let summary = try await AsyncDemo(config: aggConfig, workload: workload, options: options, logger: logger, say: out).run()
+        if json {
+            print(summary.jsonLine())
+        } else {
+            print(summary.text())
+        }
+    }
+}
+
+struct DemoOptions: Sendable {
+    var clients: Int
+    var target: Double
+    var timeLimit: Double
+    var delayScale: Double
+    var shuffleSeed: UInt64
+    var progressEvery: Double
+}
+
+/// What a demo run came to; the keys of `jsonLine()` are a stable interface.
+struct DemoSummary: Sendable {
+    var algorithm: String
+    var clients: Int
+    var finalAccuracy: Double
+    var timeToTarget: Double?
+    var targetAccuracy: Double
+    var timeTo085: Double?
+    var versions: UInt64
+    var updatesMerged: UInt64
+    var updatesRejected: UInt64
+    var meanStaleness: Double
+    var maxStaleness: UInt64
+    var elapsed: Double
+    /// (seconds, version, accuracy) after every evaluated version.
+    var series: [(Double, UInt64, Double)]
+
+    func jsonLine() -> String {
+        func num(_ d: Double?) -> String { d.map { String(format: "%.4f", $0) } ?? "null" }
+        return "{" + [
+            "\"algorithm\":\"\(algorithm)\"",
+            "\"clients\":\(clients)",
+            "\"final_accuracy\":\(num(finalAccuracy))",
+            "\"time_to_target_s\":\(num(timeToTarget))",
+            "\"target_accuracy\":\(num(targetAccuracy))",
+            "\"time_to_0.85_s\":\(num(timeTo085))",
+            "\"versions\":\(versions)",
+            "\"updates_merged\":\(updatesMerged)",
+            "\"updates_rejected\":\(updatesRejected)",
+            "\"mean_staleness\":\(num(meanStaleness))",
+            "\"max_staleness\":\(maxStaleness)",
+            "\"elapsed_s\":\(num(elapsed))",
+        ].joined(separator: ",") + "}"
+    }
+
+    func text() -> String {
+        let reached = timeToTarget.map { String(format: "reached %.2f in %.2f s", targetAccuracy, $0) }
+            ?? String(format: "did not reach %.2f", targetAccuracy)
+        return """
+            \(algorithm): \(clients) clients, \(reached); final accuracy \(String(format: "%.4f", finalAccuracy)) \
+            after \(versions) versions (\(updatesMerged) merged, \(updatesRejected) rejected, \
+            staleness mean \(String(format: "%.2f", meanStaleness)) max \(maxStaleness)), \(String(format: "%.1f", elapsed)) s
+            """
+    }
+}
+
+/// The asynchronous demo: one aggregator and N clients over tcp loopback in this process.
+struct AsyncDemo {
+    let config: AggregatorConfig
+    let workload: Workload
+    let options: DemoOptions
+    let logger: Logger
+    let say: @Sendable (String) -> Void
+
+    func run() async throws -> DemoSummary {
+        let aggregator = try Aggregator(config: config, layout: DigitsModel.layout, initialParameters: DigitsModel.initialParameters, logger: logger)
+        let endpoints = try aggregator.start()
+        defer { aggregator.stop() }
+        let context = try Context()
+        let joined = Atomic<Int>(0)
+        var runtimes: [ClientRuntime] = []
+        for k in 0..<options.clients {
+            let delay = workload.delaySeconds(client: k) * options.delayScale
+            let trainer = SoftmaxRegression(dataset: workload.trainSet(client: k), clientID: k, shuffleSeed: options.shuffleSeed,
+                                            delay: delay > 0 ? .milliseconds(Int64(delay * 1000)) : nil)
+            let cc = ClientConfig(clientID: "client-\(k)", modelEndpoint: endpoints.model, snapshotEndpoint: endpoints.snapshot,
+                                  updateEndpoint: endpoints.update)
+            runtimes.append(try ClientRuntime(config: cc, trainer: trainer, context: context, logger: logger, onEvent: { e in
+                if case .joined = e { joined.add(1, ordering: .relaxed) }
+            }))
+        }
+        say("apiary demo: FedAsync alpha=\(config.rule.alpha) staleness=\(config.rule.staleness), \(options.clients) clients, target \(options.target), limit \(options.timeLimit) s")
+        return try await withThrowingTaskGroup(of: Void.self) { group in
+            for r in runtimes { group.addTask { try await r.run() } }
+            defer { group.cancelAll() }
+            // The clock starts once every client holds the first model.
+            let joinDeadline = ContinuousClock.now + .seconds(30)
+            while joined.load(ordering: .relaxed) < options.clients {
+                guard ContinuousClock.now < joinDeadline else { throw SettingsError("clients did not join within 30 s") }
+                try await Task.sleep(for: .milliseconds(5))
+            }
+            let start = ContinuousClock.now
+            let base = aggregator.stats
+            func seconds() -> Double {
+                let d = ContinuousClock.now - start
+                return Double(d.components.seconds) + Double(d.components.attoseconds) / 1e18
+            }
+            var series: [(Double, UInt64, Double)] = []
+            var lastVersion = UInt64.max, accuracy = 0.0
+            var timeToTarget: Double?, timeTo085: Double?
+            var lastPrint = -1.0
+            while true {
+                if let m = aggregator.latestModel, m.version != lastVersion {
+                    lastVersion = m.version
+                    accuracy = m.withParameters { Evaluation.accuracy(parameters: Array($0), on: workload.testSet) }
+                    let t = seconds()
+                    series.append((t, m.version, accuracy))
+                    if timeTo085 == nil && accuracy >= 0.85 { timeTo085 = t }
+                    if timeToTarget == nil && accuracy >= options.target { timeToTarget = t }
+                }
+                let t = seconds()
+                if t - lastPrint >= options.progressEvery || timeToTarget != nil || t >= options.timeLimit {
+                    lastPrint = t
+                    let s = aggregator.stats
+                    say(String(format: "  t=%6.2fs  version=%5llu  merged=%5llu  rejected=%3llu  accuracy=%.4f",
+                               t, s.version, s.merged - base.merged, s.rejectedTotal - base.rejectedTotal, accuracy))
+                }
+                if timeToTarget != nil || t >= options.timeLimit { break }
+                try await Task.sleep(for: .milliseconds(10))
+            }
+            let s = aggregator.stats
+            return DemoSummary(algorithm: "fedasync", clients: options.clients, finalAccuracy: accuracy, timeToTarget: timeToTarget,
+                               targetAccuracy: options.target, timeTo085: timeTo085, versions: s.version,
+                               updatesMerged: s.merged, updatesRejected: s.rejectedTotal, meanStaleness: s.meanStaleness,
+                               maxStaleness: s.maxStaleness, elapsed: seconds(), series: series)
+        }
+    }
+}

@@ -1,0 +1,24 @@
+import Foundation
+import Logging
+import Synchronization
+
+/// Installs swift-log's stderr handler once per process at `level`.
+enum LogSetup {
+    private static let done = Mutex(false)
+
+    static func bootstrap(level: Logger.Level) -> Logger {
+        done.withLock { done in
+            if !done {
+                LoggingSystem.bootstrap { label in
+                    var h = StreamLogHandler.standardError(label: label)
+                    h.logLevel = level
+                    return h
+                }
+                done = true
+            }
+        }
+        var l = Logger(label: "apiary")
+        l.logLevel = level
+        return l
+    }
+}

@@ -1,0 +1,99 @@
+import ApiaryAggregator
+import ApiaryClient
+import ApiaryCore
+import Configuration
+import Foundation
+import Logging
+import SystemPackage
+
+/// Reads YAML config files with environment overrides: the key `fedasync.alpha` is
+/// overridden by the variable `FEDASYNC_ALPHA`. Every key has a default, so a missing key
+/// (or no file at all) gives the documented default.
+enum Settings {
+    static func reader(file: String?) async throws -> ConfigReader {
+        var providers: [any ConfigProvider] = [EnvironmentVariablesProvider()]
+        if let file {
+            guard FileManager.default.fileExists(atPath: file) else { throw SettingsError("config file not found: \(file)") }
+            do {
+                providers.append(try await FileProvider<YAMLSnapshot>(filePath: FilePath(file)))
+            } catch {
+                throw SettingsError("cannot read config file \(file): \(error)")
+            }
+        }
+        return ConfigReader(providers: providers)
+    }
+
+    static func duration(_ r: ConfigReader, _ key: String, seconds: Double) -> Duration {
+        .milliseconds(Int64((r.double(forKey: ConfigKey(key), default: seconds) * 1000).rounded()))
+    }
+
+    static func staleness(_ r: ConfigReader) throws -> StalenessFunction {
+        let kind = r.string(forKey: "fedasync.staleness.function", default: "polynomial")
+        let a = r.double(forKey: "fedasync.staleness.a", default: 0.5)
+        let b = r.double(forKey: "fedasync.staleness.b", default: 4)
+        switch kind {
+        case "constant": return .constant
+        case "polynomial": return .polynomial(a: a)
+        case "hinge": return .hinge(a: a, b: b)
+        default: throw SettingsError("fedasync.staleness.function must be constant, polynomial or hinge, not '\(kind)'")
+        }
+    }
+
+    static func aggregator(_ r: ConfigReader) throws -> AggregatorConfig {
+        let maxStaleness = r.int(forKey: "fedasync.max_staleness", default: 128)
+        guard maxStaleness >= 0 else { throw SettingsError("fedasync.max_staleness must not be negative") }
+        let rule = FedAsync(alpha: r.double(forKey: "fedasync.alpha", default: 0.6), staleness: try staleness(r),
+                            maxStaleness: UInt64(maxStaleness))
+        let training = TrainingConfig(learningRate: r.double(forKey: "training.learning_rate", default: 0.1),
+                                      localEpochs: r.int(forKey: "training.local_epochs", default: 1),
+                                      batchSize: r.int(forKey: "training.batch_size", default: 16),
+                                      proximalMu: r.double(forKey: "training.proximal_mu", default: 0))
+        guard training.localEpochs >= 1, training.batchSize >= 1, training.learningRate > 0 else {
+            throw SettingsError("training: local_epochs and batch_size must be at least 1 and learning_rate positive")
+        }
+        let c = AggregatorConfig(
+            modelEndpoint: r.string(forKey: "endpoints.model", default: "tcp://127.0.0.1:5557"),
+            snapshotEndpoint: r.string(forKey: "endpoints.snapshot", default: "tcp://127.0.0.1:5556"),
+            updateEndpoint: r.string(forKey: "endpoints.update", default: "tcp://127.0.0.1:5558"),
+            rule: rule,
+            training: training,
+            publishInterval: duration(r, "publish.interval_s", seconds: 0.02),
+            chunkParameters: r.int(forKey: "publish.chunk_parameters", default: 262_144),
+            maxFrameBytes: Int64(r.int(forKey: "limits.max_frame_bytes", default: 16 << 20)),
+            maxPayloadFrames: r.int(forKey: "limits.max_payload_frames", default: 65_536),
+            receiptTimeout: duration(r, "limits.receipt_timeout_s", seconds: 10),
+            dedupWindow: UInt64(max(1, r.int(forKey: "limits.dedup_window", default: 256))),
+            updateQueueLimit: Int32(clamping: r.int(forKey: "limits.update_queue", default: 256)),
+            ioThreads: max(1, r.int(forKey: "zmq.io_threads", default: 1))
+        )
+        if let e = c.validationError() { throw SettingsError(e) }
+        return c
+    }
+
+    static func client(_ r: ConfigReader, defaultID: String? = nil) throws -> ClientConfig {
+        guard let id = r.string(forKey: "client.id") ?? defaultID else { throw SettingsError("client.id is required (or CLIENT_ID)") }
+        let receipt = r.double(forKey: "client.receipt_timeout_s")
+        return ClientConfig(
+            clientID: id,
+            modelEndpoint: r.string(forKey: "endpoints.model", default: "tcp://127.0.0.1:5557"),
+            snapshotEndpoint: r.string(forKey: "endpoints.snapshot", default: "tcp://127.0.0.1:5556"),
+            updateEndpoint: r.string(forKey: "endpoints.update", default: "tcp://127.0.0.1:5558"),
+            receiptTimeout: receipt.map { .milliseconds(Int64($0 * 1000)) },
+            maxPendingUpdates: max(1, r.int(forKey: "client.max_pending_updates", default: 8)),
+            snapshotTimeout: duration(r, "client.snapshot_timeout_s", seconds: 2),
+            newModelWait: duration(r, "client.new_model_wait_s", seconds: 2),
+            maxBackoff: duration(r, "client.max_backoff_s", seconds: 30)
+        )
+    }
+
+    static func logLevel(_ r: ConfigReader, default d: Logger.Level = .info) throws -> Logger.Level {
+        let s = r.string(forKey: "log.level", default: d.rawValue)
+        guard let l = Logger.Level(rawValue: s) else { throw SettingsError("log.level must be one of trace, debug, info, notice, warning, error, critical") }
+        return l
+    }
+}
+
+struct SettingsError: Error, CustomStringConvertible {
+    let description: String
+    init(_ d: String) { description = d }
+}
