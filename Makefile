@@ -1,0 +1,44 @@
+# Apiary: the two commands a new machine needs are `make demo` and `make test`.
+# Both install what is missing first (Debian packages via apt-get, pyzmq via pip).
+
+SHELL := /bin/bash
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+SWIFT ?= swift
+BIN := .build/debug/apiary
+
+.PHONY: all deps deps-python build demo test clean help
+
+all: build
+
+help:
+	@echo "make demo    - train the digits model with an aggregator and 20 clients over tcp loopback"
+	@echo "make test    - build and run every test (unit, integration, processes, Python interop)"
+	@echo "make build   - debug build of the apiary command"
+
+## Install what is missing: libzmq (Debian's libzmq3-dev), pkg-config, pyzmq for interop tests.
+deps:
+	@if ! pkg-config --exists libzmq 2>/dev/null; then \
+	  echo "installing libzmq3-dev and pkg-config"; \
+	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq libzmq3-dev pkg-config >/dev/null; \
+	fi
+	@command -v $(SWIFT) >/dev/null || { echo "Swift 6 toolchain not found on PATH"; exit 1; }
+
+deps-python:
+	@python3 -c 'import zmq, numpy' 2>/dev/null || python3 -m pip install --quiet pyzmq numpy
+
+build: deps
+	$(SWIFT) build --product apiary
+
+## The main job: an aggregator and 20 clients train to 0.90 test accuracy.
+demo: build
+	$(BIN) demo
+
+## Every test: Swift unit and integration tests (real sockets, real processes), then the
+## Python client written from docs/PROTOCOL.md against a real aggregator.
+test: deps deps-python
+	$(SWIFT) build --build-tests
+	$(SWIFT) test --skip-build
+	bash Tests/interop/run.sh
+
+clean:
+	rm -rf .build
