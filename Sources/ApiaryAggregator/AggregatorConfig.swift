@@ -14,6 +14,8 @@ public struct AggregatorConfig: Sendable {
     public var training: TrainingConfig
     /// At most one model broadcast per interval (newest wins).
     public var publishInterval: Duration
+    /// Re-broadcast the current model after this long without a broadcast (zero: never).
+    public var heartbeatInterval: Duration
     /// Parameters per model chunk on the wire (about 1 MiB of float32).
     public var chunkParameters: Int
     /// Largest inbound frame on the update socket, in bytes (`ZMQ_MAXMSGSIZE`).
@@ -38,6 +40,7 @@ public struct AggregatorConfig: Sendable {
         rule: FedAsync = FedAsync(alpha: 0.6, staleness: .polynomial(a: 0.5), maxStaleness: 64),
         training: TrainingConfig = TrainingConfig(),
         publishInterval: Duration = .milliseconds(20),
+        heartbeatInterval: Duration = .seconds(5),
         chunkParameters: Int = 262_144,
         maxFrameBytes: Int64 = 16 << 20,
         maxPayloadFrames: Int = 65_536,
@@ -53,6 +56,7 @@ public struct AggregatorConfig: Sendable {
         self.rule = rule
         self.training = training
         self.publishInterval = publishInterval
+        self.heartbeatInterval = heartbeatInterval
         self.chunkParameters = chunkParameters
         self.maxFrameBytes = maxFrameBytes
         self.maxPayloadFrames = maxPayloadFrames
@@ -69,7 +73,7 @@ public struct AggregatorConfig: Sendable {
         if chunkParameters < 1 { return "chunk_parameters must be at least 1" }
         if Int64(chunkParameters) * 4 > maxFrameBytes { return "max_frame_bytes must hold one chunk (\(chunkParameters * 4) bytes)" }
         if publishInterval < .zero { return "publish_interval must not be negative" }
-        if dedupWindow < 1 { return "dedup_window must be at least 1" }
+        if dedupWindow < 1 || dedupWindow > DedupTable<Int>.maxWindow { return "dedup_window must be in 1...\(DedupTable<Int>.maxWindow)" }
         return nil
     }
 }

@@ -21,6 +21,7 @@ final class AggregatorLoop {
     private var published: PublishedModel?
     private var dirty = true
     private var nextPublish = ContinuousClock.now
+    private var lastBroadcast = ContinuousClock.now
     private var rejectLog = RateLimitedLog(interval: .seconds(5))
 
     init(aggregator: Aggregator, config: AggregatorConfig, layout: ParameterLayout, initial: [Float],
@@ -30,9 +31,11 @@ final class AggregatorLoop {
         self.logger = logger
         engine = MergeEngine(layout: layout, parameters: initial, version: initialVersion, runID: runID,
                              rule: config.rule, dedupWindow: config.dedupWindow)
-        let receiptTimeout = Double(config.receiptTimeout.components.seconds) + Double(config.receiptTimeout.components.attoseconds) / 1e18
+        func seconds(_ d: Duration) -> Double { Double(d.components.seconds) + Double(d.components.attoseconds) / 1e18 }
         snapshotConfigFrame = SnapshotConfig(rule: config.rule, training: config.training, chunkParameters: config.chunkParameters,
-                                             maxFrameBytes: config.maxFrameBytes, receiptTimeoutSeconds: receiptTimeout).encoded()
+                                             maxFrameBytes: config.maxFrameBytes, receiptTimeoutSeconds: seconds(config.receiptTimeout),
+                                             publishIntervalSeconds: seconds(config.publishInterval),
+                                             heartbeatSeconds: seconds(config.heartbeatInterval)).encoded()
         context = try Context(ioThreads: config.ioThreads)
         let chunks = Int32(min(Int(Int32.max / 4), (layout.parameterCount + config.chunkParameters - 1) / config.chunkParameters))
 
@@ -76,6 +79,12 @@ final class AggregatorLoop {
             if dirty {
                 let wait = nextPublish - now
                 timeout = wait <= .zero ? 0 : min(100, Int(wait.components.attoseconds / 1_000_000_000_000_000) + Int(wait.components.seconds) * 1000 + 1)
+            }
+            if config.heartbeatInterval > .zero && !dirty && now - lastBroadcast >= config.heartbeatInterval {
+                // Re-announce the current version now and then: late subscribers and clients
+                // of a previous run learn where the model is without asking.
+                dirty = true
+                timeout = 0
             }
             do {
                 try poller.poll(timeoutMilliseconds: timeout)
@@ -157,6 +166,7 @@ final class AggregatorLoop {
             engine.stats.bytesOut += UInt64(r.count * 4 + Codec.modelChunkHeaderSize)
         }
         engine.stats.broadcasts += 1
+        lastBroadcast = ContinuousClock.now
         dirty = false
         nextPublish = ContinuousClock.now + config.publishInterval
         aggregator.publish(stats: engine.stats, latest: model)
@@ -212,7 +222,7 @@ extension MergeEngine {
     func rejectTooManyFrames(_ frames: [UnsafeRawBufferPointer], limit: Int) -> Outcome {
         stats.received += 1
         stats.rejected[.malformed, default: 0] += 1
-        let header = frames.first.flatMap { try? Codec.decodeUpdateHeader($0) }
+        let header = frames.first.flatMap { Codec.peekUpdateSender($0) }
         let detail = "update has more than \(limit) payload frames"
         let receipt = header.map {
             Receipt(clientID: $0.clientID, runID: runID, seq: $0.seq, baseVersion: $0.baseVersion, modelVersion: version,

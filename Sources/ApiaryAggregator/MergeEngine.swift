@@ -49,7 +49,8 @@ final class MergeEngine {
             view = try Codec.decodeUpdate(frames)
         } catch {
             // Receipt it when at least the header names a client.
-            let header = frames.first.flatMap { try? Codec.decodeUpdateHeader($0) }
+            let sender = frames.first.flatMap { Codec.peekUpdateSender($0) }
+            let header = sender.map { UpdateHeader(runID: runID, baseVersion: $0.baseVersion, seq: $0.seq, sampleCount: 0, clientID: $0.clientID) }
             return reject(header, reason: error.reason, detail: error.description, record: false)
         }
         let h = view.header
@@ -93,6 +94,10 @@ final class MergeEngine {
         let scan = PayloadScan.scan(view.payload, against: UnsafeBufferPointer(parameters))
         guard scan.allFinite else {
             return reject(h, reason: .nonFinite, detail: "payload has NaN or infinite values", staleness: s)
+        }
+        guard scan.deltaNorm.isFinite else {
+            // update - model overflows float32: merging could make the model non-finite.
+            return reject(h, reason: .normTooLarge, detail: "update differs from the model by more than float32 can hold", staleness: s)
         }
 
         let weight = rule.mixingWeight(staleness: s)

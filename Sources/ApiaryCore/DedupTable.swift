@@ -13,9 +13,11 @@ public struct DedupTable<Outcome: Sendable>: Sendable {
     public let window: UInt64
     public private(set) var clients: [String: Entry] = [:]
 
+    /// Largest window accepted; larger values are clamped to it.
+    public static var maxWindow: UInt64 { 1 << 20 }
+
     public init(window: UInt64 = 256) {
-        precondition(window >= 1)
-        self.window = window
+        self.window = min(max(window, 1), Self.maxWindow)
     }
 
     public enum Lookup {

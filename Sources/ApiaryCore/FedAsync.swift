@@ -34,23 +34,30 @@ public struct FedAsync: Sendable, Hashable, Codable {
     /// Whether an update of staleness `s` may be merged.
     public func accepts(staleness s: UInt64) -> Bool { s <= maxStaleness }
 
-    /// `model = (1 - weight) * model + weight * update`, element-wise, in place.
+    /// `model = (1 - weight) * model + weight * update`, element-wise, in place, computed as
+    /// `model + weight * (update - model)` so that an update equal to the model leaves it
+    /// bit-for-bit unchanged and weight 0 is a no-op; weight 1 copies the update.
     /// `update` must hold `model.count` float32 values (it may be unaligned raw memory, e.g.
-    /// a received frame read in place).
+    /// a received frame read in place). With finite inputs whose differences are finite the
+    /// result lies between model and update, so it is finite.
     @inlinable
     public static func mix(into model: UnsafeMutableBufferPointer<Float>, update: UnsafeRawBufferPointer, weight: Double) {
         precondition(update.count == model.count * MemoryLayout<Float>.size, "update size does not match the model")
-        let a = Float(weight)
-        let b = 1 - a
         guard let base = model.baseAddress, let src = update.baseAddress else { return }
         let n = model.count
+        if weight == 0 { return }
+        if weight == 1 {
+            UnsafeMutableRawPointer(base).copyMemory(from: src, byteCount: n * 4)
+            return
+        }
+        let a = Float(weight)
         if Int(bitPattern: src) % MemoryLayout<Float>.alignment == 0 {
             let x = src.assumingMemoryBound(to: Float.self)
-            for i in 0..<n { base[i] = b * base[i] + a * x[i] }
+            for i in 0..<n { base[i] += a * (x[i] - base[i]) }
         } else {
             for i in 0..<n {
                 let xi = src.loadUnaligned(fromByteOffset: i &* 4, as: Float.self)
-                base[i] = b * base[i] + a * xi
+                base[i] += a * (xi - base[i])
             }
         }
     }

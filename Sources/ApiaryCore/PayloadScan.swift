@@ -2,7 +2,8 @@
 /// place): whether every value is finite, and the L2 norm of `update - model`.
 public struct PayloadScan: Sendable, Hashable {
     public var allFinite: Bool
-    /// L2 norm of the difference between the update and the model (NaN when not finite).
+    /// L2 norm of the difference between the update and the model (NaN when a value is not
+    /// finite; infinity when a difference overflows float32).
     public var deltaNorm: Double
 
     /// Scans `frames` (float32 little-endian, concatenated = the flat vector) against `model`.
@@ -15,22 +16,13 @@ public struct PayloadScan: Sendable, Hashable {
             let n = f.count / 4
             guard n > 0, let src = f.baseAddress else { continue }
             precondition(offset + n <= model.count, "payload larger than the model")
-            var acc: Float = 0
             var bad = false
-            // Split in blocks so the float accumulator stays accurate; each block is summed
-            // into a Double.
-            var i = 0
-            while i < n {
-                let end = min(n, i + 4096)
-                acc = 0
-                for j in i..<end {
-                    let x = src.loadUnaligned(fromByteOffset: j &* 4, as: Float.self)
-                    bad = bad || !x.isFinite
-                    let d = x - model[offset + j]
-                    acc += d * d
-                }
-                sum += Double(acc)
-                i = end
+            for j in 0..<n {
+                let x = src.loadUnaligned(fromByteOffset: j &* 4, as: Float.self)
+                bad = bad || !x.isFinite
+                // The square in Double: float32 differences up to 3.4e38 square without overflow.
+                let d = Double(x - model[offset + j])
+                sum += d * d
             }
             if bad { finite = false }
             offset += n

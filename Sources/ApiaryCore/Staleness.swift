@@ -8,7 +8,8 @@ public enum StalenessFunction: Sendable, Hashable, Codable, CustomStringConverti
     /// `S(s) = 1` if `s <= b`, else `1 / (a * (s - b) + 1)`; `a >= 0`, `b >= 0`.
     case hinge(a: Double, b: Double)
 
-    /// The weight `S(s)` for staleness `s`, in (0, 1].
+    /// The weight `S(s)` for staleness `s`, in [0, 1] (it underflows to 0 only for
+    /// astronomically stale updates).
     public func weight(staleness s: UInt64) -> Double {
         let x = Double(s)
         switch self {

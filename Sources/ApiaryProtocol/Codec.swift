@@ -263,6 +263,21 @@ public enum Codec {
         return UpdateView(header: header, layoutFrame: frames[1], payload: frames[2...], payloadBytes: total)
     }
 
+    /// The sender of a CLIENT_UPDATE whose header is otherwise invalid (wrong version,
+    /// codec, reserved bytes, trailing bytes), so that the rejection can still be receipted.
+    /// Needs the magic and a well-formed client id at its v1 position; nil otherwise.
+    public static func peekUpdateSender(_ frame: UnsafeRawBufferPointer) -> (clientID: String, seq: UInt64, baseVersion: UInt64)? {
+        guard frame.count >= updateHeaderFixedSize + 1, frame.prefix(4).elementsEqual(headerMagic),
+              frame[5] == MessageType.clientUpdate.rawValue else { return nil }
+        let length = Int(frame[41])
+        guard length >= 1, updateHeaderFixedSize + length <= frame.count else { return nil }
+        let id = String(decoding: UnsafeRawBufferPointer(rebasing: frame[updateHeaderFixedSize..<(updateHeaderFixedSize + length)]), as: UTF8.self)
+        guard ClientID.isValid(id) else { return nil }
+        let base = UInt64(littleEndian: frame.loadUnaligned(fromByteOffset: 16, as: UInt64.self))
+        let seq = UInt64(littleEndian: frame.loadUnaligned(fromByteOffset: 24, as: UInt64.self))
+        return (id, seq, base)
+    }
+
     public static func decodeUpdateHeader(_ frame: UnsafeRawBufferPointer) throws(WireError) -> UpdateHeader {
         var r = ByteReader(frame, frame: "CLIENT_UPDATE header")
         try expect(.clientUpdate, &r)
@@ -295,10 +310,11 @@ public enum Codec {
         w.u16(0)
         var text = Array(rc.message.utf8)
         if text.count > maxReceiptMessageBytes {
-            text = Array(text.prefix(maxReceiptMessageBytes))
-            // Do not cut a UTF-8 sequence in half.
-            while let last = text.last, last & 0xC0 == 0x80 { text.removeLast() }
-            if let last = text.last, last >= 0xC0 { text.removeLast() }
+            // Cut at a character boundary: back up while the first dropped byte continues a
+            // multi-byte sequence.
+            var cut = maxReceiptMessageBytes
+            while cut > 0 && text[cut] & 0xC0 == 0x80 { cut -= 1 }
+            text = Array(text.prefix(cut))
         }
         return [Topic.receipt(clientID: rc.clientID), w.bytes, text]
     }

@@ -19,9 +19,14 @@ public struct SnapshotConfig: Sendable, Hashable, Codable {
     public var maxFrameBytes: Int64
     /// Seconds a client should wait for a receipt before resending.
     public var receiptTimeoutSeconds: Double
+    /// At most one broadcast per this many seconds.
+    public var publishIntervalSeconds: Double?
+    /// The current model is re-broadcast after this many seconds without a broadcast (0: never).
+    public var heartbeatSeconds: Double?
 
     public init(algorithm: String = "fedasync", rule: FedAsync, training: TrainingConfig,
-                chunkParameters: Int, maxFrameBytes: Int64, receiptTimeoutSeconds: Double) {
+                chunkParameters: Int, maxFrameBytes: Int64, receiptTimeoutSeconds: Double,
+                publishIntervalSeconds: Double? = nil, heartbeatSeconds: Double? = nil) {
         self.algorithm = algorithm
         self.alpha = rule.alpha
         switch rule.staleness {
@@ -34,6 +39,8 @@ public struct SnapshotConfig: Sendable, Hashable, Codable {
         self.chunkParameters = chunkParameters
         self.maxFrameBytes = maxFrameBytes
         self.receiptTimeoutSeconds = receiptTimeoutSeconds
+        self.publishIntervalSeconds = publishIntervalSeconds
+        self.heartbeatSeconds = heartbeatSeconds
     }
 
     enum CodingKeys: String, CodingKey {
@@ -46,6 +53,8 @@ public struct SnapshotConfig: Sendable, Hashable, Codable {
         case chunkParameters = "chunk_parameters"
         case maxFrameBytes = "max_frame_bytes"
         case receiptTimeoutSeconds = "receipt_timeout_s"
+        case publishIntervalSeconds = "publish_interval_s"
+        case heartbeatSeconds = "heartbeat_s"
     }
 
     public func encoded() -> [UInt8] {

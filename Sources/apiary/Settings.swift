@@ -58,6 +58,7 @@ enum Settings {
             rule: rule,
             training: training,
             publishInterval: duration(r, "publish.interval_s", seconds: 0.02),
+            heartbeatInterval: duration(r, "publish.heartbeat_s", seconds: 5),
             chunkParameters: r.int(forKey: "publish.chunk_parameters", default: 262_144),
             maxFrameBytes: Int64(r.int(forKey: "limits.max_frame_bytes", default: 16 << 20)),
             maxPayloadFrames: r.int(forKey: "limits.max_payload_frames", default: 65_536),

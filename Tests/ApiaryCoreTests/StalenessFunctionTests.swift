@@ -3,13 +3,13 @@ import Testing
 
 @Suite("StalenessFunction S(s)")
 struct StalenessFunctionTests {
-    @Test("constant weighs every staleness as 1", arguments: [UInt64(0), 1, 2, 7, 1000, 1 << 40, .max])
+    @Test("constant weighs every staleness as 1", arguments: [0, 1, 2, 7, 1000, 1 << 40, UInt64.max] as [UInt64])
     func constantIsOne(s: UInt64) {
         #expect(StalenessFunction.constant.weight(staleness: s) == 1)
     }
 
     @Test("polynomial a=0.5 is (s+1)^(-1/2): 1 at s=0, 1/2 at s=3, 1/3 at s=8",
-          arguments: [(UInt64(0), 1.0), (3, 0.5), (8, 1.0 / 3.0), (15, 0.25), (99, 0.1)])
+          arguments: [(0, 1.0), (3, 0.5), (8, 1.0 / 3.0), (15, 0.25), (99, 0.1)] as [(UInt64, Double)])
     func polynomialHalf(s: UInt64, expected: Double) {
         #expect(approximatelyEqual(StalenessFunction.polynomial(a: 0.5).weight(staleness: s), expected))
     }
@@ -19,13 +19,13 @@ struct StalenessFunctionTests {
         #expect(approximatelyEqual(StalenessFunction.polynomial(a: 1).weight(staleness: s), expected))
     }
 
-    @Test("polynomial a=0 is constant 1", arguments: [UInt64(0), 5, .max])
+    @Test("polynomial a=0 is constant 1", arguments: [0, 5, UInt64.max] as [UInt64])
     func polynomialZero(s: UInt64) {
         #expect(StalenessFunction.polynomial(a: 0).weight(staleness: s) == 1)
     }
 
     @Test("hinge a=2 b=3 is 1 up to s=3, then 1/(2(s-3)+1)",
-          arguments: [(UInt64(0), 1.0), (1, 1.0), (3, 1.0), (4, 1.0 / 3.0), (5, 0.2), (8, 1.0 / 11.0)])
+          arguments: [(0, 1.0), (1, 1.0), (3, 1.0), (4, 1.0 / 3.0), (5, 0.2), (8, 1.0 / 11.0)] as [(UInt64, Double)])
     func hinge(s: UInt64, expected: Double) {
         #expect(approximatelyEqual(StalenessFunction.hinge(a: 2, b: 3).weight(staleness: s), expected))
     }

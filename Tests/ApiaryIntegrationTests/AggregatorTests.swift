@@ -64,6 +64,10 @@ struct AggregatorTests {
         var header = Codec.encode(UpdateHeader(runID: agg.runID, baseVersion: 0, seq: 16, sampleCount: 1, clientID: "c2"))
         header[4] = 9
         try peer.send(frames: [header, Codec.encodeLayout(testLayout), good.withUnsafeBytes { Array($0) }])
+        // Its client id is still readable, so it is receipted with its own reason.
+        let v9 = try peer.receipt()
+        #expect(v9.reason == .unsupportedProtocolVersion)
+        #expect(v9.seq == 16)
         // Then a good one still merges.
         try peer.sendUpdate(runID: agg.runID, base: 0, seq: 17, values: good)
         let r = try peer.receipt()
