@@ -22,8 +22,8 @@ public final class Aggregator: Service, Sendable {
 
     public let config: AggregatorConfig
     public let layout: ParameterLayout
-    public let runID: UInt64
     private let initial: [Float]
+    private let newRunID: UInt64
     private let initialVersion: UInt64
     private let logger: Logger
     private let shared = Mutex(Shared())
@@ -35,6 +35,7 @@ public final class Aggregator: Service, Sendable {
         var endpoints: Endpoints?
         var startError: String?
         var finished = false
+        var runID: UInt64 = 0
     }
 
     /// Creates an aggregator for a model of `layout` starting from `initialParameters`
@@ -49,11 +50,14 @@ public final class Aggregator: Service, Sendable {
         self.layout = layout
         self.initial = initialParameters
         self.initialVersion = initialVersion
-        self.runID = config.runID ?? UInt64.random(in: 1...UInt64.max)
-        var l = logger
-        l[metadataKey: "run"] = "\(hex(runID))"
-        self.logger = l
+        self.newRunID = config.runID ?? UInt64.random(in: 1...UInt64.max)
+        self.logger = logger
+        shared.withLock { $0.runID = newRunID }
     }
+
+    /// Identifies the training run: new for a fresh start, kept when resuming a checkpoint
+    /// (known once `start` returned).
+    public var runID: UInt64 { shared.withLock { $0.runID } }
 
     /// A copy of the counters.
     public var stats: AggregatorStats { shared.withLock { $0.stats } }
@@ -114,15 +118,21 @@ public final class Aggregator: Service, Sendable {
         let loop: AggregatorLoop
         do {
             loop = try AggregatorLoop(aggregator: self, config: config, layout: layout, initial: initial,
-                                      initialVersion: initialVersion, runID: runID, logger: logger)
+                                      initialVersion: initialVersion, runID: newRunID, logger: logger)
         } catch {
             shared.withLock { $0.startError = "\(error)" }
             ready.signal()
             return
         }
-        shared.withLock { $0.endpoints = loop.endpoints }
+        shared.withLock {
+            $0.endpoints = loop.endpoints
+            $0.runID = loop.engine.runID
+        }
         ready.signal()
+        var logger = self.logger
+        logger[metadataKey: "run"] = "\(hex(loop.engine.runID))"
         logger.info("aggregator started", metadata: [
+            "version": "\(loop.engine.version)", "checkpoints": "\(config.checkpointDirectory ?? "off")",
             "model": "\(loop.endpoints.model)", "snapshot": "\(loop.endpoints.snapshot)", "update": "\(loop.endpoints.update)",
             "parameters": "\(layout.parameterCount)", "rule": "fedasync alpha=\(config.rule.alpha) \(config.rule.staleness) max_staleness=\(config.rule.maxStaleness)",
         ])

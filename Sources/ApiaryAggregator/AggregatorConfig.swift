@@ -1,4 +1,5 @@
 import ApiaryCore
+import ZeroMQ
 
 /// Everything an aggregator needs to run. Defaults suit a small fleet on one host.
 public struct AggregatorConfig: Sendable {
@@ -30,8 +31,27 @@ public struct AggregatorConfig: Sendable {
     public var updateQueueLimit: Int32
     /// libzmq I/O threads.
     public var ioThreads: Int
-    /// Identifies this training run; random when nil.
+    /// Identifies this training run; random when nil (a resumed checkpoint keeps its own).
     public var runID: UInt64?
+    /// Where checkpoints go. When set, the aggregator resumes from the newest valid one and a
+    /// "merged" receipt is sent only once a checkpoint holding that merge is on disk (group
+    /// commit). When nil, nothing survives a restart and receipts go out at once.
+    public var checkpointDirectory: String?
+    /// A checkpoint is started when the model changed and this long passed since the last one...
+    public var checkpointInterval: Duration
+    /// ...or when this many versions were merged since the last one.
+    public var checkpointEveryVersions: UInt64
+    /// How many checkpoints to keep.
+    public var checkpointKeep: Int
+    /// SQLite file of the contribution ledger (one row per received update); nil: none.
+    public var ledgerPath: String?
+    /// Bound on the L2 norm of `update - model`; nil: no bound.
+    public var maxUpdateNorm: Double?
+    /// What to do with an update over the bound.
+    public var normPolicy: NormPolicy
+    /// CurveZMQ on every socket with a ZAP allowlist; nil runs without encryption or
+    /// authentication (say so loudly).
+    public var curve: CurveServerConfig?
 
     public init(
         modelEndpoint: String = "tcp://127.0.0.1:5557",
@@ -48,7 +68,15 @@ public struct AggregatorConfig: Sendable {
         dedupWindow: UInt64 = 256,
         updateQueueLimit: Int32 = 256,
         ioThreads: Int = 1,
-        runID: UInt64? = nil
+        runID: UInt64? = nil,
+        checkpointDirectory: String? = nil,
+        checkpointInterval: Duration = .milliseconds(250),
+        checkpointEveryVersions: UInt64 = 1000,
+        checkpointKeep: Int = 3,
+        ledgerPath: String? = nil,
+        maxUpdateNorm: Double? = nil,
+        normPolicy: NormPolicy = .reject,
+        curve: CurveServerConfig? = nil
     ) {
         self.modelEndpoint = modelEndpoint
         self.snapshotEndpoint = snapshotEndpoint
@@ -65,6 +93,14 @@ public struct AggregatorConfig: Sendable {
         self.updateQueueLimit = updateQueueLimit
         self.ioThreads = ioThreads
         self.runID = runID
+        self.checkpointDirectory = checkpointDirectory
+        self.checkpointInterval = checkpointInterval
+        self.checkpointEveryVersions = checkpointEveryVersions
+        self.checkpointKeep = checkpointKeep
+        self.ledgerPath = ledgerPath
+        self.maxUpdateNorm = maxUpdateNorm
+        self.normPolicy = normPolicy
+        self.curve = curve
     }
 
     /// Checks ranges; returns the first problem found.
@@ -73,7 +109,40 @@ public struct AggregatorConfig: Sendable {
         if chunkParameters < 1 { return "chunk_parameters must be at least 1" }
         if Int64(chunkParameters) * 4 > maxFrameBytes { return "max_frame_bytes must hold one chunk (\(chunkParameters * 4) bytes)" }
         if publishInterval < .zero { return "publish_interval must not be negative" }
+        if checkpointKeep < 1 { return "checkpoint.keep must be at least 1" }
+        if checkpointEveryVersions < 1 { return "checkpoint.every_versions must be at least 1" }
+        if let n = maxUpdateNorm, !(n.isFinite && n > 0) { return "limits.max_update_norm must be a positive number" }
         if dedupWindow < 1 || dedupWindow > DedupTable<Int>.maxWindow { return "dedup_window must be in 1...\(DedupTable<Int>.maxWindow)" }
         return nil
+    }
+}
+
+/// What the aggregator does with an update whose norm (of `update - model`) is over the bound.
+public enum NormPolicy: String, Sendable, Hashable {
+    /// Reject it (reason norm_too_large).
+    case reject
+    /// Merge it scaled down to the bound: the mixing weight is multiplied by bound / norm.
+    case clip
+}
+
+/// The aggregator's side of CurveZMQ.
+public struct CurveServerConfig: Sendable {
+    /// The aggregator's key pair (clients hold its public key).
+    public var keyPair: CurveKeyPair
+    /// Authorized-keys file (`PUBLIC_KEY CLIENT_ID` per line), re-read when it changes.
+    public var authorizedKeysPath: String?
+    /// Keys authorized in code (added to the file's).
+    public var authorizedKeys: AuthorizedKeys
+
+    /// Whether to run the ZAP handler. Always true in service; false only lets a test prove
+    /// that the start-up self-test refuses to start without one.
+    public var startsZAPHandler: Bool
+
+    public init(keyPair: CurveKeyPair, authorizedKeysPath: String? = nil, authorizedKeys: AuthorizedKeys = AuthorizedKeys(),
+                startsZAPHandler: Bool = true) {
+        self.keyPair = keyPair
+        self.authorizedKeysPath = authorizedKeysPath
+        self.authorizedKeys = authorizedKeys
+        self.startsZAPHandler = startsZAPHandler
     }
 }

@@ -4,8 +4,8 @@ import Foundation
 import Logging
 import ZeroMQ
 
-/// The aggregator thread's state: its sockets, the merge engine and the publish timer.
-/// Created and used on that thread only.
+/// The aggregator thread's state: its sockets, the merge engine, the publish timer and the
+/// group commit of receipts. Created and used on that thread only.
 final class AggregatorLoop {
     let engine: MergeEngine
     let endpoints: Aggregator.Endpoints
@@ -24,27 +24,99 @@ final class AggregatorLoop {
     private var lastBroadcast = ContinuousClock.now
     private var rejectLog = RateLimitedLog(interval: .seconds(5))
 
+    // Durability: merged receipts wait here until a checkpoint holding their version is on disk.
+    private let writer: CheckpointWriter?
+    private let ledger: Ledger?
+    private var durableVersion: UInt64
+    private var submittedVersion: UInt64
+    private var lastSubmit = ContinuousClock.now
+    private var held: [(receipt: Receipt, row: LedgerRow)] = []
+    private let zap: ZAPHandler?
+
     init(aggregator: Aggregator, config: AggregatorConfig, layout: ParameterLayout, initial: [Float],
          initialVersion: UInt64, runID: UInt64, logger: Logger) throws {
         self.aggregator = aggregator
         self.config = config
         self.logger = logger
-        engine = MergeEngine(layout: layout, parameters: initial, version: initialVersion, runID: runID,
-                             rule: config.rule, dedupWindow: config.dedupWindow)
+
+        // Resume from the newest valid checkpoint, or start a new run.
+        var resumed: CheckpointState?
+        if let dir = config.checkpointDirectory {
+            let url = URL(fileURLWithPath: dir)
+            if let found = Checkpoint.latestValid(in: url) {
+                for (bad, error) in found.skipped {
+                    logger.error("skipping corrupt checkpoint", metadata: ["file": "\(bad.path)", "error": "\(error)"])
+                }
+                guard found.state.layout == layout else {
+                    throw AggregatorError.startFailed("checkpoint \(found.url.path) has layout [\(found.state.layout)], the model is [\(layout)]")
+                }
+                resumed = found.state
+                logger.notice("resuming from checkpoint", metadata: ["file": "\(found.url.lastPathComponent)", "version": "\(found.state.version)"])
+            } else {
+                // No valid checkpoint: say why each file that looks like one was not used.
+                let names = (try? FileManager.default.contentsOfDirectory(atPath: url.path)) ?? []
+                for name in names.sorted() where name.hasPrefix("checkpoint-") && name.hasSuffix(".safetensors") {
+                    let file = url.appendingPathComponent(name)
+                    do {
+                        _ = try Checkpoint.read(file)
+                    } catch {
+                        logger.error("skipping corrupt checkpoint", metadata: ["file": "\(file.path)", "error": "\(error)"])
+                    }
+                }
+            }
+            writer = CheckpointWriter(directory: url, keep: config.checkpointKeep, logger: logger)
+        } else {
+            writer = nil
+        }
+        if let resumed {
+            engine = MergeEngine(resuming: resumed, rule: config.rule, dedupWindow: config.dedupWindow)
+        } else {
+            engine = MergeEngine(layout: layout, parameters: initial, version: initialVersion, runID: runID,
+                                 rule: config.rule, dedupWindow: config.dedupWindow)
+        }
+        engine.maxUpdateNorm = config.maxUpdateNorm
+        engine.normPolicy = config.normPolicy
+        durableVersion = engine.version
+        submittedVersion = engine.version
+        if let writer, resumed == nil {
+            // The run id and the starting point are durable before anything is acknowledged.
+            let r = writer.writeNow(engine.checkpointState())
+            if let e = r.error { throw AggregatorError.startFailed("cannot write the first checkpoint: \(e)") }
+        }
+        ledger = try config.ledgerPath.map { try Ledger(path: $0, logger: logger) }
+
         func seconds(_ d: Duration) -> Double { Double(d.components.seconds) + Double(d.components.attoseconds) / 1e18 }
         snapshotConfigFrame = SnapshotConfig(rule: config.rule, training: config.training, chunkParameters: config.chunkParameters,
                                              maxFrameBytes: config.maxFrameBytes, receiptTimeoutSeconds: seconds(config.receiptTimeout),
                                              publishIntervalSeconds: seconds(config.publishInterval),
                                              heartbeatSeconds: seconds(config.heartbeatInterval)).encoded()
         context = try Context(ioThreads: config.ioThreads)
+        if let curve = config.curve, curve.startsZAPHandler {
+            // The handler must be bound before any CURVE server socket binds.
+            zap = try ZAPHandler(context: context, authorizedKeysPath: curve.authorizedKeysPath,
+                                 extraKeys: curve.authorizedKeys, logger: logger)
+        } else {
+            zap = nil
+        }
+        if config.curve == nil {
+            logger.warning("INSECURE: CURVE is off; traffic is neither encrypted nor authenticated and any peer can send updates")
+        }
+        func secure(_ s: Socket) throws {
+            guard let curve = config.curve else { return }
+            try s.set(.curveServer, true)
+            try s.set(.curveSecretKey, curve.keyPair.secretKey)
+            try s.set(.zapDomain, "apiary")
+        }
         let chunks = Int32(min(Int(Int32.max / 4), (layout.parameterCount + config.chunkParameters - 1) / config.chunkParameters))
 
         pub = try context.socket(.pub)
+        try secure(pub)
         // Two models' worth of chunks plus room for receipts; older models are dropped, never queued.
         try pub.set(.sendHighWaterMark, 2 * chunks + 1000)
         try pub.bind(config.modelEndpoint)
 
         router = try context.socket(.router)
+        try secure(router)
         try router.set(.maxMessageSize, 4096)
         try router.set(.sendHighWaterMark, (chunks + 4) * 16)
         try router.set(.heartbeatInterval, 2000)
@@ -52,6 +124,7 @@ final class AggregatorLoop {
         try router.bind(config.snapshotEndpoint)
 
         pull = try context.socket(.pull)
+        try secure(pull)
         try pull.set(.maxMessageSize, config.maxFrameBytes)
         try pull.set(.receiveHighWaterMark, config.updateQueueLimit)
         try pull.set(.heartbeatInterval, 2000)
@@ -59,37 +132,81 @@ final class AggregatorLoop {
         try pull.bind(config.updateEndpoint)
 
         endpoints = .init(model: try pub.lastEndpoint, snapshot: try router.lastEndpoint, update: try pull.lastEndpoint)
+        if let curve = config.curve {
+            try AggregatorLoop.selfTest(context: context, zap: zap, serverKey: curve.keyPair.publicKey, endpoint: endpoints.snapshot)
+        }
         poller.add(router)
         poller.add(pull)
+        if let writer { poller.add(fileDescriptor: writer.doorbell.fileDescriptor) }
         aggregator.publish(stats: engine.stats, latest: engine.publishable())
     }
 
+    /// Graceful stop: no more updates are taken; the final checkpoint makes every merge
+    /// durable, the held receipts go out, the ledger is flushed, the sockets close.
     func close() {
-        // Last state for readers, then sockets (finite linger), then the context.
+        pull.close()
+        if let writer {
+            if engine.version > durableVersion || writer.isBusy {
+                let r = writer.writeNow(engine.checkpointState())
+                collectCheckpointResults()
+                if r.error == nil { markDurable(r.version) }
+            }
+            writer.stop()
+        }
+        releaseHeld()
+        if dirty { try? broadcast() }
+        ledger?.close()
         aggregator.publish(stats: engine.stats, latest: engine.publishable())
         pub.close()
         router.close()
-        pull.close()
+        zap?.stop()
+    }
+
+    /// Without a ZAP handler libzmq admits any CURVE key: prove that an unknown key is
+    /// refused before serving anyone, or refuse to start.
+    private static func selfTest(context: Context, zap: ZAPHandler?, serverKey: String, endpoint: String) throws {
+        let stranger = try CurveKeyPair.generate()
+        let probe = try context.socket(.dealer)
+        defer { probe.close() }
+        try probe.set(.linger, 0)
+        try probe.set(.curveServerKey, serverKey)
+        try probe.set(.curvePublicKey, stranger.publicKey)
+        try probe.set(.curveSecretKey, stranger.secretKey)
+        try probe.connect(endpoint.replacingOccurrences(of: "0.0.0.0", with: "127.0.0.1"))
+        _ = try probe.send(Codec.encode(SnapshotRequest(requestID: 1, clientID: "")), dontWait: true)
+        let deadline = Date().addingTimeInterval(zap == nil ? 1 : 5)
+        while Date() < deadline {
+            if let zap, zap.deniedKeys.contains(stranger.publicKey) { return }
+            // A reply would mean the stranger got in.
+            if zap == nil, try probe.receive(dontWait: true) != nil { break }
+            Thread.sleep(forTimeInterval: 0.01)
+        }
+        throw AggregatorError.startFailed("security self-test failed: an unknown CURVE key was not refused by the ZAP handler")
     }
 
     func run(shouldStop: () -> Bool) {
         while !shouldStop() {
             let now = ContinuousClock.now
-            var timeout = 100
-            if dirty {
-                let wait = nextPublish - now
-                timeout = wait <= .zero ? 0 : min(100, Int(wait.components.attoseconds / 1_000_000_000_000_000) + Int(wait.components.seconds) * 1000 + 1)
-            }
+            var deadline = now + .milliseconds(100)
+            if dirty { deadline = min(deadline, nextPublish) }
+            if writer != nil && engine.version > submittedVersion { deadline = min(deadline, lastSubmit + config.checkpointInterval) }
             if config.heartbeatInterval > .zero && !dirty && now - lastBroadcast >= config.heartbeatInterval {
                 // Re-announce the current version now and then: late subscribers and clients
                 // of a previous run learn where the model is without asking.
                 dirty = true
-                timeout = 0
+                deadline = now
             }
+            let wait = deadline - now
+            let timeout = wait <= .zero ? 0 : Int(wait.components.seconds * 1000 + wait.components.attoseconds / 1_000_000_000_000_000) + 1
             do {
                 try poller.poll(timeoutMilliseconds: timeout)
                 if poller.isReadable(0) { try serveSnapshots() }
                 if poller.isReadable(1) { try ingestUpdates() }
+                if writer != nil {
+                    if poller.isReadable(2) { writer!.doorbell.drain() }
+                    collectCheckpointResults()
+                    startCheckpointIfDue()
+                }
                 if dirty && ContinuousClock.now >= nextPublish { try broadcast() }
             } catch let e as ZMQError where e.isContextTerminated {
                 return
@@ -97,8 +214,50 @@ final class AggregatorLoop {
                 logger.error("aggregator loop error: \(error)")
             }
         }
-        // Publish the final version so subscribers see where we stopped.
-        if dirty { try? broadcast() }
+    }
+
+    // MARK: Group commit
+
+    private func startCheckpointIfDue() {
+        guard let writer, engine.version > submittedVersion, !writer.isBusy else { return }
+        let now = ContinuousClock.now
+        guard now - lastSubmit >= config.checkpointInterval || engine.version - submittedVersion >= config.checkpointEveryVersions else { return }
+        writer.submit(engine.checkpointState())
+        submittedVersion = engine.version
+        lastSubmit = now
+    }
+
+    private func collectCheckpointResults() {
+        guard let writer else { return }
+        for r in writer.takeResults() {
+            if r.error == nil { markDurable(r.version) }
+        }
+    }
+
+    private func markDurable(_ version: UInt64) {
+        guard version > durableVersion else { return }
+        durableVersion = version
+        engine.stats.durableVersion = version
+        engine.stats.lastCheckpointAt = Date()
+        releaseHeld()
+        aggregator.publish(stats: engine.stats, latest: nil)
+    }
+
+    /// Sends the held receipts whose merges are now on disk (all of them without checkpoints).
+    private func releaseHeld() {
+        guard !held.isEmpty else { return }
+        var keep: [(receipt: Receipt, row: LedgerRow)] = []
+        var rows: [LedgerRow] = []
+        for h in held {
+            if writer == nil || h.receipt.modelVersion <= durableVersion {
+                try? sendReceipt(h.receipt)
+                rows.append(h.row)
+            } else {
+                keep.append(h)
+            }
+        }
+        held = keep
+        ledger?.append(contentsOf: rows)
     }
 
     // MARK: Updates
@@ -111,23 +270,34 @@ final class AggregatorLoop {
             if msg.truncated {
                 outcome = msg.withFrameBytes { engine.rejectTooManyFrames($0, limit: config.maxPayloadFrames) }
             } else {
-                outcome = msg.withFrameBytes { engine.ingest($0) }
+                // With CURVE, the ZAP handler named the peer: that, not the payload, is who sent it.
+                let identity = config.curve == nil ? nil : (msg.frames.first?.property("User-Id") ?? "")
+                outcome = msg.withFrameBytes { engine.ingest($0, authenticatedID: identity) }
             }
             if outcome.reason == .none {
                 dirty = true
-            } else {
-                if rejectLog.shouldLog(outcome.reason) {
-                    // Stale and duplicate updates are routine in an asynchronous fleet; the
-                    // rest point at a broken or hostile client.
-                    let routine: Set<RejectReason> = [.tooStale, .duplicate, .unknownBase]
-                    logger.log(level: routine.contains(outcome.reason) ? .info : .warning, "update rejected", metadata: [
-                        "reason": "\(outcome.reason)", "detail": "\(outcome.detail)",
-                        "client": "\(outcome.receipt?.clientID ?? "?")",
-                        "suppressed": "\(rejectLog.suppressed(outcome.reason))",
-                    ])
-                }
+            } else if rejectLog.shouldLog(outcome.reason) {
+                // Stale and duplicate updates are routine in an asynchronous fleet; the
+                // rest point at a broken or hostile client.
+                let routine: Set<RejectReason> = [.tooStale, .duplicate, .unknownBase]
+                logger.log(level: routine.contains(outcome.reason) ? .info : .warning, "update rejected", metadata: [
+                    "reason": "\(outcome.reason)", "detail": "\(outcome.detail)",
+                    "client": "\(outcome.receipt?.clientID ?? "?")",
+                    "suppressed": "\(rejectLog.suppressed(outcome.reason))",
+                ])
             }
-            if let r = outcome.receipt { try sendReceipt(r) }
+            guard let r = outcome.receipt else { continue }
+            let row = LedgerRow(time: Date(), clientID: r.clientID, seq: r.seq, baseVersion: r.baseVersion, staleness: r.staleness,
+                                mixingWeight: r.mixingWeight, updateNorm: outcome.updateNorm, sampleCount: outcome.sampleCount,
+                                decision: r.decision, reason: r.reason, modelVersion: r.modelVersion, detail: outcome.detail)
+            // A merge (or a duplicate of one) is acknowledged only once it is durable.
+            let mergedVersion = r.decision == .merged || (r.decision == .duplicate && r.mixingWeight > 0) ? r.modelVersion : nil
+            if writer != nil, let v = mergedVersion, v > durableVersion {
+                held.append((r, row))
+            } else {
+                try sendReceipt(r)
+                ledger?.append(row)
+            }
         }
         aggregator.publish(stats: engine.stats, latest: nil)
     }

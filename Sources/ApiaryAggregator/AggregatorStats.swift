@@ -1,4 +1,5 @@
 import ApiaryCore
+import Foundation
 
 /// Counters an aggregator keeps; a copy is readable from any thread.
 public struct AggregatorStats: Sendable, Hashable {
@@ -15,6 +16,9 @@ public struct AggregatorStats: Sendable, Hashable {
     public var broadcasts: UInt64 = 0
     public var bytesIn: UInt64 = 0
     public var bytesOut: UInt64 = 0
+    /// Newest version on disk (with checkpoints).
+    public var durableVersion: UInt64 = 0
+    public var lastCheckpointAt: Date?
 
     public init() {}
 

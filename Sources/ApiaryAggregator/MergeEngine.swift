@@ -1,5 +1,6 @@
 import ApiaryCore
 import ApiaryProtocol
+import Foundation
 
 /// The aggregator's model and its FedAsync merge path, without sockets: frames in,
 /// receipt out. Validation order: decode, run id, layout, payload size, dedup, staleness,
@@ -9,9 +10,11 @@ final class MergeEngine {
     let layoutFrame: [UInt8]
     let runID: UInt64
     var rule: FedAsync
+    var maxUpdateNorm: Double?
+    var normPolicy: NormPolicy = .reject
     private(set) var version: UInt64
     private(set) var parameters: UnsafeMutableBufferPointer<Float>
-    private var dedup: DedupTable<Receipt>
+    private(set) var dedup: DedupTable<UpdateOutcome>
     var stats = AggregatorStats()
 
     init(layout: ParameterLayout, parameters initial: [Float], version: UInt64, runID: UInt64, rule: FedAsync, dedupWindow: UInt64) {
@@ -28,7 +31,20 @@ final class MergeEngine {
         stats.version = version
     }
 
+    /// Resumes from a checkpoint.
+    convenience init(resuming c: CheckpointState, rule: FedAsync, dedupWindow: UInt64) {
+        self.init(layout: c.layout, parameters: c.parameters, version: c.version, runID: c.runID, rule: rule, dedupWindow: dedupWindow)
+        dedup = DedupTable(window: dedupWindow, clients: c.dedup)
+    }
+
     deinit { parameters.deallocate() }
+
+    /// Everything needed to resume at the current version (copies the model).
+    func checkpointState() -> CheckpointState {
+        CheckpointState(runID: runID, version: version, layout: layout, parameters: Array(parameters), rule: rule,
+                        dedupWindow: dedup.window, dedup: dedup.clients,
+                        createdAtMilliseconds: Int64(Date().timeIntervalSince1970 * 1000))
+    }
 
     /// What came of one inbound message.
     struct Outcome {
@@ -37,10 +53,16 @@ final class MergeEngine {
         var reason: RejectReason
         /// Why it was rejected, for the log.
         var detail: String
+        /// L2 norm of update - model, when it was computed.
+        var updateNorm: Double? = nil
+        var sampleCount: UInt64 = 0
     }
 
     /// Validates and, when valid, merges one CLIENT_UPDATE given as its frames.
-    func ingest(_ frames: [UnsafeRawBufferPointer]) -> Outcome {
+    /// `authenticatedID` is the client id the ZAP handler assigned to the connection (nil
+    /// without authentication); an update claiming another id is rejected, and the receipt
+    /// goes to the authenticated id, never to the one claimed.
+    func ingest(_ frames: [UnsafeRawBufferPointer], authenticatedID: String? = nil) -> Outcome {
         stats.received += 1
         for f in frames { stats.bytesIn += UInt64(f.count) }
 
@@ -50,19 +72,29 @@ final class MergeEngine {
         } catch {
             // Receipt it when at least the header names a client.
             let sender = frames.first.flatMap { Codec.peekUpdateSender($0) }
-            let header = sender.map { UpdateHeader(runID: runID, baseVersion: $0.baseVersion, seq: $0.seq, sampleCount: 0, clientID: $0.clientID) }
+            let header = sender.map {
+                UpdateHeader(runID: runID, baseVersion: $0.baseVersion, seq: $0.seq, sampleCount: 0,
+                             clientID: authenticatedID.flatMap { ClientID.isValid($0) ? $0 : nil } ?? (authenticatedID == nil ? $0.clientID : ""))
+            }.flatMap { $0.clientID.isEmpty ? nil : $0 }
             return reject(header, reason: error.reason, detail: error.description, record: false)
         }
-        let h = view.header
+        var h = view.header
+        if let authenticatedID, authenticatedID != h.clientID {
+            let claimed = h.clientID
+            guard ClientID.isValid(authenticatedID) else {
+                return reject(nil, reason: .unknownClient, detail: "connection has no authenticated client id", record: false)
+            }
+            h.clientID = authenticatedID
+            return reject(h, reason: .identityMismatch, detail: "update claims client id '\(claimed)' but the connection is '\(authenticatedID)'", record: false)
+        }
 
         switch dedup.lookup(client: h.clientID, seq: h.seq) {
         case .seen(let first):
-            var r = first
-            r.decision = .duplicate
-            r.reason = .duplicate
-            r.message = "already processed (\(first.decision)\(first.reason == .none ? "" : ": \(first.reason)")) at version \(first.modelVersion)"
+            let r = Receipt(clientID: h.clientID, runID: runID, seq: h.seq, baseVersion: first.baseVersion, modelVersion: first.modelVersion,
+                            staleness: first.staleness, mixingWeight: first.mixingWeight, decision: .duplicate, reason: .duplicate,
+                            message: "already processed (\(first.decision)\(first.reason == .none ? "" : ": \(first.reason)")) at version \(first.modelVersion)")
             stats.rejected[.duplicate, default: 0] += 1
-            return Outcome(receipt: r, reason: .duplicate, detail: r.message)
+            return Outcome(receipt: r, reason: .duplicate, detail: r.message, sampleCount: h.sampleCount)
         case .tooOld:
             return reject(h, reason: .duplicate, detail: "seq \(h.seq) is older than the dedup window", record: false)
         case .new:
@@ -99,8 +131,19 @@ final class MergeEngine {
             // update - model overflows float32: merging could make the model non-finite.
             return reject(h, reason: .normTooLarge, detail: "update differs from the model by more than float32 can hold", staleness: s)
         }
-
-        let weight = rule.mixingWeight(staleness: s)
+        var weight = rule.mixingWeight(staleness: s)
+        if let bound = maxUpdateNorm, scan.deltaNorm > bound {
+            switch normPolicy {
+            case .reject:
+                var o = reject(h, reason: .normTooLarge, detail: "update norm \(scan.deltaNorm) exceeds the bound \(bound)", staleness: s)
+                o.updateNorm = scan.deltaNorm
+                return o
+            case .clip:
+                // Mixing in the update scaled to the bound is mixing in the update with a
+                // proportionally smaller weight.
+                weight *= bound / scan.deltaNorm
+            }
+        }
         var offset = 0
         for f in view.payload {
             let n = f.count / 4
@@ -115,8 +158,8 @@ final class MergeEngine {
         stats.maxStaleness = max(stats.maxStaleness, s)
         let receipt = Receipt(clientID: h.clientID, runID: runID, seq: h.seq, baseVersion: h.baseVersion,
                               modelVersion: version, staleness: s, mixingWeight: weight, decision: .merged, reason: .none)
-        dedup.record(client: h.clientID, seq: h.seq, outcome: receipt)
-        return Outcome(receipt: receipt, reason: .none, detail: "")
+        dedup.record(client: h.clientID, seq: h.seq, outcome: receipt.outcome)
+        return Outcome(receipt: receipt, reason: .none, detail: "", updateNorm: scan.deltaNorm, sampleCount: h.sampleCount)
     }
 
     private func reject(_ h: UpdateHeader?, reason: RejectReason, detail: String, staleness: UInt64? = nil, record: Bool = true) -> Outcome {
@@ -124,8 +167,8 @@ final class MergeEngine {
         guard let h else { return Outcome(receipt: nil, reason: reason, detail: detail) }
         let r = Receipt(clientID: h.clientID, runID: runID, seq: h.seq, baseVersion: h.baseVersion, modelVersion: version,
                         staleness: staleness, mixingWeight: 0, decision: .rejected, reason: reason, message: detail)
-        if record { dedup.record(client: h.clientID, seq: h.seq, outcome: r) }
-        return Outcome(receipt: r, reason: reason, detail: detail)
+        if record { dedup.record(client: h.clientID, seq: h.seq, outcome: r.outcome) }
+        return Outcome(receipt: r, reason: reason, detail: detail, sampleCount: h.sampleCount)
     }
 
     /// An immutable copy of the current model.
@@ -137,4 +180,12 @@ final class MergeEngine {
 func hex(_ v: UInt64) -> String {
     let s = String(v, radix: 16)
     return String(repeating: "0", count: max(0, 16 - s.count)) + s
+}
+
+extension Receipt {
+    /// The part of the receipt the dedup table keeps.
+    var outcome: UpdateOutcome {
+        UpdateOutcome(decision: decision, reason: reason, baseVersion: baseVersion, modelVersion: modelVersion,
+                      staleness: staleness, mixingWeight: mixingWeight)
+    }
 }

@@ -1,4 +1,5 @@
 import ApiaryCore
+import ZeroMQ
 
 /// How a client reaches its aggregator and how it behaves.
 public struct ClientConfig: Sendable {
@@ -18,6 +19,9 @@ public struct ClientConfig: Sendable {
     public var newModelWait: Duration
     /// Cap of the resend back-off and of the reconnect interval.
     public var maxBackoff: Duration
+    /// CurveZMQ: this client's key pair and the aggregator's public key; nil connects
+    /// without encryption or authentication.
+    public var curve: CurveClientConfig?
 
     public init(clientID: String,
                 modelEndpoint: String = "tcp://127.0.0.1:5557",
@@ -27,7 +31,8 @@ public struct ClientConfig: Sendable {
                 maxPendingUpdates: Int = 8,
                 snapshotTimeout: Duration = .seconds(2),
                 newModelWait: Duration = .seconds(2),
-                maxBackoff: Duration = .seconds(30)) {
+                maxBackoff: Duration = .seconds(30),
+                curve: CurveClientConfig? = nil) {
         self.clientID = clientID
         self.modelEndpoint = modelEndpoint
         self.snapshotEndpoint = snapshotEndpoint
@@ -37,6 +42,19 @@ public struct ClientConfig: Sendable {
         self.snapshotTimeout = snapshotTimeout
         self.newModelWait = newModelWait
         self.maxBackoff = maxBackoff
+        self.curve = curve
+    }
+}
+
+/// The client's side of CurveZMQ.
+public struct CurveClientConfig: Sendable {
+    public var keyPair: CurveKeyPair
+    /// The aggregator's public key (Z85).
+    public var serverPublicKey: String
+
+    public init(keyPair: CurveKeyPair, serverPublicKey: String) {
+        self.keyPair = keyPair
+        self.serverPublicKey = serverPublicKey
     }
 }
 

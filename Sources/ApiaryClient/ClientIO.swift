@@ -39,6 +39,7 @@ final class ClientIO {
         let backoffMs = Int32(clamping: config.maxBackoff.components.seconds * 1000)
 
         sub = try context.socket(.sub)
+        try ClientIO.secure(sub, config.curve)
         try sub.set(.receiveHighWaterMark, 4096)
         try sub.set(.reconnectIntervalMax, backoffMs)
         try sub.set(.heartbeatInterval, 2000)
@@ -47,9 +48,10 @@ final class ClientIO {
         try sub.set(.subscribe, Topic.receipt(clientID: config.clientID))
         try sub.connect(config.modelEndpoint)
 
-        dealer = try ClientIO.makeDealer(context, config.snapshotEndpoint, backoffMs)
+        dealer = try ClientIO.makeDealer(context, config.snapshotEndpoint, backoffMs, config.curve)
 
         push = try context.socket(.push)
+        try ClientIO.secure(push, config.curve)
         try push.set(.sendHighWaterMark, 4)
         try push.set(.immediate, true)
         try push.set(.reconnectIntervalMax, backoffMs)
@@ -62,8 +64,17 @@ final class ClientIO {
         poller.add(fileDescriptor: runtime.doorbell.fileDescriptor)
     }
 
-    private static func makeDealer(_ context: Context, _ endpoint: String, _ backoffMs: Int32) throws -> Socket {
+    /// CurveZMQ client options, set before connecting.
+    private static func secure(_ s: Socket, _ curve: CurveClientConfig?) throws {
+        guard let curve else { return }
+        try s.set(.curveServerKey, curve.serverPublicKey)
+        try s.set(.curvePublicKey, curve.keyPair.publicKey)
+        try s.set(.curveSecretKey, curve.keyPair.secretKey)
+    }
+
+    private static func makeDealer(_ context: Context, _ endpoint: String, _ backoffMs: Int32, _ curve: CurveClientConfig?) throws -> Socket {
         let d = try context.socket(.dealer)
+        try secure(d, curve)
         try d.set(.linger, 0)
         try d.set(.reconnectIntervalMax, backoffMs)
         try d.set(.heartbeatInterval, 2000)
@@ -260,7 +271,7 @@ final class ClientIO {
             // No reply: the aggregator may be down or restarting. A fresh DEALER drops any
             // request queued on the old connection.
             poller.replace(1, with: try ClientIO.makeDealer(context, config.snapshotEndpoint,
-                                                              Int32(clamping: config.maxBackoff.components.seconds * 1000)), previous: &dealer)
+                                                              Int32(clamping: config.maxBackoff.components.seconds * 1000), config.curve), previous: &dealer)
             requestSnapshot()
         }
         let (timeout, _) = runtime.settings()

@@ -67,3 +67,24 @@ public enum RejectReason: UInt8, Sendable, Hashable, Codable, CaseIterable, Cust
 
     public var description: String { name }
 }
+
+/// What became of one update: the part of its receipt that the dedup table remembers (and
+/// checkpoints), so that a resend is answered like the first time.
+public struct UpdateOutcome: Sendable, Hashable, Codable {
+    public var decision: Decision
+    public var reason: RejectReason
+    public var baseVersion: UInt64
+    /// The model version after the merge (merged) or at the time of the decision.
+    public var modelVersion: UInt64
+    public var staleness: UInt64?
+    public var mixingWeight: Double
+
+    public init(decision: Decision, reason: RejectReason, baseVersion: UInt64, modelVersion: UInt64, staleness: UInt64?, mixingWeight: Double) {
+        self.decision = decision
+        self.reason = reason
+        self.baseVersion = baseVersion
+        self.modelVersion = modelVersion
+        self.staleness = staleness
+        self.mixingWeight = mixingWeight
+    }
+}

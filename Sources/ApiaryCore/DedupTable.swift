@@ -8,6 +8,11 @@ public struct DedupTable<Outcome: Sendable>: Sendable {
     public struct Entry: Sendable {
         public var highest: UInt64
         public var outcomes: [UInt64: Outcome]
+
+        public init(highest: UInt64, outcomes: [UInt64: Outcome]) {
+            self.highest = highest
+            self.outcomes = outcomes
+        }
     }
 
     public let window: UInt64
@@ -18,6 +23,12 @@ public struct DedupTable<Outcome: Sendable>: Sendable {
 
     public init(window: UInt64 = 256) {
         self.window = min(max(window, 1), Self.maxWindow)
+    }
+
+    /// Restores a table (from a checkpoint).
+    public init(window: UInt64, clients: [String: Entry]) {
+        self.init(window: window)
+        self.clients = clients
     }
 
     public enum Lookup {

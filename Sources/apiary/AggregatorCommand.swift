@@ -19,6 +19,9 @@ struct AggregatorCommand: AsyncParsableCommand {
     @Option(name: .long, help: "Log level (trace, debug, info, notice, warning, error, critical); overrides log.level.")
     var logLevel: String?
 
+    @Flag(name: .long, help: "Run without CURVE encryption and authentication (any peer can send updates).")
+    var insecure = false
+
     func run() async throws {
         let reader = try await Settings.reader(file: config)
         let level = try logLevel.map { l -> Logger.Level in
@@ -26,7 +29,8 @@ struct AggregatorCommand: AsyncParsableCommand {
             return v
         } ?? Settings.logLevel(reader)
         let logger = LogSetup.bootstrap(level: level)
-        let aggConfig = try Settings.aggregator(reader)
+        var aggConfig = try Settings.aggregator(reader)
+        aggConfig.curve = try Settings.serverCurve(reader, insecureFlag: insecure)
         let aggregator = try Aggregator(config: aggConfig, layout: DigitsModel.layout,
                                         initialParameters: DigitsModel.initialParameters, logger: logger)
         var services: [any Service] = [aggregator]

@@ -28,6 +28,9 @@ struct ClientCommand: AsyncParsableCommand {
     @Option(name: .long, help: "Log level; overrides log.level.")
     var logLevel: String?
 
+    @Flag(name: .long, help: "Connect without CURVE encryption and authentication.")
+    var insecure = false
+
     func run() async throws {
         let reader = try await Settings.reader(file: config)
         let level = try logLevel.map { l -> Logger.Level in
@@ -37,6 +40,10 @@ struct ClientCommand: AsyncParsableCommand {
         let logger = LogSetup.bootstrap(level: level)
         var clientConfig = try Settings.client(reader, defaultID: id)
         if let id { clientConfig.clientID = id }
+        clientConfig.curve = try Settings.clientCurve(reader, insecureFlag: insecure)
+        if clientConfig.curve == nil {
+            logger.warning("INSECURE: CURVE is off; updates travel unencrypted and unauthenticated")
+        }
 
         let workload = try DigitsModel.workload()
         let part = partition ?? reader.int(forKey: "data.partition", default: 0)

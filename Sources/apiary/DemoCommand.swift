@@ -37,6 +37,9 @@ struct DemoCommand: AsyncParsableCommand {
     @Flag(name: .long, help: "Print a one-line JSON summary as the last line of stdout (progress goes to stderr).")
     var json = false
 
+    @Flag(name: .long, help: "Run without CURVE (by default the demo makes keys for the aggregator and every client in memory).")
+    var insecure = false
+
     func run() async throws {
         let reader = try await Settings.reader(file: config)
         let logger = LogSetup.bootstrap(level: try Settings.logLevel(reader, default: .warning))
@@ -54,7 +57,8 @@ struct DemoCommand: AsyncParsableCommand {
             timeLimit: timeLimit ?? reader.double(forKey: "demo.time_limit_s", default: 120),
             delayScale: delayScale ?? reader.double(forKey: "demo.delay_scale", default: 1),
             shuffleSeed: UInt64(reader.int(forKey: "data.shuffle_seed", default: 0)),
-            progressEvery: reader.double(forKey: "demo.progress_interval_s", default: 0.5)
+            progressEvery: reader.double(forKey: "demo.progress_interval_s", default: 0.5),
+            secure: !(insecure || reader.bool(forKey: "security.insecure", default: false))
         )
         let toStderr = json
         let out: @Sendable (String) -> Void = { line in
@@ -81,6 +85,7 @@ struct DemoOptions: Sendable {
     var delayScale: Double
     var shuffleSeed: UInt64
     var progressEvery: Double
+    var secure: Bool
 }
 
 /// What a demo run came to; the keys of `jsonLine()` are a stable interface.
@@ -138,6 +143,15 @@ struct AsyncDemo {
     let say: @Sendable (String) -> Void
 
     func run() async throws -> DemoSummary {
+        var config = self.config
+        // The demo's own keys: one pair for the aggregator, one per client, all in memory.
+        var clientKeys: [CurveKeyPair] = []
+        if options.secure {
+            clientKeys = try (0..<options.clients).map { _ in try CurveKeyPair.generate() }
+            var allow = AuthorizedKeys()
+            for (k, pair) in clientKeys.enumerated() { allow.authorize(key: pair.publicKey, clientID: "client-\(k)") }
+            config.curve = CurveServerConfig(keyPair: try CurveKeyPair.generate(), authorizedKeys: allow)
+        }
         let aggregator = try Aggregator(config: config, layout: DigitsModel.layout, initialParameters: DigitsModel.initialParameters, logger: logger)
         let endpoints = try aggregator.start()
         defer { aggregator.stop() }
@@ -148,13 +162,14 @@ struct AsyncDemo {
             let delay = workload.delaySeconds(client: k) * options.delayScale
             let trainer = SoftmaxRegression(dataset: workload.trainSet(client: k), clientID: k, shuffleSeed: options.shuffleSeed,
                                             delay: delay > 0 ? .milliseconds(Int64(delay * 1000)) : nil)
+            let curve = config.curve.map { CurveClientConfig(keyPair: clientKeys[k], serverPublicKey: $0.keyPair.publicKey) }
             let cc = ClientConfig(clientID: "client-\(k)", modelEndpoint: endpoints.model, snapshotEndpoint: endpoints.snapshot,
-                                  updateEndpoint: endpoints.update)
+                                  updateEndpoint: endpoints.update, curve: curve)
             runtimes.append(try ClientRuntime(config: cc, trainer: trainer, context: context, logger: logger, onEvent: { e in
                 if case .joined = e { joined.add(1, ordering: .relaxed) }
             }))
         }
-        say("apiary demo: FedAsync alpha=\(config.rule.alpha) staleness=\(config.rule.staleness), \(options.clients) clients, target \(options.target), limit \(options.timeLimit) s")
+        say("apiary demo: FedAsync alpha=\(config.rule.alpha) staleness=\(config.rule.staleness), \(options.clients) clients, target \(options.target), limit \(options.timeLimit) s, \(config.curve == nil ? "INSECURE (no CURVE)" : "CURVE with generated keys")")
         return try await withThrowingTaskGroup(of: Void.self) { group in
             for r in runtimes { group.addTask { try await r.run() } }
             defer { group.cancelAll() }

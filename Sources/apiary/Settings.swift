@@ -5,6 +5,7 @@ import Configuration
 import Foundation
 import Logging
 import SystemPackage
+import ZeroMQ
 
 /// Reads YAML config files with environment overrides: the key `fedasync.alpha` is
 /// overridden by the variable `FEDASYNC_ALPHA`. Every key has a default, so a missing key
@@ -65,10 +66,23 @@ enum Settings {
             receiptTimeout: duration(r, "limits.receipt_timeout_s", seconds: 10),
             dedupWindow: UInt64(max(1, r.int(forKey: "limits.dedup_window", default: 256))),
             updateQueueLimit: Int32(clamping: r.int(forKey: "limits.update_queue", default: 256)),
-            ioThreads: max(1, r.int(forKey: "zmq.io_threads", default: 1))
+            ioThreads: max(1, r.int(forKey: "zmq.io_threads", default: 1)),
+            checkpointDirectory: r.string(forKey: "checkpoint.directory").flatMap { $0.isEmpty ? nil : $0 },
+            checkpointInterval: duration(r, "checkpoint.interval_s", seconds: 0.25),
+            checkpointEveryVersions: UInt64(max(1, r.int(forKey: "checkpoint.every_versions", default: 1000))),
+            checkpointKeep: r.int(forKey: "checkpoint.keep", default: 3),
+            ledgerPath: r.string(forKey: "ledger.path").flatMap { $0.isEmpty ? nil : $0 },
+            maxUpdateNorm: r.double(forKey: "limits.max_update_norm").flatMap { $0 > 0 ? $0 : nil },
+            normPolicy: try normPolicy(r)
         )
         if let e = c.validationError() { throw SettingsError(e) }
         return c
+    }
+
+    static func normPolicy(_ r: ConfigReader) throws -> NormPolicy {
+        let v = r.string(forKey: "limits.norm_policy", default: "reject")
+        guard let p = NormPolicy(rawValue: v) else { throw SettingsError("limits.norm_policy must be reject or clip, not '\(v)'") }
+        return p
     }
 
     static func client(_ r: ConfigReader, defaultID: String? = nil) throws -> ClientConfig {
@@ -85,6 +99,30 @@ enum Settings {
             newModelWait: duration(r, "client.new_model_wait_s", seconds: 2),
             maxBackoff: duration(r, "client.max_backoff_s", seconds: 30)
         )
+    }
+
+    /// The aggregator's CURVE settings, or nil when `security.insecure` is true.
+    static func serverCurve(_ r: ConfigReader, insecureFlag: Bool) throws -> CurveServerConfig? {
+        if insecureFlag || r.bool(forKey: "security.insecure", default: false) { return nil }
+        guard let secret = r.string(forKey: "security.secret_key_file"), !secret.isEmpty else {
+            throw SettingsError("security.secret_key_file is required (make one with `apiary keys generate`), or run with --insecure")
+        }
+        let pair = try CurveKeyFile.readPair(path: secret)
+        let auth = r.string(forKey: "security.authorized_keys").flatMap { $0.isEmpty ? nil : $0 }
+        guard let auth else { throw SettingsError("security.authorized_keys is required with CURVE (an empty file admits nobody)") }
+        return CurveServerConfig(keyPair: pair, authorizedKeysPath: auth)
+    }
+
+    /// A client's CURVE settings, or nil when `security.insecure` is true.
+    static func clientCurve(_ r: ConfigReader, insecureFlag: Bool) throws -> CurveClientConfig? {
+        if insecureFlag || r.bool(forKey: "security.insecure", default: false) { return nil }
+        guard let secret = r.string(forKey: "security.secret_key_file"), !secret.isEmpty else {
+            throw SettingsError("security.secret_key_file is required (make one with `apiary keys generate`), or run with --insecure")
+        }
+        guard let server = r.string(forKey: "security.server_public_key_file"), !server.isEmpty else {
+            throw SettingsError("security.server_public_key_file is required with CURVE")
+        }
+        return CurveClientConfig(keyPair: try CurveKeyFile.readPair(path: secret), serverPublicKey: try CurveKeyFile.readPublicKey(path: server))
     }
 
     static func logLevel(_ r: ConfigReader, default d: Logger.Level = .info) throws -> Logger.Level {

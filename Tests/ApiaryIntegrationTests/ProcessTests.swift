@@ -81,9 +81,14 @@ final class ModelWatcher {
     var assembled: [UInt64: [Float]] = [:]
     var latest: (runID: UInt64, version: UInt64, parameters: [Float])?
 
-    init(endpoint: String) throws {
+    init(endpoint: String, curve: (keys: CurveKeyPair, server: String)? = nil) throws {
         context = try Context()
         sub = try context.socket(.sub)
+        if let curve {
+            try sub.set(.curveServerKey, curve.server)
+            try sub.set(.curvePublicKey, curve.keys.publicKey)
+            try sub.set(.curveSecretKey, curve.keys.secretKey)
+        }
         try sub.set(.subscribe, Topic.model)
         try sub.connect(endpoint)
     }
@@ -113,7 +118,7 @@ final class ModelWatcher {
 struct ProcessTests {
     func env(_ ports: [Int]) -> [String: String] {
         ["ENDPOINTS_MODEL": "tcp://127.0.0.1:\(ports[0])", "ENDPOINTS_SNAPSHOT": "tcp://127.0.0.1:\(ports[1])",
-         "ENDPOINTS_UPDATE": "tcp://127.0.0.1:\(ports[2])", "LOG_LEVEL": "info", "PROGRESS_INTERVAL_S": "1"]
+         "ENDPOINTS_UPDATE": "tcp://127.0.0.1:\(ports[2])", "LOG_LEVEL": "info", "PROGRESS_INTERVAL_S": "1", "SECURITY_INSECURE": "true"]
     }
 
     @Test("an aggregator and three client processes train together; all stop cleanly on SIGTERM")
@@ -168,5 +173,64 @@ struct ProcessTests {
         #expect(after.version >= 10)
         for c in clients { #expect(c.terminate() == 0) }
         #expect(agg.terminate() == 0)
+    }
+
+    /// Runs `apiary ARGS` to completion and returns its output.
+    func apiary(_ args: [String]) throws -> String {
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: try apiaryBinary())
+        p.arguments = args
+        let pipe = Pipe()
+        p.standardOutput = pipe
+        p.standardError = pipe
+        try p.run()
+        let out = String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        p.waitUntilExit()
+        #expect(p.terminationStatus == 0, "apiary \(args.joined(separator: " ")): \(out)")
+        return out
+    }
+
+    @Test("with keys made by `apiary keys`, two authorized client processes train and an unknown one is refused")
+    func curveFleet() async throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("apiary-keys-\(getpid())-\(UInt32.random(in: 0...UInt32.max))").path
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        for name in ["aggregator", "client-1", "client-2", "intruder", "observer"] {
+            _ = try apiary(["keys", "generate", "--name", name, "--out", dir])
+        }
+        let mode = try FileManager.default.attributesOfItem(atPath: "\(dir)/client-1.secret")[.posixPermissions] as? Int
+        #expect(mode == 0o600)
+        for name in ["client-1", "client-2", "observer"] {
+            _ = try apiary(["keys", "authorize", "\(dir)/\(name).public", "--id", name, "--to", "\(dir)/authorized_keys"])
+        }
+        let ports = try freePorts(3)
+        var base = env(ports)
+        base["SECURITY_INSECURE"] = "false"
+        var aggEnv = base
+        aggEnv["SECURITY_SECRET_KEY_FILE"] = "\(dir)/aggregator.secret"
+        aggEnv["SECURITY_AUTHORIZED_KEYS"] = "\(dir)/authorized_keys"
+        let agg = try Child(["aggregator"], environment: aggEnv, name: "curve-aggregator")
+        func clientEnv(_ name: String) -> [String: String] {
+            var e = base
+            e["SECURITY_SECRET_KEY_FILE"] = "\(dir)/\(name).secret"
+            e["SECURITY_SERVER_PUBLIC_KEY_FILE"] = "\(dir)/aggregator.public"
+            return e
+        }
+        let clients = try ["client-1", "client-2", "intruder"].enumerated().map { k, name in
+            try Child(["client", "--id", name, "--partition", "\(k * 6)", "--delay", "0.05"], environment: clientEnv(name), name: name)
+        }
+        let observerKeys = try CurveKeyFile.readPair(path: "\(dir)/observer.secret")
+        let watcher = try ModelWatcher(endpoint: base["ENDPOINTS_MODEL"]!,
+                                       curve: (observerKeys, try CurveKeyFile.readPublicKey(path: "\(dir)/aggregator.public")))
+        let deadline = Date().addingTimeInterval(60)
+        while Date() < deadline && (watcher.latest?.version ?? 0) < 20 { try watcher.pump(seconds: 0.3) }
+        #expect((watcher.latest?.version ?? 0) >= 20, "aggregator log:\n\(agg.log)")
+        let intruderKey = try CurveKeyFile.readPublicKey(path: "\(dir)/intruder.public")
+        for c in clients { #expect(c.terminate() == 0) }
+        #expect(agg.terminate() == 0)
+        #expect(agg.log.contains("unknown CURVE key") && agg.log.contains(intruderKey), "aggregator log:\n\(agg.log)")
+        #expect(!clients[2].log.contains("merged=1"))
+        // Secret keys never reach a log.
+        let secret = try CurveKeyFile.readPair(path: "\(dir)/aggregator.secret").secretKey
+        #expect(!agg.log.contains(secret))
     }
 }

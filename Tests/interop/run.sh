@@ -80,7 +80,7 @@ ENDPOINTS_SNAPSHOT="${snapshot}" \
 ENDPOINTS_UPDATE="${update}" \
 PROGRESS_INTERVAL_S=0 \
 LOG_LEVEL=warning \
-  "${APIARY_BIN}" aggregator >"${agg_log}" 2>&1 &
+  "${APIARY_BIN}" aggregator --insecure >"${agg_log}" 2>&1 &
 agg_pid=$!
 
 # Wait (at most 10 s) until the snapshot port accepts TCP connections.

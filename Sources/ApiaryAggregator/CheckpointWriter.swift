@@ -1,0 +1,104 @@
+import ApiaryCore
+import Foundation
+import Logging
+import Synchronization
+import ZeroMQ
+
+/// Writes checkpoints on its own thread so the merge path never waits on the disk.
+///
+/// The aggregator thread hands over a state with `submit` (at most one in flight; a newer
+/// submission replaces one not yet started) and learns through `doorbell` and `takeResults`
+/// which versions became durable. Thread-safe.
+final class CheckpointWriter: Sendable {
+    struct Result: Sendable {
+        var version: UInt64
+        var url: URL?
+        var error: String?
+    }
+
+    private struct State: Sendable {
+        var next: CheckpointState?
+        var results: [Result] = []
+        var busy = false
+        var stopping = false
+    }
+
+    let directory: URL
+    let keep: Int
+    let doorbell = Wakeup()
+    private let state = Mutex(State())
+    private let work = DispatchSemaphore(value: 0)
+    private let finished = DispatchSemaphore(value: 0)
+    private let logger: Logger
+
+    init(directory: URL, keep: Int, logger: Logger) {
+        self.directory = directory
+        self.keep = max(1, keep)
+        self.logger = logger
+        let t = Thread { [self] in self.main() }
+        t.name = "apiary-checkpoint"
+        t.start()
+    }
+
+    /// Whether a checkpoint is being written or waiting to be.
+    var isBusy: Bool { state.withLock { $0.busy || $0.next != nil } }
+
+    /// Queues `s` to be written; replaces a queued one that has not started.
+    func submit(_ s: CheckpointState) {
+        state.withLock { $0.next = s }
+        work.signal()
+    }
+
+    /// Results since the last call (the aggregator thread calls this after the doorbell).
+    func takeResults() -> [Result] {
+        state.withLock { s in
+            defer { s.results = [] }
+            return s.results
+        }
+    }
+
+    /// Writes `s` on the calling thread (shutdown path), after any write in flight.
+    func writeNow(_ s: CheckpointState) -> Result {
+        while isBusy { Thread.sleep(forTimeInterval: 0.002) }
+        return write(s)
+    }
+
+    /// Stops the thread after the write in flight.
+    func stop() {
+        state.withLock { $0.stopping = true }
+        work.signal()
+        finished.wait()
+    }
+
+    private func main() {
+        while true {
+            work.wait()
+            let job: CheckpointState? = state.withLock { s in
+                if s.stopping { return nil }
+                defer { s.next = nil }
+                if s.next != nil { s.busy = true }
+                return s.next
+            }
+            if state.withLock({ $0.stopping }) { break }
+            guard let job else { continue }
+            let r = write(job)
+            state.withLock { s in
+                s.results.append(r)
+                s.busy = false
+            }
+            doorbell.ring()
+        }
+        finished.signal()
+    }
+
+    private func write(_ s: CheckpointState) -> Result {
+        do {
+            let url = try Checkpoint.write(s, to: directory)
+            try? Checkpoint.prune(directory: directory, keep: keep)
+            return Result(version: s.version, url: url, error: nil)
+        } catch {
+            logger.error("checkpoint write failed", metadata: ["version": "\(s.version)", "error": "\(error)"])
+            return Result(version: s.version, url: nil, error: "\(error)")
+        }
+    }
+}

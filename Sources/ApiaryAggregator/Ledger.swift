@@ -1,0 +1,365 @@
+import ApiaryCore
+import Foundation
+import GRDB
+import Logging
+import Synchronization
+
+/// The contribution ledger: an SQLite file (WAL mode, through a GRDB `DatabasePool`) with one
+/// row per received update, written off the merge path.
+///
+/// Thread rules:
+/// - `append(_:)` and `append(contentsOf:)` may be called from any thread, including the
+///   aggregator thread: they take a short in-memory lock, never touch the disk and never wait
+///   for the writer. Rows go to a bounded queue; beyond `queueLimit` pending rows they are
+///   dropped and counted in `droppedRows` (with at most one warning log per 10 seconds), so a
+///   slow or stuck disk can neither block the merge path nor grow memory without bound.
+/// - A dedicated thread (`apiary-ledger`) writes the queue in batches, one transaction per
+///   batch of at most `batchSize` rows, every `flushInterval` or as soon as `batchSize` rows
+///   are queued. A batch that fails is retried twice, then given up and counted in `failedRows`
+///   (errors are logged at most once per 10 seconds); while writes keep failing, what is
+///   queued is given up after one attempt per wake-up, so `close()` cannot hang on a bad disk.
+/// - `flush()` and `close()` block until the writer has caught up: call them at shutdown or
+///   in tests, never on the aggregator thread while it merges.
+/// - The readers (`recent`, `totals`, `count`) may be called from any thread, concurrently
+///   with writing (WAL readers do not wait for the writer). They see written rows only, not
+///   those still queued. Other processes may read the file at the same time (`LedgerReader`).
+///
+/// Call `close()` before the process exits; releasing the last reference without closing
+/// lets the writer finish in the background, which an exiting process cuts short.
+public final class Ledger: Sendable {
+    /// The database file.
+    public let path: String
+    /// Most rows held in memory (queued or being written) before new ones are dropped.
+    public let queueLimit: Int
+    /// Most rows per transaction; queuing this many also wakes the writer early.
+    public let batchSize: Int
+    private let pool: DatabasePool
+    private let writer: LedgerWriter
+
+    /// Opens (or creates) the ledger at `path`, migrates its schema and starts the writer thread.
+    ///
+    /// - Parameters:
+    ///   - queueLimit: rows that may wait in memory (at least 1); appends beyond it are dropped and counted.
+    ///   - batchSize: most rows per transaction (at least 1); this many queued rows wake the writer at once.
+    ///   - flushInterval: the writer writes whatever is queued at least this often.
+    /// - Throws: a GRDB `DatabaseError` when the file cannot be opened, created or migrated.
+    public init(path: String, queueLimit: Int = 100_000, batchSize: Int = 1000, flushInterval: Duration = .milliseconds(100),
+                logger: Logger) throws {
+        let queueLimit = max(1, queueLimit)
+        let batchSize = max(1, batchSize)
+        var config = Configuration()
+        config.label = "apiary-ledger"
+        // Another process writing the file (or a long checkpoint) delays the writer thread,
+        // never the merge path, so waiting is better than failing the batch.
+        config.busyMode = .timeout(10)
+        let pool = try DatabasePool(path: path, configuration: config)
+        try LedgerSchema.migrator.migrate(pool)
+        self.path = path
+        self.queueLimit = queueLimit
+        self.batchSize = batchSize
+        self.pool = pool
+        var l = logger
+        l[metadataKey: "ledger"] = "\(path)"
+        writer = LedgerWriter(pool: pool, queueLimit: queueLimit, batchSize: batchSize, flushInterval: flushInterval, logger: l)
+        writer.start()
+    }
+
+    deinit {
+        // Not blocking here: the writer thread drains what is queued and exits on its own.
+        writer.requestClose()
+    }
+
+    // MARK: Writing
+
+    /// Queues one row for writing and returns at once (never blocks on disk). Dropped (and
+    /// counted in `droppedRows`) when `queueLimit` rows are pending or the ledger is closed.
+    public func append(_ row: LedgerRow) {
+        writer.append(CollectionOfOne(row))
+    }
+
+    /// Queues rows for writing and returns at once, under one lock acquisition. Rows beyond
+    /// the free room of the queue are dropped and counted in `droppedRows`.
+    public func append(contentsOf rows: some Collection<LedgerRow>) {
+        writer.append(rows)
+    }
+
+    /// Blocks until every row appended before the call is written (or given up, see
+    /// `failedRows`). For shutdown and tests; not for the aggregator thread.
+    public func flush() {
+        writer.flush()
+    }
+
+    /// Writes what is queued, then stops the writer thread. Later appends are dropped and
+    /// counted. Idempotent; concurrent callers all return once the writer has stopped. The
+    /// readers keep working after `close()`.
+    public func close() {
+        writer.close()
+    }
+
+    /// Rows dropped: appended beyond `queueLimit` or after `close()`.
+    public var droppedRows: Int { writer.counters.dropped }
+    /// Rows written to the file so far.
+    public var writtenRows: Int { writer.counters.written }
+    /// Rows given up after failed write attempts (logged as errors).
+    public var failedRows: Int { writer.counters.failed }
+    /// Rows accepted but not yet written: queued or in the transaction under way.
+    public var pendingRows: Int { writer.counters.pending }
+
+    // MARK: Reading
+
+    /// The newest `limit` rows (by time, then insertion order), newest first; only those of
+    /// `client` when given. Any thread; does not wait for the writer.
+    public func recent(limit: Int, client: String? = nil) throws -> [LedgerRow] {
+        try pool.read { try LedgerSchema.recent($0, limit: limit, client: client) }
+    }
+
+    /// Per-client totals over the whole file, sorted by client id. Any thread.
+    public func totals() throws -> [ClientTotals] {
+        try pool.read { try LedgerSchema.totals($0) }
+    }
+
+    /// Rows in the file (queued rows not included). Any thread.
+    public func count() throws -> Int {
+        try pool.read { try LedgerSchema.count($0) }
+    }
+
+    /// SQLite's journal mode of the file: "wal".
+    public func journalMode() throws -> String {
+        try pool.read { try LedgerSchema.journalMode($0) }
+    }
+}
+
+extension Ledger {
+    /// Test hook: runs `body` while a separate connection holds the write lock of the file at
+    /// `path`, so that a ledger's writer thread blocks on disk as it would on a stuck disk.
+    /// Keep `body` well under the writer's 10 s busy timeout.
+    package static func withWriteLockHeld<T>(path: String, _ body: () throws -> T) throws -> T {
+        let blocker = try DatabaseQueue(path: path)
+        var result: T?
+        try blocker.inTransaction(.immediate) { _ in
+            result = try body()
+            return .rollback
+        }
+        try blocker.close()
+        return result!
+    }
+
+    /// Test hook: runs `sql` on a separate connection to the file at `path` (to break the
+    /// schema under a running writer, for instance).
+    package static func executeOnSeparateConnection(path: String, sql: String) throws {
+        let connection = try DatabaseQueue(path: path)
+        try connection.write { try $0.execute(sql: sql) }
+        try connection.close()
+    }
+}
+
+/// The queue and the writer thread behind `Ledger`.
+final class LedgerWriter: Sendable {
+    struct Counters {
+        var dropped = 0
+        var written = 0
+        var failed = 0
+        var pending = 0
+    }
+
+    private struct State {
+        var queue: [LedgerRow] = []
+        /// Rows taken by the writer and not yet written or given up.
+        var inFlight = 0
+        /// Rows ever accepted, and rows written or given up: flush waits for `done` to reach
+        /// the `accepted` it saw.
+        var accepted = 0
+        var done = 0
+        var written = 0
+        var failed = 0
+        var dropped = 0
+        var closing = false
+        var finished = false
+        var flushWaiters: [(target: Int, semaphore: DispatchSemaphore)] = []
+        var closeWaiters: [DispatchSemaphore] = []
+        var lastDropWarning: ContinuousClock.Instant?
+    }
+
+    private let pool: DatabasePool
+    private let queueLimit: Int
+    private let batchSize: Int
+    private let flushInterval: Duration
+    private let logger: Logger
+    private let state = Mutex(State())
+    /// Wakes the writer early (threshold reached, flush, close).
+    private let wake = DispatchSemaphore(value: 0)
+    private static let dropWarningInterval: Duration = .seconds(10)
+    private static let attempts = 3
+
+    init(pool: DatabasePool, queueLimit: Int, batchSize: Int, flushInterval: Duration, logger: Logger) {
+        self.pool = pool
+        self.queueLimit = queueLimit
+        self.batchSize = batchSize
+        self.flushInterval = flushInterval
+        self.logger = logger
+    }
+
+    func start() {
+        let thread = Thread { [self] in run() }
+        thread.name = "apiary-ledger"
+        thread.start()
+    }
+
+    var counters: Counters {
+        state.withLock { s in
+            Counters(dropped: s.dropped, written: s.written, failed: s.failed, pending: s.queue.count + s.inFlight)
+        }
+    }
+
+    // MARK: Producers (any thread, never block on disk)
+
+    func append(_ rows: some Collection<LedgerRow>) {
+        let (wakeWriter, warnDropped, closed): (Bool, Int?, Bool) = state.withLock { s in
+            let room = s.closing ? 0 : max(0, queueLimit - s.queue.count - s.inFlight)
+            let before = s.queue.count
+            let taken = min(room, rows.count)
+            if taken == rows.count {
+                s.queue.append(contentsOf: rows)
+            } else {
+                s.queue.append(contentsOf: rows.prefix(taken))
+            }
+            s.accepted += taken
+            let lost = rows.count - taken
+            var warn: Int?
+            if lost > 0 {
+                s.dropped += lost
+                let now = ContinuousClock.now
+                if s.lastDropWarning.map({ now - $0 >= Self.dropWarningInterval }) ?? true {
+                    s.lastDropWarning = now
+                    warn = s.dropped
+                }
+            }
+            return (before < batchSize && s.queue.count >= batchSize, warn, s.closing)
+        }
+        if wakeWriter { wake.signal() }
+        if let warnDropped {
+            logger.warning(closed ? "ledger closed: dropping rows" : "ledger queue full: dropping rows", metadata: [
+                "dropped_total": "\(warnDropped)", "queue_limit": "\(queueLimit)",
+            ])
+        }
+    }
+
+    // MARK: Waiting (blocking)
+
+    func flush() {
+        let done = DispatchSemaphore(value: 0)
+        let mustWait = state.withLock { s in
+            guard s.done < s.accepted && !s.finished else { return false }
+            s.flushWaiters.append((s.accepted, done))
+            return true
+        }
+        guard mustWait else { return }
+        wake.signal()
+        done.wait()
+    }
+
+    func close() {
+        let done = DispatchSemaphore(value: 0)
+        let mustWait = state.withLock { s in
+            guard !s.finished else { return false }
+            s.closing = true
+            s.closeWaiters.append(done)
+            return true
+        }
+        guard mustWait else { return }
+        wake.signal()
+        done.wait()
+    }
+
+    /// Asks the writer to drain and stop, without waiting.
+    func requestClose() {
+        state.withLock { $0.closing = true }
+        wake.signal()
+    }
+
+    // MARK: The writer thread
+
+    private func run() {
+        let interval = Double(flushInterval.components.seconds) + Double(flushInterval.components.attoseconds) / 1e18
+        var failing = false
+        var errorLog = ErrorLog()
+        while true {
+            _ = wake.wait(timeout: .now() + interval)
+            // Take the whole queue at once (O(1) under the lock: producers never wait for a
+            // copy), then write it in transactions of at most `batchSize` rows.
+            let rows: [LedgerRow] = state.withLock { s in
+                var taken: [LedgerRow] = []
+                swap(&taken, &s.queue)
+                s.inFlight = taken.count
+                return taken
+            }
+            var start = 0
+            while start < rows.count {
+                let end = min(rows.count, start + batchSize)
+                // After a batch was given up, one attempt per wake-up and, if it fails, the rest
+                // of what was taken is given up too: a broken disk cannot stall close() for long.
+                let ok = write(rows[start..<end], attempts: failing ? 1 : Self.attempts, log: &errorLog)
+                let given = ok || !failing ? end - start : rows.count - start
+                finished(given, ok: ok)
+                failing = !ok
+                start += given
+            }
+            let closeWaiters: [DispatchSemaphore]? = state.withLock { s in
+                guard s.closing && s.queue.isEmpty else { return nil }
+                s.finished = true
+                defer { s.closeWaiters = [] }
+                return s.closeWaiters
+            }
+            if let closeWaiters {
+                closeWaiters.forEach { $0.signal() }
+                return
+            }
+        }
+    }
+
+    /// At most one error line per 10 s, with the number of failures not logged.
+    private struct ErrorLog {
+        var last: ContinuousClock.Instant?
+        var suppressed = 0
+    }
+
+    private func write(_ rows: ArraySlice<LedgerRow>, attempts: Int, log: inout ErrorLog) -> Bool {
+        for attempt in 1...attempts {
+            do {
+                try pool.write { db in try LedgerSchema.insert(rows, in: db) }
+                return true
+            } catch {
+                let last = attempt == attempts
+                let now = ContinuousClock.now
+                if log.last.map({ now - $0 >= Self.dropWarningInterval }) ?? true {
+                    logger.error(last ? "ledger write failed: rows lost" : "ledger write failed: retrying", metadata: [
+                        "error": "\(error)", "rows": "\(rows.count)", "attempt": "\(attempt)", "suppressed": "\(log.suppressed)",
+                    ])
+                    log.last = now
+                    log.suppressed = 0
+                } else {
+                    log.suppressed += 1
+                }
+                if !last { Thread.sleep(forTimeInterval: 0.2 * Double(attempt)) }
+            }
+        }
+        return false
+    }
+
+    private func finished(_ n: Int, ok: Bool) {
+        let ready: [DispatchSemaphore] = state.withLock { s in
+            s.inFlight -= n
+            s.done += n
+            if ok { s.written += n } else { s.failed += n }
+            var ready: [DispatchSemaphore] = []
+            let done = s.done
+            s.flushWaiters.removeAll { w in
+                guard w.target <= done else { return false }
+                ready.append(w.semaphore)
+                return true
+            }
+            return ready
+        }
+        ready.forEach { $0.signal() }
+    }
+}

@@ -1,0 +1,119 @@
+import ApiaryCore
+import Foundation
+
+/// One row of the contribution ledger: what the aggregator did with one received update.
+///
+/// Stored in the `updates` table (see `Ledger`). `UInt64` fields are stored as the `Int64`
+/// with the same bit pattern, so every value round-trips, including those above `Int64.max`
+/// (they read as negative numbers in raw SQL; seqs based on Unix microseconds and versions
+/// never get there). `time` is kept at millisecond precision.
+public struct LedgerRow: Sendable, Hashable {
+    /// When the aggregator decided, at millisecond precision (the initializer rounds to it).
+    public var time: Date
+    public var clientID: String
+    /// The client's sequence number of the update.
+    public var seq: UInt64
+    /// The model version the client trained from.
+    public var baseVersion: UInt64
+    /// Model version minus base version; nil when the update was rejected before it was computed.
+    public var staleness: UInt64?
+    /// The FedAsync mixing weight applied (0 when not merged).
+    public var mixingWeight: Double
+    /// L2 norm of (update - model); nil when not computed. A NaN is stored as NULL and reads back as nil.
+    public var updateNorm: Double?
+    /// Training samples the client reports for the update.
+    public var sampleCount: UInt64
+    public var decision: Decision
+    /// `.none` for merged updates.
+    public var reason: RejectReason
+    /// The model version after the merge (merged) or at the time of the decision.
+    public var modelVersion: UInt64
+    /// Human-readable detail (the reject message); may be empty.
+    public var detail: String
+
+    public init(time: Date, clientID: String, seq: UInt64, baseVersion: UInt64, staleness: UInt64?, mixingWeight: Double,
+                updateNorm: Double?, sampleCount: UInt64, decision: Decision, reason: RejectReason, modelVersion: UInt64,
+                detail: String = "") {
+        self.time = LedgerTime.date(milliseconds: LedgerTime.milliseconds(time))
+        self.clientID = clientID
+        self.seq = seq
+        self.baseVersion = baseVersion
+        self.staleness = staleness
+        self.mixingWeight = mixingWeight
+        self.updateNorm = updateNorm
+        self.sampleCount = sampleCount
+        self.decision = decision
+        self.reason = reason
+        self.modelVersion = modelVersion
+        self.detail = detail
+    }
+
+    /// `time` as stored: Unix epoch milliseconds (clamped to the Int64 range).
+    public var timeMilliseconds: Int64 { LedgerTime.milliseconds(time) }
+}
+
+/// Per-client summary of the ledger (see `Ledger.totals()`).
+public struct ClientTotals: Sendable, Hashable {
+    public var clientID: String
+    /// Rows for this client, whatever the decision.
+    public var received: Int
+    /// Rows with decision `.merged`.
+    public var merged: Int
+    /// Rows with decision `.rejected`, by reason. Resends older than the dedup window are
+    /// rejected with reason `.duplicate` and counted here, not in `duplicates`.
+    public var rejected: [RejectReason: Int]
+    /// Rows with decision `.duplicate` (a resend answered with the first outcome).
+    public var duplicates: Int
+    /// Mean staleness of the merged rows; nil when none was merged.
+    public var meanStaleness: Double?
+    /// Time of the newest row.
+    public var lastSeen: Date
+
+    public init(clientID: String, received: Int, merged: Int, rejected: [RejectReason: Int], duplicates: Int,
+                meanStaleness: Double?, lastSeen: Date) {
+        self.clientID = clientID
+        self.received = received
+        self.merged = merged
+        self.rejected = rejected
+        self.duplicates = duplicates
+        self.meanStaleness = meanStaleness
+        self.lastSeen = lastSeen
+    }
+
+    /// All rejections, whatever the reason.
+    public var rejectedTotal: Int { rejected.values.reduce(0, +) }
+}
+
+/// Errors of the ledger API.
+public enum LedgerError: Error, CustomStringConvertible {
+    /// `LedgerReader` was pointed at a path where there is no file.
+    case fileNotFound(String)
+    /// The file exists but is not a ledger (not SQLite, or no `updates` table).
+    case notALedger(path: String, detail: String)
+    /// A stored row has a value this version cannot read (e.g. an unknown decision name).
+    case unreadableRow(id: Int64, detail: String)
+
+    public var description: String {
+        switch self {
+        case .fileNotFound(let p): "no ledger file at \(p)"
+        case .notALedger(let p, let d): "\(p) is not an Apiary ledger: \(d)"
+        case .unreadableRow(let id, let d): "ledger row \(id) is unreadable: \(d)"
+        }
+    }
+}
+
+/// Millisecond timestamps as stored in the `time_ms` column (Unix epoch, UTC).
+enum LedgerTime {
+    /// Rounds to the nearest millisecond; clamps to the Int64 range, NaN gives 0 (never traps).
+    static func milliseconds(_ date: Date) -> Int64 {
+        let ms = (date.timeIntervalSince1970 * 1000).rounded()
+        if ms.isNaN { return 0 }
+        if ms >= 9_223_372_036_854_775_807.0 { return .max }  // 2^63 as a Double
+        if ms <= -9_223_372_036_854_775_808.0 { return .min }
+        return Int64(ms)
+    }
+
+    static func date(milliseconds ms: Int64) -> Date {
+        Date(timeIntervalSince1970: Double(ms) / 1000)
+    }
+}

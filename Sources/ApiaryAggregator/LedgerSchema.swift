@@ -1,0 +1,177 @@
+import ApiaryCore
+import Foundation
+import GRDB
+
+/// The ledger's SQLite schema and the queries shared by `Ledger` and `LedgerReader`.
+///
+/// Table `updates`, one row per received update:
+///
+/// | column        | type    | meaning                                                      |
+/// |---------------|---------|--------------------------------------------------------------|
+/// | id            | INTEGER | autoincrement primary key (insertion order)                  |
+/// | time_ms       | INTEGER | decision time, Unix epoch milliseconds (UTC)                 |
+/// | client_id     | TEXT    |                                                              |
+/// | seq           | INTEGER | UInt64 stored as the Int64 with the same bit pattern         |
+/// | base_version  | INTEGER | UInt64 bit pattern                                           |
+/// | staleness     | INTEGER | UInt64 bit pattern; NULL when not computed                   |
+/// | mixing_weight | REAL    | NULL only for NaN (SQLite stores NaN as NULL)                |
+/// | update_norm   | REAL    | L2 norm of update - model; NULL when not computed (or NaN)   |
+/// | sample_count  | INTEGER | UInt64 bit pattern                                           |
+/// | decision      | TEXT    | `merged`, `rejected` or `duplicate`                          |
+/// | reason        | TEXT    | `RejectReason.name` (`none`, `too_stale`, ...)               |
+/// | model_version | INTEGER | UInt64 bit pattern                                           |
+/// | detail        | TEXT    | reject message, may be empty                                 |
+///
+/// Indexes: `updates_client_seq` on (client_id, seq), `updates_time` on (time_ms).
+enum LedgerSchema {
+    static let table = "updates"
+
+    static var migrator: DatabaseMigrator {
+        var m = DatabaseMigrator()
+        m.registerMigration("v1-updates") { db in
+            try db.execute(sql: """
+                CREATE TABLE updates (
+                    id INTEGER PRIMARY KEY AUTOINCREMENT,
+                    time_ms INTEGER NOT NULL,
+                    client_id TEXT NOT NULL,
+                    seq INTEGER NOT NULL,
+                    base_version INTEGER NOT NULL,
+                    staleness INTEGER,
+                    mixing_weight REAL,
+                    update_norm REAL,
+                    sample_count INTEGER NOT NULL,
+                    decision TEXT NOT NULL,
+                    reason TEXT NOT NULL,
+                    model_version INTEGER NOT NULL,
+                    detail TEXT NOT NULL DEFAULT ''
+                );
+                CREATE INDEX updates_client_seq ON updates(client_id, seq);
+                CREATE INDEX updates_time ON updates(time_ms);
+                """)
+        }
+        return m
+    }
+
+    static let insertSQL = """
+        INSERT INTO updates (time_ms, client_id, seq, base_version, staleness, mixing_weight, update_norm,
+                             sample_count, decision, reason, model_version, detail)
+        VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+        """
+
+    static let selectColumns = """
+        id, time_ms, client_id, seq, base_version, staleness, mixing_weight, update_norm,
+        sample_count, decision, reason, model_version, detail
+        """
+
+    /// Inserts `rows` with a cached statement; the caller provides the transaction.
+    static func insert(_ rows: some Collection<LedgerRow>, in db: Database) throws {
+        let statement = try db.cachedStatement(sql: insertSQL)
+        for r in rows {
+            let values: [(any DatabaseValueConvertible)?] = [
+                LedgerTime.milliseconds(r.time), r.clientID, bits(r.seq), bits(r.baseVersion), r.staleness.map(bits),
+                r.mixingWeight.isNaN ? nil : r.mixingWeight, r.updateNorm.flatMap { $0.isNaN ? nil : $0 },
+                bits(r.sampleCount), r.decision.description, r.reason.name, bits(r.modelVersion), r.detail,
+            ]
+            try statement.execute(arguments: StatementArguments(values))
+        }
+    }
+
+    static func bits(_ v: UInt64) -> Int64 { Int64(bitPattern: v) }
+    static func unbits(_ v: Int64) -> UInt64 { UInt64(bitPattern: v) }
+
+    static let decisionsByName: [String: Decision] = Dictionary(
+        uniqueKeysWithValues: [Decision.merged, .rejected, .duplicate].map { ($0.description, $0) })
+    static let reasonsByName: [String: RejectReason] = Dictionary(
+        uniqueKeysWithValues: RejectReason.allCases.map { ($0.name, $0) })
+
+    static func decision(_ name: String, id: Int64) throws -> Decision {
+        guard let d = decisionsByName[name] else { throw LedgerError.unreadableRow(id: id, detail: "unknown decision '\(name)'") }
+        return d
+    }
+
+    static func reason(_ name: String, id: Int64) throws -> RejectReason {
+        guard let r = reasonsByName[name] else { throw LedgerError.unreadableRow(id: id, detail: "unknown reason '\(name)'") }
+        return r
+    }
+
+    /// Decodes a row selected with `selectColumns`.
+    static func decode(_ row: Row) throws -> LedgerRow {
+        let id = try row.decode(Int64.self, atIndex: 0)
+        return LedgerRow(
+            time: LedgerTime.date(milliseconds: try row.decode(Int64.self, atIndex: 1)),
+            clientID: try row.decode(String.self, atIndex: 2),
+            seq: unbits(try row.decode(Int64.self, atIndex: 3)),
+            baseVersion: unbits(try row.decode(Int64.self, atIndex: 4)),
+            staleness: try row.decode(Int64?.self, atIndex: 5).map(unbits),
+            mixingWeight: try row.decode(Double?.self, atIndex: 6) ?? .nan,
+            updateNorm: try row.decode(Double?.self, atIndex: 7),
+            sampleCount: unbits(try row.decode(Int64.self, atIndex: 8)),
+            decision: try decision(try row.decode(String.self, atIndex: 9), id: id),
+            reason: try reason(try row.decode(String.self, atIndex: 10), id: id),
+            modelVersion: unbits(try row.decode(Int64.self, atIndex: 11)),
+            detail: try row.decode(String.self, atIndex: 12))
+    }
+
+    // MARK: Queries
+
+    static func recent(_ db: Database, limit: Int, client: String?) throws -> [LedgerRow] {
+        let limit = max(0, limit)
+        let rows: [Row]
+        if let client {
+            rows = try Row.fetchAll(db, sql: "SELECT \(selectColumns) FROM updates WHERE client_id = ? ORDER BY time_ms DESC, id DESC LIMIT ?",
+                                    arguments: [client, limit])
+        } else {
+            rows = try Row.fetchAll(db, sql: "SELECT \(selectColumns) FROM updates ORDER BY time_ms DESC, id DESC LIMIT ?",
+                                    arguments: [limit])
+        }
+        return try rows.map(decode)
+    }
+
+    static func count(_ db: Database) throws -> Int {
+        try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM updates") ?? 0
+    }
+
+    static func totals(_ db: Database) throws -> [ClientTotals] {
+        // Staleness is a UInt64 bit pattern: add 2^64 to negative values before summing (as
+        // REAL, so the sum cannot overflow).
+        let groups = try Row.fetchAll(db, sql: """
+            SELECT client_id, decision, reason, COUNT(*), COUNT(staleness),
+                   TOTAL(CASE WHEN staleness < 0 THEN staleness + 18446744073709551616.0 ELSE staleness END),
+                   MAX(time_ms), MIN(id)
+            FROM updates GROUP BY client_id, decision, reason ORDER BY client_id
+            """)
+        var byClient: [String: ClientTotals] = [:]
+        var stalenessSum: [String: (sum: Double, count: Int)] = [:]
+        for g in groups {
+            let client = try g.decode(String.self, atIndex: 0)
+            let id = try g.decode(Int64.self, atIndex: 7)
+            let decision = try decision(try g.decode(String.self, atIndex: 1), id: id)
+            let reason = try reason(try g.decode(String.self, atIndex: 2), id: id)
+            let n = try g.decode(Int.self, atIndex: 3)
+            let last = LedgerTime.date(milliseconds: try g.decode(Int64.self, atIndex: 6))
+            var t = byClient[client] ?? ClientTotals(clientID: client, received: 0, merged: 0, rejected: [:], duplicates: 0,
+                                                     meanStaleness: nil, lastSeen: last)
+            t.received += n
+            t.lastSeen = max(t.lastSeen, last)
+            switch decision {
+            case .merged:
+                t.merged += n
+                let s = stalenessSum[client] ?? (0, 0)
+                stalenessSum[client] = (s.sum + (try g.decode(Double.self, atIndex: 5)), s.count + (try g.decode(Int.self, atIndex: 4)))
+            case .rejected:
+                t.rejected[reason, default: 0] += n
+            case .duplicate:
+                t.duplicates += n
+            }
+            byClient[client] = t
+        }
+        for (client, s) in stalenessSum where s.count > 0 {
+            byClient[client]?.meanStaleness = s.sum / Double(s.count)
+        }
+        return byClient.values.sorted { $0.clientID < $1.clientID }
+    }
+
+    static func journalMode(_ db: Database) throws -> String {
+        try String.fetchOne(db, sql: "PRAGMA journal_mode") ?? ""
+    }
+}

@@ -1,0 +1,120 @@
+import ApiaryCore
+import ApiaryLearning
+import ApiaryProtocol
+import Foundation
+import Testing
+import ZeroMQ
+
+/// Watches every receipt and broadcast of a fleet, as an auditor would.
+final class FleetAuditor {
+    let context: Context
+    let sub: Socket
+    let poller = Poller()
+    /// (client, seq) -> model version of its merged receipts (more than one entry = merged twice).
+    var merged: [String: [UInt64]] = [:]
+    var maxReceiptedVersion: UInt64 = 0
+    var latestModel: (version: UInt64, parameters: [Float])?
+
+    init(endpoint: String) throws {
+        context = try Context()
+        sub = try context.socket(.sub)
+        try sub.set(.subscribe, Topic.model)
+        try sub.set(.subscribe, Topic.receiptPrefix)
+        try sub.set(.receiveHighWaterMark, 0)  // an auditor must not miss receipts
+        try sub.connect(endpoint)
+        poller.add(sub)
+    }
+
+    /// Reads everything that arrives for `seconds`; returns the broadcast versions seen.
+    @discardableResult
+    func pump(seconds: Double) throws -> [UInt64] {
+        var versions: [UInt64] = []
+        let deadline = Date().addingTimeInterval(seconds)
+        repeat {
+            guard try poller.poll(timeoutMilliseconds: 20) > 0 else { continue }
+            while let m = try sub.receiveMultipart(dontWait: true) {
+                let isModel = m.frames[0].withUnsafeBytes { $0.elementsEqual(Topic.model) }
+                if isModel {
+                    if let (h, values) = try? m.withFrameBytes({ f throws(WireError) in
+                        let (h, p) = try Codec.decodeModelChunk(f)
+                        return (h, Array(p.bindMemory(to: Float.self)))
+                    }), h.chunkCount == 1 {
+                        latestModel = (h.version, values)
+                        versions.append(h.version)
+                    }
+                } else if let r = try? m.withFrameBytes({ f throws(WireError) in try Codec.decodeReceipt(f) }), r.decision == .merged {
+                    merged["\(r.clientID)#\(r.seq)", default: []].append(r.modelVersion)
+                    maxReceiptedVersion = max(maxReceiptedVersion, r.modelVersion)
+                }
+            }
+        } while Date() < deadline
+        return versions
+    }
+}
+
+@Suite("Crash safety: the aggregator is killed with SIGKILL during training", .serialized)
+struct KillTests {
+    /// APIARY_KILLS sets the number of kills (make kill-test runs 20).
+    static let kills = Int(ProcessInfo.processInfo.environment["APIARY_KILLS"] ?? "") ?? 3
+
+    @Test("no acknowledged merge is lost or repeated across SIGKILLs, and training reaches its target")
+    func killAndRestart() async throws {
+        let ports = try freePorts(3)
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("apiary-kill-\(getpid())-\(UInt32.random(in: 0...UInt32.max))")
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let env = [
+            "ENDPOINTS_MODEL": "tcp://127.0.0.1:\(ports[0])", "ENDPOINTS_SNAPSHOT": "tcp://127.0.0.1:\(ports[1])",
+            "ENDPOINTS_UPDATE": "tcp://127.0.0.1:\(ports[2])", "LOG_LEVEL": "notice", "PROGRESS_INTERVAL_S": "0",
+            "CHECKPOINT_DIRECTORY": dir.appendingPathComponent("checkpoints").path, "CHECKPOINT_INTERVAL_S": "0.05",
+            "LEDGER_PATH": dir.appendingPathComponent("ledger.sqlite").path,
+            "LIMITS_RECEIPT_TIMEOUT_S": "1", "LIMITS_DEDUP_WINDOW": "100000", "PUBLISH_HEARTBEAT_S": "0.3", "SECURITY_INSECURE": "true",
+        ]
+        var rng = SplitMix64(seed: 2026)
+        var aggregator = try Child(["aggregator"], environment: env, name: "kill-aggregator-0")
+        let clients = try (0..<8).map { k in
+            try Child(["client", "--id", "k\(k)", "--partition", "\(k * 2)", "--delay", "0.02"], environment: env, name: "kill-client-\(k)")
+        }
+        let auditor = try FleetAuditor(endpoint: env["ENDPOINTS_MODEL"]!)
+
+        for kill in 0..<Self.kills {
+            // Train for a random while, then kill the aggregator mid-flight.
+            try auditor.pump(seconds: 0.5 + Double(rng.next() % 1500) / 1000)
+            aggregator.kill9()
+            try auditor.pump(seconds: 0.05)  // whatever the dead process had sent
+            let acknowledged = auditor.maxReceiptedVersion
+            aggregator = try Child(["aggregator"], environment: env, name: "kill-aggregator-\(kill + 1)")
+            var first: UInt64?
+            let deadline = Date().addingTimeInterval(20)
+            while first == nil && Date() < deadline { first = try auditor.pump(seconds: 0.1).first }
+            let resumed = try #require(first, "no broadcast after restart \(kill + 1):\n\(aggregator.log)")
+            // Versions never go back past the last durable receipt.
+            #expect(resumed >= acknowledged, "restart \(kill + 1) resumed at \(resumed), below acknowledged \(acknowledged)")
+        }
+
+        // Train on to the target.
+        let test = try SharedWorkload.load().testSet
+        var accuracy = 0.0
+        let deadline = Date().addingTimeInterval(60)
+        while Date() < deadline && accuracy < 0.85 {
+            try auditor.pump(seconds: 0.3)
+            if let m = auditor.latestModel { accuracy = Evaluation.accuracy(parameters: m.parameters, on: test) }
+        }
+        #expect(accuracy >= 0.85)
+        for c in clients { c.terminate() }
+        #expect(aggregator.terminate() == 0, "aggregator log:\n\(aggregator.log)")
+        try auditor.pump(seconds: 0.1)
+
+        // No update was merged twice, and every merged receipt is in the final state.
+        let twice = auditor.merged.filter { $0.value.count > 1 }
+        #expect(twice.isEmpty, "merged more than once: \(twice.prefix(5))")
+        let final = try #require(Checkpoint.latestValid(in: dir.appendingPathComponent("checkpoints")))
+        var missing: [String] = []
+        for key in auditor.merged.keys {
+            let parts = key.split(separator: "#")
+            let outcome = final.state.dedup[String(parts[0])]?.outcomes[UInt64(parts[1])!]
+            if outcome?.decision != .merged { missing.append(key) }
+        }
+        #expect(missing.isEmpty, "receipted as merged but not in the final state: \(missing.prefix(5))")
+        #expect(auditor.merged.count > 50)
+    }
+}

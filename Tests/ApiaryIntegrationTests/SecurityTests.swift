@@ -1,0 +1,111 @@
+import ApiaryAggregator
+import ApiaryClient
+import ApiaryCore
+import ApiaryProtocol
+import Foundation
+import Testing
+import ZeroMQ
+
+@Suite("CurveZMQ and the ZAP allowlist", .serialized)
+struct SecurityTests {
+    let server = try! CurveKeyPair.generate()
+    let alice = try! CurveKeyPair.generate()
+    let bob = try! CurveKeyPair.generate()
+
+    func start(keysFile: String? = nil, allow: [CurveKeyPair: String] = [:], zap: Bool = true) throws -> (Aggregator, Aggregator.Endpoints) {
+        var config = anyPortConfig()
+        var keys = AuthorizedKeys()
+        for (k, id) in allow { keys.authorize(key: k.publicKey, clientID: id) }
+        config.curve = CurveServerConfig(keyPair: server, authorizedKeysPath: keysFile, authorizedKeys: keys, startsZAPHandler: zap)
+        let agg = try Aggregator(config: config, layout: testLayout,
+                                 initialParameters: [Float](repeating: 0, count: testLayout.parameterCount), logger: quietLogger())
+        return (agg, try agg.start())
+    }
+
+    func client(_ id: String, _ e: Aggregator.Endpoints, keys: CurveKeyPair?, serverKey: String? = nil) throws -> ClientRuntime {
+        var c = clientConfig(id, e)
+        c.curve = keys.map { CurveClientConfig(keyPair: $0, serverPublicKey: serverKey ?? server.publicKey) }
+        return try ClientRuntime(config: c, trainer: StepTrainer(layout: testLayout), logger: quietLogger())
+    }
+
+    @Test("an allowed key trains; unknown key, no key and a wrong server key get nothing in and nothing out")
+    func admission() async throws {
+        let (agg, e) = try start(allow: [alice: "alice"])
+        defer { agg.stop() }
+        let good = try client("alice", e, keys: alice)
+        let stranger = try client("mallory", e, keys: bob)
+        let plain = try client("plain", e, keys: nil)
+        let wrongServer = try client("alice", e, keys: alice, serverKey: try CurveKeyPair.generate().publicKey)
+        let tasks = [good, stranger, plain, wrongServer].map { c in Task { try await c.run() } }
+        defer { tasks.forEach { $0.cancel() } }
+        try await eventually("alice's merges") { good.stats.merged >= 3 }
+        try await Task.sleep(for: .milliseconds(500))
+        for c in [stranger, plain, wrongServer] {
+            #expect(c.currentModel == nil, "\(c.config.clientID) received a model")
+            #expect(c.stats.merged == 0 && c.stats.rejected == 0)
+        }
+        #expect(agg.stats.received == agg.stats.merged)  // nothing from the others arrived
+    }
+
+    @Test("a key removed from the authorized-keys file cannot open a new connection")
+    func revocation() async throws {
+        let file = FileManager.default.temporaryDirectory.appendingPathComponent("authorized-\(getpid())-\(UInt32.random(in: 0...UInt32.max))").path
+        defer { try? FileManager.default.removeItem(atPath: file) }
+        try "# test fleet\n\(alice.publicKey) alice\n\(bob.publicKey) bob\n".write(toFile: file, atomically: true, encoding: .utf8)
+        let (agg, e) = try start(keysFile: file)
+        defer { agg.stop() }
+        let b1 = try client("bob", e, keys: bob)
+        let t1 = Task { try await b1.run() }
+        try await eventually("bob's first merges") { b1.stats.merged >= 2 }
+        t1.cancel()
+        b1.stop()
+        _ = try? await t1.value
+
+        // Revoke bob; the file is re-read within about a second.
+        try "\(alice.publicKey) alice\n".write(toFile: file, atomically: true, encoding: .utf8)
+        try await Task.sleep(for: .milliseconds(1600))
+        let b2 = try client("bob", e, keys: bob)
+        let a2 = try client("alice", e, keys: alice)
+        let t2 = Task { try await b2.run() }, t3 = Task { try await a2.run() }
+        defer { t2.cancel(); t3.cancel() }
+        try await eventually("alice still trains") { a2.stats.merged >= 2 }
+        #expect(b2.currentModel == nil)
+        #expect(b2.stats.merged == 0)
+    }
+
+    @Test("an update whose payload claims another client's id is rejected and receipted to the sender")
+    func spoofing() throws {
+        let (agg, e) = try start(allow: [alice: "alice", bob: "bob"])
+        defer { agg.stop() }
+        let ctx = try Context()
+        let push = try ctx.socket(.push)
+        for (o, v) in [(SocketOption<String>.curveServerKey, server.publicKey), (.curvePublicKey, bob.publicKey), (.curveSecretKey, bob.secretKey)] {
+            try push.set(o, v)
+        }
+        try push.connect(e.update)
+        let sub = try ctx.socket(.sub)
+        for (o, v) in [(SocketOption<String>.curveServerKey, server.publicKey), (.curvePublicKey, bob.publicKey), (.curveSecretKey, bob.secretKey)] {
+            try sub.set(o, v)
+        }
+        try sub.set(.subscribe, Topic.receipt(clientID: "bob"))
+        try sub.set(.receiveTimeout, 5000)
+        try sub.connect(e.model)
+        Thread.sleep(forTimeInterval: 0.3)
+        // Bob, authenticated as bob, claims to be alice.
+        let header = Codec.encode(UpdateHeader(runID: agg.runID, baseVersion: 0, seq: 1, sampleCount: 1, clientID: "alice"))
+        try push.send(multipart: [Message(header), Message(Codec.encodeLayout(testLayout)),
+                                  Message([Float](repeating: 1, count: 15).withUnsafeBytes { Array($0) })])
+        let m = try #require(try sub.receiveMultipart())
+        let r = try m.withFrameBytes { f throws(WireError) in try Codec.decodeReceipt(f) }
+        #expect(r.clientID == "bob")
+        #expect(r.reason == .identityMismatch)
+        agg.stop()
+        #expect(agg.stats.merged == 0)
+        #expect(agg.stats.rejected[.identityMismatch] == 1)
+    }
+
+    @Test("the aggregator refuses to start when no ZAP handler refuses an unknown key")
+    func selfTest() throws {
+        #expect(throws: AggregatorError.self) { _ = try start(allow: [alice: "alice"], zap: false) }
+    }
+}
