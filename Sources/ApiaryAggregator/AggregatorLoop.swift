@@ -286,7 +286,13 @@ final class AggregatorLoop {
                     "suppressed": "\(rejectLog.suppressed(outcome.reason))",
                 ])
             }
-            guard let r = outcome.receipt else { continue }
+            guard let r = outcome.receipt else {
+                // Nobody to receipt, but the ledger still records that it happened.
+                ledger?.append(LedgerRow(time: Date(), clientID: "?", seq: 0, baseVersion: 0, staleness: nil, mixingWeight: 0,
+                                         updateNorm: nil, sampleCount: 0, decision: .rejected, reason: outcome.reason,
+                                         modelVersion: engine.version, detail: outcome.detail))
+                continue
+            }
             let row = LedgerRow(time: Date(), clientID: r.clientID, seq: r.seq, baseVersion: r.baseVersion, staleness: r.staleness,
                                 mixingWeight: r.mixingWeight, updateNorm: outcome.updateNorm, sampleCount: outcome.sampleCount,
                                 decision: r.decision, reason: r.reason, modelVersion: r.modelVersion, detail: outcome.detail)
