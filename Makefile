@@ -6,7 +6,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 SWIFT ?= swift
 BIN := .build/debug/apiary
 
-.PHONY: all deps deps-python build demo test clean help
+.PHONY: all deps deps-python build demo test kill-test clean help
 
 all: build
 
@@ -14,6 +14,7 @@ help:
 	@echo "make demo    - train the digits model with an aggregator and 20 clients over tcp loopback"
 	@echo "make test    - build and run every test (unit, integration, processes, Python interop)"
 	@echo "make build   - debug build of the apiary command"
+	@echo "make kill-test - SIGKILL the aggregator 20 times during training; nothing acknowledged may be lost"
 
 ## Install what is missing: libzmq (Debian's libzmq3-dev), pkg-config, pyzmq for interop tests.
 deps:
@@ -39,6 +40,11 @@ test: deps deps-python
 	$(SWIFT) build --build-tests
 	$(SWIFT) test --skip-build
 	bash Tests/interop/run.sh
+
+## The long crash test: SIGKILL the aggregator 20 times during training.
+kill-test: deps
+	$(SWIFT) build --build-tests
+	APIARY_KILLS=20 $(SWIFT) test --skip-build --filter KillTests
 
 clean:
 	rm -rf .build
