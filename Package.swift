@@ -23,6 +23,9 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-configuration", from: "1.4.0", traits: [.defaults, "YAML"]),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
         .package(url: "https://github.com/groue/GRDB.swift", from: "7.10.0"),
+        .package(url: "https://github.com/apple/swift-metrics", from: "2.13.0"),
+        .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
+        .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.28.1"),
     ],
     targets: [
         .systemLibrary(
@@ -46,7 +49,21 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "GRDB", package: "GRDB.swift"),
+                .product(name: "Metrics", package: "swift-metrics"),
             ],
+            swiftSettings: strict
+        ),
+        .target(
+            name: "ApiaryObservability",
+            dependencies: [
+                "ApiaryAggregator", "ApiaryCore",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
+            resources: [.copy("Resources/dashboard.html")],
             swiftSettings: strict
         ),
         .target(
@@ -61,7 +78,7 @@ let package = Package(
         .executableTarget(
             name: "apiary",
             dependencies: [
-                "ApiaryAggregator", "ApiaryClient", "ApiaryLearning", "ApiaryCore", "ApiaryProtocol",
+                "ApiaryAggregator", "ApiaryClient", "ApiaryLearning", "ApiaryCore", "ApiaryProtocol", "ApiaryObservability", "ZeroMQ",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Configuration", package: "swift-configuration"),
@@ -73,6 +90,14 @@ let package = Package(
         .testTarget(name: "ApiaryCoreTests", dependencies: ["ApiaryCore"], swiftSettings: strict),
         .testTarget(name: "ApiaryProtocolTests", dependencies: ["ApiaryProtocol", "ApiaryCore"], swiftSettings: strict),
         .testTarget(name: "ApiaryLearningTests", dependencies: ["ApiaryLearning", "ApiaryCore"], swiftSettings: strict),
+        .testTarget(
+            name: "ApiaryObservabilityTests",
+            dependencies: [
+                "ApiaryObservability", "ApiaryAggregator", "ApiaryCore", "ApiaryProtocol", "ZeroMQ",
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strict
+        ),
         .testTarget(
             name: "ApiaryIntegrationTests",
             dependencies: [

@@ -1,0 +1,1 @@
+// The observability module: metrics, HTTP status and dashboard.
