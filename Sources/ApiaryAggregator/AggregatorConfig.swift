@@ -52,6 +52,8 @@ public struct AggregatorConfig: Sendable {
     /// CurveZMQ on every socket with a ZAP allowlist; nil runs without encryption or
     /// authentication (say so loudly).
     public var curve: CurveServerConfig?
+    /// Synchronous FedAvg rounds instead of FedAsync (the baseline); nil: FedAsync.
+    public var sync: FedAvgConfig?
 
     public init(
         modelEndpoint: String = "tcp://127.0.0.1:5557",
@@ -76,7 +78,8 @@ public struct AggregatorConfig: Sendable {
         ledgerPath: String? = nil,
         maxUpdateNorm: Double? = nil,
         normPolicy: NormPolicy = .reject,
-        curve: CurveServerConfig? = nil
+        curve: CurveServerConfig? = nil,
+        sync: FedAvgConfig? = nil
     ) {
         self.modelEndpoint = modelEndpoint
         self.snapshotEndpoint = snapshotEndpoint
@@ -101,6 +104,7 @@ public struct AggregatorConfig: Sendable {
         self.maxUpdateNorm = maxUpdateNorm
         self.normPolicy = normPolicy
         self.curve = curve
+        self.sync = sync
     }
 
     /// Checks ranges; returns the first problem found.

@@ -76,6 +76,11 @@ final class AggregatorLoop {
         }
         engine.maxUpdateNorm = config.maxUpdateNorm
         engine.normPolicy = config.normPolicy
+        if let sync = config.sync {
+            // Round r takes only updates trained on version r.
+            engine.round = FedAvgRound(config: sync, parameterCount: layout.parameterCount)
+            engine.rule.maxStaleness = 0
+        }
         durableVersion = engine.version
         submittedVersion = engine.version
         if let writer, resumed == nil {
@@ -86,7 +91,7 @@ final class AggregatorLoop {
         ledger = try config.ledgerPath.map { try Ledger(path: $0, logger: logger) }
 
         func seconds(_ d: Duration) -> Double { Double(d.components.seconds) + Double(d.components.attoseconds) / 1e18 }
-        snapshotConfigFrame = SnapshotConfig(rule: config.rule, training: config.training, chunkParameters: config.chunkParameters,
+        snapshotConfigFrame = SnapshotConfig(algorithm: config.sync == nil ? "fedasync" : "fedavg", rule: engine.rule, training: config.training, chunkParameters: config.chunkParameters,
                                              maxFrameBytes: config.maxFrameBytes, receiptTimeoutSeconds: seconds(config.receiptTimeout),
                                              publishIntervalSeconds: seconds(config.publishInterval),
                                              heartbeatSeconds: seconds(config.heartbeatInterval)).encoded()
@@ -190,6 +195,7 @@ final class AggregatorLoop {
             var deadline = now + .milliseconds(100)
             if dirty { deadline = min(deadline, nextPublish) }
             if writer != nil && engine.version > submittedVersion { deadline = min(deadline, lastSubmit + config.checkpointInterval) }
+            if let roundDeadline = engine.round?.deadline { deadline = min(deadline, roundDeadline) }
             if config.heartbeatInterval > .zero && !dirty && now - lastBroadcast >= config.heartbeatInterval {
                 // Re-announce the current version now and then: late subscribers and clients
                 // of a previous run learn where the model is without asking.
@@ -201,7 +207,7 @@ final class AggregatorLoop {
             do {
                 try poller.poll(timeoutMilliseconds: timeout)
                 if poller.isReadable(0) { try serveSnapshots() }
-                if poller.isReadable(1) { try ingestUpdates() }
+                if poller.isReadable(1) { try ingestUpdates() } else { try closeRoundIfReady() }
                 if writer != nil {
                     if poller.isReadable(2) { writer!.doorbell.drain() }
                     collectCheckpointResults()
@@ -274,38 +280,53 @@ final class AggregatorLoop {
                 let identity = config.curve == nil ? nil : (msg.frames.first?.property("User-Id") ?? "")
                 outcome = msg.withFrameBytes { engine.ingest($0, authenticatedID: identity) }
             }
-            if outcome.reason == .none {
-                dirty = true
-            } else if rejectLog.shouldLog(outcome.reason) {
-                // Stale and duplicate updates are routine in an asynchronous fleet; the
-                // rest point at a broken or hostile client.
-                let routine: Set<RejectReason> = [.tooStale, .duplicate, .unknownBase]
-                logger.log(level: routine.contains(outcome.reason) ? .info : .warning, "update rejected", metadata: [
-                    "reason": "\(outcome.reason)", "detail": "\(outcome.detail)",
-                    "client": "\(outcome.receipt?.clientID ?? "?")",
-                    "suppressed": "\(rejectLog.suppressed(outcome.reason))",
-                ])
-            }
-            guard let r = outcome.receipt else {
-                // Nobody to receipt, but the ledger still records that it happened.
-                ledger?.append(LedgerRow(time: Date(), clientID: "?", seq: 0, baseVersion: 0, staleness: nil, mixingWeight: 0,
-                                         updateNorm: nil, sampleCount: 0, decision: .rejected, reason: outcome.reason,
-                                         modelVersion: engine.version, detail: outcome.detail))
-                continue
-            }
-            let row = LedgerRow(time: Date(), clientID: r.clientID, seq: r.seq, baseVersion: r.baseVersion, staleness: r.staleness,
-                                mixingWeight: r.mixingWeight, updateNorm: outcome.updateNorm, sampleCount: outcome.sampleCount,
-                                decision: r.decision, reason: r.reason, modelVersion: r.modelVersion, detail: outcome.detail)
-            // A merge (or a duplicate of one) is acknowledged only once it is durable.
-            let mergedVersion = r.decision == .merged || (r.decision == .duplicate && r.mixingWeight > 0) ? r.modelVersion : nil
-            if writer != nil, let v = mergedVersion, v > durableVersion {
-                held.append((r, row))
-            } else {
-                try sendReceipt(r)
-                ledger?.append(row)
-            }
+            try handle(outcome)
         }
+        try closeRoundIfReady()
         aggregator.publish(stats: engine.stats, latest: nil)
+    }
+
+    /// Sync mode: closes the FedAvg round when it has its clients (or its quorum after the
+    /// timeout) and acknowledges its contributions.
+    private func closeRoundIfReady() throws {
+        guard engine.round != nil else { return }
+        for outcome in engine.closeRoundIfReady(now: .now) { try handle(outcome) }
+    }
+
+    /// Logs, receipts (now, or once durable) and records one outcome.
+    private func handle(_ outcome: MergeEngine.Outcome) throws {
+        if outcome.reason == .none {
+            // A sync-mode contribution is receipted when its round closes.
+            guard outcome.receipt != nil else { return }
+            dirty = true
+        } else if rejectLog.shouldLog(outcome.reason) {
+            // Stale and duplicate updates are routine in an asynchronous fleet; the
+            // rest point at a broken or hostile client.
+            let routine: Set<RejectReason> = [.tooStale, .duplicate, .unknownBase]
+            logger.log(level: routine.contains(outcome.reason) ? .info : .warning, "update rejected", metadata: [
+                "reason": "\(outcome.reason)", "detail": "\(outcome.detail)",
+                "client": "\(outcome.receipt?.clientID ?? "?")",
+                "suppressed": "\(rejectLog.suppressed(outcome.reason))",
+            ])
+        }
+        guard let r = outcome.receipt else {
+            // Nobody to receipt, but the ledger still records that it happened.
+            ledger?.append(LedgerRow(time: Date(), clientID: "?", seq: 0, baseVersion: 0, staleness: nil, mixingWeight: 0,
+                                     updateNorm: nil, sampleCount: 0, decision: .rejected, reason: outcome.reason,
+                                     modelVersion: engine.version, detail: outcome.detail))
+            return
+        }
+        let row = LedgerRow(time: Date(), clientID: r.clientID, seq: r.seq, baseVersion: r.baseVersion, staleness: r.staleness,
+                            mixingWeight: r.mixingWeight, updateNorm: outcome.updateNorm, sampleCount: outcome.sampleCount,
+                            decision: r.decision, reason: r.reason, modelVersion: r.modelVersion, detail: outcome.detail)
+        // A merge (or a duplicate of one) is acknowledged only once it is durable.
+        let mergedVersion = r.decision == .merged || (r.decision == .duplicate && r.mixingWeight > 0) ? r.modelVersion : nil
+        if writer != nil, let v = mergedVersion, v > durableVersion {
+            held.append((r, row))
+        } else {
+            try sendReceipt(r)
+            ledger?.append(row)
+        }
     }
 
     private func sendReceipt(_ r: Receipt) throws {

@@ -12,9 +12,11 @@ final class MergeEngine {
     var rule: FedAsync
     var maxUpdateNorm: Double?
     var normPolicy: NormPolicy = .reject
-    private(set) var version: UInt64
+    var version: UInt64
     private(set) var parameters: UnsafeMutableBufferPointer<Float>
-    private(set) var dedup: DedupTable<UpdateOutcome>
+    var dedup: DedupTable<UpdateOutcome>
+    /// Sync mode (FedAvg rounds) when set; FedAsync otherwise.
+    var round: FedAvgRound?
     var stats = AggregatorStats()
 
     init(layout: ParameterLayout, parameters initial: [Float], version: UInt64, runID: UInt64, rule: FedAsync, dedupWindow: UInt64) {
@@ -132,6 +134,7 @@ final class MergeEngine {
             return reject(h, reason: .normTooLarge, detail: "update differs from the model by more than float32 can hold", staleness: s)
         }
         var weight = rule.mixingWeight(staleness: s)
+        var clip = 1.0
         if let bound = maxUpdateNorm, scan.deltaNorm > bound {
             switch normPolicy {
             case .reject:
@@ -141,8 +144,12 @@ final class MergeEngine {
             case .clip:
                 // Mixing in the update scaled to the bound is mixing in the update with a
                 // proportionally smaller weight.
-                weight *= bound / scan.deltaNorm
+                clip = bound / scan.deltaNorm
+                weight *= clip
             }
+        }
+        if round != nil {
+            return contribute(h, payload: view.payload, norm: scan.deltaNorm, clip: clip)
         }
         var offset = 0
         for f in view.payload {
@@ -162,7 +169,7 @@ final class MergeEngine {
         return Outcome(receipt: receipt, reason: .none, detail: "", updateNorm: scan.deltaNorm, sampleCount: h.sampleCount)
     }
 
-    private func reject(_ h: UpdateHeader?, reason: RejectReason, detail: String, staleness: UInt64? = nil, record: Bool = true) -> Outcome {
+    func reject(_ h: UpdateHeader?, reason: RejectReason, detail: String, staleness: UInt64? = nil, record: Bool = true) -> Outcome {
         stats.rejected[reason, default: 0] += 1
         guard let h else { return Outcome(receipt: nil, reason: reason, detail: detail) }
         let r = Receipt(clientID: h.clientID, runID: runID, seq: h.seq, baseVersion: h.baseVersion, modelVersion: version,

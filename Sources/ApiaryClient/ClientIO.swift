@@ -151,7 +151,8 @@ final class ClientIO {
                 snapshotOutstanding = false
                 setLayout(model.layout)
                 let rt = Duration.milliseconds(Int64(max(0.1, cfg.receiptTimeoutSeconds) * 1000))
-                if runtime.adopt(model, training: cfg.training, receiptTimeout: rt, chunkParameters: max(1, cfg.chunkParameters), fromSnapshot: true) {
+                if runtime.adopt(model, training: cfg.training, receiptTimeout: rt, chunkParameters: max(1, cfg.chunkParameters),
+                                 fromSnapshot: true, algorithm: cfg.algorithm) {
                     logger.debug("snapshot received", metadata: ["version": "\(model.version)"])
                 }
             } catch {

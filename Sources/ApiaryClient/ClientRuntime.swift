@@ -27,6 +27,8 @@ public final class ClientRuntime: Service, Sendable {
         var training = TrainingConfig()
         var serverReceiptTimeout: Duration = .seconds(10)
         var chunkParameters = 262_144
+        /// "fedasync", or "fedavg" (synchronous rounds: train once per version).
+        var algorithm = "fedasync"
         var outbox: [OutgoingUpdate] = []
         var stats = ClientStats()
         var modelWaiters: [(after: UInt64?, runID: UInt64?, CheckedContinuation<Void, Never>)] = []
@@ -79,8 +81,11 @@ public final class ClientRuntime: Service, Sendable {
         var lastBase: (runID: UInt64, version: UInt64)?
         var seq = UInt64(Date().timeIntervalSince1970 * 1_000_000)
         while !Task.isCancelled && !stopRequested.load(ordering: .acquiring) {
-            // Train on a model newer than the last base when one comes within `newModelWait`.
-            await waitForModel(newerThan: lastBase, timeout: lastBase == nil ? nil : config.newModelWait)
+            // Train on a model newer than the last base when one comes within `newModelWait`;
+            // in synchronous rounds, only on a newer one (the next round's).
+            let rounds = state.withLock { $0.algorithm == "fedavg" }
+            await waitForModel(newerThan: lastBase, timeout: lastBase == nil ? nil : (rounds ? .seconds(86_400 * 365) : config.newModelWait))
+            if rounds, lastBase != nil, !hasModel(newerThan: lastBase) { continue }
             if let f = state.withLock({ $0.fatal }) { throw f }
             guard !Task.isCancelled, !stopRequested.load(ordering: .acquiring) else { break }
             guard let (model, training) = state.withLock({ s in s.model.map { ($0, s.training) } }) else { continue }
@@ -173,7 +178,8 @@ public final class ClientRuntime: Service, Sendable {
 
     // Called by the I/O thread.
 
-    func adopt(_ model: ModelSnapshot, training: TrainingConfig?, receiptTimeout: Duration?, chunkParameters: Int?, fromSnapshot: Bool) -> Bool {
+    func adopt(_ model: ModelSnapshot, training: TrainingConfig?, receiptTimeout: Duration?, chunkParameters: Int?, fromSnapshot: Bool,
+               algorithm: String? = nil) -> Bool {
         guard model.layout == trainer.layout else {
             state.withLock { $0.fatal = .layoutMismatch(server: "\(model.layout)", trainer: "\(trainer.layout)") }
             wakeAllWaiters()
@@ -185,6 +191,7 @@ public final class ClientRuntime: Service, Sendable {
             if let training { s.training = training }
             if let receiptTimeout { s.serverReceiptTimeout = receiptTimeout }
             if let chunkParameters { s.chunkParameters = chunkParameters }
+            if let algorithm { s.algorithm = algorithm }
             s.stats.modelVersion = model.version
             if fromSnapshot { s.stats.snapshotsReceived += 1 } else { s.stats.broadcastsReceived += 1 }
             defer { s.modelWaiters = [] }

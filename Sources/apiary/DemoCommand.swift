@@ -40,6 +40,12 @@ struct DemoCommand: AsyncParsableCommand {
     @Flag(name: .long, help: "Run without CURVE (by default the demo makes keys for the aggregator and every client in memory).")
     var insecure = false
 
+    @Option(name: .long, help: "async (FedAsync, the default) or sync (synchronous FedAvg rounds, the baseline); overrides demo.mode.")
+    var mode: DemoMode?
+
+    @Flag(name: .long, help: "Run async, then sync, on the same workload and compare them.")
+    var compare = false
+
     func run() async throws {
         let reader = try await Settings.reader(file: config)
         let logger = LogSetup.bootstrap(level: try Settings.logLevel(reader, default: .warning))
@@ -69,13 +75,34 @@ struct DemoCommand: AsyncParsableCommand {
                 FileHandle.standardOutput.synchronizeFile()
             }
         }
-        let summary = try await AsyncDemo(config: aggConfig, workload: workload, options: options, logger: logger, say: out).run()
+        let chosen = mode ?? DemoMode(rawValue: reader.string(forKey: "demo.mode", default: "async")) ?? .async
+        var summaries: [DemoSummary] = []
+        for m in compare ? [DemoMode.async, .sync] : [chosen] {
+            var c = aggConfig
+            var o = options
+            if m == .sync {
+                c.sync = FedAvgConfig(expectedClients: n, minClients: reader.int(forKey: "sync.min_clients", default: n),
+                                      roundTimeout: Settings.duration(reader, "sync.round_timeout_s", seconds: 60))
+                // Synchronous rounds wait for the slowest device: give them the workload's 60 rounds.
+                o.timeLimit = timeLimit ?? reader.double(forKey: "demo.sync_time_limit_s", default: 600)
+                o.maxVersions = UInt64(reader.int(forKey: "sync.max_rounds", default: 60))
+            }
+            summaries.append(try await FleetDemo(config: c, workload: workload, options: o, logger: logger, say: out).run())
+        }
+        for s in summaries { out(s.text()) }
+        if summaries.count == 2, let a = summaries[0].timeToTarget, let b = summaries[1].timeToTarget {
+            out(String(format: "async reached %.2f %.1fx faster than sync (%.1f s vs %.1f s)", options.target, b / a, a, b))
+        }
         if json {
-            print(summary.jsonLine())
-        } else {
-            print(summary.text())
+            print(summaries.count == 1 ? summaries[0].jsonLine() : DemoSummary.comparisonJSON(summaries))
+        } else if !toStderr {
+            // The summaries were printed above.
         }
     }
+}
+
+enum DemoMode: String, ExpressibleByArgument, Sendable {
+    case async, sync
 }
 
 struct DemoOptions: Sendable {
@@ -86,6 +113,8 @@ struct DemoOptions: Sendable {
     var shuffleSeed: UInt64
     var progressEvery: Double
     var secure: Bool
+    /// Stop after this many versions (the workload's 60 rounds for sync); nil: no limit.
+    var maxVersions: UInt64? = nil
 }
 
 /// What a demo run came to; the keys of `jsonLine()` are a stable interface.
@@ -123,6 +152,17 @@ struct DemoSummary: Sendable {
         ].joined(separator: ",") + "}"
     }
 
+    /// `{"async": {...}, "sync": {...}, "speedup_to_target": x}` for `--compare --json`.
+    static func comparisonJSON(_ s: [DemoSummary]) -> String {
+        var parts = s.map { "\"\($0.algorithm == "fedavg" ? "sync" : "async")\":\($0.jsonLine())" }
+        if s.count == 2, let a = s[0].timeToTarget, let b = s[1].timeToTarget {
+            parts.append(String(format: "\"speedup_to_target\":%.2f", b / a))
+        } else {
+            parts.append("\"speedup_to_target\":null")
+        }
+        return "{" + parts.joined(separator: ",") + "}"
+    }
+
     func text() -> String {
         let reached = timeToTarget.map { String(format: "reached %.2f in %.2f s", targetAccuracy, $0) }
             ?? String(format: "did not reach %.2f", targetAccuracy)
@@ -134,8 +174,9 @@ struct DemoSummary: Sendable {
     }
 }
 
-/// The asynchronous demo: one aggregator and N clients over tcp loopback in this process.
-struct AsyncDemo {
+/// One demo run: an aggregator (FedAsync, or FedAvg rounds when `config.sync` is set) and N
+/// clients over tcp loopback in this process.
+struct FleetDemo {
     let config: AggregatorConfig
     let workload: Workload
     let options: DemoOptions
@@ -169,7 +210,8 @@ struct AsyncDemo {
                 if case .joined = e { joined.add(1, ordering: .relaxed) }
             }))
         }
-        say("apiary demo: FedAsync alpha=\(config.rule.alpha) staleness=\(config.rule.staleness), \(options.clients) clients, target \(options.target), limit \(options.timeLimit) s, \(config.curve == nil ? "INSECURE (no CURVE)" : "CURVE with generated keys")")
+        let rule = config.sync == nil ? "FedAsync alpha=\(config.rule.alpha) staleness=\(config.rule.staleness)" : "synchronous FedAvg rounds"
+        say("apiary demo: \(rule), \(options.clients) clients, target \(options.target), limit \(options.timeLimit) s, \(config.curve == nil ? "INSECURE (no CURVE)" : "CURVE with generated keys")")
         return try await withThrowingTaskGroup(of: Void.self) { group in
             for r in runtimes { group.addTask { try await r.run() } }
             defer { group.cancelAll() }
@@ -206,10 +248,11 @@ struct AsyncDemo {
                                t, s.version, s.merged - base.merged, s.rejectedTotal - base.rejectedTotal, accuracy))
                 }
                 if timeToTarget != nil || t >= options.timeLimit { break }
+                if let maxV = options.maxVersions, lastVersion != .max, lastVersion >= maxV { break }
                 try await Task.sleep(for: .milliseconds(10))
             }
             let s = aggregator.stats
-            return DemoSummary(algorithm: "fedasync", clients: options.clients, finalAccuracy: accuracy, timeToTarget: timeToTarget,
+            return DemoSummary(algorithm: config.sync == nil ? "fedasync" : "fedavg", clients: options.clients, finalAccuracy: accuracy, timeToTarget: timeToTarget,
                                targetAccuracy: options.target, timeTo085: timeTo085, versions: s.version,
                                updatesMerged: s.merged, updatesRejected: s.rejectedTotal, meanStaleness: s.meanStaleness,
                                maxStaleness: s.maxStaleness, elapsed: seconds(), series: series)

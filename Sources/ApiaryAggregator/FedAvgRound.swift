@@ -1,0 +1,126 @@
+import ApiaryCore
+import ApiaryProtocol
+import Foundation
+
+/// Synchronous FedAvg over the same sockets: the baseline every speed claim is measured
+/// against. Round r trains on version r; the aggregator waits for the expected clients (or,
+/// after `roundTimeout`, a quorum of `minClients`), then sets
+/// `x = x + sum(w_i (x_i - x)) / sum(w_i)` with `w_i` the sample counts, and publishes
+/// version r + 1. Receipts of a round go out when it closes.
+public struct FedAvgConfig: Sendable, Hashable {
+    /// Clients a round waits for.
+    public var expectedClients: Int
+    /// After `roundTimeout`, a round closes with at least this many contributions.
+    public var minClients: Int
+    public var roundTimeout: Duration
+
+    public init(expectedClients: Int, minClients: Int = 1, roundTimeout: Duration = .seconds(60)) {
+        self.expectedClients = max(1, expectedClients)
+        self.minClients = max(1, min(minClients, expectedClients))
+        self.roundTimeout = roundTimeout
+    }
+}
+
+/// The contributions of the round in progress.
+final class FedAvgRound {
+    let config: FedAvgConfig
+    private(set) var started: ContinuousClock.Instant?
+    private var sumDelta: [Float]
+    private var totalWeight: Double = 0
+    /// Client id -> its contribution's receipt (finished when the round closes) and ledger data.
+    private(set) var contributions: [String: (receipt: Receipt, weight: Double, norm: Double, samples: UInt64)] = [:]
+
+    init(config: FedAvgConfig, parameterCount: Int) {
+        self.config = config
+        sumDelta = [Float](repeating: 0, count: parameterCount)
+    }
+
+    var count: Int { contributions.count }
+
+    /// When the round may close on a quorum.
+    var deadline: ContinuousClock.Instant? { started.map { $0 + config.roundTimeout } }
+
+    func isReady(now: ContinuousClock.Instant) -> Bool {
+        if count >= config.expectedClients { return true }
+        if let d = deadline, now >= d, count >= config.minClients { return true }
+        return false
+    }
+
+    /// Adds `weight * clip * (update - model)` to the round's sum.
+    func add(_ payload: some Collection<UnsafeRawBufferPointer>, model: UnsafeBufferPointer<Float>, weight: Double, clip: Double,
+             receipt: Receipt, norm: Double, samples: UInt64) {
+        if started == nil { started = .now }
+        let c = Float(weight * clip)
+        var offset = 0
+        sumDelta.withUnsafeMutableBufferPointer { sum in
+            for f in payload {
+                let n = f.count / 4
+                guard n > 0, let src = f.baseAddress else { continue }
+                for i in 0..<n {
+                    let x = src.loadUnaligned(fromByteOffset: i &* 4, as: Float.self)
+                    sum[offset + i] += c * (x - model[offset + i])
+                }
+                offset += n
+            }
+        }
+        totalWeight += weight
+        contributions[receipt.clientID] = (receipt, weight, norm, samples)
+    }
+
+    /// Applies the average to `model` and returns the contributions; resets the round.
+    func close(into model: UnsafeMutableBufferPointer<Float>) -> [(receipt: Receipt, weight: Double, norm: Double, samples: UInt64)] {
+        let scale = Float(1 / max(totalWeight, .leastNormalMagnitude))
+        sumDelta.withUnsafeMutableBufferPointer { sum in
+            for i in 0..<model.count {
+                model[i] += sum[i] * scale
+                sum[i] = 0
+            }
+        }
+        let done = contributions.values.map { c -> (receipt: Receipt, weight: Double, norm: Double, samples: UInt64) in
+            var r = c.receipt
+            r.mixingWeight = c.weight / totalWeight
+            return (r, c.weight, c.norm, c.samples)
+        }
+        contributions = [:]
+        totalWeight = 0
+        started = nil
+        return done
+    }
+}
+
+extension MergeEngine {
+    /// Sync mode: adds a validated update to the round instead of merging it. Its receipt is
+    /// deferred to the close of the round (the outcome carries no receipt).
+    func contribute(_ h: UpdateHeader, payload: some Collection<UnsafeRawBufferPointer>, norm: Double, clip: Double) -> Outcome {
+        guard let round else { preconditionFailure("contribute outside sync mode") }
+        if let existing = round.contributions[h.clientID] {
+            if existing.receipt.seq == h.seq {
+                // A resend of the update already in this round: its receipt comes with the round.
+                stats.rejected[.duplicate, default: 0] += 1
+                return Outcome(receipt: nil, reason: .none, detail: "deferred", sampleCount: h.sampleCount)
+            }
+            return reject(h, reason: .duplicate, detail: "client already contributed to round \(version)", staleness: 0)
+        }
+        let weight = Double(max(h.sampleCount, 1))
+        let r = Receipt(clientID: h.clientID, runID: runID, seq: h.seq, baseVersion: h.baseVersion, modelVersion: version + 1,
+                        staleness: 0, mixingWeight: 0, decision: .merged, reason: .none)
+        round.add(payload, model: UnsafeBufferPointer(parameters), weight: weight, clip: clip, receipt: r, norm: norm, samples: h.sampleCount)
+        return Outcome(receipt: nil, reason: .none, detail: "deferred", updateNorm: norm, sampleCount: h.sampleCount)
+    }
+
+    /// Closes the round when it is ready: applies the average, bumps the version, records
+    /// the contributions in the dedup table and returns their outcomes (with receipts).
+    func closeRoundIfReady(now: ContinuousClock.Instant) -> [Outcome] {
+        guard let round, round.isReady(now: now) else { return [] }
+        let done = round.close(into: parameters)
+        version += 1
+        stats.version = version
+        var outcomes: [Outcome] = []
+        for c in done {
+            stats.merged += 1
+            dedup.record(client: c.receipt.clientID, seq: c.receipt.seq, outcome: c.receipt.outcome)
+            outcomes.append(Outcome(receipt: c.receipt, reason: .none, detail: "", updateNorm: c.norm, sampleCount: c.samples))
+        }
+        return outcomes
+    }
+}
