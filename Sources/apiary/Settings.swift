@@ -75,8 +75,18 @@ enum Settings {
             maxUpdateNorm: r.double(forKey: "limits.max_update_norm").flatMap { $0 > 0 ? $0 : nil },
             normPolicy: try normPolicy(r)
         )
-        if let e = c.validationError() { throw SettingsError(e) }
-        return c
+        var config = c
+        switch r.string(forKey: "algorithm", default: "fedasync") {
+        case "fedasync": break
+        case "fedavg":
+            let expected = r.int(forKey: "sync.expected_clients", default: 0)
+            guard expected >= 1 else { throw SettingsError("algorithm fedavg needs sync.expected_clients >= 1") }
+            config.sync = FedAvgConfig(expectedClients: expected, minClients: { let m = r.int(forKey: "sync.min_clients", default: 0); return m > 0 ? m : expected }(),
+                                       roundTimeout: duration(r, "sync.round_timeout_s", seconds: 60))
+        case let other: throw SettingsError("algorithm must be fedasync or fedavg, not '\(other)'")
+        }
+        if let e = config.validationError() { throw SettingsError(e) }
+        return config
     }
 
     static func normPolicy(_ r: ConfigReader) throws -> NormPolicy {

@@ -84,3 +84,31 @@ struct ClientRuntimeTests {
         #expect(client.currentModel?.runID == second.runID)
     }
 }
+
+@Suite("Synchronous FedAvg rounds over the same sockets", .serialized)
+struct SyncRoundTests {
+    @Test("a round waits for every expected client, averages by sample count, and publishes the next version")
+    func rounds() async throws {
+        var config = anyPortConfig()
+        config.sync = FedAvgConfig(expectedClients: 3, roundTimeout: .seconds(30))
+        let agg = try Aggregator(config: config, layout: testLayout,
+                                 initialParameters: [Float](repeating: 0, count: testLayout.parameterCount), logger: quietLogger())
+        let e = try agg.start()
+        defer { agg.stop() }
+        // Three clients pulling toward 1, 2 and 3 with step 1: each round's average is 2.
+        let clients = try (1...3).map { k in
+            try ClientRuntime(config: clientConfig("s\(k)", e), trainer: StepTrainer(layout: testLayout, target: Float(k), step: 1),
+                              logger: quietLogger())
+        }
+        let tasks = clients.map { c in Task { try await c.run() } }
+        defer { tasks.forEach { $0.cancel() } }
+        try await eventually("three rounds") { agg.stats.version >= 3 }
+        let s = agg.stats
+        // Every version is one round of exactly three contributions.
+        #expect(s.merged >= 3 * s.version - 3 && s.merged <= 3 * s.version)
+        #expect(s.maxStaleness == 0)
+        let m = try #require(agg.latestModel)
+        #expect(m.parameters.allSatisfy { abs($0 - 2) < 1e-5 })
+        #expect(clients.allSatisfy { $0.stats.rejected == 0 })
+    }
+}
