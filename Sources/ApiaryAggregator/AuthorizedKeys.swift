@@ -1,3 +1,4 @@
+import ApiaryProtocol
 import Foundation
 import ZeroMQ
 
@@ -28,7 +29,7 @@ public struct AuthorizedKeys: Sendable, Hashable {
             }
             let key = String(fields[0]), id = String(fields[1])
             guard CurveKeyPair.isValidKey(key) else { throw AuthorizedKeysError(line: i + 1, reason: "not a 40-character Z85 CURVE public key") }
-            guard isValidClientID(id) else { throw AuthorizedKeysError(line: i + 1, reason: "client id '\(id)' is not 1 to 64 characters of A-Z a-z 0-9 . _ -") }
+            guard ClientID.isValid(id) else { throw AuthorizedKeysError(line: i + 1, reason: "client id '\(id)' is not 1 to 64 characters of A-Z a-z 0-9 . _ -") }
             if let other = keys.clients[key], other != id {
                 throw AuthorizedKeysError(line: i + 1, reason: "key already authorized as '\(other)'")
             }
@@ -52,14 +53,6 @@ public struct AuthorizedKeys: Sendable, Hashable {
     public func clientID(forKey key: String) -> String? { clients[key] }
 
     public mutating func authorize(key: String, clientID: String) { clients[key] = clientID }
-
-    static func isValidClientID(_ id: String) -> Bool {
-        let u = id.utf8
-        guard (1...64).contains(u.count) else { return false }
-        return u.allSatisfy { c in
-            (c >= 0x30 && c <= 0x39) || (c >= 0x41 && c <= 0x5A) || (c >= 0x61 && c <= 0x7A) || c == 0x2E || c == 0x5F || c == 0x2D
-        }
-    }
 }
 
 public struct AuthorizedKeysError: Error, CustomStringConvertible {
