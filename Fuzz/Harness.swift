@@ -43,18 +43,28 @@ enum FuzzSetup {
     static let initialVersion: UInt64 = 2
     /// Small, so that the window's eviction is reachable within one input.
     static let dedupWindow: UInt64 = 2
-    /// Engine settings selected by control bits 3-5: the merge rule and, when the sources have
-    /// it (APIARY_FUZZ_NORM_POLICY, set by build.sh), the bound on the update norm and what is
-    /// done over it. All are valid configurations (FedAsync.validationError() is nil).
-    static let settings: [(rule: FedAsync, normBound: Double?, clip: Bool)] = [
-        (FedAsync(alpha: 0.6, staleness: .polynomial(a: 0.5), maxStaleness: 4), nil, false),
-        (FedAsync(alpha: 1.0, staleness: .constant, maxStaleness: 4), 4, false),            // weight 1: copy path
-        (FedAsync(alpha: 0.3, staleness: .hinge(a: 10, b: 1), maxStaleness: 1000), 2, true),
-        (FedAsync(alpha: 0.0, staleness: .constant, maxStaleness: 0), nil, false),          // weight 0: no-op merge
-        (FedAsync(alpha: 0.99999999, staleness: .constant, maxStaleness: 4), nil, false),   // Float(weight) == 1, computed path
-        (FedAsync(alpha: 1.0, staleness: .polynomial(a: 1e-9), maxStaleness: 1000), 3e38, true),
-        (FedAsync(alpha: 0.5, staleness: .hinge(a: 0, b: 0), maxStaleness: .max), nil, false),
-        (FedAsync(alpha: 1e-300, staleness: .polynomial(a: 2), maxStaleness: 4), 1e-30, false),
+    /// Engine settings selected by control bits 3-5: the merge rule; when the sources have them,
+    /// the bound on the update norm and what is done over it (APIARY_FUZZ_NORM_POLICY) and the
+    /// client id the connection authenticated as (APIARY_FUZZ_AUTH_ID); build.sh sets both
+    /// flags. Every rule is a valid configuration (FedAsync.validationError() is nil).
+    struct Setting: Sendable {
+        var rule: FedAsync
+        var normBound: Double? = nil
+        var clip = false
+        var authenticatedID: String? = nil
+    }
+    static let settings: [Setting] = [
+        Setting(rule: FedAsync(alpha: 0.6, staleness: .polynomial(a: 0.5), maxStaleness: 4)),
+        Setting(rule: FedAsync(alpha: 1.0, staleness: .constant, maxStaleness: 4), normBound: 4),            // weight 1: copy path
+        Setting(rule: FedAsync(alpha: 0.3, staleness: .hinge(a: 10, b: 1), maxStaleness: 1000), normBound: 2, clip: true),
+        Setting(rule: FedAsync(alpha: 0.0, staleness: .constant, maxStaleness: 0)),                          // weight 0: no-op merge
+        Setting(rule: FedAsync(alpha: 0.99999999, staleness: .constant, maxStaleness: 4),                    // Float(weight) == 1
+                authenticatedID: "c1"),
+        Setting(rule: FedAsync(alpha: 1.0, staleness: .polynomial(a: 1e-9), maxStaleness: 1000), normBound: 3e38, clip: true,
+                authenticatedID: "c2"),
+        Setting(rule: FedAsync(alpha: 0.5, staleness: .hinge(a: 0, b: 0), maxStaleness: .max)),
+        Setting(rule: FedAsync(alpha: 1e-300, staleness: .polynomial(a: 2), maxStaleness: 4), normBound: 1e-30,
+                authenticatedID: "not a valid id"),
     ]
     static let verbose: Bool = getenv("APIARY_FUZZ_VERBOSE") != nil
 }
@@ -239,12 +249,16 @@ func snapshotParameters(_ e: MergeEngine) -> [UInt32] { e.parameters.map(\.bitPa
 
 /// One ingest with its invariants. Returns the outcome.
 @discardableResult
-func ingestChecked(_ engine: MergeEngine, _ frames: [UnsafeRawBufferPointer]) -> MergeEngine.Outcome {
+func ingestChecked(_ engine: MergeEngine, _ frames: [UnsafeRawBufferPointer], authenticatedID: String?) -> MergeEngine.Outcome {
     let versionBefore = engine.version
     let paramsBefore = snapshotParameters(engine)
     let receivedBefore = engine.stats.received
 
+    #if APIARY_FUZZ_AUTH_ID
+    let out = engine.ingest(frames, authenticatedID: authenticatedID)
+    #else
     let out = engine.ingest(frames)
+    #endif
     log("  ingest -> reason \(out.reason) receipt \(out.receipt.map { "\($0.decision) v\($0.modelVersion)" } ?? "none") \(out.detail)")
 
     // Every model parameter stays finite.
@@ -269,6 +283,11 @@ func ingestChecked(_ engine: MergeEngine, _ frames: [UnsafeRawBufferPointer]) ->
     if let r = out.receipt {
         check(r.reason == out.reason, "receipt reason \(r.reason) differs from outcome reason \(out.reason)")
         check(r.runID == FuzzSetup.runID, "receipt run id is not the engine's")
+        #if APIARY_FUZZ_AUTH_ID
+        if let authenticatedID {
+            check(r.clientID == authenticatedID, "receipt for '\(r.clientID)' on a connection authenticated as '\(authenticatedID)'")
+        }
+        #endif
         checkReceiptRoundTrip(r)
     }
     check(engine.stats.received == receivedBefore + 1, "stats.received did not count the update")
@@ -302,13 +321,14 @@ public func fuzzOneInput(_ data: UnsafePointer<UInt8>?, _ size: Int) -> CInt {
         engine.maxUpdateNorm = setting.normBound
         engine.normPolicy = setting.clip ? .clip : .reject
         #endif
-        let first = ingestChecked(engine, fs.frames)
+        let first = ingestChecked(engine, fs.frames, authenticatedID: setting.authenticatedID)
 
         if m.control & 0x80 != 0 {
-            // A resend of the same frames: anything that decoded was recorded (or is older than
-            // the window), so the answer is `duplicate` and the model stays as it is.
-            let second = ingestChecked(engine, fs.frames)
-            if (try? Codec.decodeUpdate(fs.frames)) != nil {
+            // A resend of the same frames: anything that decoded and passed the identity check
+            // was recorded (or is older than the window), so the answer is `duplicate` and the
+            // model stays as it is.
+            let second = ingestChecked(engine, fs.frames, authenticatedID: setting.authenticatedID)
+            if (try? Codec.decodeUpdate(fs.frames)) != nil, first.reason != .identityMismatch, first.reason != .unknownClient {
                 check(second.reason == .duplicate, "a resend was not a duplicate: first \(first.reason), then \(second.reason)")
                 if second.receipt?.decision == .duplicate, let a = first.receipt, let b = second.receipt {
                     check(a.modelVersion == b.modelVersion && a.baseVersion == b.baseVersion,

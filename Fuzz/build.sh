@@ -82,7 +82,13 @@ DEFINES=()
 if grep -q 'var normPolicy' "$TMP/ApiaryAggregator_MergeEngine.swift" && grep -q 'var maxUpdateNorm' "$TMP/ApiaryAggregator_MergeEngine.swift"; then
   DEFINES+=(-D APIARY_FUZZ_NORM_POLICY)
 fi
+if grep -q 'func ingest(_ frames: \[UnsafeRawBufferPointer\], authenticatedID: String?' "$TMP/ApiaryAggregator_MergeEngine.swift"; then
+  DEFINES+=(-D APIARY_FUZZ_AUTH_ID)
+fi
 
+EXTRA_AGG=$(printf '%s\n' "${SOURCES[@]}" | grep '^Sources/ApiaryAggregator/' | xargs -n1 basename \
+  | grep -vxE 'MergeEngine.swift|AggregatorStats.swift|PublishedModel.swift' | tr '\n' ' ')
+[ -z "$EXTRA_AGG" ] || echo "fuzz: also compiling, for MergeEngine's dependencies: $EXTRA_AGG"
 echo "fuzz: compiling ${#SOURCES[@]} sources${REV:+ at $REV} + Fuzz/Harness.swift ${DEFINES[*]:-}${ZMQ_FLAGS:+ (with module ZeroMQ)}"
 "$SWIFTC" $OPT -g \
   -sanitize=fuzzer,address \

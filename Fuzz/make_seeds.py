@@ -155,6 +155,11 @@ def seeds():
     s["update_clip_near1"] = [message(u([floats([1e20] * N_PARAMS)]), setting=5)]
     s["update_tiny_weight"] = [message(u(base=0), setting=7)]
     s["update_unbounded_staleness"] = [message(u(base=0), setting=6)]
+    # Settings 4, 5 and 7 run on a connection authenticated as c1, c2 and an invalid id.
+    s["update_identity_matches"] = [message(u(seq=5), setting=4, resend=True)]
+    s["update_identity_mismatch"] = [message(u(seq=5), setting=5, resend=True)]
+    s["update_identity_invalid"] = [message(u(seq=5), setting=7)]
+    s["update_identity_bad_codec"] = [message(u(codec=3), setting=5)]
     # Several messages: state within one input (dedup, staleness, versions).
     s["multi_merge_then_resend"] = [message(u(seq=1), resend=True), message(u(seq=2, base=3), setting=2)]
     s["multi_two_clients_stale"] = [message(u(seq=1)), message(u(seq=1, client=b"c2")),

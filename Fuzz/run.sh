@@ -70,7 +70,11 @@ runs=$(sed -nE 's/^Done ([0-9]+) runs in ([0-9]+) second.*/\1/p' "$LOG" | tail -
 secs=$(sed -nE 's/^Done ([0-9]+) runs in ([0-9]+) second.*/\2/p' "$LOG" | tail -1)
 [ -n "$runs" ] || runs=$(sed -nE 's/^stat::number_of_executed_units: *([0-9]+)/\1/p' "$LOG" | tail -1)
 last=$(grep -E '^#[0-9]+' "$LOG" | tail -1)
-cov=$(sed -nE 's/.* cov: ([0-9]+) ft: ([0-9]+) corp: ([0-9]+)\/.*/cov \1, features \2, corpus \3/p' <<<"$last")
+if [ -z "$runs" ]; then   # -fork=N mode: "#RUNS: cov: ... time: Ss"
+  runs=$(sed -nE 's/^#([0-9]+): cov:.*/\1/p' <<<"$last")
+  secs=$(sed -nE 's/^INFO: exiting: [0-9]+ time: ([0-9]+)s.*/\1/p' "$LOG" | tail -1)
+fi
+cov=$(sed -nE 's/.* cov: ([0-9]+) ft: ([0-9]+) corp: ([0-9]+)[\/ ].*/cov \1, features \2, corpus \3/p' <<<"$last")
 mapfile -t FOUND < <(find "$ARTIFACTS" -type f -newer "$MARK" \( -name 'crash-*' -o -name 'leak-*' -o -name 'timeout-*' -o -name 'oom-*' -o -name 'slow-unit-*' \) | sort)
 crashes=0
 for a in "${FOUND[@]}"; do case "$(basename "$a")" in slow-unit-*) ;; *) crashes=$((crashes + 1));; esac; done

@@ -94,7 +94,7 @@ final class CheckpointWriter: Sendable {
     private func write(_ s: CheckpointState) -> Result {
         do {
             let url = try Checkpoint.write(s, to: directory)
-            try? Checkpoint.prune(directory: directory, keep: keep)
+            _ = try? Checkpoint.prune(directory: directory, keep: keep)
             return Result(version: s.version, url: url, error: nil)
         } catch {
             logger.error("checkpoint write failed", metadata: ["version": "\(s.version)", "error": "\(error)"])

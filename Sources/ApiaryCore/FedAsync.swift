@@ -35,30 +35,31 @@ public struct FedAsync: Sendable, Hashable, Codable {
     public func accepts(staleness s: UInt64) -> Bool { s <= maxStaleness }
 
     /// `model = (1 - weight) * model + weight * update`, element-wise, in place, computed as
-    /// `model + weight * (update - model)` so that an update equal to the model leaves it
-    /// bit-for-bit unchanged and weight 0 is a no-op; weight 1 copies the update.
+    /// `model + a * (update - model)` with `a = Float(weight)`, so that an update equal to the
+    /// model leaves it bit-for-bit unchanged, `a == 0` is a no-op and `a == 1` copies the
+    /// update. Each result is clamped to lie between the model's and the update's value, so
+    /// rounding near the float32 limits can never produce an infinity (found by fuzzing).
     /// `update` must hold `model.count` float32 values (it may be unaligned raw memory, e.g.
-    /// a received frame read in place). With finite inputs whose differences are finite the
-    /// result lies between model and update, so it is finite.
-    @inlinable
+    /// a received frame read in place).
     public static func mix(into model: UnsafeMutableBufferPointer<Float>, update: UnsafeRawBufferPointer, weight: Double) {
         precondition(update.count == model.count * MemoryLayout<Float>.size, "update size does not match the model")
         guard let base = model.baseAddress, let src = update.baseAddress else { return }
         let n = model.count
-        if weight == 0 { return }
-        if weight == 1 {
+        let a = Float(weight)
+        if a == 0 { return }
+        if a == 1 {
             UnsafeMutableRawPointer(base).copyMemory(from: src, byteCount: n * 4)
             return
         }
-        let a = Float(weight)
+        @inline(__always) func mixed(_ b: Float, _ x: Float) -> Float {
+            let r = b + a * (x - b)
+            return Swift.min(Swift.max(r, Swift.min(b, x)), Swift.max(b, x))
+        }
         if Int(bitPattern: src) % MemoryLayout<Float>.alignment == 0 {
             let x = src.assumingMemoryBound(to: Float.self)
-            for i in 0..<n { base[i] += a * (x[i] - base[i]) }
+            for i in 0..<n { base[i] = mixed(base[i], x[i]) }
         } else {
-            for i in 0..<n {
-                let xi = src.loadUnaligned(fromByteOffset: i &* 4, as: Float.self)
-                base[i] += a * (xi - base[i])
-            }
+            for i in 0..<n { base[i] = mixed(base[i], src.loadUnaligned(fromByteOffset: i &* 4, as: Float.self)) }
         }
     }
 }
