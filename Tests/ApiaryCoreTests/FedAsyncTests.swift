@@ -145,3 +145,17 @@ struct FedAsyncTests {
         #expect(model == [1, 1, 3, 5, 1, 1])
     }
 }
+
+@Suite("FedAsync mix near the float32 limits")
+struct FedAsyncLimitsTests {
+    @Test("a weight just below 1 cannot round a finite mix up to infinity (fuzz regression)")
+    func nearOneDoesNotOverflow() {
+        var model: [Float] = [Float(bitPattern: 0x73C0_0000)]  // 3 * 2^103
+        let update: [Float] = [.greatestFiniteMagnitude]
+        model.withUnsafeMutableBufferPointer { m in
+            update.withUnsafeBytes { FedAsync.mix(into: m, update: $0, weight: 0.99999999) }
+        }
+        #expect(model[0].isFinite)
+        #expect(model[0] <= .greatestFiniteMagnitude && model[0] >= Float(bitPattern: 0x73C0_0000))
+    }
+}
