@@ -31,6 +31,7 @@ public final class Aggregator: Service, Sendable {
 
     private struct Shared: Sendable {
         var stats = AggregatorStats()
+        var activity = AggregatorActivity()
         var latest: PublishedModel?
         var endpoints: Endpoints?
         var startError: String?
@@ -61,6 +62,9 @@ public final class Aggregator: Service, Sendable {
 
     /// A copy of the counters.
     public var stats: AggregatorStats { shared.withLock { $0.stats } }
+
+    /// Per-client activity and the staleness distribution, as of at most about a second ago.
+    public var activity: AggregatorActivity { shared.withLock { $0.activity } }
 
     /// The newest published model (nil before the aggregator started).
     public var latestModel: PublishedModel? { shared.withLock { $0.latest } }
@@ -140,6 +144,10 @@ public final class Aggregator: Service, Sendable {
         loop.close()
         logger.info("aggregator stopped", metadata: ["version": "\(loop.engine.version)", "merged": "\(loop.engine.stats.merged)"])
         shared.withLock { $0.finished = true }
+    }
+
+    func publish(activity: AggregatorActivity) {
+        shared.withLock { $0.activity = activity }
     }
 
     func publish(stats: AggregatorStats, latest: PublishedModel?) {

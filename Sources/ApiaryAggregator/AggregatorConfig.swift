@@ -1,4 +1,5 @@
 import ApiaryCore
+import Metrics
 import ZeroMQ
 
 /// Everything an aggregator needs to run. Defaults suit a small fleet on one host.
@@ -54,6 +55,9 @@ public struct AggregatorConfig: Sendable {
     public var curve: CurveServerConfig?
     /// Synchronous FedAvg rounds instead of FedAsync (the baseline); nil: FedAsync.
     public var sync: FedAvgConfig?
+    /// Where the aggregator's metrics go (see `AggregatorMetricName`); nil: the process-wide
+    /// `MetricsSystem.factory`. Tests pass their own to read metrics without a global bootstrap.
+    public var metricsFactory: (any MetricsFactory)? = nil
 
     public init(
         modelEndpoint: String = "tcp://127.0.0.1:5557",

@@ -23,6 +23,10 @@ final class AggregatorLoop {
     private var nextPublish = ContinuousClock.now
     private var lastBroadcast = ContinuousClock.now
     private var rejectLog = RateLimitedLog(interval: .seconds(5))
+    // Observability: swift-metrics instruments, and client activity published twice a second.
+    private let metrics: AggregatorMetrics
+    private var activity = AggregatorActivity()
+    private var activityPublished = ContinuousClock.now
 
     // Durability: merged receipts wait here until a checkpoint holding their version is on disk.
     private let writer: CheckpointWriter?
@@ -38,6 +42,7 @@ final class AggregatorLoop {
         self.aggregator = aggregator
         self.config = config
         self.logger = logger
+        metrics = AggregatorMetrics(factory: config.metricsFactory)
 
         // Resume from the newest valid checkpoint, or start a new run.
         var resumed: CheckpointState?
@@ -143,6 +148,7 @@ final class AggregatorLoop {
         poller.add(router)
         poller.add(pull)
         if let writer { poller.add(fileDescriptor: writer.doorbell.fileDescriptor) }
+        metrics.sync(engine.stats)
         aggregator.publish(stats: engine.stats, latest: engine.publishable())
     }
 
@@ -161,6 +167,8 @@ final class AggregatorLoop {
         releaseHeld()
         if dirty { try? broadcast() }
         ledger?.close()
+        metrics.sync(engine.stats)
+        publishActivity(force: true)
         aggregator.publish(stats: engine.stats, latest: engine.publishable())
         pub.close()
         router.close()
@@ -214,6 +222,8 @@ final class AggregatorLoop {
                     startCheckpointIfDue()
                 }
                 if dirty && ContinuousClock.now >= nextPublish { try broadcast() }
+                metrics.sync(engine.stats)
+                publishActivity()
             } catch let e as ZMQError where e.isContextTerminated {
                 return
             } catch {
@@ -278,7 +288,9 @@ final class AggregatorLoop {
             } else {
                 // With CURVE, the ZAP handler named the peer: that, not the payload, is who sent it.
                 let identity = config.curve == nil ? nil : (msg.frames.first?.property("User-Id") ?? "")
+                let started = DispatchTime.now().uptimeNanoseconds
                 outcome = msg.withFrameBytes { engine.ingest($0, authenticatedID: identity) }
+                if outcome.reason == .none { metrics.recordMerge(nanoseconds: DispatchTime.now().uptimeNanoseconds &- started) }
             }
             try handle(outcome)
         }
@@ -305,7 +317,7 @@ final class AggregatorLoop {
             let routine: Set<RejectReason> = [.tooStale, .duplicate, .unknownBase]
             logger.log(level: routine.contains(outcome.reason) ? .info : .warning, "update rejected", metadata: [
                 "reason": "\(outcome.reason)", "detail": "\(outcome.detail)",
-                "client": "\(outcome.receipt?.clientID ?? "?")",
+                "client": "\(outcome.receipt?.clientID ?? "?")", "version": "\(engine.version)",
                 "suppressed": "\(rejectLog.suppressed(outcome.reason))",
             ])
         }
@@ -316,6 +328,8 @@ final class AggregatorLoop {
                                      modelVersion: engine.version, detail: outcome.detail))
             return
         }
+        activity.record(r, at: Date())
+        if r.decision == .merged { metrics.recordMerged(r) }
         let row = LedgerRow(time: Date(), clientID: r.clientID, seq: r.seq, baseVersion: r.baseVersion, staleness: r.staleness,
                             mixingWeight: r.mixingWeight, updateNorm: outcome.updateNorm, sampleCount: outcome.sampleCount,
                             decision: r.decision, reason: r.reason, modelVersion: r.modelVersion, detail: outcome.detail)
@@ -327,6 +341,15 @@ final class AggregatorLoop {
             try sendReceipt(r)
             ledger?.append(row)
         }
+    }
+
+    /// Hands the client activity to other threads, at most twice a second unless forced.
+    private func publishActivity(force: Bool = false) {
+        let now = ContinuousClock.now
+        guard force || now - activityPublished >= .milliseconds(500) else { return }
+        activityPublished = now
+        activity.publishedAt = Date()
+        aggregator.publish(activity: activity)
     }
 
     private func sendReceipt(_ r: Receipt) throws {

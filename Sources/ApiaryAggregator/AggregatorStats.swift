@@ -1,5 +1,7 @@
 import ApiaryCore
+import ApiaryProtocol
 import Foundation
+import Metrics
 
 /// Counters an aggregator keeps; a copy is readable from any thread.
 public struct AggregatorStats: Sendable, Hashable {
@@ -26,4 +28,160 @@ public struct AggregatorStats: Sendable, Hashable {
 
     /// Mean staleness of merged updates (0 before the first merge).
     public var meanStaleness: Double { merged == 0 ? 0 : Double(stalenessSum) / Double(merged) }
+}
+
+// MARK: Observability: client activity and swift-metrics instruments
+
+/// One client as the aggregator saw it: when its last update arrived and what came of its
+/// updates. Clients are known by their authenticated id (with CURVE) or the id in the update.
+public struct ClientActivity: Sendable, Hashable, Codable {
+    /// When the aggregator last received an update from this client.
+    public var lastSeen: Date
+    /// Updates received from this client that named it.
+    public var received: UInt64 = 0
+    /// Of those, merged (in sync mode: contributions to a closed round).
+    public var merged: UInt64 = 0
+    /// Of those, rejected or duplicate.
+    public var rejected: UInt64 = 0
+
+    public init(lastSeen: Date) { self.lastSeen = lastSeen }
+}
+
+/// What the aggregator thread collects beyond `AggregatorStats` and publishes about once a
+/// second (so that the merge path never copies it): per-client activity and the
+/// distribution of staleness over merged updates.
+public struct AggregatorActivity: Sendable, Hashable {
+    /// Slots of `stalenessCounts`: staleness 0 to 63, and one slot for 64 or more.
+    public static let stalenessSlots = 65
+    /// At most this many clients are remembered; beyond it the least recently seen half is forgotten.
+    public static let maxClients = 10_000
+
+    /// Activity by client id.
+    public var clients: [String: ClientActivity] = [:]
+    /// Merged updates by staleness: slot `s` counts updates of staleness `s`, the last slot
+    /// those of staleness `stalenessSlots - 1` or more.
+    public var stalenessCounts = [UInt64](repeating: 0, count: AggregatorActivity.stalenessSlots)
+    /// When the aggregator thread published this copy.
+    public var publishedAt = Date()
+
+    public init() {}
+
+    /// Records one receipted outcome (called on the aggregator thread).
+    mutating func record(_ r: Receipt, at now: Date) {
+        if clients[r.clientID] == nil && clients.count >= Self.maxClients {
+            let keep = clients.sorted { $0.value.lastSeen > $1.value.lastSeen }.prefix(Self.maxClients / 2)
+            clients = Dictionary(uniqueKeysWithValues: keep.map { ($0.key, $0.value) })
+        }
+        clients[r.clientID, default: ClientActivity(lastSeen: now)].lastSeen = now
+        clients[r.clientID]!.received += 1
+        if r.decision == .merged {
+            clients[r.clientID]!.merged += 1
+            stalenessCounts[Int(min(r.staleness ?? 0, UInt64(Self.stalenessSlots - 1)))] += 1
+        } else {
+            clients[r.clientID]!.rejected += 1
+        }
+    }
+
+    /// Clients whose last update arrived within `window` before `now`.
+    public func activeClients(within window: TimeInterval, now: Date = Date()) -> Int {
+        clients.values.reduce(0) { $0 + (now.timeIntervalSince($1.lastSeen) <= window ? 1 : 0) }
+    }
+}
+
+/// Names of the metrics the aggregator records through swift-metrics. The process chooses
+/// the backend (`MetricsSystem.bootstrap`, or `AggregatorConfig.metricsFactory`); without
+/// one, recording costs a call into a no-op handler.
+public enum AggregatorMetricName {
+    /// Counter: updates received, well-formed or not.
+    public static let updatesReceived = "apiary_updates_received_total"
+    /// Counter: updates merged into the global model.
+    public static let updatesMerged = "apiary_updates_merged_total"
+    /// Counter with a `reason` label (`too_stale`, `duplicate`, `malformed`, ...): updates not merged.
+    public static let updatesRejected = "apiary_updates_rejected_total"
+    /// Histogram: staleness (versions merged since the base model) of merged updates.
+    public static let updateStaleness = "apiary_update_staleness"
+    /// Histogram: the mixing weight `alpha * S(staleness)` of merged updates.
+    public static let mixingWeight = "apiary_mixing_weight"
+    /// Histogram (seconds): time to validate and merge one update.
+    public static let mergeDuration = "apiary_merge_duration_seconds"
+    /// Gauge: the global model's version.
+    public static let modelVersion = "apiary_model_version"
+    /// Counter: bytes of update messages received.
+    public static let bytesReceived = "apiary_bytes_received_total"
+    /// Counter: bytes sent (model broadcasts, snapshots, receipts).
+    public static let bytesSent = "apiary_bytes_sent_total"
+    /// Counter: snapshot requests answered.
+    public static let snapshotsServed = "apiary_snapshots_served_total"
+    /// Counter: model broadcasts on the PUB socket.
+    public static let broadcasts = "apiary_model_broadcasts_total"
+    /// Gauge: newest version in a durable checkpoint.
+    public static let checkpointVersion = "apiary_checkpoint_version"
+    /// Gauge: Unix time of the last durable checkpoint (0 before the first).
+    public static let checkpointTimestamp = "apiary_checkpoint_timestamp_seconds"
+}
+
+/// The aggregator's swift-metrics instruments. Counters follow `AggregatorStats` by
+/// difference (`sync`, once per turn of the loop), so the merge path itself records only
+/// its three histograms. Used on the aggregator thread only.
+final class AggregatorMetrics {
+    private let factory: any MetricsFactory
+    private let received, merged, bytesIn, bytesOut, snapshots, broadcasts: Counter
+    private var rejected: [RejectReason: Counter] = [:]
+    private let staleness, mixingWeight: Recorder
+    private let mergeDuration: Metrics.Timer
+    private let version, checkpointVersion, checkpointTime: Gauge
+    private var last = AggregatorStats()
+
+    init(factory: (any MetricsFactory)?) {
+        let f = factory ?? MetricsSystem.factory
+        typealias N = AggregatorMetricName
+        self.factory = f
+        received = Counter(label: N.updatesReceived, factory: f)
+        merged = Counter(label: N.updatesMerged, factory: f)
+        bytesIn = Counter(label: N.bytesReceived, factory: f)
+        bytesOut = Counter(label: N.bytesSent, factory: f)
+        snapshots = Counter(label: N.snapshotsServed, factory: f)
+        broadcasts = Counter(label: N.broadcasts, factory: f)
+        staleness = Recorder(label: N.updateStaleness, aggregate: true, factory: f)
+        mixingWeight = Recorder(label: N.mixingWeight, aggregate: true, factory: f)
+        mergeDuration = Metrics.Timer(label: N.mergeDuration, factory: f)
+        version = Gauge(label: N.modelVersion, factory: f)
+        checkpointVersion = Gauge(label: N.checkpointVersion, factory: f)
+        checkpointTime = Gauge(label: N.checkpointTimestamp, factory: f)
+        // Every reason exists from the start (at zero), so rates and alerts need no special case.
+        for reason in RejectReason.allCases where reason != .none {
+            rejected[reason] = Counter(label: N.updatesRejected, dimensions: [("reason", reason.name)], factory: f)
+        }
+    }
+
+    /// Records one merged update (or sync-mode contribution) and how long validating and merging it took.
+    func recordMerge(nanoseconds: UInt64) {
+        mergeDuration.recordNanoseconds(Int64(clamping: nanoseconds))
+    }
+
+    /// Records the staleness and mixing weight of a merged update's receipt.
+    func recordMerged(_ r: Receipt) {
+        staleness.record(Double(r.staleness ?? 0))
+        mixingWeight.record(r.mixingWeight)
+    }
+
+    /// Brings the counters and gauges up to `s` (they only move forward).
+    func sync(_ s: AggregatorStats) {
+        func add(_ c: Counter, _ new: UInt64, _ old: UInt64) { if new > old { c.increment(by: new - old) } }
+        add(received, s.received, last.received)
+        add(merged, s.merged, last.merged)
+        add(bytesIn, s.bytesIn, last.bytesIn)
+        add(bytesOut, s.bytesOut, last.bytesOut)
+        add(snapshots, s.snapshotsServed, last.snapshotsServed)
+        add(broadcasts, s.broadcasts, last.broadcasts)
+        if s.rejected != last.rejected {
+            for (reason, n) in s.rejected where reason != .none {
+                add(rejected[reason]!, n, last.rejected[reason] ?? 0)
+            }
+        }
+        if s.version != last.version || last.received == 0 { version.record(Int64(clamping: s.version)) }
+        if s.durableVersion != last.durableVersion { checkpointVersion.record(Int64(clamping: s.durableVersion)) }
+        if s.lastCheckpointAt != last.lastCheckpointAt, let t = s.lastCheckpointAt { checkpointTime.record(t.timeIntervalSince1970) }
+        last = s
+    }
 }
