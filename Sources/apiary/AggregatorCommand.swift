@@ -1,6 +1,7 @@
 import ApiaryAggregator
 import ApiaryCore
 import ApiaryLearning
+import ApiaryObservability
 import ArgumentParser
 import Foundation
 import Logging
@@ -31,13 +32,34 @@ struct AggregatorCommand: AsyncParsableCommand {
         let logger = LogSetup.bootstrap(level: level)
         var aggConfig = try Settings.aggregator(reader)
         aggConfig.curve = try Settings.serverCurve(reader, insecureFlag: insecure)
+        // Metrics go to one Prometheus registry, served on /metrics; bootstrapped before the
+        // aggregator makes its instruments.
+        let http = try Settings.statusServer(reader)
+        let exporter = http.map { _ in PrometheusExporter.bootstrapSystem() }
         let aggregator = try Aggregator(config: aggConfig, layout: DigitsModel.layout,
                                         initialParameters: DigitsModel.initialParameters, logger: logger)
         var services: [any Service] = [aggregator]
+        // Server-side evaluation on the bundled digits test set, in its own task.
+        let evaluation = try Settings.evaluation(reader)
+        var evaluator: ModelEvaluator?
+        if evaluation.enabled {
+            let testSet = try DigitsModel.workload().testSet
+            evaluator = ModelEvaluator(aggregator: aggregator, everyVersions: evaluation.everyVersions, interval: evaluation.interval,
+                                       historyCapacity: evaluation.history, logger: logger) { model in
+                let m = Evaluation.evaluate(parameters: model.parameters, on: testSet)
+                return EvaluationResult(accuracy: m.accuracy, loss: m.loss)
+            }
+            services.append(evaluator!)
+        }
+        if let http {
+            let monitor = AggregatorMonitor(aggregator: aggregator, evaluator: evaluator,
+                                            activeWindow: Settings.duration(reader, "http.active_window_s", seconds: 60))
+            services.append(monitor)
+            services.append(StatusServer(config: http, monitor: monitor, exporter: exporter, logger: logger))
+        }
         let interval = Settings.duration(reader, "progress.interval_s", seconds: 5)
         if interval > .zero {
-            let testSet = reader.bool(forKey: "evaluation.enabled", default: true) ? try DigitsModel.workload().testSet : nil
-            services.append(ProgressReporter(aggregator: aggregator, testSet: testSet, interval: interval, logger: logger))
+            services.append(ProgressReporter(aggregator: aggregator, evaluator: evaluator, interval: interval, logger: logger))
         }
         let group = ServiceGroup(configuration: .init(
             services: services.map { .init(service: $0, successTerminationBehavior: .gracefullyShutdownGroup) },
@@ -48,10 +70,11 @@ struct AggregatorCommand: AsyncParsableCommand {
     }
 }
 
-/// Logs the aggregator's progress (and test accuracy, when a test set is given) at an interval.
+/// Logs the aggregator's progress (and the evaluator's latest test accuracy, when there is
+/// one) at an interval.
 struct ProgressReporter: Service {
     let aggregator: Aggregator
-    let testSet: Dataset?
+    let evaluator: ModelEvaluator?
     let interval: Duration
     let logger: Logger
 
@@ -66,10 +89,11 @@ struct ProgressReporter: Service {
                 "version": "\(s.version)", "merged": "\(s.merged)", "rejected": "\(s.rejectedTotal)",
                 "mean_staleness": "\(String(format: "%.2f", s.meanStaleness))", "snapshots": "\(s.snapshotsServed)",
             ]
-            if let testSet {
-                let m = Evaluation.evaluate(parameters: model.parameters, on: testSet)
-                meta["accuracy"] = "\(String(format: "%.4f", m.accuracy))"
-                meta["loss"] = "\(String(format: "%.4f", m.loss))"
+            meta["clients"] = "\(aggregator.activity.activeClients(within: 60))"
+            if let e = evaluator?.latest {
+                meta["accuracy"] = "\(e.accuracy.map { String(format: "%.4f", $0) } ?? "-")"
+                meta["loss"] = "\(e.loss.map { String(format: "%.4f", $0) } ?? "-")"
+                meta["eval_version"] = "\(e.version)"
             }
             logger.info("progress", metadata: meta)
         }

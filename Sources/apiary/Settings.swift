@@ -1,6 +1,7 @@
 import ApiaryAggregator
 import ApiaryClient
 import ApiaryCore
+import ApiaryObservability
 import Configuration
 import Foundation
 import Logging
@@ -145,4 +146,33 @@ enum Settings {
 struct SettingsError: Error, CustomStringConvertible {
     let description: String
     init(_ d: String) { description = d }
+}
+
+// MARK: Observability: the status server, the evaluator, the demo report
+
+extension Settings {
+    /// The status server (`http.host`, `http.port`); nil when the port is 0 or missing.
+    static func statusServer(_ r: ConfigReader) throws -> StatusServerConfig? {
+        let port = r.int(forKey: "http.port", default: 0)
+        guard (0...65535).contains(port) else { throw SettingsError("http.port must be in 0...65535 (0 = no status server)") }
+        guard port > 0 else { return nil }
+        return StatusServerConfig(host: r.string(forKey: "http.host", default: "127.0.0.1"), port: port)
+    }
+
+    /// How the aggregator evaluates its model on the bundled test set (`evaluation.*`).
+    struct EvaluationSettings {
+        var enabled: Bool
+        var everyVersions: UInt64
+        var interval: Duration
+        var history: Int
+    }
+
+    static func evaluation(_ r: ConfigReader) throws -> EvaluationSettings {
+        let every = r.int(forKey: "evaluation.every_versions", default: 50)
+        guard every >= 1 else { throw SettingsError("evaluation.every_versions must be at least 1") }
+        let interval = duration(r, "evaluation.interval_s", seconds: 5)
+        guard interval > .zero else { throw SettingsError("evaluation.interval_s must be positive") }
+        return EvaluationSettings(enabled: r.bool(forKey: "evaluation.enabled", default: true), everyVersions: UInt64(every),
+                                  interval: interval, history: max(1, r.int(forKey: "evaluation.history", default: 2000)))
+    }
 }

@@ -1,0 +1,155 @@
+import ApiaryAggregator
+import Foundation
+import Logging
+import Metrics
+import ServiceLifecycle
+import Synchronization
+
+/// What evaluating a model on a held-out set came to. Either value may be missing (an
+/// evaluator that measures only a loss, say).
+public struct EvaluationResult: Sendable, Hashable, Codable {
+    /// Fraction of examples classified correctly, in [0, 1].
+    public var accuracy: Double?
+    /// Mean loss over the held-out examples.
+    public var loss: Double?
+
+    /// Makes a result.
+    public init(accuracy: Double?, loss: Double?) {
+        self.accuracy = accuracy
+        self.loss = loss
+    }
+}
+
+/// One evaluation of the global model.
+public struct EvaluationPoint: Sendable, Hashable, Codable {
+    /// When the evaluation finished.
+    public var time: Date
+    /// The model version evaluated.
+    public var version: UInt64
+    /// Accuracy, when the evaluator measures it.
+    public var accuracy: Double?
+    /// Loss, when the evaluator measures it.
+    public var loss: Double?
+    /// Seconds the evaluation took.
+    public var seconds: Double
+}
+
+/// Evaluates the global model on a held-out set every `everyVersions` versions or every
+/// `interval`, whichever comes first, off the merge path: it runs in its own task, reads
+/// `Aggregator.latestModel` (an immutable copy) and never blocks the aggregator thread.
+/// A slow evaluation skips the versions merged in the meantime.
+///
+/// Results go to the gauges `apiary_eval_accuracy`, `apiary_eval_loss` and
+/// `apiary_eval_model_version`, and to a bounded in-memory history (`history`) that
+/// `GET /history` and the dashboard show. A `Service`: run it in the aggregator's
+/// `ServiceGroup`; it stops on cancellation or graceful shutdown.
+public final class ModelEvaluator: Service, Sendable {
+    /// The closure that evaluates one model. It may be slow (it runs in the evaluator's task)
+    /// and may throw (the error is logged and the evaluator carries on).
+    public typealias Evaluate = @Sendable (PublishedModel) async throws -> EvaluationResult
+
+    private let source: @Sendable () -> PublishedModel?
+    private let evaluate: Evaluate
+    private let everyVersions: UInt64
+    private let interval: Duration
+    private let capacity: Int
+    private let logger: Logger
+    private let accuracyGauge, lossGauge, versionGauge: Gauge
+    private let runs: Counter
+    private let state = Mutex(State())
+
+    private struct State {
+        var history: [EvaluationPoint] = []
+    }
+
+    /// An evaluator of `aggregator`'s global model.
+    /// - Parameters:
+    ///   - everyVersions: evaluate once this many versions were merged since the last evaluation (at least 1)...
+    ///   - interval: ...or once this long passed and the model changed.
+    ///   - historyCapacity: evaluations kept in `history` (the oldest are dropped).
+    ///   - metricsFactory: where the gauges go; nil: `MetricsSystem.factory`.
+    ///   - evaluate: evaluates one model.
+    public convenience init(aggregator: Aggregator, everyVersions: UInt64 = 50, interval: Duration = .seconds(5),
+                            historyCapacity: Int = 2000, metricsFactory: (any MetricsFactory)? = nil, logger: Logger,
+                            evaluate: @escaping Evaluate) {
+        self.init(source: { aggregator.latestModel }, everyVersions: everyVersions, interval: interval,
+                  historyCapacity: historyCapacity, metricsFactory: metricsFactory, logger: logger, evaluate: evaluate)
+    }
+
+    /// An evaluator of whatever model `source` returns (nil: none yet).
+    public init(source: @escaping @Sendable () -> PublishedModel?, everyVersions: UInt64 = 50, interval: Duration = .seconds(5),
+                historyCapacity: Int = 2000, metricsFactory: (any MetricsFactory)? = nil, logger: Logger,
+                evaluate: @escaping Evaluate) {
+        self.source = source
+        self.evaluate = evaluate
+        self.everyVersions = max(1, everyVersions)
+        self.interval = interval
+        self.capacity = max(1, historyCapacity)
+        self.logger = logger
+        let f = metricsFactory ?? MetricsSystem.factory
+        accuracyGauge = Gauge(label: MetricCatalog.evalAccuracy, factory: f)
+        lossGauge = Gauge(label: MetricCatalog.evalLoss, factory: f)
+        versionGauge = Gauge(label: MetricCatalog.evalModelVersion, factory: f)
+        runs = Counter(label: MetricCatalog.evaluations, factory: f)
+    }
+
+    /// The evaluations so far, oldest first (at most `historyCapacity`).
+    public var history: [EvaluationPoint] { state.withLock { $0.history } }
+
+    /// The most recent evaluation.
+    public var latest: EvaluationPoint? { state.withLock { $0.history.last } }
+
+    /// Evaluates the current model now, unless it was already evaluated; returns the new point.
+    @discardableResult
+    public func evaluateNow() async -> EvaluationPoint? {
+        guard let model = source(), model.version != latest?.version else { return nil }
+        return await run(on: model)
+    }
+
+    /// Polls the model source ten times a second and evaluates when due, until cancelled or
+    /// shut down gracefully.
+    public func run() async throws {
+        var lastTime = ContinuousClock.now
+        while !Task.isCancelled && !Task.isShuttingDownGracefully {
+            if let model = source() {
+                let last = latest?.version
+                let due = last == nil
+                    || model.version >= last! &+ everyVersions
+                    || (model.version != last! && ContinuousClock.now - lastTime >= interval)
+                if due {
+                    lastTime = ContinuousClock.now
+                    await run(on: model)
+                }
+            }
+            try? await cancelWhenGracefulShutdown { try await Task.sleep(for: .milliseconds(100)) }
+        }
+    }
+
+    @discardableResult
+    private func run(on model: PublishedModel) async -> EvaluationPoint? {
+        let started = ContinuousClock.now
+        let result: EvaluationResult
+        do {
+            result = try await evaluate(model)
+        } catch {
+            logger.warning("evaluation failed", metadata: ["version": "\(model.version)", "error": "\(error)"])
+            return nil
+        }
+        let took = ContinuousClock.now - started
+        let point = EvaluationPoint(time: Date(), version: model.version, accuracy: result.accuracy, loss: result.loss,
+                                    seconds: Double(took.components.seconds) + Double(took.components.attoseconds) / 1e18)
+        if let a = point.accuracy { accuracyGauge.record(a) }
+        if let l = point.loss { lossGauge.record(l) }
+        versionGauge.record(Int64(clamping: point.version))
+        runs.increment()
+        state.withLock {
+            $0.history.append(point)
+            if $0.history.count > capacity { $0.history.removeFirst($0.history.count - capacity) }
+        }
+        logger.debug("model evaluated", metadata: [
+            "version": "\(point.version)", "accuracy": "\(point.accuracy.map { String(format: "%.4f", $0) } ?? "-")",
+            "loss": "\(point.loss.map { String(format: "%.4f", $0) } ?? "-")",
+        ])
+        return point
+    }
+}

@@ -1,1 +1,0 @@
-// The observability module: metrics, HTTP status and dashboard.
