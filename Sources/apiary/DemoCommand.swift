@@ -46,6 +46,12 @@ struct DemoCommand: AsyncParsableCommand {
     @Flag(name: .long, help: "Run async, then sync, on the same workload and compare them.")
     var compare = false
 
+    @Option(name: .long, help: "Folder for the report (index.html with the accuracy chart, series.csv, summary.json); overrides demo.report_dir (default reports/demo-<timestamp>).")
+    var reportDir: String?
+
+    @Flag(name: .long, help: "Write no report.")
+    var noReport = false
+
     func run() async throws {
         let reader = try await Settings.reader(file: config)
         let logger = LogSetup.bootstrap(level: try Settings.logLevel(reader, default: .warning))
@@ -92,6 +98,13 @@ struct DemoCommand: AsyncParsableCommand {
         for s in summaries { out(s.text()) }
         if summaries.count == 2, let a = summaries[0].timeToTarget, let b = summaries[1].timeToTarget {
             out(String(format: "async reached %.2f %.1fx faster than sync (%.1f s vs %.1f s)", options.target, b / a, a, b))
+        }
+        if !noReport {
+            // Every run (async, and sync with --compare) goes on the same axes. The path is the
+            // last human-readable line; with --json it goes to stderr, before the JSON line.
+            let configured = reportDir ?? reader.string(forKey: "demo.report_dir").flatMap { $0.isEmpty ? nil : $0 }
+            let index = try DemoReport.write(summaries, to: configured ?? DemoReport.defaultDirectory(), uniquing: configured == nil)
+            out("report: \(index)")
         }
         if json {
             print(summaries.count == 1 ? summaries[0].jsonLine() : DemoSummary.comparisonJSON(summaries))
