@@ -146,8 +146,11 @@ final class ZAPHandler: Sendable {
         }
     }
 
+    /// The modification time of the file behind any symlinks: a Kubernetes Secret volume
+    /// updates by swapping a symlink, which leaves the link's own time unchanged.
     private static func modificationDate(_ path: String) -> Date? {
-        (try? FileManager.default.attributesOfItem(atPath: path))?[.modificationDate] as? Date
+        let real = URL(fileURLWithPath: path).resolvingSymlinksInPath().path
+        return (try? FileManager.default.attributesOfItem(atPath: real))?[.modificationDate] as? Date
     }
 }
 
