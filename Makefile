@@ -6,7 +6,8 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 SWIFT ?= swift
 BIN := .build/debug/apiary
 
-.PHONY: all deps deps-python build demo test kill-test clean help
+.PHONY: all deps deps-python build demo test kill-test fuzz fuzz-smoke deploy-check clean help
+FUZZ_SECONDS ?= 3600
 
 all: build
 
@@ -14,6 +15,7 @@ help:
 	@echo "make demo    - train the digits model with an aggregator and 20 clients over tcp loopback"
 	@echo "make test    - build and run every test (unit, integration, processes, Python interop)"
 	@echo "make build   - debug build of the apiary command"
+	@echo "make fuzz    - libFuzzer over decoders and merge validator (FUZZ_SECONDS, default 3600)"
 	@echo "make kill-test - SIGKILL the aggregator 20 times during training; nothing acknowledged may be lost"
 
 ## Install what is missing: libzmq (Debian's libzmq3-dev), pkg-config, pyzmq for interop tests.
@@ -40,11 +42,27 @@ test: deps deps-python
 	$(SWIFT) build --build-tests
 	$(SWIFT) test --skip-build
 	bash Tests/interop/run.sh
+	bash Tests/deploy/validate.sh
+	bash Tests/deploy/smoke.sh
+	bash Fuzz/run.sh 60
 
 ## The long crash test: SIGKILL the aggregator 20 times during training.
 kill-test: deps
 	$(SWIFT) build --build-tests
 	APIARY_KILLS=20 $(SWIFT) test --skip-build --filter KillTests
 
+## libFuzzer over the wire decoders and the merge validator (Fuzz/README.md): a long run.
+fuzz: deps
+	bash Fuzz/run.sh $(FUZZ_SECONDS)
+
+## The bounded fuzz run that `make test` ends with (replays Tests/FuzzRegressions first).
+fuzz-smoke: deps
+	bash Fuzz/run.sh 60
+
+## Deployment files: static checks, then the deploy configs run with the binary.
+deploy-check: build
+	bash Tests/deploy/validate.sh
+	bash Tests/deploy/smoke.sh
+
 clean:
-	rm -rf .build
+	rm -rf .build .build-fuzz
