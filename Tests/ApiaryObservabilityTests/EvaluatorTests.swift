@@ -1,0 +1,125 @@
+import ApiaryAggregator
+import ApiaryCore
+import ApiaryObservability
+import Foundation
+import Synchronization
+import Testing
+import ZeroMQ
+
+@Suite("Server-side evaluation off the merge path")
+struct EvaluatorTests {
+    /// Runs `evaluator` until `body` returns, then cancels it.
+    func running<R>(_ evaluator: ModelEvaluator, _ body: () async throws -> R) async throws -> R {
+        let task = Task { try await evaluator.run() }
+        defer { task.cancel() }
+        return try await body()
+    }
+
+    @Test("evaluates every N versions, records gauges, and keeps a bounded history")
+    func everyNVersions() async throws {
+        let exporter = PrometheusExporter()
+        let aggregator = try makeAggregator(exporter: exporter)
+        let endpoints = try aggregator.start()
+        defer { aggregator.stop() }
+        let evaluator = ModelEvaluator(aggregator: aggregator, everyVersions: 5, interval: .seconds(3600), historyCapacity: 3,
+                                       metricsFactory: exporter.factory, logger: quietLogger()) { model in
+            // The updates move every parameter toward 1: their mean is a stand-in for accuracy.
+            let mean = model.parameters.reduce(0, +) / Float(model.parameters.count)
+            return EvaluationResult(accuracy: Double(mean), loss: Double((1 - mean) * (1 - mean)))
+        }
+        let client = try RawClient(context: try Context(), endpoint: endpoints.update, clientID: "eval-1")
+        defer { client.push.close() }
+        try await running(evaluator) {
+            try await eventually("the first evaluation") { evaluator.latest?.version == 0 }
+            for i in 1...12 {
+                try client.sendUpdate(to: aggregator)
+                try await eventually("merge \(i)") { aggregator.latestModel?.version == UInt64(i) }
+                try await Task.sleep(for: .milliseconds(150))  // the evaluator polls ten times a second
+            }
+            try await eventually("the evaluation at version 10") { evaluator.latest?.version == 10 }
+        }
+        let history = evaluator.history
+        // 0, 5, 10 evaluated (each at least 5 versions after the previous), and only the last 3 kept.
+        #expect(history.map(\.version) == [0, 5, 10])
+        #expect(history.map { $0.accuracy! } == history.map { $0.accuracy! }.sorted(), "the model improves")
+        // Each merge mixes in half of the way to 1 with weight alpha = 0.5: a quarter of the gap closes.
+        #expect(abs(history.last!.accuracy! - (1 - pow(0.75, 10))) < 1e-5)
+        let m = Exposition(exporter.exposition())
+        #expect(m["apiary_eval_model_version"] == 10)
+        #expect(m["apiary_evaluations_total"] == 3)
+        #expect(abs((m["apiary_eval_accuracy"] ?? 0) - (1 - pow(0.75, 10))) < 1e-5)
+    }
+
+    @Test("evaluates after the interval when fewer than N versions were merged, and not again without a change")
+    func interval() async throws {
+        let aggregator = try makeAggregator(exporter: PrometheusExporter())
+        let endpoints = try aggregator.start()
+        defer { aggregator.stop() }
+        let calls = Atomic<Int>(0)
+        let evaluator = ModelEvaluator(aggregator: aggregator, everyVersions: 1000, interval: .milliseconds(300),
+                                       metricsFactory: PrometheusExporter().factory, logger: quietLogger()) { _ in
+            calls.add(1, ordering: .relaxed)
+            return EvaluationResult(accuracy: nil, loss: 1)
+        }
+        let client = try RawClient(context: try Context(), endpoint: endpoints.update, clientID: "eval-2")
+        defer { client.push.close() }
+        try await running(evaluator) {
+            try await eventually("the first evaluation") { evaluator.latest?.version == 0 }
+            try client.sendUpdate(to: aggregator)
+            try await eventually("the evaluation of version 1 after the interval", within: 5) { evaluator.latest?.version == 1 }
+            try await Task.sleep(for: .milliseconds(800))
+        }
+        #expect(calls.load(ordering: .relaxed) == 2, "no new version, no new evaluation")
+        #expect(evaluator.latest?.accuracy == nil && evaluator.latest?.loss == 1)
+    }
+
+    @Test("a slow evaluation does not hold up merging")
+    func slowEvaluatorDoesNotBlockMerges() async throws {
+        let aggregator = try makeAggregator(exporter: PrometheusExporter())
+        let endpoints = try aggregator.start()
+        defer { aggregator.stop() }
+        let inside = Atomic<Bool>(false)
+        let evaluator = ModelEvaluator(aggregator: aggregator, everyVersions: 1, metricsFactory: PrometheusExporter().factory,
+                                       logger: quietLogger()) { _ in
+            inside.store(true, ordering: .relaxed)
+            try await Task.sleep(for: .seconds(2))
+            return EvaluationResult(accuracy: 1, loss: 0)
+        }
+        let client = try RawClient(context: try Context(), endpoint: endpoints.update, clientID: "eval-3")
+        defer { client.push.close() }
+        try await running(evaluator) {
+            try await eventually("the evaluation to start") { inside.load(ordering: .relaxed) }
+            let started = ContinuousClock.now
+            for i in 1...20 {
+                try client.sendUpdate(to: aggregator)
+                try await eventually("merge \(i)") { aggregator.latestModel?.version == UInt64(i) }
+            }
+            // Twenty merges happened while one evaluation was still running.
+            #expect(ContinuousClock.now - started < .seconds(2))
+            #expect(evaluator.history.isEmpty)
+        }
+    }
+
+    @Test("an evaluator that throws is logged and the service carries on")
+    func throwingEvaluator() async throws {
+        struct Broken: Error {}
+        let aggregator = try makeAggregator(exporter: PrometheusExporter())
+        let endpoints = try aggregator.start()
+        defer { aggregator.stop() }
+        let calls = Atomic<Int>(0)
+        let evaluator = ModelEvaluator(aggregator: aggregator, everyVersions: 1, interval: .milliseconds(100),
+                                       metricsFactory: PrometheusExporter().factory, logger: quietLogger()) { model in
+            calls.add(1, ordering: .relaxed)
+            if model.version == 0 { throw Broken() }
+            return EvaluationResult(accuracy: 0.5, loss: nil)
+        }
+        let client = try RawClient(context: try Context(), endpoint: endpoints.update, clientID: "eval-4")
+        defer { client.push.close() }
+        try await running(evaluator) {
+            try await eventually("a failed evaluation") { calls.load(ordering: .relaxed) >= 1 }
+            try client.sendUpdate(to: aggregator)
+            try await eventually("an evaluation after the failure") { evaluator.latest?.version == 1 }
+        }
+        #expect(evaluator.history.map(\.version) == [1])
+    }
+}

@@ -1,0 +1,110 @@
+import ApiaryAggregator
+import ApiaryCore
+import ApiaryObservability
+import Foundation
+import Testing
+import ZeroMQ
+
+@Suite("Prometheus metrics of the aggregator")
+struct MetricsTests {
+    @Test("counters, histograms and gauges follow merged and rejected updates exactly")
+    func countsFollowUpdates() async throws {
+        let exporter = PrometheusExporter()
+        let aggregator = try makeAggregator(exporter: exporter, maxStaleness: 3)
+        let endpoints = try aggregator.start()
+        defer { aggregator.stop() }
+        let context = try Context()
+        let client = try RawClient(context: context, endpoint: endpoints.update, clientID: "edge-1")
+        defer { client.push.close() }
+
+        // Five merges, each waiting for the previous one so their staleness is 0.
+        for i in 1...5 {
+            try client.sendUpdate(to: aggregator)
+            try await eventually("merge \(i)") { aggregator.stats.merged == UInt64(i) && aggregator.latestModel?.version == UInt64(i) }
+        }
+        try client.sendUpdate(to: aggregator, repeatSeq: true)        // duplicate
+        try client.sendUpdate(to: aggregator, base: 1)                 // staleness 4 > 3: too_stale
+        try client.sendWrongLayout(to: aggregator)                     // layout_mismatch
+        try await eventually("8 updates") { aggregator.stats.received == 8 }
+
+        let stats = aggregator.stats
+        var m = Exposition("")
+        try await eventually("the counters to catch up") {
+            m = Exposition(exporter.exposition())
+            return m["apiary_updates_received_total"] == 8 && m["apiary_bytes_received_total"] == Double(stats.bytesIn)
+        }
+        #expect(m.problems.isEmpty, "\(m.problems)")
+        #expect(m["apiary_updates_merged_total"] == 5)
+        #expect(m["apiary_updates_rejected_total{reason=\"duplicate\"}"] == 1)
+        #expect(m["apiary_updates_rejected_total{reason=\"too_stale\"}"] == 1)
+        #expect(m["apiary_updates_rejected_total{reason=\"layout_mismatch\"}"] == 1)
+        #expect(m["apiary_updates_rejected_total{reason=\"non_finite\"}"] == 0, "every reason exists from the start")
+        #expect(m["apiary_model_version"] == 5)
+        #expect(m["apiary_update_staleness_count"] == 5)
+        #expect(m["apiary_update_staleness_bucket{le=\"0.0\"}"] == 5)
+        #expect(m["apiary_mixing_weight_count"] == 5)
+        #expect(m["apiary_mixing_weight_sum"] == 2.5, "alpha 0.5 at staleness 0, five times")
+        #expect(m["apiary_merge_duration_seconds_count"] == 5)
+        #expect((m["apiary_merge_duration_seconds_sum"] ?? 0) > 0)
+        #expect(m["apiary_bytes_sent_total"].map { $0 > 0 } == true)
+        #expect(m.types["apiary_update_staleness"] == "histogram")
+        #expect(m.types["apiary_updates_rejected_total"] == "counter")
+        #expect(m.types["apiary_model_version"] == "gauge")
+        #expect(m.helps["apiary_updates_merged_total"] == MetricCatalog.description(of: "apiary_updates_merged_total")?.help)
+    }
+
+    @Test("every metric in the exposition is in the catalog, with HELP and TYPE matching it")
+    func expositionMatchesCatalog() async throws {
+        let exporter = PrometheusExporter()
+        let aggregator = try makeAggregator(exporter: exporter, checkpointDirectory: temporaryDirectory("catalog"))
+        let endpoints = try aggregator.start()
+        defer { aggregator.stop() }
+        let evaluator = ModelEvaluator(aggregator: aggregator, everyVersions: 1, metricsFactory: exporter.factory, logger: quietLogger()) { _ in
+            EvaluationResult(accuracy: 0.5, loss: 1)
+        }
+        let monitor = AggregatorMonitor(aggregator: aggregator, evaluator: evaluator, metricsFactory: exporter.factory)
+        let context = try Context()
+        let client = try RawClient(context: context, endpoint: endpoints.update, clientID: "edge-2")
+        defer { client.push.close() }
+        try client.sendUpdate(to: aggregator)
+        try await eventually("a durable merge") { aggregator.stats.durableVersion == 1 }
+        await evaluator.evaluateNow()
+        try await eventually("the client's activity") { aggregator.activity.clients.count == 1 }
+        monitor.sample()
+
+        let m = Exposition(exporter.exposition())
+        #expect(m.problems.isEmpty, "\(m.problems)")
+        for (family, type) in m.types {
+            let d = try #require(MetricCatalog.description(of: family), "\(family) is not in the catalog")
+            #expect(type == d.kind.rawValue, "\(family)")
+            #expect(m.helps[family] == d.help, "\(family)")
+        }
+        // With checkpoints, an evaluator and a monitor, every catalog metric is exported.
+        for d in MetricCatalog.all {
+            #expect(m.types[d.name] != nil, "\(d.name) is missing")
+            #expect(d.name.hasPrefix("apiary_"))
+            if d.kind == .counter { #expect(d.name.hasSuffix("_total"), "\(d.name)") }
+        }
+        #expect(m["apiary_eval_accuracy"] == 0.5)
+        #expect(m["apiary_eval_model_version"] == 1)
+        #expect(m["apiary_connected_clients"] == 1)
+        #expect(m["apiary_checkpoint_version"] == 1)
+        #expect((m["apiary_checkpoint_age_seconds"] ?? -1) >= 0)
+        #expect((m["apiary_checkpoint_timestamp_seconds"] ?? 0) > 1_700_000_000)
+    }
+
+    @Test("an aggregator runs without a metrics factory and without a bootstrapped metrics system")
+    func noBackendNoCost() async throws {
+        // No MetricsSystem.bootstrap in this process's tests: a plain aggregator must run.
+        var config = AggregatorConfig(modelEndpoint: "tcp://127.0.0.1:*", snapshotEndpoint: "tcp://127.0.0.1:*", updateEndpoint: "tcp://127.0.0.1:*")
+        config.metricsFactory = nil
+        let aggregator = try Aggregator(config: config, layout: testLayout,
+                                        initialParameters: [Float](repeating: 0, count: testLayout.parameterCount), logger: quietLogger())
+        let endpoints = try aggregator.start()
+        defer { aggregator.stop() }
+        let client = try RawClient(context: try Context(), endpoint: endpoints.update, clientID: "edge-3")
+        defer { client.push.close() }
+        try client.sendUpdate(to: aggregator)
+        try await eventually("a merge") { aggregator.stats.merged == 1 }
+    }
+}
