@@ -6,7 +6,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 SWIFT ?= swift
 BIN := .build/debug/apiary
 
-.PHONY: all deps deps-python build demo test kill-test fuzz fuzz-smoke deploy-check clean help
+.PHONY: all deps deps-python deps-browser build demo test kill-test fuzz fuzz-smoke deploy-check clean help
 FUZZ_SECONDS ?= 3600
 
 all: build
@@ -29,6 +29,13 @@ deps:
 deps-python:
 	@python3 -c 'import zmq, numpy' 2>/dev/null || python3 -m pip install --quiet pyzmq numpy
 
+## A real browser for the dashboard test (Debian's chromium, run headless).
+deps-browser:
+	@if ! command -v chromium >/dev/null 2>&1; then \
+	  echo "installing chromium"; \
+	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium >/dev/null; \
+	fi
+
 build: deps
 	$(SWIFT) build --product apiary
 
@@ -38,7 +45,7 @@ demo: build
 
 ## Every test: Swift unit and integration tests (real sockets, real processes), then the
 ## Python client written from docs/PROTOCOL.md against a real aggregator.
-test: deps deps-python
+test: deps deps-python deps-browser
 	$(SWIFT) build --build-tests
 	$(SWIFT) test --skip-build
 	bash Tests/interop/run.sh
