@@ -20,12 +20,16 @@ public struct ChartSeries: Sendable, Hashable {
     public var points: [ChartPoint]
     /// An SVG colour; nil takes the next colour of the palette.
     public var color: String?
+    /// Draw steps (each value holds until the next point), for quantities that change only at
+    /// the points, such as the accuracy of a model between versions; otherwise straight lines.
+    public var steps: Bool
 
     /// A series called `name`.
-    public init(name: String, points: [ChartPoint], color: String? = nil) {
+    public init(name: String, points: [ChartPoint], color: String? = nil, steps: Bool = false) {
         self.name = name
         self.points = points
         self.color = color
+        self.steps = steps
     }
 }
 
@@ -126,7 +130,12 @@ public struct LineChartSVG: Sendable {
             let color = s.color ?? Self.palette[i % Self.palette.count]
             let points = thinned(s.points.filter { $0.x.isFinite && $0.y.isFinite })
             if !points.isEmpty {
-                let coords = points.map { "\(f(sx($0.x))),\(f(sy($0.y)))" }.joined(separator: " ")
+                var vertices: [ChartPoint] = []
+                for p in points {
+                    if s.steps, let last = vertices.last { vertices.append(ChartPoint(x: p.x, y: last.y)) }
+                    vertices.append(p)
+                }
+                let coords = vertices.map { "\(f(sx($0.x))),\(f(sy($0.y)))" }.joined(separator: " ")
                 out += "<polyline class=\"series\" data-name=\"\(Self.escape(s.name))\" data-points=\"\(points.count)\" fill=\"none\" stroke=\"\(color)\" stroke-width=\"2\" stroke-linejoin=\"round\" points=\"\(coords)\"/>\n"
             }
             let ly = 40.0 + 18.0 * Double(i)

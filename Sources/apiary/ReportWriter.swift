@@ -56,7 +56,8 @@ enum DemoReport {
             // Start each line at t = 0 with the first accuracy measured, so the lines meet the axis.
             var points = s.series.map { ChartPoint(x: $0.0, y: $0.2) }
             if let first = points.first, first.x > 0 { points.insert(ChartPoint(x: 0, y: first.y), at: 0) }
-            return ChartSeries(name: "\(name(s)), \(s.clients) clients\(reached)", points: points)
+            // The accuracy holds between versions: steps, not slopes.
+            return ChartSeries(name: "\(name(s)), \(s.clients) clients\(reached)", points: points, steps: true)
         }
         let target = summaries.first?.targetAccuracy
         return LineChartSVG(title: "Test accuracy of the global model (digits, \(summaries.first?.clients ?? 0) clients)",

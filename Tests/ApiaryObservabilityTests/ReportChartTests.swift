@@ -61,6 +61,18 @@ struct ReportChartTests {
         #expect(coords.last == last, "the last point survives thinning")
     }
 
+    @Test("a step series holds each value until the next point")
+    func steps() throws {
+        let points = [ChartPoint(x: 0, y: 0.1), ChartPoint(x: 10, y: 0.5), ChartPoint(x: 20, y: 0.9)]
+        let chart = LineChartSVG(title: "t", xLabel: "x", yLabel: "y", yRange: 0...1, width: 1000, height: 1000)
+        let e = try parse(chart.render([ChartSeries(name: "rounds", points: points, steps: true)]))
+        let line = try #require(e.attributes.first { $0["points"] != nil })
+        #expect(line["data-points"] == "3")
+        let ys = line["points"]!.split(separator: " ").map { $0.split(separator: ",")[1] }
+        // (0, .1) (10, .1) (10, .5) (20, .5) (20, .9): five vertices, each level held to the next x.
+        #expect(ys.count == 5 && ys[0] == ys[1] && ys[2] == ys[3] && ys[1] != ys[2])
+    }
+
     @Test("no data still renders a valid, empty chart")
     func empty() throws {
         let svg = LineChartSVG(title: "nothing", xLabel: "x", yLabel: "y").render([ChartSeries(name: "none", points: [])])
