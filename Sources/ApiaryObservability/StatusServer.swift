@@ -2,6 +2,7 @@ import Foundation
 import Hummingbird
 import Logging
 import ServiceLifecycle
+import Synchronization
 
 /// Where the status server listens.
 public struct StatusServerConfig: Sendable, Hashable {
@@ -46,7 +47,8 @@ public struct StatusServer: Service {
         self.onListening = onListening
     }
 
-    /// Serves until cancelled or shut down gracefully; throws when the address cannot be bound.
+    /// Serves until cancelled or shut down gracefully; throws `StatusServerError` when the
+    /// address cannot be bound.
     public func run() async throws {
         let router = Router()
         let monitor = self.monitor
@@ -71,17 +73,23 @@ public struct StatusServer: Service {
         let logger = self.logger
         let onListening = self.onListening
         let host = config.host
+        let listening = ListeningFlag()
         let app = Application(
             router: router,
             configuration: .init(address: .hostname(host, port: config.port), serverName: "apiary"),
             onServerRunning: { channel in
                 let port = channel.localAddress?.port ?? 0
+                listening.value.store(true, ordering: .relaxed)
                 logger.info("status server listening", metadata: ["address": "http://\(host):\(port)/"])
                 await onListening(port)
             },
             logger: logger
         )
-        try await app.run()
+        do {
+            try await app.run()
+        } catch where !listening.value.load(ordering: .relaxed) {
+            throw StatusServerError(description: "status server cannot listen on \(host):\(config.port) (http.host, http.port): \(error)")
+        }
     }
 
     private static func response(_ text: String, type: String, status: HTTPResponse.Status = .ok) -> Response {
@@ -98,4 +106,15 @@ public struct StatusServer: Service {
         headers[.cacheControl] = "no-store"
         return Response(status: .ok, headers: headers, body: .init(byteBuffer: ByteBuffer(bytes: data)))
     }
+}
+
+/// The status server could not start (the address is in use, say).
+public struct StatusServerError: Error, CustomStringConvertible {
+    /// What went wrong, naming the address and the config keys.
+    public let description: String
+}
+
+/// Whether the server got as far as listening (set on an event loop, read after `run`).
+private final class ListeningFlag: Sendable {
+    let value = Atomic<Bool>(false)
 }

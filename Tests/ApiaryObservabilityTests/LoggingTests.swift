@@ -52,6 +52,7 @@ struct LoggingTests {
         let aggregator = try makeAggregator(exporter: PrometheusExporter(), logger: log.logger(level: .info))
         let endpoints = try aggregator.start()
         let client = try RawClient(context: try Context(), endpoint: endpoints.update, clientID: "chatty")
+        let started = ContinuousClock.now
         for i in 1...300 {
             try client.sendUpdate(to: aggregator, repeatSeq: i % 3 == 0)
             if i % 50 == 0 { try await eventually("update \(i)") { aggregator.stats.received == UInt64(i) } }
@@ -62,10 +63,13 @@ struct LoggingTests {
         aggregator.stop()
 
         let lines = log.all
-        // Start-up (INSECURE warning, "aggregator started"), one rate-limited "update rejected"
-        // for the duplicates, "aggregator stopped": nothing per update.
-        #expect(lines.count <= 6, "\(lines.map(\.message))")
-        #expect(lines.filter { $0.message == "update rejected" }.count == 1)
+        // Start-up (INSECURE warning, "aggregator started"), "update rejected" for the duplicates
+        // at most once per 5 seconds (once, unless the machine is very busy), "aggregator
+        // stopped": nothing per update.
+        let periods = Int((ContinuousClock.now - started).components.seconds / 5) + 1
+        let rejections = lines.filter { $0.message == "update rejected" }.count
+        #expect(rejections >= 1 && rejections <= periods)
+        #expect(lines.count <= 3 + rejections, "\(lines.map(\.message))")
         let rejected = try #require(lines.first { $0.message == "update rejected" })
         #expect(rejected.metadata["client"] == "chatty")
         #expect(rejected.metadata["reason"] == "duplicate")

@@ -23,7 +23,8 @@ struct StatusServerTests {
         defer { a.push.close(); b.push.close() }
         for i in 1...6 {
             try (i % 3 == 0 ? b : a).sendUpdate(to: aggregator)
-            try await eventually("merge \(i)") { aggregator.stats.merged == UInt64(i) }
+            // Wait for the broadcast too: the next update is trained on version i (staleness 0).
+            try await eventually("merge \(i)") { aggregator.stats.merged == UInt64(i) && aggregator.latestModel?.version == UInt64(i) }
         }
         try a.sendUpdate(to: aggregator, repeatSeq: true)
         try await eventually("the duplicate") { aggregator.stats.rejectedTotal == 1 }
@@ -169,5 +170,26 @@ struct StatusServerTests {
         #expect(s.clients.list.map(\.active) == [true, false])
         monitor.refreshGauges(now: now)
         #expect(Exposition(exporter.exposition())["apiary_connected_clients"] == 1)
+    }
+}
+
+@Suite("The status server's start-up errors")
+struct StatusServerStartTests {
+    @Test("a port that is taken fails the server with an error naming the address and the config keys")
+    func portTaken() async throws {
+        let aggregator = try makeAggregator(exporter: PrometheusExporter())
+        try aggregator.start()
+        defer { aggregator.stop() }
+        let monitor = AggregatorMonitor(aggregator: aggregator, metricsFactory: PrometheusExporter().factory)
+        try await withStatusServer(monitor: monitor, exporter: nil) { port async throws in
+            let second = StatusServer(config: StatusServerConfig(host: "127.0.0.1", port: port), monitor: monitor, exporter: nil,
+                                      logger: quietLogger())
+            do {
+                try await second.run()
+                Issue.record("a second server on port \(port) started")
+            } catch let e as StatusServerError {
+                #expect(e.description.contains("127.0.0.1:\(port)") && e.description.contains("http.port"))
+            }
+        }
     }
 }

@@ -44,7 +44,8 @@ struct Timeout: Error, CustomStringConvertible {
 }
 
 /// Polls `condition` every 10 ms until it holds or `seconds` pass.
-func eventually(_ what: String, within seconds: Double = 15, _ condition: () throws -> Bool) async throws {
+/// The whole suite runs tests in parallel on two cores: give conditions time.
+func eventually(_ what: String, within seconds: Double = 30, _ condition: () throws -> Bool) async throws {
     let deadline = Date().addingTimeInterval(seconds)
     while Date() < deadline {
         if try condition() { return }
