@@ -128,6 +128,8 @@ struct DemoOptions: Sendable {
     var secure: Bool
     /// Stop after this many versions (the workload's 60 rounds for sync); nil: no limit.
     var maxVersions: UInt64? = nil
+    /// Stop once the target is reached (otherwise run to the time limit, recording when it was).
+    var stopAtTarget = true
 }
 
 /// What a demo run came to; the keys of `jsonLine()` are a stable interface.
@@ -254,13 +256,14 @@ struct FleetDemo {
                     if timeToTarget == nil && accuracy >= options.target { timeToTarget = t }
                 }
                 let t = seconds()
-                if t - lastPrint >= options.progressEvery || timeToTarget != nil || t >= options.timeLimit {
+                let reached = options.stopAtTarget && timeToTarget != nil
+                if t - lastPrint >= options.progressEvery || reached || t >= options.timeLimit {
                     lastPrint = t
                     let s = aggregator.stats
                     say(String(format: "  t=%6.2fs  version=%5llu  merged=%5llu  rejected=%3llu  accuracy=%.4f",
                                t, s.version, s.merged - base.merged, s.rejectedTotal - base.rejectedTotal, accuracy))
                 }
-                if timeToTarget != nil || t >= options.timeLimit { break }
+                if reached || t >= options.timeLimit { break }
                 if let maxV = options.maxVersions, lastVersion != .max, lastVersion >= maxV { break }
                 try await Task.sleep(for: .milliseconds(10))
             }
