@@ -100,6 +100,7 @@ public final class ModelEvaluator: Service, Sendable {
     public var latest: EvaluationPoint? { state.withLock { $0.history.last } }
 
     /// Evaluates the current model now, unless it was already evaluated; returns the new point.
+    /// It may overlap an evaluation of `run()`; `history` keeps points in the order they finish.
     @discardableResult
     public func evaluateNow() async -> EvaluationPoint? {
         guard let model = source(), model.version != latest?.version else { return nil }
