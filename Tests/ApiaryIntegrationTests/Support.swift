@@ -44,7 +44,7 @@ struct Timeout: Error, CustomStringConvertible {
 }
 
 /// Polls `condition` every 10 ms until it holds or `seconds` pass.
-func eventually(_ what: String, within seconds: Double = 15, _ condition: () throws -> Bool) async throws {
+func eventually(_ what: String, within seconds: Double = 40, _ condition: () throws -> Bool) async throws {
     let deadline = Date().addingTimeInterval(seconds)
     while Date() < deadline {
         if try condition() { return }
