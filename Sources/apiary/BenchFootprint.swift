@@ -28,6 +28,7 @@ enum FootprintBench {
             guard floor.expect("idle", timeout: 30) != nil else { throw BenchError.failed("the idle process did not start") }
             usleep(1_000_000)
             let floorRSS = ProcStatus.rss(pid: floor.pid)
+            let floorAnon = ProcStatus.bytes("RssAnon", pid: floor.pid) ?? 0
             floor.stop()
 
             let child = try BenchChild(arguments: ["bench", "footprint-client", "--model", eps.model, "--snapshot", eps.snapshot,
@@ -38,6 +39,10 @@ enum FootprintBench {
             usleep(1_500_000)
             let rss = ProcStatus.rss(pid: child.pid)
             let hwm = ProcStatus.bytes("VmHWM", pid: child.pid) ?? 0
+            // Private memory, and pages of mapped files (the executable and the Swift runtime
+            // and Foundation libraries, shared with every other process that maps them).
+            let anon = ProcStatus.bytes("RssAnon", pid: child.pid) ?? 0
+            let file = ProcStatus.bytes("RssFile", pid: child.pid) ?? 0
             let threads = (try? String(contentsOfFile: "/proc/\(child.pid)/status", encoding: .utf8))?
                 .split(separator: "\n").first { $0.hasPrefix("Threads:") }.map { String($0.dropFirst(8)).trimmingCharacters(in: .whitespaces) } ?? "?"
             let figure = mib(rss)
@@ -48,7 +53,11 @@ enum FootprintBench {
                 goal: "figure <= \(Int(goalMiB)) MiB", met: figure <= goalMiB,
                 params: ["parameters": .int(parameters), "model_mib": .double(Double(parameters * 4) / Double(1 << 20)),
                          "peak_rss_mib": .double(mib(hwm)), "threads": .string(threads),
-                         "client_adds_mib": .double(mib(rss - floorRSS))])
+                         "client_adds_mib": .double(mib(rss - floorRSS)),
+                         "rss_anon_mib": .double(mib(anon)), "rss_file_mib": .double(mib(file)),
+                         "floor_rss_anon_mib": .double(mib(floorAnon))],
+                note: figure <= goalMiB ? nil
+                    : "\(String(format: "%.1f", mib(file))) MiB of the resident set are mapped library and executable pages (Swift runtime, Foundation, the apiary binary), shared with other processes; private memory is \(String(format: "%.1f", mib(anon))) MiB")
         } catch {
             return .failed(name, group: "footprint", unit: "MiB", boundUnit: "MiB", error: "\(error)")
         }
