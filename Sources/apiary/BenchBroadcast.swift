@@ -267,8 +267,17 @@ enum BroadcastBench {
             let name = "broadcast/\(c.label)"
             progress(name)
             do {
-                let rawTimes = try raw(c)
-                let agg = try aggregator(c, logger: logger)
+                // Raw, aggregator, and for the smaller cases once more each: both sides keep
+                // their best time, so that load from elsewhere on the machine hurts neither alone.
+                var rawTimes = try raw(c)
+                var agg = try aggregator(c, logger: logger)
+                let rounds = Double(c.parameters) * 4 * Double(c.subscribers) < 1e9 ? 2 : 1
+                for _ in 1..<rounds {
+                    rawTimes += try raw(c)
+                    let more = try aggregator(c, logger: logger)
+                    agg.times += more.times
+                    agg.fromSend += more.fromSend
+                }
                 let figure = agg.times.min()!
                 let bound = rawTimes.min()!
                 let gb = Double(c.parameters) * 4 * Double(c.subscribers) / 1e9
@@ -277,7 +286,7 @@ enum BroadcastBench {
                     bound: bound * 1e3, boundUnit: "ms (raw libzmq PUB->SUB of the same chunks)",
                     ratio: bound / figure, ratioMeaning: "bound / figure (1 = as fast as raw libzmq)",
                     params: ["parameters": .int(c.parameters), "subscribers": .int(c.subscribers), "io_threads": .int(c.ioThreads),
-                             "chunk_parameters": .int(chunkParameters), "repetitions": .int(c.repetitions),
+                             "chunk_parameters": .int(chunkParameters), "repetitions": .int(c.repetitions * rounds),
                              "delivered_gb": .double(gb), "figure_gb_per_s": .double(gb / figure), "bound_gb_per_s": .double(gb / bound),
                              "from_update_send_ms": .double(agg.fromSend.min()! * 1e3)],
                     note: "timed from the merge receipt's arrival (the receipt is published just before the chunks)")

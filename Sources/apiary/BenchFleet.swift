@@ -102,7 +102,22 @@ enum FleetBench {
         let rssEnd = ProcStatus.rss()
         let rss = max(rssServed, rssEnd)
         let clientRSS = children.map { ProcStatus.rss(pid: $0.pid) }.reduce(0, +)
+        // A gentle end: the aggregator drains what is in flight, the clients exit, and the
+        // aggregator is stopped only once every connection is gone. (libzmq 4.3.4 aborted
+        // here once, "!_io_error (stream_engine_base.cpp:331)", when the aggregator was
+        // stopped with thousands of connections still open: its heartbeat timer calls
+        // out_event on an engine whose input had already failed.)
+        var lastReceived = agg.stats.received, quietSince = benchNow()
+        let drainStart = benchNow()
+        while seconds(since: quietSince) < 0.5 && seconds(since: drainStart) < 20 {
+            usleep(50_000)
+            let r = agg.stats.received
+            if r != lastReceived { (lastReceived, quietSince) = (r, benchNow()) }
+        }
         for ch in children { ch.send("quit") }
+        for ch in children { ch.stop(grace: 10) }
+        let closeStart = benchNow()
+        while ProcStatus.openFileCount() - baseFiles > 16 && seconds(since: closeStart) < 30 { usleep(200_000) }
 
         var why: String?
         if n < c.target {

@@ -225,10 +225,13 @@ enum IngestBench {
             let name = "ingest/\(c.label)"
             progress(name)
             do {
-                // Raw first, then the aggregator, then raw again: the bound is the better raw run.
+                // Raw, aggregator, raw, aggregator: each side keeps its better run, so that a
+                // burst of load from elsewhere on the machine hurts neither side alone.
                 let raw1 = try raw(c)
-                let agg = try aggregator(c, logger: logger)
+                let agg1 = try aggregator(c, logger: logger)
                 let raw2 = try raw(c)
+                let agg2 = try aggregator(c, logger: logger)
+                let agg = agg1.rate >= agg2.rate ? agg1 : agg2
                 let bound = max(raw1.rate, raw2.rate)
                 let ratio = agg.rate / bound
                 let mb = Double(c.parameters * 4) / 1e6
@@ -242,7 +245,8 @@ enum IngestBench {
                              "queue_limit": .int(Int(queueLimit(c.parameters))), "seconds": .double(c.seconds),
                              "figure_gb_per_s": .double(agg.rate * mb / 1e3), "bound_gb_per_s": .double(bound * mb / 1e3),
                              "raw_runs": .string("\(BenchResult.short(raw1.rate)) / \(BenchResult.short(raw2.rate))"),
-                             "rejected": .int(Int(agg.rejected))])
+                             "aggregator_runs": .string("\(BenchResult.short(agg1.rate)) / \(BenchResult.short(agg2.rate))"),
+                             "rejected": .int(Int(agg1.rejected + agg2.rejected))])
             } catch {
                 return .failed(name, group: "ingest", unit: "updates/s", boundUnit: "messages/s", error: "\(error)")
             }
