@@ -117,6 +117,7 @@ struct DurabilityTests {
         let peer = try RawPeer(e, clientID: "o1")
         try peer.sendUpdate(runID: agg.runID, base: 0, seq: 1, values: [Float](repeating: 1, count: 15))
         #expect(try peer.receipt().decision == .merged)
+        agg.stop()  // the counters are final once stopped
         #expect(agg.stats.received == 1)  // the oversized frame never reached the aggregator
     }
 
