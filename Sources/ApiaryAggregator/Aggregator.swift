@@ -119,6 +119,13 @@ public final class Aggregator: Service, Sendable {
     // MARK: The aggregator thread
 
     private func threadMain(ready: DispatchSemaphore) {
+        serve(ready: ready)
+        // The loop, its sockets and its context are gone by now: the ports are free again
+        // when `stop()` returns, so a new aggregator can bind them at once.
+        shared.withLock { $0.finished = true }
+    }
+
+    private func serve(ready: DispatchSemaphore) {
         let loop: AggregatorLoop
         do {
             loop = try AggregatorLoop(aggregator: self, config: config, layout: layout, initial: initial,
@@ -143,7 +150,6 @@ public final class Aggregator: Service, Sendable {
         loop.run(shouldStop: { self.stopRequested.load(ordering: .acquiring) })
         loop.close()
         logger.info("aggregator stopped", metadata: ["version": "\(loop.engine.version)", "merged": "\(loop.engine.stats.merged)"])
-        shared.withLock { $0.finished = true }
     }
 
     func publish(activity: AggregatorActivity) {
