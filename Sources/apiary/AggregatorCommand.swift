@@ -25,10 +25,7 @@ struct AggregatorCommand: AsyncParsableCommand {
 
     func run() async throws {
         let reader = try await Settings.reader(file: config)
-        let level = try logLevel.map { l -> Logger.Level in
-            guard let v = Logger.Level(rawValue: l) else { throw ValidationError("unknown log level \(l)") }
-            return v
-        } ?? Settings.logLevel(reader)
+        let level = try Settings.logLevel(reader, override: logLevel)
         let logger = LogSetup.bootstrap(level: level)
         var aggConfig = try Settings.aggregator(reader)
         aggConfig.curve = try Settings.serverCurve(reader, insecureFlag: insecure)

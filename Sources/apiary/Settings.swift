@@ -1,3 +1,4 @@
+import ArgumentParser
 import ApiaryAggregator
 import ApiaryClient
 import ApiaryCore
@@ -136,7 +137,12 @@ enum Settings {
         return CurveClientConfig(keyPair: try CurveKeyFile.readPair(path: secret), serverPublicKey: try CurveKeyFile.readPublicKey(path: server))
     }
 
-    static func logLevel(_ r: ConfigReader, default d: Logger.Level = .info) throws -> Logger.Level {
+    /// The log level: `override` (a `--log-level` option) when given, else `log.level`.
+    static func logLevel(_ r: ConfigReader, override: String? = nil, default d: Logger.Level = .info) throws -> Logger.Level {
+        if let override {
+            guard let v = Logger.Level(rawValue: override) else { throw ValidationError("unknown log level \(override)") }
+            return v
+        }
         let s = r.string(forKey: "log.level", default: d.rawValue)
         guard let l = Logger.Level(rawValue: s) else { throw SettingsError("log.level must be one of trace, debug, info, notice, warning, error, critical") }
         return l
