@@ -22,6 +22,10 @@ public final class Aggregator: Service, Sendable {
 
     public let config: AggregatorConfig
     public let layout: ParameterLayout
+    /// The shard map when this aggregator is one parameter shard of several; nil otherwise.
+    public let shardMap: [ShardEntry]?
+    /// The range of the flat parameter vector this aggregator owns (all of it unless sharded).
+    public let range: Range<Int>
     private let initial: [Float]
     private let newRunID: UInt64
     private let initialVersion: UInt64
@@ -47,9 +51,17 @@ public final class Aggregator: Service, Sendable {
             throw AggregatorError.invalidConfig("initial model has \(initialParameters.count) parameters, the layout \(layout.parameterCount)")
         }
         guard initialParameters.allSatisfy(\.isFinite) else { throw AggregatorError.invalidConfig("initial model is not finite") }
+        if let shard = config.shard {
+            let map = try shard.entries(parameterCount: layout.parameterCount).get()
+            self.shardMap = map
+            self.range = map[shard.index].range
+        } else {
+            self.shardMap = nil
+            self.range = 0..<layout.parameterCount
+        }
         self.config = config
         self.layout = layout
-        self.initial = initialParameters
+        self.initial = Array(initialParameters[range])
         self.initialVersion = initialVersion
         self.newRunID = config.runID ?? UInt64.random(in: 1...UInt64.max)
         self.logger = logger
@@ -128,7 +140,7 @@ public final class Aggregator: Service, Sendable {
     private func serve(ready: DispatchSemaphore) {
         let loop: AggregatorLoop
         do {
-            loop = try AggregatorLoop(aggregator: self, config: config, layout: layout, initial: initial,
+            loop = try AggregatorLoop(aggregator: self, config: config, layout: layout, range: range, shardMap: shardMap, initial: initial,
                                       initialVersion: initialVersion, runID: newRunID, logger: logger)
         } catch {
             shared.withLock { $0.startError = "\(error)" }
@@ -145,7 +157,8 @@ public final class Aggregator: Service, Sendable {
         logger.info("aggregator started", metadata: [
             "version": "\(loop.engine.version)", "checkpoints": "\(config.checkpointDirectory ?? "off")",
             "model": "\(loop.endpoints.model)", "snapshot": "\(loop.endpoints.snapshot)", "update": "\(loop.endpoints.update)",
-            "parameters": "\(layout.parameterCount)", "rule": "fedasync alpha=\(config.rule.alpha) \(config.rule.staleness) max_staleness=\(config.rule.maxStaleness)",
+            "parameters": "\(layout.parameterCount)", "shard": "\(config.shard.map { "\($0.index) of \($0.map.count), parameters \(range)" } ?? "none")",
+            "rule": "fedasync alpha=\(config.rule.alpha) \(config.rule.staleness) max_staleness=\(config.rule.maxStaleness)",
         ])
         loop.run(shouldStop: { self.stopRequested.load(ordering: .acquiring) })
         loop.close()

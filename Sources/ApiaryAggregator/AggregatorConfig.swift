@@ -1,4 +1,5 @@
 import ApiaryCore
+import ApiaryProtocol
 import Metrics
 import ZeroMQ
 
@@ -55,6 +56,9 @@ public struct AggregatorConfig: Sendable {
     public var curve: CurveServerConfig?
     /// Synchronous FedAvg rounds instead of FedAsync (the baseline); nil: FedAsync.
     public var sync: FedAvgConfig?
+    /// Parameter shards: this aggregator owns one contiguous range of the flat parameter
+    /// vector; nil: the whole model.
+    public var shard: ShardConfig? = nil
     /// Where the aggregator's metrics go (see `AggregatorMetricName`); nil: the process-wide
     /// `MetricsSystem.factory`. Tests pass their own to read metrics without a global bootstrap.
     public var metricsFactory: (any MetricsFactory)? = nil
@@ -125,6 +129,53 @@ public struct AggregatorConfig: Sendable {
     }
 }
 
+/// This aggregator's place among the parameter shards of one model.
+public struct ShardConfig: Sendable, Hashable {
+    /// Endpoints of one shard as clients reach them.
+    public struct Endpoints: Sendable, Hashable {
+        public var model: String
+        public var snapshot: String
+        public var update: String
+        public init(model: String, snapshot: String, update: String) {
+            self.model = model
+            self.snapshot = snapshot
+            self.update = update
+        }
+    }
+
+    /// This aggregator's entry in `map`, 0-based.
+    public var index: Int
+    /// Every shard, in parameter order; the same in every shard's config.
+    public var map: [Endpoints]
+    /// Split points: `map.count + 1` ascending numbers from 0 to the parameter count; nil
+    /// splits evenly.
+    public var boundaries: [Int]?
+
+    public init(index: Int, map: [Endpoints], boundaries: [Int]? = nil) {
+        self.index = index
+        self.map = map
+        self.boundaries = boundaries
+    }
+
+    /// The shard map for a model of `parameterCount` parameters, or what is wrong with it.
+    public func entries(parameterCount: Int) -> Result<[ShardEntry], AggregatorError> {
+        guard !map.isEmpty else { return .failure(.invalidConfig("shards: the map is empty")) }
+        guard map.indices.contains(index) else { return .failure(.invalidConfig("shards.index \(index) is not in 0..<\(map.count)")) }
+        guard parameterCount >= map.count else {
+            return .failure(.invalidConfig("shards: \(map.count) shards for \(parameterCount) parameters"))
+        }
+        let b = boundaries ?? ShardEntry.evenBoundaries(parameterCount: parameterCount, shards: map.count)
+        guard b.count == map.count + 1 else {
+            return .failure(.invalidConfig("shards.boundaries needs \(map.count + 1) numbers (0, the split points, \(parameterCount)), got \(b.count)"))
+        }
+        guard zip(b, b.dropFirst()).allSatisfy({ $0 < $1 }) else {
+            return .failure(.invalidConfig("shards.boundaries \(b) must strictly ascend (no empty shard)"))
+        }
+        let entries = map.indices.map { ShardEntry(range: b[$0]..<max(b[$0], b[$0 + 1]), model: map[$0].model, snapshot: map[$0].snapshot, update: map[$0].update) }
+        if let e = ShardEntry.validationError(entries, parameterCount: parameterCount) { return .failure(.invalidConfig("shards: \(e)")) }
+        return .success(entries)
+    }
+}
 
 /// The aggregator's side of CurveZMQ.
 public struct CurveServerConfig: Sendable {

@@ -37,8 +37,8 @@ final class AggregatorLoop {
     private var held: [(receipt: Receipt, row: LedgerRow)] = []
     private let zap: ZAPHandler?
 
-    init(aggregator: Aggregator, config: AggregatorConfig, layout: ParameterLayout, initial: [Float],
-         initialVersion: UInt64, runID: UInt64, logger: Logger) throws {
+    init(aggregator: Aggregator, config: AggregatorConfig, layout: ParameterLayout, range: Range<Int>, shardMap: [ShardEntry]?,
+         initial: [Float], initialVersion: UInt64, runID: UInt64, logger: Logger) throws {
         self.aggregator = aggregator
         self.config = config
         self.logger = logger
@@ -52,8 +52,9 @@ final class AggregatorLoop {
                 for (bad, error) in found.skipped {
                     logger.error("skipping corrupt checkpoint", metadata: ["file": "\(bad.path)", "error": "\(error)"])
                 }
-                guard found.state.layout == layout else {
-                    throw AggregatorError.startFailed("checkpoint \(found.url.path) has layout [\(found.state.layout)], the model is [\(layout)]")
+                // A shard's checkpoint holds its slice: the layout of the slice names the range.
+                guard found.state.layout == layout.slice(range) else {
+                    throw AggregatorError.startFailed("checkpoint \(found.url.path) has layout [\(found.state.layout)], this aggregator holds [\(layout.slice(range))]")
                 }
                 resumed = found.state
                 logger.notice("resuming from checkpoint", metadata: ["file": "\(found.url.lastPathComponent)", "version": "\(found.state.version)"])
@@ -74,16 +75,16 @@ final class AggregatorLoop {
             writer = nil
         }
         if let resumed {
-            engine = MergeEngine(resuming: resumed, rule: config.rule, dedupWindow: config.dedupWindow)
+            engine = MergeEngine(resuming: resumed, layout: layout, range: range, rule: config.rule, dedupWindow: config.dedupWindow)
         } else {
-            engine = MergeEngine(layout: layout, parameters: initial, version: initialVersion, runID: runID,
+            engine = MergeEngine(layout: layout, range: range, parameters: initial, version: initialVersion, runID: runID,
                                  rule: config.rule, dedupWindow: config.dedupWindow)
         }
         engine.maxUpdateNorm = config.maxUpdateNorm
         engine.normPolicy = config.normPolicy
         if let sync = config.sync {
             // Round r takes only updates trained on version r.
-            engine.round = FedAvgRound(config: sync, parameterCount: layout.parameterCount)
+            engine.round = FedAvgRound(config: sync, parameterCount: range.count)
             engine.rule.maxStaleness = 0
         }
         durableVersion = engine.version
@@ -96,10 +97,14 @@ final class AggregatorLoop {
         ledger = try config.ledgerPath.map { try Ledger(path: $0, logger: logger) }
 
         func seconds(_ d: Duration) -> Double { Double(d.components.seconds) + Double(d.components.attoseconds) / 1e18 }
-        snapshotConfigFrame = SnapshotConfig(algorithm: config.sync == nil ? "fedasync" : "fedavg", rule: engine.rule, training: config.training, chunkParameters: config.chunkParameters,
-                                             maxFrameBytes: config.maxFrameBytes, receiptTimeoutSeconds: seconds(config.receiptTimeout),
-                                             publishIntervalSeconds: seconds(config.publishInterval),
-                                             heartbeatSeconds: seconds(config.heartbeatInterval)).encoded()
+        var snapshotConfig = SnapshotConfig(algorithm: config.sync == nil ? "fedasync" : "fedavg", rule: engine.rule, training: config.training,
+                                            chunkParameters: config.chunkParameters,
+                                            maxFrameBytes: config.maxFrameBytes, receiptTimeoutSeconds: seconds(config.receiptTimeout),
+                                            publishIntervalSeconds: seconds(config.publishInterval),
+                                            heartbeatSeconds: seconds(config.heartbeatInterval))
+        snapshotConfig.shards = shardMap
+        snapshotConfig.shardIndex = shardMap == nil ? nil : config.shard?.index
+        snapshotConfigFrame = snapshotConfig.encoded()
         context = try Context(ioThreads: config.ioThreads)
         if let curve = config.curve, curve.startsZAPHandler {
             // The handler must be bound before any CURVE server socket binds.
@@ -117,7 +122,7 @@ final class AggregatorLoop {
             try s.set(.curveSecretKey, curve.keyPair.secretKey)
             try s.set(.zapDomain, "apiary")
         }
-        let chunks = Int32(min(Int(Int32.max / 4), (layout.parameterCount + config.chunkParameters - 1) / config.chunkParameters))
+        let chunks = Int32(min(Int(Int32.max / 4), (range.count + config.chunkParameters - 1) / config.chunkParameters))
 
         pub = try context.socket(.pub)
         try secure(pub)
@@ -371,13 +376,13 @@ final class AggregatorLoop {
     /// Sends the newest model as chunks on the PUB socket, without copying it again.
     private func broadcast() throws {
         let model = currentPublishable()
-        let chunks = chunkRanges(model.layout.parameterCount)
+        let chunks = chunkRanges(model.range.count)
         let headerBase = ModelChunkHeader(runID: model.runID, version: model.version, layoutFingerprint: model.layout.fingerprint,
                                           parameterCount: UInt64(model.layout.parameterCount), chunkOffset: 0, chunkIndex: 0,
                                           chunkCount: UInt32(chunks.count))
         for (i, r) in chunks.enumerated() {
             var h = headerBase
-            h.chunkOffset = UInt64(r.lowerBound)
+            h.chunkOffset = UInt64(model.range.lowerBound + r.lowerBound)
             h.chunkIndex = UInt32(i)
             let payload = model.storage.baseAddress.map {
                 Message(noCopy: UnsafeRawPointer($0 + r.lowerBound), count: r.count * 4, owner: model)
@@ -415,7 +420,7 @@ final class AggregatorLoop {
                 continue
             }
             let model = currentPublishable()
-            let chunks = chunkRanges(model.layout.parameterCount)
+            let chunks = chunkRanges(model.range.count)
             let header = SnapshotReplyHeader(requestID: request.requestID, runID: model.runID, version: model.version,
                                              layoutFingerprint: model.layout.fingerprint, parameterCount: UInt64(model.layout.parameterCount),
                                              serverTimeMilliseconds: Int64(Date().timeIntervalSince1970 * 1000),
@@ -432,7 +437,7 @@ final class AggregatorLoop {
             }
             try router.send(multipart: reply, dontWait: true)
             engine.stats.snapshotsServed += 1
-            engine.stats.bytesOut += UInt64(model.layout.parameterCount * 4)
+            engine.stats.bytesOut += UInt64(model.range.count * 4)
             logger.debug("snapshot served", metadata: ["client": "\(request.clientID)", "version": "\(model.version)"])
         }
     }

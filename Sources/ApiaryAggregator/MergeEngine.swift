@@ -6,7 +6,12 @@ import Foundation
 /// receipt out. Validation order: decode, run id, layout, payload size, dedup, staleness,
 /// finiteness; only then is the model touched. Owned by one thread.
 final class MergeEngine {
+    /// The whole model's layout (what clients send in their layout frame).
     let layout: ParameterLayout
+    /// The part of the flat vector held and merged here: a shard's range, or all of it.
+    let range: Range<Int>
+    /// The layout of `range` (what checkpoints store).
+    let storedLayout: ParameterLayout
     let layoutFrame: [UInt8]
     let runID: UInt64
     var rule: FedAsync
@@ -19,10 +24,14 @@ final class MergeEngine {
     var round: FedAvgRound?
     var stats = AggregatorStats()
 
-    init(layout: ParameterLayout, parameters initial: [Float], version: UInt64, runID: UInt64, rule: FedAsync, dedupWindow: UInt64) {
-        precondition(initial.count == layout.parameterCount)
+    /// `initial` holds the parameters of `range` (all of the model when nil).
+    init(layout: ParameterLayout, range: Range<Int>? = nil, parameters initial: [Float], version: UInt64, runID: UInt64, rule: FedAsync, dedupWindow: UInt64) {
+        let range = range ?? 0..<layout.parameterCount
+        precondition(initial.count == range.count)
         precondition(initial.allSatisfy(\.isFinite), "the initial model must be finite")
         self.layout = layout
+        self.range = range
+        self.storedLayout = layout.slice(range)
         self.layoutFrame = Codec.encodeLayout(layout)
         self.runID = runID
         self.rule = rule
@@ -34,8 +43,8 @@ final class MergeEngine {
     }
 
     /// Resumes from a checkpoint.
-    convenience init(resuming c: CheckpointState, rule: FedAsync, dedupWindow: UInt64) {
-        self.init(layout: c.layout, parameters: c.parameters, version: c.version, runID: c.runID, rule: rule, dedupWindow: dedupWindow)
+    convenience init(resuming c: CheckpointState, layout: ParameterLayout? = nil, range: Range<Int>? = nil, rule: FedAsync, dedupWindow: UInt64) {
+        self.init(layout: layout ?? c.layout, range: range, parameters: c.parameters, version: c.version, runID: c.runID, rule: rule, dedupWindow: dedupWindow)
         dedup = DedupTable(window: dedupWindow, clients: c.dedup)
     }
 
@@ -43,7 +52,7 @@ final class MergeEngine {
 
     /// Everything needed to resume at the current version (copies the model).
     func checkpointState() -> CheckpointState {
-        CheckpointState(runID: runID, version: version, layout: layout, parameters: Array(parameters), rule: rule,
+        CheckpointState(runID: runID, version: version, layout: storedLayout, parameters: Array(parameters), rule: rule,
                         dedupWindow: dedup.window, dedup: dedup.clients,
                         createdAtMilliseconds: Int64(Date().timeIntervalSince1970 * 1000))
     }
@@ -116,8 +125,9 @@ final class MergeEngine {
             }
             return reject(h, reason: .layoutMismatch, detail: detail)
         }
-        guard view.payloadBytes == layout.parameterCount * 4 else {
-            return reject(h, reason: .layoutMismatch, detail: "payload is \(view.payloadBytes) bytes, the layout needs \(layout.parameterCount * 4)")
+        guard view.payloadBytes == range.count * 4 else {
+            let part = range.count == layout.parameterCount ? "the layout needs" : "shard \(range) needs"
+            return reject(h, reason: .layoutMismatch, detail: "payload is \(view.payloadBytes) bytes, \(part) \(range.count * 4)")
         }
         guard let s = FedAsync.staleness(currentVersion: version, baseVersion: h.baseVersion) else {
             return reject(h, reason: .unknownBase, detail: "base version \(h.baseVersion) is newer than the model (\(version))")
@@ -180,7 +190,7 @@ final class MergeEngine {
 
     /// An immutable copy of the current model.
     func publishable() -> PublishedModel {
-        PublishedModel(version: version, runID: runID, layout: layout, copying: UnsafeBufferPointer(parameters))
+        PublishedModel(version: version, runID: runID, layout: layout, range: range, copying: UnsafeBufferPointer(parameters))
     }
 }
 

@@ -8,13 +8,18 @@ public final class PublishedModel: @unchecked Sendable {
     // threads and observers only read it, and it is freed in deinit when nobody holds it.
     public let version: UInt64
     public let runID: UInt64
+    /// The whole model's layout.
     public let layout: ParameterLayout
+    /// The part of the flat vector held here: a shard's range, or the whole model.
+    public let range: Range<Int>
     let storage: UnsafeMutableBufferPointer<Float>
 
-    init(version: UInt64, runID: UInt64, layout: ParameterLayout, copying source: UnsafeBufferPointer<Float>) {
+    init(version: UInt64, runID: UInt64, layout: ParameterLayout, range: Range<Int>? = nil, copying source: UnsafeBufferPointer<Float>) {
         self.version = version
         self.runID = runID
         self.layout = layout
+        self.range = range ?? 0..<layout.parameterCount
+        precondition(source.count == self.range.count)
         storage = .allocate(capacity: source.count)
         _ = storage.initialize(fromContentsOf: source)
     }
@@ -26,11 +31,9 @@ public final class PublishedModel: @unchecked Sendable {
         try body(UnsafeBufferPointer(storage))
     }
 
-    /// A copy of the parameters.
-    public var parameters: [Float] { Array(storage) }
+    /// Whether this holds the whole model (not one shard's slice).
+    public var isWholeModel: Bool { range.count == layout.parameterCount }
 
-    /// A value snapshot (copies the parameters).
-    public var snapshot: ModelSnapshot {
-        ModelSnapshot(layout: layout, parameters: parameters, version: version, runID: runID)
-    }
+    /// A copy of the parameters (of `range`).
+    public var parameters: [Float] { Array(storage) }
 }

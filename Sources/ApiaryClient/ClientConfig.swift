@@ -72,6 +72,8 @@ public struct ClientStats: Sendable, Hashable {
     /// Version of the newest model the client holds.
     public var modelVersion: UInt64 = 0
     public var pending = 0
+    /// Aggregators the model comes from: the number of parameter shards (1 when unsharded).
+    public var shards = 0
     public var lastRejectReason: RejectReason?
 
     public init() {}
@@ -83,6 +85,7 @@ public enum ClientEvent: Sendable {
     case joined(version: UInt64)
     case modelUpdated(version: UInt64)
     case updateSent(seq: UInt64, baseVersion: UInt64)
+    /// What one aggregator said of an update (one receipt per shard when the model is sharded).
     case receipt(Receipt)
 }
 

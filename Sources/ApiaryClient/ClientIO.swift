@@ -4,30 +4,70 @@ import Foundation
 import Logging
 import ZeroMQ
 
-/// The client's I/O thread: the SUB (models and receipts), DEALER (snapshots) and PUSH
-/// (updates) sockets, the pending-update table and its resend timers. Thread-confined.
+/// The client's I/O thread: for each aggregator the model comes from (one, or every
+/// parameter shard) a SUB (models and receipts), a DEALER (snapshots) and a PUSH (updates);
+/// the pending-update table and its resend timers. Thread-confined.
+///
+/// The client starts with the one aggregator its config names. When that aggregator's
+/// snapshot reply carries a shard map, the client connects to every shard of it, asks each
+/// for its slice, assembles the model from the newest slices and pushes each slice of an
+/// update to its shard, tagged with the version of that slice it trained from.
 final class ClientIO {
     private unowned let runtime: ClientRuntime
     private let config: ClientConfig
     private let logger: Logger
     private let context: Context
-    private let sub: Socket
-    private var dealer: Socket
-    private let push: Socket
-    private let poller = Poller()
-    private var assembler = ModelAssembler()
+    private let backoffMs: Int32
+    private var links: [Link] = []
+    private var poller = Poller()
+    private var doorbellIndex = 0
     private var layout: ParameterLayout?
     private var layoutFrame: [UInt8] = []
-
+    /// The shard map in use (nil: one aggregator serves the whole model).
+    private var shardMap: [ShardEntry]?
+    /// The model assembled from the newest slice of every link.
+    private var values: [Float] = []
     private var snapshotRequestID: UInt64 = 0
-    private var snapshotOutstanding = false
-    private var snapshotDeadline = ContinuousClock.now
+    /// Changes whenever the links are replaced (a new shard map).
+    private var generation = 0
+
+    /// One aggregator (or shard) and what the client knows of it.
+    private final class Link {
+        var index: Int
+        var range: Range<Int>?
+        let sub: Socket
+        var dealer: Socket
+        let push: Socket
+        let snapshotEndpoint: String
+        var assembler = ModelAssembler()
+        var snapshotRequestID: UInt64 = 0
+        var snapshotOutstanding = false
+        var snapshotDeadline = ContinuousClock.now
+        /// Run and version of the slice in `values`; nil before the first one arrived.
+        var base: ShardBase?
+
+        init(index: Int, sub: Socket, dealer: Socket, push: Socket, snapshotEndpoint: String) {
+            self.index = index
+            self.sub = sub
+            self.dealer = dealer
+            self.push = push
+            self.snapshotEndpoint = snapshotEndpoint
+        }
+
+        func close() {
+            sub.close()
+            dealer.close()
+            push.close()
+        }
+    }
 
     private struct Pending {
         var update: OutgoingUpdate
-        var attempts: Int
-        var deadline: ContinuousClock.Instant
-        var sent: Bool
+        /// Per link: whether its receipt came, attempts, the next resend time.
+        var answered: [Bool]
+        var attempts: [Int]
+        var deadlines: [ContinuousClock.Instant]
+        var decisions: [Receipt] = []
     }
     private var pending: [UInt64: Pending] = [:]
 
@@ -36,9 +76,13 @@ final class ClientIO {
         self.config = config
         self.logger = logger
         self.context = context
-        let backoffMs = Int32(clamping: config.maxBackoff.components.seconds * 1000)
+        backoffMs = Int32(clamping: config.maxBackoff.components.seconds * 1000)
+        links = [try makeLink(index: 0, model: config.modelEndpoint, snapshot: config.snapshotEndpoint, update: config.updateEndpoint)]
+        rebuildPoller()
+    }
 
-        sub = try context.socket(.sub)
+    private func makeLink(index: Int, model: String, snapshot: String, update: String) throws -> Link {
+        let sub = try context.socket(.sub)
         try ClientIO.secure(sub, config.curve)
         try sub.set(.receiveHighWaterMark, 4096)
         try sub.set(.reconnectIntervalMax, backoffMs)
@@ -46,22 +90,29 @@ final class ClientIO {
         try sub.set(.heartbeatTimeout, 6000)
         try sub.set(.subscribe, Topic.model)
         try sub.set(.subscribe, Topic.receipt(clientID: config.clientID))
-        try sub.connect(config.modelEndpoint)
+        try sub.connect(model)
 
-        dealer = try ClientIO.makeDealer(context, config.snapshotEndpoint, backoffMs, config.curve)
+        let dealer = try ClientIO.makeDealer(context, snapshot, backoffMs, config.curve)
 
-        push = try context.socket(.push)
+        let push = try context.socket(.push)
         try ClientIO.secure(push, config.curve)
         try push.set(.sendHighWaterMark, 4)
         try push.set(.immediate, true)
         try push.set(.reconnectIntervalMax, backoffMs)
         try push.set(.heartbeatInterval, 2000)
         try push.set(.heartbeatTimeout, 6000)
-        try push.connect(config.updateEndpoint)
+        try push.connect(update)
+        return Link(index: index, sub: sub, dealer: dealer, push: push, snapshotEndpoint: snapshot)
+    }
 
-        poller.add(sub)
-        poller.add(dealer)
-        poller.add(fileDescriptor: runtime.doorbell.fileDescriptor)
+    /// Poll items: each link's SUB and DEALER, then the runtime's doorbell.
+    private func rebuildPoller() {
+        poller = Poller()
+        for l in links {
+            poller.add(l.sub)
+            poller.add(l.dealer)
+        }
+        doorbellIndex = poller.add(fileDescriptor: runtime.doorbell.fileDescriptor)
     }
 
     /// CurveZMQ client options, set before connecting.
@@ -84,19 +135,22 @@ final class ClientIO {
     }
 
     func close() {
-        sub.close()
-        dealer.close()
-        push.close()
+        for l in links { l.close() }
     }
 
     func run(shouldStop: () -> Bool) {
-        requestSnapshot()
+        requestSnapshot(links[0])
         while !shouldStop() {
             do {
                 try poller.poll(timeoutMilliseconds: nextTimeoutMilliseconds())
-                if poller.isReadable(0) { try readSubscriptions() }
-                if poller.isReadable(1) { try readSnapshotReplies() }
-                if poller.isReadable(2) { runtime.doorbell.drain() }
+                let current = generation
+                for (i, l) in links.enumerated() {
+                    if poller.isReadable(2 * i) { try readSubscriptions(l) }
+                    if generation != current { break }  // the shard map changed: poll again
+                    if poller.isReadable(2 * i + 1) { try readSnapshotReplies(l) }
+                    if generation != current { break }
+                }
+                if poller.isReadable(doorbellIndex) { runtime.doorbell.drain() }
                 try sendOutbox()
                 try checkTimers()
             } catch let e as ZMQError where e.isContextTerminated {
@@ -110,8 +164,10 @@ final class ClientIO {
     private func nextTimeoutMilliseconds() -> Int {
         let now = ContinuousClock.now
         var next = now + .milliseconds(100)
-        if snapshotOutstanding { next = min(next, snapshotDeadline) }
-        for p in pending.values { next = min(next, p.deadline) }
+        for l in links where l.snapshotOutstanding { next = min(next, l.snapshotDeadline) }
+        for p in pending.values {
+            for (i, d) in p.deadlines.enumerated() where !p.answered[i] { next = min(next, d) }
+        }
         let wait = next - now
         if wait <= .zero { return 0 }
         return Int(wait.components.seconds * 1000 + wait.components.attoseconds / 1_000_000_000_000_000) + 1
@@ -119,25 +175,35 @@ final class ClientIO {
 
     // MARK: Snapshots
 
-    private func requestSnapshot() {
+    private func requestSnapshot(_ l: Link) {
         snapshotRequestID &+= 1
+        l.snapshotRequestID = snapshotRequestID
         let frame = Codec.encode(SnapshotRequest(requestID: snapshotRequestID, clientID: config.clientID))
         do {
-            _ = try dealer.send(frame, dontWait: true)
+            _ = try l.dealer.send(frame, dontWait: true)
         } catch {
             logger.warning("snapshot request failed: \(error)")
         }
-        snapshotOutstanding = true
-        snapshotDeadline = ContinuousClock.now + config.snapshotTimeout
+        l.snapshotOutstanding = true
+        l.snapshotDeadline = ContinuousClock.now + config.snapshotTimeout
     }
 
-    private func readSnapshotReplies() throws {
-        while let msg = try dealer.receiveMultipart(dontWait: true, maxFrames: 1 << 16) {
+    private struct SnapshotSlice {
+        var layout: ParameterLayout
+        var config: SnapshotConfig
+        var range: Range<Int>
+        var base: ShardBase
+        var values: [Float]
+    }
+
+    private func readSnapshotReplies(_ l: Link) throws {
+        while let msg = try l.dealer.receiveMultipart(dontWait: true, maxFrames: 1 << 16) {
+            let reply: SnapshotSlice?
             do {
-                let decoded = try msg.withFrameBytes { frames throws(WireError) -> (ModelSnapshot, SnapshotConfig)? in
+                reply = try msg.withFrameBytes { frames throws(WireError) -> SnapshotSlice? in
                     let view = try Codec.decodeSnapshotReply(frames)
-                    guard view.header.requestID == snapshotRequestID else { return nil }
-                    var params = [Float](repeating: 0, count: view.layout.parameterCount)
+                    guard view.header.requestID == l.snapshotRequestID else { return nil }
+                    var params = [Float](repeating: 0, count: view.range.count)
                     params.withUnsafeMutableBytes { dst in
                         var off = 0
                         for f in view.payload where f.count > 0 {
@@ -145,19 +211,92 @@ final class ClientIO {
                             off += f.count
                         }
                     }
-                    return (ModelSnapshot(layout: view.layout, parameters: params, version: view.header.version, runID: view.header.runID), view.config)
-                }
-                guard let (model, cfg) = decoded else { continue }
-                snapshotOutstanding = false
-                setLayout(model.layout)
-                let rt = Duration.milliseconds(Int64(max(0.1, cfg.receiptTimeoutSeconds) * 1000))
-                if runtime.adopt(model, training: cfg.training, receiptTimeout: rt, chunkParameters: max(1, cfg.chunkParameters),
-                                 fromSnapshot: true, algorithm: cfg.algorithm) {
-                    logger.debug("snapshot received", metadata: ["version": "\(model.version)"])
+                    return SnapshotSlice(layout: view.layout, config: view.config, range: view.range,
+                                         base: ShardBase(runID: view.header.runID, version: view.header.version), values: params)
                 }
             } catch {
                 logger.warning("bad snapshot reply: \(error)")
+                continue
             }
+            guard let reply else { continue }
+            l.snapshotOutstanding = false
+            setLayout(reply.layout)
+            if reply.config.shards != shardMap {
+                // First contact, or the operator changed the shard map: connect to every shard.
+                try adoptShardMap(reply.config, from: l)
+                l.range = reply.range
+                store(reply.values, base: reply.base, into: l)
+                adoptIfComplete(fromSnapshot: true, config: reply.config)
+                return  // the links changed: poll again
+            }
+            l.range = reply.range
+            store(reply.values, base: reply.base, into: l)
+            adoptIfComplete(fromSnapshot: true, config: reply.config)
+        }
+    }
+
+    /// Switches to the shard map of `cfg` (nil: one aggregator). The link that brought the
+    /// map becomes its shard's link; every other shard gets a new link and a snapshot request.
+    private func adoptShardMap(_ cfg: SnapshotConfig, from l: Link) throws {
+        let map = cfg.shards
+        let own = cfg.shardIndex ?? 0
+        var next: [Link] = []
+        let count = map?.count ?? 1
+        for i in 0..<count {
+            if i == own {
+                l.index = i
+                l.assembler = ModelAssembler()
+                next.append(l)
+            } else {
+                let e = map![i]
+                next.append(try makeLink(index: i, model: e.model, snapshot: e.snapshot, update: e.update))
+            }
+        }
+        for old in links where old !== l { old.close() }
+        links = next
+        generation += 1
+        shardMap = map
+        values = [Float](repeating: 0, count: layout?.parameterCount ?? 0)
+        if let map {
+            for (i, e) in map.enumerated() { links[i].range = e.range }
+            logger.info("model is sharded: connecting to every shard", metadata: ["shards": "\(map.count)"])
+        }
+        // Updates in flight were split for the old map: their slices no longer match.
+        if !pending.isEmpty {
+            logger.warning("shard map changed: dropping updates without receipts", metadata: ["count": "\(pending.count)"])
+            pending = [:]
+            runtime.record { $0.pending = 0 }
+        }
+        rebuildPoller()
+        for link in links where link.index != own { requestSnapshot(link) }
+        pendingConfig = cfg
+    }
+
+    /// The config of the last snapshot reply of a new map, handed over with the first model.
+    private var pendingConfig: SnapshotConfig?
+
+    private func store(_ slice: [Float], base: ShardBase, into l: Link) {
+        guard let r = l.range, slice.count == r.count, values.count >= r.upperBound else { return }
+        values.replaceSubrange(r, with: slice)
+        l.base = base
+    }
+
+    /// Hands the model to the runtime once every link has a slice.
+    private func adoptIfComplete(fromSnapshot: Bool, config cfg: SnapshotConfig?) {
+        guard let layout, links.allSatisfy({ $0.base != nil }) else { return }
+        let bases = links.map { $0.base! }
+        let key = ShardBase.composite(bases)
+        let model = ModelSnapshot(layout: layout, parameters: values, version: key.version, runID: key.runID)
+        let c = cfg ?? pendingConfig
+        pendingConfig = nil
+        if let c {
+            let rt = Duration.milliseconds(Int64(max(0.1, c.receiptTimeoutSeconds) * 1000))
+            if runtime.adopt(model, bases: bases, training: c.training, receiptTimeout: rt, chunkParameters: max(1, c.chunkParameters),
+                             fromSnapshot: fromSnapshot, algorithm: c.algorithm) {
+                logger.debug("model received", metadata: ["version": "\(model.version)", "shards": "\(links.count)"])
+            }
+        } else {
+            _ = runtime.adopt(model, bases: bases, training: nil, receiptTimeout: nil, chunkParameters: nil, fromSnapshot: fromSnapshot)
         }
     }
 
@@ -165,46 +304,50 @@ final class ClientIO {
         if layout != l {
             layout = l
             layoutFrame = Codec.encodeLayout(l)
+            values = [Float](repeating: 0, count: l.parameterCount)
+            for link in links { link.base = nil }
         }
     }
 
     // MARK: Models and receipts
 
-    private func readSubscriptions() throws {
-        while let msg = try sub.receiveMultipart(dontWait: true, maxFrames: 4) {
+    private func readSubscriptions(_ l: Link) throws {
+        while let msg = try l.sub.receiveMultipart(dontWait: true, maxFrames: 4) {
             guard let topic = msg.frames.first else { continue }
             let isModel = topic.withUnsafeBytes { $0.elementsEqual(Topic.model) }
             if isModel {
-                handleModelChunk(msg)
+                handleModelChunk(msg, l)
             } else {
-                handleReceipt(msg)
+                handleReceipt(msg, l)
             }
         }
     }
 
-    private func handleModelChunk(_ msg: Multipart) {
-        guard let layout else { return }  // not joined yet: the snapshot comes first
-        let gapsBefore = assembler.gaps
-        let complete: ModelSnapshot?
+    private func handleModelChunk(_ msg: Multipart, _ l: Link) {
+        // Not joined yet: the snapshot comes first (it names the layout and the range).
+        guard let layout, let range = l.range else { return }
+        let gapsBefore = l.assembler.gaps
+        let complete: ModelAssembler.Slice?
         do {
-            complete = try msg.withFrameBytes { frames throws(WireError) -> ModelSnapshot? in
+            complete = try msg.withFrameBytes { frames throws(WireError) -> ModelAssembler.Slice? in
                 let (h, payload) = try Codec.decodeModelChunk(frames)
-                return assembler.add(h, payload: payload, layout: layout)
+                return l.assembler.add(h, payload: payload, layout: layout, range: range)
             }
         } catch {
             logger.debug("bad model chunk: \(error)")
             return
         }
-        if assembler.gaps > gapsBefore && !snapshotOutstanding {
-            // A chunk went missing: the snapshot endpoint has the whole model.
-            requestSnapshot()
+        if l.assembler.gaps > gapsBefore && !l.snapshotOutstanding {
+            // A chunk went missing: the snapshot endpoint has the whole slice.
+            requestSnapshot(l)
         }
-        guard let m = complete else { return }
-        if let cur = runtime.currentKey(), cur.runID == m.runID, m.version <= cur.version { return }
-        _ = runtime.adopt(m, training: nil, receiptTimeout: nil, chunkParameters: nil, fromSnapshot: false)
+        guard let s = complete else { return }
+        if let cur = l.base, cur.runID == s.runID, s.version <= cur.version { return }
+        store(s.values, base: ShardBase(runID: s.runID, version: s.version), into: l)
+        adoptIfComplete(fromSnapshot: false, config: nil)
     }
 
-    private func handleReceipt(_ msg: Multipart) {
+    private func handleReceipt(_ msg: Multipart, _ l: Link) {
         let receipt: Receipt
         do {
             receipt = try msg.withFrameBytes { frames throws(WireError) in try Codec.decodeReceipt(frames) }
@@ -212,21 +355,36 @@ final class ClientIO {
             logger.debug("bad receipt: \(error)")
             return
         }
-        guard receipt.clientID == config.clientID, pending.removeValue(forKey: receipt.seq) != nil else { return }
-        let remaining = pending.count
-        runtime.record { s in
-            s.pending = remaining
-            switch receipt.decision {
-            case .merged: s.merged += 1
-            case .rejected: s.rejected += 1; s.lastRejectReason = receipt.reason
-            case .duplicate: s.duplicates += 1
+        guard receipt.clientID == config.clientID, var p = pending[receipt.seq], p.answered.indices.contains(l.index),
+              !p.answered[l.index] else { return }
+        p.answered[l.index] = true
+        p.decisions.append(receipt)
+        let done = !p.answered.contains(false)
+        if done { pending.removeValue(forKey: receipt.seq) } else { pending[receipt.seq] = p }
+        if done {
+            // The update counts once, when every shard has answered: merged when each merged
+            // it (or had merged it before), rejected when one rejected it.
+            let remaining = pending.count
+            let rejection = p.decisions.first { $0.decision == .rejected }
+            let allDuplicates = p.decisions.allSatisfy { $0.decision == .duplicate }
+            runtime.record { s in
+                s.pending = remaining
+                if let rejection {
+                    s.rejected += 1
+                    s.lastRejectReason = rejection.reason
+                } else if allDuplicates {
+                    s.duplicates += 1
+                } else {
+                    s.merged += 1
+                }
             }
         }
         if receipt.decision == .rejected {
-            logger.debug("update rejected", metadata: ["seq": "\(receipt.seq)", "reason": "\(receipt.reason)", "detail": "\(receipt.message)"])
-            if receipt.reason == .unknownBase && !snapshotOutstanding {
+            logger.debug("update rejected", metadata: ["seq": "\(receipt.seq)", "reason": "\(receipt.reason)", "detail": "\(receipt.message)",
+                                                       "shard": "\(l.index)"])
+            if receipt.reason == .unknownBase && !l.snapshotOutstanding {
                 // The aggregator is on another run (it restarted): start over from its model.
-                requestSnapshot()
+                requestSnapshot(l)
             }
         }
         runtime.emit(.receipt(receipt))
@@ -237,72 +395,80 @@ final class ClientIO {
     private func sendOutbox() throws {
         let (timeout, _) = runtime.settings()
         for u in runtime.takeOutbox() {
-            var p = Pending(update: u, attempts: 0, deadline: ContinuousClock.now, sent: false)
-            if try send(u) {
-                p.sent = true
-                p.attempts = 1
-                p.deadline = ContinuousClock.now + (config.receiptTimeout ?? timeout)
-                runtime.emit(.updateSent(seq: u.header.seq, baseVersion: u.header.baseVersion))
-            } else {
-                p.deadline = ContinuousClock.now + .milliseconds(200)
+            guard u.bases.count == links.count else {
+                // Trained on a model of an earlier shard map: its slices fit no shard now.
+                logger.warning("dropping an update trained before the shard map changed", metadata: ["seq": "\(u.header.seq)"])
+                continue
             }
+            let now = ContinuousClock.now
+            var p = Pending(update: u, answered: Array(repeating: false, count: links.count),
+                            attempts: Array(repeating: 0, count: links.count), deadlines: Array(repeating: now, count: links.count))
+            var sentAll = true
+            for l in links {
+                if try send(u, via: l) {
+                    p.attempts[l.index] = 1
+                    p.deadlines[l.index] = now + (config.receiptTimeout ?? timeout)
+                } else {
+                    sentAll = false
+                    p.deadlines[l.index] = now + .milliseconds(200)
+                }
+            }
+            if sentAll { runtime.emit(.updateSent(seq: u.header.seq, baseVersion: u.header.baseVersion)) }
             pending[u.header.seq] = p
             runtime.record { $0.updatesSent += 1; $0.pending = pending.count }
         }
     }
 
-    /// Sends one update; false when the PUSH queue is full or no aggregator is connected.
-    private func send(_ u: OutgoingUpdate) throws -> Bool {
-        guard !layoutFrame.isEmpty else { return false }
+    /// Sends link `l`'s slice of one update; false when its PUSH queue is full or no
+    /// aggregator is connected.
+    private func send(_ u: OutgoingUpdate, via l: Link) throws -> Bool {
+        guard !layoutFrame.isEmpty, let range = l.range, range.upperBound <= u.parameters.storage.count else { return false }
         let (_, chunk) = runtime.settings()
-        let n = u.parameters.storage.count
-        var frames = [Message(Codec.encode(u.header)), Message(layoutFrame)]
-        var off = 0
+        var header = u.header
+        header.runID = u.bases[l.index].runID
+        header.baseVersion = u.bases[l.index].version
+        var frames = [Message(Codec.encode(header)), Message(layoutFrame)]
+        var off = range.lowerBound
         repeat {
-            let c = min(chunk, n - off)
+            let c = min(chunk, range.upperBound - off)
             frames.append(Message(noCopy: UnsafeRawPointer(u.parameters.storage.baseAddress! + off), count: c * 4, owner: u.parameters))
             off += c
-        } while off < n
-        return try push.send(multipart: frames, dontWait: true)
+        } while off < range.upperBound
+        return try l.push.send(multipart: frames, dontWait: true)
     }
 
     private func checkTimers() throws {
         let now = ContinuousClock.now
-        if snapshotOutstanding && now >= snapshotDeadline {
+        for l in links where l.snapshotOutstanding && now >= l.snapshotDeadline {
             // No reply: the aggregator may be down or restarting. A fresh DEALER drops any
             // request queued on the old connection.
-            poller.replace(1, with: try ClientIO.makeDealer(context, config.snapshotEndpoint,
-                                                              Int32(clamping: config.maxBackoff.components.seconds * 1000), config.curve), previous: &dealer)
-            requestSnapshot()
+            l.dealer.close()
+            l.dealer = try ClientIO.makeDealer(context, l.snapshotEndpoint, backoffMs, config.curve)
+            poller.reset(2 * l.index + 1, to: l.dealer)
+            requestSnapshot(l)
         }
         let (timeout, _) = runtime.settings()
         let base = config.receiptTimeout ?? timeout
         var resent = 0
-        for (seq, var p) in pending where now >= p.deadline {
-            if try send(p.update) {
-                p.attempts += 1
-                if p.sent { resent += 1 }
-                p.sent = true
-                let factor = min(32, 1 << min(5, p.attempts - 1))
-                p.deadline = now + min(config.maxBackoff, base * factor)
-            } else {
-                p.deadline = now + .milliseconds(200)
+        for (seq, var p) in pending {
+            var changed = false
+            for l in links where !p.answered[l.index] && now >= p.deadlines[l.index] {
+                changed = true
+                if try send(p.update, via: l) {
+                    if p.attempts[l.index] > 0 { resent += 1 }
+                    p.attempts[l.index] += 1
+                    let factor = min(32, 1 << min(5, p.attempts[l.index] - 1))
+                    p.deadlines[l.index] = now + min(config.maxBackoff, base * factor)
+                } else {
+                    p.deadlines[l.index] = now + .milliseconds(200)
+                }
+                if p.attempts[l.index] >= 3 && !l.snapshotOutstanding {
+                    // Repeated silence: the aggregator may have restarted on another run.
+                    requestSnapshot(l)
+                }
             }
-            pending[seq] = p
-            if p.attempts >= 3 && !snapshotOutstanding {
-                // Repeated silence: the aggregator may have restarted on another run.
-                requestSnapshot()
-            }
+            if changed { pending[seq] = p }
         }
         if resent > 0 { runtime.record { $0.resends += resent } }
-    }
-}
-
-extension Poller {
-    /// Swaps the socket at `index` (re-creating a socket after a timeout).
-    func replace(_ index: Int, with socket: Socket, previous: inout Socket) {
-        previous.close()
-        previous = socket
-        self.reset(index, to: socket)
     }
 }

@@ -24,6 +24,8 @@ public final class ClientRuntime: Service, Sendable {
 
     struct State: Sendable {
         var model: ModelSnapshot?
+        /// The (run, version) of each shard's slice in `model` (one entry when unsharded).
+        var bases: [ShardBase] = []
         var training = TrainingConfig()
         var serverReceiptTimeout: Duration = .seconds(10)
         var chunkParameters = 262_144
@@ -88,7 +90,7 @@ public final class ClientRuntime: Service, Sendable {
             if rounds, lastBase != nil, !hasModel(newerThan: lastBase) { continue }
             if let f = state.withLock({ $0.fatal }) { throw f }
             guard !Task.isCancelled, !stopRequested.load(ordering: .acquiring) else { break }
-            guard let (model, training) = state.withLock({ s in s.model.map { ($0, s.training) } }) else { continue }
+            guard let (model, bases, training) = state.withLock({ s in s.model.map { ($0, s.bases, s.training) } }) else { continue }
             await waitForPendingRoom()
             guard !Task.isCancelled, !stopRequested.load(ordering: .acquiring) else { break }
             round += 1
@@ -99,7 +101,7 @@ public final class ClientRuntime: Service, Sendable {
             seq += 1
             let update = OutgoingUpdate(header: UpdateHeader(runID: model.runID, baseVersion: model.version, seq: seq,
                                                              sampleCount: UInt64(max(0, result.sampleCount)), clientID: config.clientID),
-                                        parameters: ParameterBuffer(result.parameters))
+                                        parameters: ParameterBuffer(result.parameters), bases: bases)
             state.withLock {
                 $0.outbox.append(update)
                 $0.stats.rounds += 1
@@ -178,7 +180,7 @@ public final class ClientRuntime: Service, Sendable {
 
     // Called by the I/O thread.
 
-    func adopt(_ model: ModelSnapshot, training: TrainingConfig?, receiptTimeout: Duration?, chunkParameters: Int?, fromSnapshot: Bool,
+    func adopt(_ model: ModelSnapshot, bases: [ShardBase], training: TrainingConfig?, receiptTimeout: Duration?, chunkParameters: Int?, fromSnapshot: Bool,
                algorithm: String? = nil) -> Bool {
         guard model.layout == trainer.layout else {
             state.withLock { $0.fatal = .layoutMismatch(server: "\(model.layout)", trainer: "\(trainer.layout)") }
@@ -188,6 +190,8 @@ public final class ClientRuntime: Service, Sendable {
         let (first, waiters) = state.withLock { s -> (Bool, [CheckedContinuation<Void, Never>]) in
             let first = s.model == nil
             s.model = model
+            s.bases = bases
+            s.stats.shards = bases.count
             if let training { s.training = training }
             if let receiptTimeout { s.serverReceiptTimeout = receiptTimeout }
             if let chunkParameters { s.chunkParameters = chunkParameters }
@@ -200,10 +204,6 @@ public final class ClientRuntime: Service, Sendable {
         for w in waiters { w.resume() }
         onEvent?(first ? .joined(version: model.version) : .modelUpdated(version: model.version))
         return true
-    }
-
-    func currentKey() -> (runID: UInt64, version: UInt64)? {
-        state.withLock { s in s.model.map { ($0.runID, $0.version) } }
     }
 
     func takeOutbox() -> [OutgoingUpdate] {
@@ -240,7 +240,30 @@ final class ParameterBuffer: @unchecked Sendable {
     deinit { storage.deallocate() }
 }
 
+/// One update on its way: the whole trained parameter vector, and the (run, version) of
+/// each shard's slice it was trained from; slice i goes to shard i tagged with `bases[i]`.
 struct OutgoingUpdate: Sendable {
     var header: UpdateHeader
     var parameters: ParameterBuffer
+    var bases: [ShardBase]
+}
+
+/// The run and version of one shard's slice of a model (of the whole model when unsharded).
+struct ShardBase: Sendable, Hashable {
+    var runID: UInt64
+    var version: UInt64
+
+    /// The (run, version) a trainer sees for a model assembled from these slices: the shard's
+    /// own when there is one; otherwise the sum of the versions (it grows with every merge on
+    /// any shard) and a mix of the run ids (it changes when any shard starts a new run).
+    static func composite(_ bases: [ShardBase]) -> (runID: UInt64, version: UInt64) {
+        if bases.count == 1 { return (bases[0].runID, bases[0].version) }
+        var h: UInt64 = 0xcbf2_9ce4_8422_2325
+        var v: UInt64 = 0
+        for b in bases {
+            h = (h ^ b.runID) &* 0x100_0000_01b3
+            v &+= b.version
+        }
+        return (h, v)
+    }
 }

@@ -78,6 +78,28 @@ public struct ParameterLayout: Sendable, Hashable, Codable, CustomStringConverti
     public func range(ofTensor i: Int) -> Range<Int> { offsets[i]..<(offsets[i] + tensors[i].count) }
 
     public var description: String { tensors.map(\.description).joined(separator: ", ") }
+
+    /// The layout of the parameters in `range` of the flat vector (what one parameter shard
+    /// stores): the tensors inside the range keep their names and shapes; a tensor cut by a
+    /// range boundary becomes the 1-D piece `name[a:b]` (flat element indexes in the tensor).
+    public func slice(_ range: Range<Int>) -> ParameterLayout {
+        if range == 0..<parameterCount { return self }
+        var pieces: [TensorSpec] = []
+        for (i, t) in tensors.enumerated() {
+            let r = self.range(ofTensor: i).clamped(to: range)
+            guard !r.isEmpty else { continue }
+            if r.count == t.count {
+                pieces.append(t)
+            } else {
+                let a = r.lowerBound - offsets[i]
+                pieces.append(TensorSpec(name: "\(t.name)[\(a):\(a + r.count)]", shape: [r.count], dtype: t.dtype))
+            }
+        }
+        // Names stay unique (pieces of one tensor have distinct bounds); a name made too long
+        // by its bounds falls back to one flat tensor named by the range.
+        if let l = try? ParameterLayout(pieces) { return l }
+        return try! ParameterLayout([TensorSpec(name: "parameters[\(range.lowerBound):\(range.upperBound)]", shape: [range.count])])
+    }
 }
 
 public enum LayoutError: Error, Equatable, CustomStringConvertible {

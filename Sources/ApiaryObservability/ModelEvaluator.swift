@@ -72,7 +72,7 @@ public final class ModelEvaluator: Service, Sendable {
     public convenience init(aggregator: Aggregator, everyVersions: UInt64 = 50, interval: Duration = .seconds(5),
                             historyCapacity: Int = 2000, metricsFactory: (any MetricsFactory)? = nil, logger: Logger,
                             evaluate: @escaping Evaluate) {
-        self.init(source: { aggregator.latestModel }, everyVersions: everyVersions, interval: interval,
+        self.init(source: { aggregator.latestModel.flatMap { $0.isWholeModel ? $0 : nil } }, everyVersions: everyVersions, interval: interval,
                   historyCapacity: historyCapacity, metricsFactory: metricsFactory, logger: logger, evaluate: evaluate)
     }
 

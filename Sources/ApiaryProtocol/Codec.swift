@@ -198,6 +198,8 @@ public enum Codec {
         public var header: SnapshotReplyHeader
         public var layout: ParameterLayout
         public var config: SnapshotConfig
+        /// The range of the flat vector the payload holds: the replying shard's, or all of it.
+        public var range: Range<Int>
         public var payload: ArraySlice<UnsafeRawBufferPointer>
     }
 
@@ -217,9 +219,10 @@ public enum Codec {
         guard layout.fingerprint == h.layoutFingerprint else { throw .invalidLayout("fingerprint does not match the header") }
         guard UInt64(layout.parameterCount) == h.parameterCount else { throw .invalidLayout("parameter count does not match the header") }
         let config = try SnapshotConfig.decode(frames[2])
+        let range = try config.servedRange(parameterCount: layout.parameterCount)
         let payload = frames[3...]
-        try checkPayload(payload, parameterCount: layout.parameterCount)
-        return SnapshotReplyView(header: h, layout: layout, config: config, payload: payload)
+        try checkPayload(payload, parameterCount: range.count)
+        return SnapshotReplyView(header: h, layout: layout, config: config, range: range, payload: payload)
     }
 
     // MARK: CLIENT_UPDATE  [header] [layout] [payload]...

@@ -23,6 +23,11 @@ public struct SnapshotConfig: Sendable, Hashable, Codable {
     public var publishIntervalSeconds: Double?
     /// The current model is re-broadcast after this many seconds without a broadcast (0: never).
     public var heartbeatSeconds: Double?
+    /// The shard map when the model is split across aggregators (parameter shards): every
+    /// shard, in parameter order. Nil (or absent) for a single aggregator.
+    public var shards: [ShardEntry]?
+    /// Which entry of `shards` sent this reply.
+    public var shardIndex: Int?
 
     public init(algorithm: String = "fedasync", rule: FedAsync, training: TrainingConfig,
                 chunkParameters: Int, maxFrameBytes: Int64, receiptTimeoutSeconds: Double,
@@ -55,6 +60,22 @@ public struct SnapshotConfig: Sendable, Hashable, Codable {
         case receiptTimeoutSeconds = "receipt_timeout_s"
         case publishIntervalSeconds = "publish_interval_s"
         case heartbeatSeconds = "heartbeat_s"
+        case shards
+        case shardIndex = "shard_index"
+    }
+
+    /// The range of the flat parameter vector the replying aggregator serves: its shard's,
+    /// or the whole model. Throws when the shard map is not a valid split of `parameterCount`.
+    public func servedRange(parameterCount: Int) throws(WireError) -> Range<Int> {
+        guard let shards else {
+            guard shardIndex == nil else { throw .invalidConfig("shard_index without shards") }
+            return 0..<parameterCount
+        }
+        if let e = ShardEntry.validationError(shards, parameterCount: parameterCount) { throw .invalidConfig(e) }
+        guard let i = shardIndex, shards.indices.contains(i) else {
+            throw .invalidConfig("shard_index \(shardIndex.map(String.init) ?? "missing") is not in 0..<\(shards.count)")
+        }
+        return shards[i].range
     }
 
     public func encoded() -> [UInt8] {
@@ -70,5 +91,49 @@ public struct SnapshotConfig: Sendable, Hashable, Codable {
         } catch {
             throw .invalidConfig(String(describing: error))
         }
+    }
+}
+
+/// One aggregator of a sharded model: the contiguous range `start..<end` of the flat
+/// parameter vector it owns and the endpoints clients connect to.
+public struct ShardEntry: Sendable, Hashable, Codable {
+    public var start: Int
+    public var end: Int
+    public var model: String
+    public var snapshot: String
+    public var update: String
+
+    public init(range: Range<Int>, model: String, snapshot: String, update: String) {
+        self.start = range.lowerBound
+        self.end = range.upperBound
+        self.model = model
+        self.snapshot = snapshot
+        self.update = update
+    }
+
+    public var range: Range<Int> { start..<max(start, end) }
+
+    /// Nil when `map` splits `0..<parameterCount` into non-empty, contiguous ranges in order
+    /// with an endpoint for each; otherwise what is wrong.
+    public static func validationError(_ map: [ShardEntry], parameterCount: Int) -> String? {
+        guard !map.isEmpty else { return "the shard map is empty" }
+        guard map.count <= 4096 else { return "the shard map has \(map.count) entries (at most 4096)" }
+        var next = 0
+        for (i, e) in map.enumerated() {
+            guard e.start == next else { return "shard \(i) starts at \(e.start), expected \(next)" }
+            guard e.end > e.start else { return "shard \(i) is empty (\(e.start)..<\(e.end))" }
+            guard !e.model.isEmpty, !e.snapshot.isEmpty, !e.update.isEmpty else { return "shard \(i) lacks an endpoint" }
+            next = e.end
+        }
+        guard next == parameterCount else { return "the shard map ends at \(next), the model has \(parameterCount) parameters" }
+        return nil
+    }
+
+    /// Even split points of `parameterCount` into `shards` ranges (the first ones one larger).
+    public static func evenBoundaries(parameterCount: Int, shards: Int) -> [Int] {
+        let q = parameterCount / shards, r = parameterCount % shards
+        var b = [0]
+        for i in 0..<shards { b.append(b[i] + q + (i < r ? 1 : 0)) }
+        return b
     }
 }

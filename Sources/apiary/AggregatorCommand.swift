@@ -39,7 +39,10 @@ struct AggregatorCommand: AsyncParsableCommand {
         // Server-side evaluation on the bundled digits test set, in its own task.
         let evaluation = try Settings.evaluation(reader)
         var evaluator: ModelEvaluator?
-        if evaluation.enabled {
+        if evaluation.enabled && aggConfig.shard != nil {
+            logger.notice("evaluation is off: a parameter shard holds a slice of the model, not the whole of it")
+        }
+        if evaluation.enabled && aggConfig.shard == nil {
             let testSet = try DigitsModel.workload().testSet
             evaluator = ModelEvaluator(aggregator: aggregator, everyVersions: evaluation.everyVersions, interval: evaluation.interval,
                                        historyCapacity: evaluation.history, logger: logger) { model in

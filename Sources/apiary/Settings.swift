@@ -87,8 +87,35 @@ enum Settings {
                                        roundTimeout: duration(r, "sync.round_timeout_s", seconds: 60))
         case let other: throw SettingsError("algorithm must be fedasync or fedavg, not '\(other)'")
         }
+        config.shard = try shard(r)
         if let e = config.validationError() { throw SettingsError(e) }
         return config
+    }
+
+    /// `shards.*`: this aggregator's place among parameter shards; nil for one aggregator
+    /// (no map, or a map of one entry).
+    static func shard(_ r: ConfigReader) throws -> ShardConfig? {
+        let models = r.stringArray(forKey: "shards.model", default: [])
+        let snapshots = r.stringArray(forKey: "shards.snapshot", default: [])
+        let updates = r.stringArray(forKey: "shards.update", default: [])
+        guard models.count == snapshots.count, models.count == updates.count else {
+            throw SettingsError("shards.model, shards.snapshot and shards.update must list the same number of shards (\(models.count), \(snapshots.count), \(updates.count))")
+        }
+        guard models.count > 1 else { return nil }
+        let index = r.int(forKey: "shards.index", default: -1)
+        guard (0..<models.count).contains(index) else {
+            throw SettingsError("shards.index (SHARDS_INDEX) must be in 0..<\(models.count), got \(index)")
+        }
+        let boundaries = r.stringArray(forKey: "shards.boundaries", default: [])
+        var bounds: [Int]?
+        if !boundaries.isEmpty {
+            bounds = try boundaries.map { s in
+                guard let v = Int(s.trimmingCharacters(in: .whitespaces)) else { throw SettingsError("shards.boundaries: '\(s)' is not an integer") }
+                return v
+            }
+        }
+        return ShardConfig(index: index, map: models.indices.map { .init(model: models[$0], snapshot: snapshots[$0], update: updates[$0]) },
+                           boundaries: bounds)
     }
 
     static func normPolicy(_ r: ConfigReader) throws -> NormPolicy {
