@@ -155,26 +155,100 @@ def env_name(key: str) -> str:
     return key.replace(".", "_").replace("-", "_").upper()
 
 
-DOC_KEYS = {
-    "aggregator": documented_keys(CONFIGS / "aggregator.yaml"),
-    "client": documented_keys(CONFIGS / "client.yaml"),
+# Keys of the shard and gateway spec (docs/OPERATIONS.md, "Topologies"), used only for the keys
+# Configs/ does not document (yet): main() prints a note naming them, so that they are not
+# taken on trust silently. Once Configs/ documents them, Configs/ alone decides.
+SPEC_KEYS = {
+    "aggregator": {
+        "shards", "shards.index", "shards.model", "shards.snapshot", "shards.update", "shards.boundaries",
+    },
+    "gateway": {
+        "gateway", "gateway.push_every_merges", "gateway.push_interval_s",
+        "upstream", "upstream.client", "upstream.client.id", "upstream.client.max_pending_updates",
+        "upstream.endpoints", "upstream.endpoints.model", "upstream.endpoints.snapshot", "upstream.endpoints.update",
+        "upstream.security", "upstream.security.insecure", "upstream.security.secret_key_file",
+        "upstream.security.server_public_key_file",
+    },
 }
+NOTES: list[str] = []
+
+
+def doc_keys() -> dict[str, set[str]]:
+    agg = documented_keys(CONFIGS / "aggregator.yaml")
+    cli = documented_keys(CONFIGS / "client.yaml")
+    # A gateway's root keys are an aggregator's; its own (gateway.*, upstream.*) are documented
+    # in Configs/gateway.yaml when there is one.
+    gw = set(agg)
+    if (CONFIGS / "gateway.yaml").is_file():
+        gw |= documented_keys(CONFIGS / "gateway.yaml")
+    out = {"aggregator": agg, "client": cli, "gateway": gw}
+    for role, spec in SPEC_KEYS.items():
+        missing = spec - out[role]
+        if missing:
+            out[role] = out[role] | missing
+            NOTES.append(f"Configs/{role}.yaml does not document {', '.join(sorted(k for k in missing if '.' in k))}: "
+                         "taken from the shard and gateway spec")
+    return out
+
+
+DOC_KEYS = doc_keys()
 ENV_NAMES = {role: {env_name(k) for k in keys} for role, keys in DOC_KEYS.items()}
+# The config files of Deploy/config and the role whose keys they hold.
+CONFIG_ROLE = {"aggregator": "aggregator", "shard": "aggregator", "gateway": "gateway", "client": "client"}
 
 
 def config_keys_documented(p: Path, role: str) -> None:
     cfg = yaml.safe_load(p.read_text()) or {}
     unknown = sorted(flatten(cfg) - DOC_KEYS[role])
     if unknown:
-        raise Failure(f"keys not documented in Configs/{role}.yaml (the binary would ignore them): {unknown}")
+        raise Failure(f"keys not documented for the {role} (Configs/; the binary would ignore them): {unknown}")
 
 
 def env_documented(where: str, role: str, names: list[str]) -> None:
     unknown = sorted(set(names) - ENV_NAMES[role])
     if unknown:
-        raise Failure(f"{where}: {unknown} override no key of Configs/{role}.yaml")
+        raise Failure(f"{where}: {unknown} override no documented key of the {role} (Configs/)")
     if not names:
         raise Skip("no environment variables")
+
+
+def endpoint(url: str) -> tuple[str, int]:
+    m = re.fullmatch(r"tcp://([^:/]+):(\d+)", url)
+    if not m:
+        raise Failure(f"{url!r} is not tcp://HOST:PORT")
+    return m.group(1), int(m.group(2))
+
+
+def shard_map(cfg: dict) -> list[dict[str, str]]:
+    """The shard map of an aggregator config: one {model, snapshot, update} per shard; empty
+    for one unsharded aggregator."""
+    sh = cfg.get("shards") or {}
+    lists = [sh.get(k) or [] for k in ("model", "snapshot", "update")]
+    if len({len(l) for l in lists}) != 1:
+        raise Failure(f"shards.model, .snapshot and .update differ in length: {[len(l) for l in lists]}")
+    if len(lists[0]) <= 1:
+        return []
+    return [dict(zip(("model", "snapshot", "update"), t)) for t in zip(*lists)]
+
+
+def shard_config_rules() -> None:
+    """Deploy/config/shard.yaml: a map of at least two shards, every entry on the ports the
+    shard binds, boundaries (if any) S+1 ascending from 0."""
+    cfg = yaml.safe_load((DEPLOY / "config" / "shard.yaml").read_text())
+    m = shard_map(cfg)
+    bad = []
+    if len(m) < 2:
+        bad.append("the shard map has fewer than two shards")
+    binds = {k: endpoint(v)[1] for k, v in cfg["endpoints"].items()}
+    for i, e in enumerate(m):
+        for k, url in e.items():
+            if endpoint(url)[1] != binds[k]:
+                bad.append(f"shard {i} {k} {url}: not the port the shard binds ({binds[k]})")
+    b = (cfg.get("shards") or {}).get("boundaries")
+    if b is not None and (len(b) != len(m) + 1 or b[0] != 0 or any(x >= y for x, y in zip(b, b[1:]))):
+        bad.append(f"shards.boundaries {b}: not {len(m) + 1} ascending numbers from 0")
+    if bad:
+        raise Failure("\n".join(bad))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -276,12 +350,51 @@ def k8s_pod_security(p: Path, d: dict) -> None:
         raise Failure("\n".join(bad))
 
 
+ROLES = ("aggregator", "gateway", "client")
+ZMQ_PORTS = {5556, 5557, 5558}
+
+
 def container_role(c: dict) -> str | None:
     args = (c.get("command") or []) + (c.get("args") or [])
-    for role in ("aggregator", "client"):
-        if role in args:
-            return role
+    for a in args:
+        if a in ROLES:
+            return a
     return None
+
+
+def container_config(c: dict) -> str | None:
+    """The ConfigMap key of the config a container runs (--config /etc/apiary/config/KEY)."""
+    args = (c.get("command") or []) + (c.get("args") or [])
+    for a, b in zip(args, args[1:]):
+        if a == "--config":
+            return Path(b).name
+    return None
+
+
+def ordinals(d: dict) -> range:
+    start = ((d["spec"].get("ordinals") or {}).get("start")) or 0
+    return range(start, start + d["spec"].get("replicas", 1))
+
+
+def pod_labels(d: dict) -> list[dict]:
+    """The labels of every pod of a workload: a StatefulSet's controller adds the pod name and
+    the pod index to the template's."""
+    labels = d["spec"]["template"]["metadata"]["labels"]
+    if d["kind"] != "StatefulSet":
+        return [labels]
+    return [{**labels, "statefulset.kubernetes.io/pod-name": f"{d['metadata']['name']}-{i}",
+             "apps.kubernetes.io/pod-index": str(i)} for i in ordinals(d)]
+
+
+def selects(sel: dict, labels: dict) -> bool:
+    return all(labels.get(k) == v for k, v in sel.items())
+
+
+def configmap_data() -> dict[str, str]:
+    cm = [d for _, d in k8s_docs() if d["kind"] == "ConfigMap" and d["metadata"].get("name") == "apiary-config"]
+    if len(cm) != 1:
+        raise Failure("no ConfigMap apiary-config")
+    return cm[0].get("data", {})
 
 
 def k8s_references() -> None:
@@ -294,13 +407,13 @@ def k8s_references() -> None:
         spec = d["spec"]["template"]["spec"]
         labels = d["spec"]["template"]["metadata"]["labels"]
         sel = d["spec"]["selector"]["matchLabels"]
-        if any(labels.get(k) != v for k, v in sel.items()):
+        if not selects(sel, labels):
             bad.append(f"{d['metadata']['name']}: selector does not match the template labels")
         volumes = {v["name"]: v for v in spec.get("volumes", [])}
         claims = {t["metadata"]["name"] for t in d["spec"].get("volumeClaimTemplates", [])}
-        ports = set()
+        ports = {}
         for c in spec["containers"]:
-            ports |= {pt.get("name") for pt in c.get("ports", [])}
+            ports |= {pt.get("name"): pt.get("containerPort") for pt in c.get("ports", [])}
             for m in c.get("volumeMounts", []):
                 if m["name"] not in volumes and m["name"] not in claims:
                     bad.append(f"{c['name']}: mounts undefined volume {m['name']}")
@@ -310,6 +423,10 @@ def k8s_references() -> None:
                     port = (pr.get("tcpSocket") or pr.get("httpGet") or {}).get("port")
                     if isinstance(port, str) and port not in ports:
                         bad.append(f"{c['name']}: {probe} names port {port}, which the container lacks")
+            cfg = container_config(c)
+            mounted = [i["key"] for v in volumes.values() if "configMap" in v for i in v["configMap"].get("items", [])]
+            if cfg and cfg not in mounted:
+                bad.append(f"{c['name']}: runs --config {cfg}, which no mounted ConfigMap item provides")
         for v in volumes.values():
             if "configMap" in v:
                 cm = configmaps.get(v["configMap"]["name"])
@@ -321,7 +438,7 @@ def k8s_references() -> None:
                             bad.append(f"volume {v['name']}: ConfigMap has no key {item['key']}")
             if "secret" in v and v["secret"]["secretName"] not in secrets:
                 bad.append(f"volume {v['name']}: no Secret {v['secret']['secretName']} in secret.example.yaml")
-        pods.append((labels, ports))
+        pods += [(pl, ports) for pl in pod_labels(d)]
         if d["kind"] == "StatefulSet":
             svc = [s for _, s in docs if s["kind"] == "Service" and s["metadata"]["name"] == d["spec"]["serviceName"]]
             if not svc or svc[0]["spec"].get("clusterIP") != "None":
@@ -330,72 +447,216 @@ def k8s_references() -> None:
         if s["kind"] != "Service":
             continue
         sel = s["spec"].get("selector", {})
-        matching = [ports for labels, ports in pods if all(labels.get(k) == v for k, v in sel.items())]
+        matching = [ports for labels, ports in pods if selects(sel, labels)]
         if not matching:
             bad.append(f"Service {s['metadata']['name']} selects no pod")
         for pt in s["spec"].get("ports", []):
             tp = pt.get("targetPort")
             if isinstance(tp, str) and not any(tp in ports for ports in matching):
                 bad.append(f"Service {s['metadata']['name']}: targetPort {tp} is no named container port")
+        # A client's three sockets must reach one process: a load-balancing Service in front of
+        # ZeroMQ ports must have exactly one pod behind it.
+        zmq = {pt.get("port") for pt in s["spec"].get("ports", [])} & ZMQ_PORTS
+        if zmq and s["spec"].get("clusterIP") != "None" and len(matching) > 1:
+            bad.append(f"Service {s['metadata']['name']} balances ZeroMQ ports over {len(matching)} pods")
     for _, pdb in docs:
         if pdb["kind"] == "PodDisruptionBudget":
             sel = pdb["spec"]["selector"]["matchLabels"]
-            if not any(all(labels.get(k) == v for k, v in sel.items()) for labels, _ in pods):
+            if not any(selects(sel, labels) for labels, _ in pods):
                 bad.append(f"PodDisruptionBudget {pdb['metadata']['name']} selects no pod")
     if bad:
         raise Failure("\n".join(bad))
 
 
-def k8s_aggregator_single() -> None:
-    aggs = [d for _, d in workloads() if any(container_role(c) == "aggregator" for c in d["spec"]["template"]["spec"]["containers"])]
+def role_workloads(role: str) -> list[tuple[dict, dict]]:
+    return [(d, c) for _, d in workloads() for c in d["spec"]["template"]["spec"]["containers"] if container_role(c) == role]
+
+
+def env_of(c: dict) -> dict[str, dict]:
+    return {e["name"]: e for e in c.get("env", [])}
+
+
+def k8s_shards() -> None:
+    """The aggregator: one StatefulSet with a state volume per pod; with a shard map, one replica
+    per map entry, each entry the pod of that ordinal through the headless Service on the port
+    the container names, SHARDS_INDEX the pod index, at most one shard down (PDB); without one,
+    one replica."""
+    aggs = role_workloads("aggregator")
     if len(aggs) != 1:
-        raise Failure(f"{len(aggs)} aggregator workloads, expected 1")
-    a = aggs[0]
-    if a["kind"] != "StatefulSet" or a["spec"].get("replicas") != 1:
-        raise Failure("the aggregator must be a StatefulSet with replicas: 1 (sharding is not implemented)")
-    if not a["spec"].get("volumeClaimTemplates"):
-        raise Failure("the aggregator has no volumeClaimTemplates for its state")
-
-
-def k8s_clients_keys() -> None:
-    """Each client pod reads /etc/apiary/keys/<pod name>.secret: the example Secret must show one
-    per replica, and the key file must follow the id."""
+        raise Failure(f"{len(aggs)} aggregator workloads, expected 1 (one StatefulSet of shards)")
+    d, c = aggs[0]
     bad = []
-    secrets = {d["metadata"]["name"]: d for _, d in k8s_docs() if d["kind"] == "Secret"}
+    if d["kind"] != "StatefulSet":
+        raise Failure(f"the aggregator is a {d['kind']}: shards need stable names and volumes (a StatefulSet)")
+    if not d["spec"].get("volumeClaimTemplates"):
+        bad.append("the aggregator has no volumeClaimTemplates: each shard needs its own state volume")
+    cfg = yaml.safe_load(configmap_data().get(container_config(c) or "", "") or "{}")
+    m = shard_map(cfg)
+    replicas = d["spec"].get("replicas", 1)
+    name, svc = d["metadata"]["name"], d["spec"]["serviceName"]
+    ports = {pt["name"]: pt["containerPort"] for pt in c.get("ports", [])}
+    if not m:
+        if replicas != 1:
+            bad.append(f"{replicas} replicas without a shard map: independent aggregators, not shards")
+    else:
+        if replicas != len(m):
+            bad.append(f"{replicas} replicas but {len(m)} shards in the map of {container_config(c)}")
+        for i, e in zip(ordinals(d), m):
+            for k, url in e.items():
+                want = f"tcp://{name}-{i}.{svc}.{NAMESPACE}.svc:{ports.get(k)}"
+                if url != want:
+                    bad.append(f"shard {i} {k}: {url}, expected {want}")
+        fp = env_of(c).get("SHARDS_INDEX", {}).get("valueFrom", {}).get("fieldRef", {}).get("fieldPath")
+        if fp != "metadata.labels['apps.kubernetes.io/pod-index']":
+            bad.append("SHARDS_INDEX is not the pod index (downward API, the apps.kubernetes.io/pod-index label)")
+        pdbs = [p for _, p in k8s_docs() if p["kind"] == "PodDisruptionBudget"
+                and any(selects(p["spec"]["selector"]["matchLabels"], pl) for pl in pod_labels(d))]
+        if not pdbs or any(p["spec"].get("maxUnavailable") != 1 and p["spec"].get("minAvailable") != replicas - 1 for p in pdbs):
+            bad.append("no PodDisruptionBudget keeps all but one shard up (maxUnavailable: 1)")
+    if bad:
+        raise Failure("\n".join(bad))
+
+
+def key_file(path: str, idvar: str) -> bool:
+    return path == f"/etc/apiary/keys/$({idvar}).secret"
+
+
+def k8s_identities_keys() -> None:
+    """Every client, device and gateway pod has a fixed id, its pod name, and reads the key
+    named after it; its Secret holds that key for every replica and the server key files its
+    config names; shards and gateways find their own key files; partitions differ."""
+    bad = []
+    data = configmap_data()
+    secrets = {d["metadata"]["name"]: d.get("stringData", {}) for _, d in k8s_docs() if d["kind"] == "Secret"}
+    parts: dict[int, str] = {}
+    for _, d in workloads():
+        spec = d["spec"]["template"]["spec"]
+        name = d["metadata"]["name"]
+        for c in spec["containers"]:
+            role = container_role(c)
+            if role is None:
+                continue
+            env = env_of(c)
+            cfg = yaml.safe_load(data.get(container_config(c) or "", "") or "{}")
+            keyvols = [v["secret"]["secretName"] for v in spec.get("volumes", []) if "secret" in v]
+            if len(keyvols) != 1:
+                bad.append(f"{name}: {len(keyvols)} key Secrets mounted, expected 1")
+                continue
+            held = secrets.get(keyvols[0], {})
+
+            def needs(var: str, cfgpath: list[str]) -> None:
+                v = env.get(var, {}).get("value")
+                if v is None:
+                    node = cfg
+                    for k in cfgpath:
+                        node = (node or {}).get(k)
+                    v = node
+                if not v:
+                    bad.append(f"{name}: no {'.'.join(cfgpath)} ({var})")
+                elif "$(" not in v and Path(v).name not in held:
+                    bad.append(f"{name}: {var} {v} is not in the Secret {keyvols[0]}")
+
+            idvar = {"client": "CLIENT_ID", "gateway": "UPSTREAM_CLIENT_ID"}.get(role)
+            if idvar:
+                keyvar = "SECURITY_SECRET_KEY_FILE" if role == "client" else "UPSTREAM_SECURITY_SECRET_KEY_FILE"
+                if env.get(idvar, {}).get("valueFrom", {}).get("fieldRef", {}).get("fieldPath") != "metadata.name":
+                    bad.append(f"{name}: {idvar} is not the pod name (downward API metadata.name)")
+                if not key_file(env.get(keyvar, {}).get("value", ""), idvar):
+                    bad.append(f"{name}: {keyvar} is not /etc/apiary/keys/$({idvar}).secret")
+                if d["kind"] != "StatefulSet":
+                    bad.append(f"{name}: a {d['kind']}: pod names are not stable, no key can be authorized for them")
+                missing = [f"{name}-{i}.secret" for i in ordinals(d) if f"{name}-{i}.secret" not in held]
+                if missing:
+                    bad.append(f"Secret {keyvols[0]} lacks {missing}")
+            if role == "client":
+                needs("SECURITY_SERVER_PUBLIC_KEY_FILE", ["security", "server_public_key_file"])
+                fp = env.get("DATA_PARTITION", {}).get("valueFrom", {}).get("fieldRef", {}).get("fieldPath")
+                if fp == "metadata.labels['apps.kubernetes.io/pod-index']":
+                    for i in ordinals(d):
+                        if i not in PARTITIONS:
+                            bad.append(f"{name}-{i}: partition {i} outside {PARTITIONS.start}-{PARTITIONS.stop - 1}")
+                        elif i in parts:
+                            bad.append(f"{name}-{i}: partition {i} is also {parts[i]}'s")
+                        parts[i] = f"{name}-{i}"
+                else:
+                    bad.append(f"{name}: DATA_PARTITION is not the pod index")
+            else:  # an aggregator (shard) or a gateway: its server key and authorized_keys
+                needs("SECURITY_SECRET_KEY_FILE", ["security", "secret_key_file"])
+                needs("SECURITY_AUTHORIZED_KEYS", ["security", "authorized_keys"])
+            if role == "gateway":
+                needs("UPSTREAM_SECURITY_SERVER_PUBLIC_KEY_FILE", ["upstream", "security", "server_public_key_file"])
+    if bad:
+        raise Failure("\n".join(bad))
+
+
+def k8s_endpoints_resolve() -> None:
+    """Every endpoint a client, device or gateway connects to (its config in the ConfigMap and
+    its environment) names a Service here, or a StatefulSet pod through its headless Service,
+    on a port that Service has; every shard map entry likewise."""
+    docs = k8s_docs()
+    services = {d["metadata"]["name"]: d for _, d in docs if d["kind"] == "Service"}
+    sts = {d["metadata"]["name"]: d for _, d in workloads() if d["kind"] == "StatefulSet"}
+    data = configmap_data()
+    bad = []
+
+    def resolve(where: str, url: str) -> None:
+        host, port = endpoint(url)
+        if host in ("0.0.0.0", "127.0.0.1", "localhost"):
+            bad.append(f"{where}: {url} is not reachable from another pod")
+            return
+        name = re.sub(rf"\.{NAMESPACE}\.svc(\.cluster\.local)?$", "", host)
+        parts = name.split(".")
+        if len(parts) == 1 and parts[0] in services:
+            svc = services[parts[0]]
+        elif len(parts) == 2 and parts[1] in services and services[parts[1]]["spec"].get("clusterIP") == "None":
+            svc = services[parts[1]]
+            pod = parts[0]
+            if not any(s["spec"]["serviceName"] == parts[1] and pod in [f"{n}-{i}" for i in ordinals(s)] for n, s in sts.items()):
+                bad.append(f"{where}: {url}: no pod {pod} behind {parts[1]}")
+        else:
+            bad.append(f"{where}: {url}: no Service {host} here")
+            return
+        if port not in {pt.get("port") for pt in svc["spec"].get("ports", [])}:
+            bad.append(f"{where}: {url}: Service {svc['metadata']['name']} has no port {port}")
+
     for _, d in workloads():
         for c in d["spec"]["template"]["spec"]["containers"]:
-            if container_role(c) != "client":
-                continue
-            env = {e["name"]: e for e in c.get("env", [])}
-            if (env.get("CLIENT_ID", {}).get("valueFrom", {}).get("fieldRef", {}).get("fieldPath")) != "metadata.name":
-                bad.append("CLIENT_ID is not the pod name (downward API metadata.name)")
-            if "$(CLIENT_ID)" not in env.get("SECURITY_SECRET_KEY_FILE", {}).get("value", ""):
-                bad.append("SECURITY_SECRET_KEY_FILE does not follow $(CLIENT_ID)")
-            if d["kind"] != "StatefulSet":
-                bad.append(f"clients in a {d['kind']}: pod names are not stable, no key can be authorized for them")
-            vols = [v for v in d["spec"]["template"]["spec"]["volumes"] if "secret" in v]
-            for v in vols:
-                data = secrets[v["secret"]["secretName"]].get("stringData", {})
-                want = [f"{d['metadata']['name']}-{i}.secret" for i in range(d["spec"]["replicas"])]
-                missing = [w for w in want if w not in data]
-                if missing:
-                    bad.append(f"Secret {v['secret']['secretName']} lacks {missing}")
-                if "aggregator.public" not in data:
-                    bad.append(f"Secret {v['secret']['secretName']} lacks aggregator.public")
-            if d["spec"]["replicas"] > len(PARTITIONS):
-                bad.append(f"{d['spec']['replicas']} replicas but only {len(PARTITIONS)} partitions")
+            role = container_role(c)
+            cfg = yaml.safe_load(data.get(container_config(c) or "", "") or "{}")
+            env = env_of(c)
+            where = d["metadata"]["name"]
+            if role == "client":
+                for k in ("model", "snapshot", "update"):
+                    resolve(where, env.get(f"ENDPOINTS_{k.upper()}", {}).get("value") or cfg["endpoints"][k])
+            elif role == "gateway":
+                for k in ("model", "snapshot", "update"):
+                    resolve(where, env.get(f"UPSTREAM_ENDPOINTS_{k.upper()}", {}).get("value") or cfg["upstream"]["endpoints"][k])
+            elif role == "aggregator":
+                for i, e in enumerate(shard_map(cfg)):
+                    for k, url in e.items():
+                        resolve(f"{where} shard map [{i}]", url)
     if bad:
         raise Failure("\n".join(bad))
 
 
 def k8s_configmap_matches() -> None:
-    cm = [d for _, d in k8s_docs() if d["kind"] == "ConfigMap" and d["metadata"]["name"] == "apiary-config"]
-    if len(cm) != 1:
-        raise Failure("no ConfigMap apiary-config")
+    """The ConfigMap carries Deploy/config/*.yaml, the same text but for the shard map's hosts
+    (the compose services apiary-shard-N there, the shard pods here)."""
+    data = configmap_data()
     bad = []
-    for name in ("aggregator.yaml", "client.yaml"):
-        if cm[0]["data"].get(name) != (DEPLOY / "config" / name).read_text():
-            bad.append(f"data[{name}] differs from Deploy/config/{name}")
+    local = {p.name: p.read_text() for p in sorted((DEPLOY / "config").glob("*.yaml"))}
+    for name, text in local.items():
+        got = data.get(name)
+        if got is None:
+            bad.append(f"no data[{name}]")
+            continue
+        if name == "shard.yaml":
+            got = re.sub(rf"tcp://apiary-aggregator-(\d+)\.apiary-aggregator-headless\.{NAMESPACE}\.svc:", r"tcp://apiary-shard-\1:", got)
+        if got != text:
+            bad.append(f"data[{name}] differs from Deploy/config/{name}" + (" (beyond the shard map's hosts)" if name == "shard.yaml" else ""))
+    extra = sorted(set(data) - set(local))
+    if extra:
+        bad.append(f"data {extra} has no file in Deploy/config")
     if bad:
         raise Failure("\n".join(bad))
 
@@ -431,44 +692,161 @@ def compose_schema() -> None:
         raise Failure((r.stdout + r.stderr).strip())
 
 
+def key_groups(args: list[str]) -> list[dict]:
+    """The groups of a keys-init.sh command line: first the aggregator's (server key
+    "aggregator"), then one per --gateway: the gateway id (a client of the aggregator), and its
+    devices (clients of the gateway, server key "gateway")."""
+    if len(args) < 2:
+        raise Failure(f"keys-init arguments {args}: need AGGREGATOR_DIR CLIENT_DIR")
+    groups = [{"server": "aggregator", "server_dir": args[0], "peer_dir": args[1], "ids": []}]
+    rest = args[2:]
+    while rest and rest[0] != "--gateway":
+        groups[0]["ids"].append(rest.pop(0))
+    while rest:
+        if len(rest) < 4:
+            raise Failure(f"keys-init: --gateway needs GATEWAY_ID GATEWAY_DIR DEVICE_DIR, got {rest}")
+        _, gw, gdir, ddir, *rest = rest
+        groups.append({"server": "aggregator", "server_dir": args[0], "peer_dir": gdir, "ids": [gw], "gateway": gw})
+        devices = []
+        while rest and rest[0] != "--gateway":
+            devices.append(rest.pop(0))
+        groups.append({"server": "gateway", "server_dir": gdir, "peer_dir": ddir, "ids": devices})
+    return groups
+
+
 def compose_consistency() -> None:
+    """Services hardened; every shard, gateway, client and device gets the keys the key service
+    makes for it, in the volume it mounts; ids, partitions and shard indexes agree; endpoints
+    name services (or aliases) that serve them."""
     c = yaml.safe_load(COMPOSE.read_text())
     services = c["services"]
     bad = []
     keygen = [s for s in services.values() if "apiary-keys-init" in (s.get("entrypoint") or [])]
     if len(keygen) != 1:
         raise Failure("no single key service (entrypoint apiary-keys-init)")
-    authorized = keygen[0]["command"][2:]
-    ids, parts = [], []
+    groups = key_groups([str(a) for a in keygen[0]["command"]])
+    # Which named volume holds which key directory of the key service.
+    vol_of_dir = {}
+    for v in keygen[0].get("volumes", []):
+        src, dst = str(v).split(":")[:2]
+        vol_of_dir[dst] = src
+    for g in groups:
+        for k in ("server_dir", "peer_dir"):
+            if g[k] not in vol_of_dir:
+                bad.append(f"apiary-keys: {g[k]} is no volume of the key service")
+
+    def keys_volume(s: dict) -> str | None:
+        for v in s.get("volumes", []):
+            parts = str(v).split(":")
+            if len(parts) >= 2 and parts[1] == "/etc/apiary/keys":
+                return parts[0]
+        return None
+
+    def names_of(name: str, s: dict) -> set[str]:
+        nets = s.get("networks") or {}
+        aliases = {a for n in (nets.values() if isinstance(nets, dict) else []) for a in ((n or {}).get("aliases") or [])}
+        return {name} | aliases
+
+    local_cfg = {p.name: yaml.safe_load(p.read_text()) for p in (DEPLOY / "config").glob("*.yaml")}
+    ids, parts, shard_idx, state_vols = [], [], {}, []
+    servers: dict[str, tuple[str, dict]] = {}  # host name -> (role, config) of aggregators and gateways
+    for name, s in services.items():
+        cmd = [str(a) for a in (s.get("command") or [])]
+        role = cmd[0] if cmd and cmd[0] in ROLES else None
+        if role in ("aggregator", "gateway"):
+            cfg = local_cfg.get(Path(cmd[cmd.index("--config") + 1]).name, {}) if "--config" in cmd else {}
+            for n in names_of(name, s):
+                servers[n] = (role, cfg)
     for name, s in services.items():
         if s.get("privileged") or str(s.get("user", "")).split(":")[0] in ("root", "0"):
             bad.append(f"{name}: runs privileged or as root")
         if s.get("read_only") is not True or s.get("cap_drop") != ["ALL"]:
             bad.append(f"{name}: not read_only with cap_drop [ALL]")
-        cmd = s.get("command") or []
+        cmd = [str(a) for a in (s.get("command") or [])]
         env = s.get("environment") or {}
         if isinstance(env, list):
             env = dict(e.split("=", 1) for e in env)
-        role = cmd[0] if cmd and cmd[0] in ("aggregator", "client") else None
-        if role:
-            try:
-                env_documented(f"service {name}", role, list(env))
-            except Failure as f:
-                bad.append(str(f))
-            except Skip:
-                pass
-        if role == "aggregator":
+        env = {k: str(v) for k, v in env.items()}
+        role = cmd[0] if cmd and cmd[0] in ROLES else None
+        if not role:
+            continue
+        cfg = local_cfg.get(Path(cmd[cmd.index("--config") + 1]).name) if "--config" in cmd else None
+        if cfg is None:
+            bad.append(f"{name}: runs no config of Deploy/config")
+            continue
+        try:
+            env_documented(f"service {name}", role, list(env))
+        except Failure as f:
+            bad.append(str(f))
+        except Skip:
+            pass
+        kv = keys_volume(s)
+        if role in ("aggregator", "gateway"):
             if "healthcheck" not in s:
                 bad.append(f"{name}: no healthcheck")
-            if not any(str(v).endswith(":/var/lib/apiary") for v in s.get("volumes", [])):
+            else:
+                port = str((cfg.get("http") or {}).get("port", ""))
+                test = " ".join(str(t) for t in s["healthcheck"].get("test", []))
+                if not re.search(rf"/dev/tcp/127\.0\.0\.1/{port}\b", test) and not re.search(r"/dev/tcp/127\.0\.0\.1/5556\b", test):
+                    bad.append(f"{name}: the healthcheck connects to no port the process serves")
+            state = [str(v).split(":")[0] for v in s.get("volumes", []) if str(v).split(":")[1:2] == ["/var/lib/apiary"]]
+            if not state:
                 bad.append(f"{name}: no volume at /var/lib/apiary")
+            state_vols += state
+        if role == "aggregator":
+            if kv != vol_of_dir.get(groups[0]["server_dir"]):
+                bad.append(f"{name}: its keys volume {kv} is not the aggregator's ({vol_of_dir.get(groups[0]['server_dir'])})")
+            m = shard_map(cfg)
+            if m:
+                try:
+                    i = int(env.get("SHARDS_INDEX", ""))
+                except ValueError:
+                    bad.append(f"{name}: runs a shard config without a SHARDS_INDEX")
+                    continue
+                if i in shard_idx:
+                    bad.append(f"{name}: SHARDS_INDEX {i} is also {shard_idx[i]}'s")
+                shard_idx[i] = name
+                for k, url in m[i].items() if 0 <= i < len(m) else []:
+                    host, _ = endpoint(url)
+                    if host not in names_of(name, s):
+                        bad.append(f"{name}: shard map entry {i} ({url}) names {host}, not this service")
+        if role == "gateway":
+            gid = env.get("UPSTREAM_CLIENT_ID") or (cfg.get("upstream") or {}).get("client", {}).get("id")
+            g = [g for g in groups if g.get("gateway") == gid]
+            if not g:
+                bad.append(f"{name}: gateway id {gid} gets no key from the key service (--gateway {gid} ...)")
+            else:
+                if kv != vol_of_dir.get(g[0]["peer_dir"]):
+                    bad.append(f"{name}: its keys volume {kv} is not the one keys-init fills for {gid}")
+                if env.get("UPSTREAM_SECURITY_SECRET_KEY_FILE") != f"/etc/apiary/keys/{gid}.secret":
+                    bad.append(f"{name}: UPSTREAM_SECURITY_SECRET_KEY_FILE is not /etc/apiary/keys/{gid}.secret")
+            for k in ("model", "snapshot", "update"):
+                url = env.get(f"UPSTREAM_ENDPOINTS_{k.upper()}") or cfg["upstream"]["endpoints"][k]
+                host, _ = endpoint(url)
+                if servers.get(host, ("",))[0] != "aggregator":
+                    bad.append(f"{name}: upstream {k} {url}: {host} is no aggregator or shard service")
         if role == "client":
             cid = env.get("CLIENT_ID", "")
             ids.append(cid)
             if not CLIENT_ID.match(cid):
                 bad.append(f"{name}: CLIENT_ID {cid!r} is not a valid client id")
-            if cid not in authorized:
-                bad.append(f"{name}: {cid} gets no key from the key service")
+            g = [g for g in groups if vol_of_dir.get(g["peer_dir"]) == kv and cid in g["ids"]]
+            if not g:
+                bad.append(f"{name}: {cid} gets no key from the key service in its keys volume {kv}")
+            else:
+                want_server = "aggregator" if g[0]["server"] == "aggregator" else "gateway"
+                pub = env.get("SECURITY_SERVER_PUBLIC_KEY_FILE") or cfg["security"]["server_public_key_file"]
+                if pub != f"/etc/apiary/keys/{g[0]['server']}.public":
+                    bad.append(f"{name}: server key {pub}, but {cid} is authorized at the {g[0]['server']}")
+                hosts = set()
+                for k in ("model", "snapshot", "update"):
+                    url = env.get(f"ENDPOINTS_{k.upper()}") or cfg["endpoints"][k]
+                    host, _ = endpoint(url)
+                    hosts.add(host)
+                    if servers.get(host, ("",))[0] != want_server:
+                        bad.append(f"{name}: {k} {url}: {host} is no {want_server} service")
+                if len(hosts) != 1:
+                    bad.append(f"{name}: endpoints on several hosts {sorted(hosts)}")
             if env.get("SECURITY_SECRET_KEY_FILE") != f"/etc/apiary/keys/{cid}.secret":
                 bad.append(f"{name}: SECURITY_SECRET_KEY_FILE is not /etc/apiary/keys/{cid}.secret")
             try:
@@ -480,6 +858,10 @@ def compose_consistency() -> None:
                 bad.append(f"{name}: DATA_PARTITION missing or not a number")
     if len(set(ids)) != len(ids) or len(set(parts)) != len(parts):
         bad.append(f"client ids {ids} or partitions {parts} repeat")
+    if len(set(state_vols)) != len(state_vols):
+        bad.append(f"state volumes shared between processes: {state_vols}")
+    if shard_idx and sorted(shard_idx) != list(range(len(shard_map(local_cfg["shard.yaml"])))):
+        bad.append(f"shard indexes {sorted(shard_idx)}: not one service per entry of the shard map")
     if not ids:
         bad.append("no client services")
     if bad:
@@ -686,7 +1068,7 @@ def systemd_security() -> None:
 def systemd_env() -> None:
     bad = []
     for u in sorted(SYSTEMD_UNITS.glob("*.service")):
-        role = "client" if "client" in u.name else "aggregator"
+        role = "client" if "client" in u.name else "gateway" if "gateway" in u.name else "aggregator"
         names = []
         for line in u.read_text().splitlines():
             m = re.match(r"^#?\s*Environment=([A-Z][A-Z0-9_]*)=", line) or re.match(r"^#\s+([A-Z][A-Z0-9_]*)=\S", line)
@@ -727,9 +1109,15 @@ def main() -> int:
     if not json_files:
         print("     (no JSON files in Deploy/)")
 
+    for note in NOTES:
+        print(f"note {note}")
     for p in files(DEPLOY / "config", ".yaml"):
-        role = p.stem
-        check(f"config keys documented in Configs/{role}.yaml: {rel(p)}", config_keys_documented, p, role)
+        role = CONFIG_ROLE.get(p.stem)
+        if role is None:
+            check(f"config role known: {rel(p)}", lambda: (_ for _ in ()).throw(Failure(f"no role for {p.name}: add it to CONFIG_ROLE")))
+            continue
+        check(f"config keys documented for the {role}: {rel(p)}", config_keys_documented, p, role)
+    check("Deploy/config/shard.yaml: a shard map on the ports the shards bind", shard_config_rules)
 
     for p in k8s_manifests():
         for v in K8S_VERSIONS:
@@ -740,13 +1128,14 @@ def main() -> int:
     for p, d in workloads():
         check(f"kubernetes pod security and resources: {d['kind']}/{d['metadata']['name']}", k8s_pod_security, p, d)
     check("kubernetes: selectors, ports, volumes, ConfigMaps and Secrets resolve", k8s_references)
-    check("kubernetes: one aggregator, a StatefulSet with replicas 1 and a state volume", k8s_aggregator_single)
-    check("kubernetes: client id = pod name, one key per client pod", k8s_clients_keys)
-    check("kubernetes: ConfigMap apiary-config = Deploy/config/*.yaml", k8s_configmap_matches)
+    check("kubernetes: shards: one StatefulSet, a replica and a volume per map entry, SHARDS_INDEX = pod index, PDB", k8s_shards)
+    check("kubernetes: client, device and gateway ids = pod names; every key file in its Secret", k8s_identities_keys)
+    check("kubernetes: endpoints and the shard map name Services and pods here", k8s_endpoints_resolve)
+    check("kubernetes: ConfigMap apiary-config = Deploy/config/*.yaml (shard map: pod names)", k8s_configmap_matches)
     check("kubernetes: container environment overrides documented keys", k8s_env)
 
     check("compose.yaml validates against the compose-spec schema", compose_schema)
-    check("compose.yaml: services hardened, client ids, keys and partitions agree", compose_consistency)
+    check("compose.yaml: hardened; shards, gateway, clients and devices: keys, ids, partitions, endpoints agree", compose_consistency)
 
     check("Dockerfile passes hadolint", hadolint)
     check("Dockerfile: stages, non-root user, entrypoint, ports, context files", dockerfile_rules)
