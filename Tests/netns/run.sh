@@ -24,7 +24,7 @@
 # keeps merging its devices' updates (its /status version grows) and the aggregator merges
 # nothing from it; after the cut, gateway-1's updates are merged by the aggregator again.
 #
-# NETNS_MODE=relay runs the same network without gateways (the proxies relay the devices'
+# NETNS_MODE=direct runs the same network without gateways (the proxies carry the devices'
 # connections to the aggregator), for a binary without `apiary gateway`.
 #
 # Everything it makes (namespaces with their veths, processes, the temporary directory) is
@@ -41,11 +41,11 @@ loss_pct="${NETNS_LOSS_PERCENT:-5}"       # packets dropped on arrival at each v
 partition_s="${NETNS_PARTITION_S:-15}"    # how long gw1's uplink is cut
 target="${NETNS_TARGET:-0.90}"            # test accuracy to reach (the demo's target)
 budget_s="${NETNS_BUDGET_S:-150}"         # the whole run, setup to cleanup
-mode="${NETNS_MODE:-gateway}"             # gateway | relay
+mode="${NETNS_MODE:-gateway}"             # gateway | direct
 clients_per_dev=5
 
 [[ "$(id -u)" == 0 ]] || { echo "netns: FAIL needs root (network namespaces, nftables)" >&2; exit 1; }
-[[ "$mode" == gateway || "$mode" == relay ]] || { echo "netns: FAIL NETNS_MODE=$mode (gateway or relay)" >&2; exit 1; }
+[[ "$mode" == gateway || "$mode" == direct ]] || { echo "netns: FAIL NETNS_MODE=$mode (gateway or direct)" >&2; exit 1; }
 src_bin="${APIARY:-$root/.build/debug/apiary}"
 [[ -x "$src_bin" ]] || { echo "netns: FAIL $src_bin not found (swift build --product apiary)" >&2; exit 1; }
 
@@ -123,7 +123,7 @@ bin="$work/apiary"
 # (An unknown subcommand with --help prints the top-level help with status 0: look at the usage.)
 gateway_usage="$("$bin" gateway --help 2>&1 || true)"
 if [[ "$mode" == gateway && "$gateway_usage" != *"USAGE: apiary gateway"* ]]; then
-    echo "netns: FAIL $src_bin has no 'gateway' subcommand (NETNS_MODE=relay runs without gateways)" >&2
+    echo "netns: FAIL $src_bin has no 'gateway' subcommand (NETNS_MODE=direct runs without gateways)" >&2
     exit 1
 fi
 
@@ -263,8 +263,8 @@ wait_for 20 healthy agg || fail "the aggregator's status server did not come up"
 
 # ---------------------------------------------------------------------------------------------
 # 3. The delaying proxies, one in each gateway's namespace. Gateway mode: the gateway's
-# upstream endpoints are 127.0.0.1:5556-5558 of its namespace, relayed to the aggregator.
-# Relay mode: the proxy listens where the gateway would, for the devices.
+# upstream endpoints are 127.0.0.1:5556-5558 of its namespace, forwarded to the aggregator.
+# Direct mode: the proxy listens where the gateway would, for the devices.
 declare -a proxy_listen=()
 for g in 1 2; do
     if [[ "$mode" == gateway ]]; then listen=127.0.0.1; else listen="${gw_addr[$g]}"; fi
@@ -348,7 +348,7 @@ done
 t0="$(now_s)"
 echo "netns: $mode mode: aggregator, $([[ $mode == gateway ]] && echo "2 gateways, ")$((2 * clients_per_dev)) clients started"
 
-# What the aggregator has merged from behind gateway g: gateway-g's updates, or in relay mode
+# What the aggregator has merged from behind gateway g: gateway-g's updates, or in direct mode
 # those of the clients in dev<g>.
 if [[ "$mode" == gateway ]]; then
     from_field=([1]='clients.list[id=gateway-1].merged' [2]='clients.list[id=gateway-2].merged')
@@ -384,7 +384,6 @@ check_target
 # 7. The partition: drop everything on gw1's uplink, both ways, for partition_s seconds.
 gw1_field=version
 agg_before="$(status agg version)"
-[[ "$mode" == gateway ]] && gw1_before="$(status gw1 "$gw1_field")"
 in_ns gw1 nft -f - <<'EOF'
 table inet apns_cut {
     chain input { type filter hook input priority -10; policy accept; iifname "wan" drop; }
@@ -396,6 +395,7 @@ echo "netns: gw1's uplink cut for ${partition_s} s"
 # Anything already in flight lands within 2 s; from then on nothing from gw1 may be merged.
 sleep 2
 from1_cut="$(merged_from 1)"
+[[ "$mode" == gateway ]] && gw1_before="$(status gw1 "$gw1_field")"
 # left_of SECONDS: how much of the partition is left once SECONDS more are taken off (false
 # when nothing is).
 left_of() { awk -v p="$partition_s" -v e="$(since "$t_cut")" -v m="$1" 'BEGIN { l = p - e - m; printf "%.2f", l; exit !(l > 0) }'; }
@@ -474,7 +474,7 @@ echo "  added delay      ${delay_ms} ms each way on both uplinks: round trip ${r
 echo "  packet loss      ${loss_pct}% on arrival at every veth; ping gw1 -> aggregator lost ${ping_loss}%; ${drops} of ${packets} packets dropped in all"
 echo "  partition        gw1's uplink cut for ${cut_s} s; updates from behind gw1 merged again ${t_reconnect} s after the restore"
 if [[ "$mode" == gateway ]]; then
-    echo "  gw1 version      ${gw1_before} at the cut -> ${gw1_end} at the restore (merging on alone) -> ${gw1_final} at the end"
+    echo "  gw1 version      ${gw1_before} 2 s into the cut -> ${gw1_end} at the restore (merging on its own) -> ${gw1_final} at the end"
     echo "  gw2 version      ${gw2_final} at the end"
 fi
 echo "  aggregator       version ${agg_before} at the cut -> ${agg_end} at the restore -> ${agg_final} at the end;" \
