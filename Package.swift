@@ -75,10 +75,19 @@ let package = Package(
             ],
             swiftSettings: strict
         ),
+        .target(
+            name: "ApiaryGateway",
+            dependencies: [
+                "ApiaryAggregator", "ApiaryClient", "ApiaryCore",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
+            swiftSettings: strict
+        ),
         .executableTarget(
             name: "apiary",
             dependencies: [
-                "ApiaryAggregator", "ApiaryClient", "ApiaryLearning", "ApiaryCore", "ApiaryProtocol", "ApiaryObservability", "ZeroMQ",
+                "ApiaryAggregator", "ApiaryClient", "ApiaryGateway", "ApiaryLearning", "ApiaryCore", "ApiaryProtocol", "ApiaryObservability", "ZeroMQ",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Configuration", package: "swift-configuration"),
@@ -101,7 +110,7 @@ let package = Package(
         .testTarget(
             name: "ApiaryIntegrationTests",
             dependencies: [
-                "ApiaryAggregator", "ApiaryClient", "ApiaryLearning", "ApiaryCore", "ApiaryProtocol", "ZeroMQ",
+                "ApiaryAggregator", "ApiaryClient", "ApiaryGateway", "ApiaryLearning", "ApiaryCore", "ApiaryProtocol", "ZeroMQ",
                 .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: strict

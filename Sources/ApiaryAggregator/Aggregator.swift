@@ -32,6 +32,24 @@ public final class Aggregator: Service, Sendable {
     private let logger: Logger
     private let shared = Mutex(Shared())
     private let stopRequested = Atomic<Bool>(false)
+    /// Relay-mode requests for the aggregator thread, and the doorbell that wakes it.
+    private let commands = Mutex<[RelayCommand]>([])
+    let commandDoorbell = Wakeup()
+
+    enum RelayCommand: Sendable {
+        case rebase([Float], CheckedContinuation<UInt64?, Never>)
+        case takeProgress(CheckedContinuation<Progress?, Never>)
+    }
+
+    /// A gateway's local progress: the model to push upstream and what is behind it.
+    public struct Progress: Sendable {
+        public var parameters: [Float]
+        /// The local version it was taken at.
+        public var version: UInt64
+        /// Local merges, and their training examples, since the progress was last taken.
+        public var merges: UInt64
+        public var samples: UInt64
+    }
 
     private struct Shared: Sendable {
         var stats = AggregatorStats()
@@ -128,6 +146,48 @@ public final class Aggregator: Service, Sendable {
         stop()
     }
 
+    // MARK: Relay mode (gateways)
+
+    /// Relay mode: moves the model onto a newer upstream model, keeping the local progress
+    /// made since the last one (`x = g + (x - previous g)`), as a new local version that is
+    /// broadcast to the devices. Returns that version; nil when the aggregator is not
+    /// running in relay mode or `parameters` does not fit or is not finite.
+    public func rebase(onto parameters: [Float]) async -> UInt64? {
+        guard config.relay else { return nil }
+        return await withCheckedContinuation { c in submit(.rebase(parameters, c)) }
+    }
+
+    /// Relay mode: the current model as progress to push upstream; the merge counters
+    /// restart from zero. Nil when the aggregator is not running in relay mode.
+    public func takeProgress() async -> Progress? {
+        guard config.relay else { return nil }
+        return await withCheckedContinuation { c in submit(.takeProgress(c)) }
+    }
+
+    private func submit(_ c: RelayCommand) {
+        let accepted = shared.withLock { s -> Bool in
+            guard !s.finished, s.startError == nil else { return false }
+            commands.withLock { $0.append(c) }
+            return true
+        }
+        if accepted { commandDoorbell.ring() } else { Aggregator.refuse(c) }
+    }
+
+    /// Called by the aggregator thread.
+    func takeCommands() -> [RelayCommand] {
+        commands.withLock { q in
+            defer { q = [] }
+            return q
+        }
+    }
+
+    static func refuse(_ c: RelayCommand) {
+        switch c {
+        case .rebase(_, let k): k.resume(returning: nil)
+        case .takeProgress(let k): k.resume(returning: nil)
+        }
+    }
+
     // MARK: The aggregator thread
 
     private func threadMain(ready: DispatchSemaphore) {
@@ -135,6 +195,8 @@ public final class Aggregator: Service, Sendable {
         // The loop, its sockets and its context are gone by now: the ports are free again
         // when `stop()` returns, so a new aggregator can bind them at once.
         shared.withLock { $0.finished = true }
+        // Nobody will answer requests made while stopping.
+        for c in takeCommands() { Aggregator.refuse(c) }
     }
 
     private func serve(ready: DispatchSemaphore) {

@@ -59,6 +59,9 @@ public struct AggregatorConfig: Sendable {
     /// Parameter shards: this aggregator owns one contiguous range of the flat parameter
     /// vector; nil: the whole model.
     public var shard: ShardConfig? = nil
+    /// Relay mode, for a gateway: the model can be rebased onto a newer upstream model
+    /// (`Aggregator.rebase(onto:)`) and its local progress taken (`Aggregator.takeProgress()`).
+    public var relay: Bool = false
     /// Where the aggregator's metrics go (see `AggregatorMetricName`); nil: the process-wide
     /// `MetricsSystem.factory`. Tests pass their own to read metrics without a global bootstrap.
     public var metricsFactory: (any MetricsFactory)? = nil
@@ -124,6 +127,8 @@ public struct AggregatorConfig: Sendable {
         if checkpointKeep < 1 { return "checkpoint.keep must be at least 1" }
         if checkpointEveryVersions < 1 { return "checkpoint.every_versions must be at least 1" }
         if let n = maxUpdateNorm, !(n.isFinite && n > 0) { return "limits.max_update_norm must be a positive number" }
+        if relay && shard != nil { return "a gateway (relay) aggregator cannot be a parameter shard" }
+        if relay && sync != nil { return "a gateway (relay) aggregator merges with fedasync, not fedavg rounds" }
         if dedupWindow < 1 || dedupWindow > DedupTable<Int>.maxWindow { return "dedup_window must be in 1...\(DedupTable<Int>.maxWindow)" }
         return nil
     }

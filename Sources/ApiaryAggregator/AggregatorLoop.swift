@@ -36,6 +36,8 @@ final class AggregatorLoop {
     private var lastSubmit = ContinuousClock.now
     private var held: [(receipt: Receipt, row: LedgerRow)] = []
     private let zap: ZAPHandler?
+    private var commandIndex = 0
+    private var writerIndex = 0
 
     init(aggregator: Aggregator, config: AggregatorConfig, layout: ParameterLayout, range: Range<Int>, shardMap: [ShardEntry]?,
          initial: [Float], initialVersion: UInt64, runID: UInt64, logger: Logger) throws {
@@ -79,6 +81,10 @@ final class AggregatorLoop {
         } else {
             engine = MergeEngine(layout: layout, range: range, parameters: initial, version: initialVersion, runID: runID,
                                  rule: config.rule, dedupWindow: config.dedupWindow)
+        }
+        if config.relay && resumed == nil {
+            // A fresh gateway measures its devices' progress from its starting model.
+            engine.anchor = initial
         }
         engine.maxUpdateNorm = config.maxUpdateNorm
         engine.normPolicy = config.normPolicy
@@ -152,7 +158,8 @@ final class AggregatorLoop {
         }
         poller.add(router)
         poller.add(pull)
-        if let writer { poller.add(fileDescriptor: writer.doorbell.fileDescriptor) }
+        commandIndex = poller.add(fileDescriptor: aggregator.commandDoorbell.fileDescriptor)
+        if let writer { writerIndex = poller.add(fileDescriptor: writer.doorbell.fileDescriptor) }
         metrics.sync(engine.stats)
         aggregator.publish(stats: engine.stats, latest: engine.publishable())
     }
@@ -221,8 +228,12 @@ final class AggregatorLoop {
                 try poller.poll(timeoutMilliseconds: timeout)
                 if poller.isReadable(0) { try serveSnapshots() }
                 if poller.isReadable(1) { try ingestUpdates() } else { try closeRoundIfReady() }
+                if poller.isReadable(commandIndex) {
+                    aggregator.commandDoorbell.drain()
+                    runCommands()
+                }
                 if writer != nil {
-                    if poller.isReadable(2) { writer!.doorbell.drain() }
+                    if poller.isReadable(writerIndex) { writer!.doorbell.drain() }
                     collectCheckpointResults()
                     startCheckpointIfDue()
                 }
@@ -235,6 +246,28 @@ final class AggregatorLoop {
                 logger.error("aggregator loop error: \(error)")
             }
         }
+    }
+
+    // MARK: Relay mode (gateways)
+
+    private func runCommands() {
+        let commands = aggregator.takeCommands()
+        guard !commands.isEmpty else { return }
+        for c in commands {
+            switch c {
+            case .rebase(let g, let k):
+                if engine.rebase(onto: g) {
+                    dirty = true
+                    k.resume(returning: engine.version)
+                } else {
+                    logger.warning("upstream model refused: it does not fit the layout or is not finite")
+                    k.resume(returning: nil)
+                }
+            case .takeProgress(let k):
+                k.resume(returning: engine.takeProgress())
+            }
+        }
+        aggregator.publish(stats: engine.stats, latest: nil)
     }
 
     // MARK: Group commit

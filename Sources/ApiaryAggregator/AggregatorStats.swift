@@ -20,6 +20,12 @@ public struct AggregatorStats: Sendable, Hashable {
     /// Newest version on disk (with checkpoints).
     public var durableVersion: UInt64 = 0
     public var lastCheckpointAt: Date?
+    /// Relay mode (a gateway): merges since the local progress was last taken upstream, and
+    /// the training examples behind them.
+    public var unsentMerges: UInt64 = 0
+    public var unsentSamples: UInt64 = 0
+    /// Relay mode: times the model was rebased onto a newer upstream model.
+    public var rebases: UInt64 = 0
 
     public init() {}
 

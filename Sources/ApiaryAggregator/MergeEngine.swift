@@ -171,6 +171,8 @@ final class MergeEngine {
         version += 1
         stats.version = version
         stats.merged += 1
+        stats.unsentMerges += 1
+        stats.unsentSamples &+= h.sampleCount
         stats.stalenessSum += s
         stats.maxStaleness = max(stats.maxStaleness, s)
         let receipt = Receipt(clientID: h.clientID, runID: runID, seq: h.seq, baseVersion: h.baseVersion,
@@ -186,6 +188,42 @@ final class MergeEngine {
                         staleness: staleness, mixingWeight: 0, decision: .rejected, reason: reason, message: detail)
         if record { dedup.record(client: h.clientID, seq: h.seq, outcome: r.outcome) }
         return Outcome(receipt: r, reason: reason, detail: detail, sampleCount: h.sampleCount)
+    }
+
+    // MARK: Relay mode (gateways)
+
+    /// The upstream model the local progress is measured from: `parameters - anchor` is what
+    /// the devices contributed since. Nil after a resume: the first rebase then keeps the
+    /// resumed model (its merges were acknowledged) and takes the upstream model as anchor.
+    var anchor: [Float]?
+
+    /// Moves the model onto a newer upstream model `g`, keeping the local progress:
+    /// `x = g + (x - anchor)`, then `anchor = g`; a new version. Returns false (and changes
+    /// nothing) when `g` does not fit or is not finite. Where keeping the progress would not
+    /// be finite, that parameter takes `g`'s value.
+    func rebase(onto g: [Float]) -> Bool {
+        guard g.count == range.count, g.allSatisfy(\.isFinite) else { return false }
+        if let anchor {
+            for i in 0..<g.count {
+                let v = g[i] + (parameters[i] - anchor[i])
+                parameters[i] = v.isFinite ? v : g[i]
+            }
+        }
+        anchor = g
+        version += 1
+        stats.version = version
+        stats.rebases += 1
+        return true
+    }
+
+    /// The model as local progress to push upstream; it becomes the new anchor's offset
+    /// base, so the same progress is not counted again by the next rebase.
+    func takeProgress() -> Aggregator.Progress {
+        let p = Aggregator.Progress(parameters: Array(parameters), version: version, merges: stats.unsentMerges, samples: stats.unsentSamples)
+        if anchor != nil { anchor = p.parameters }
+        stats.unsentMerges = 0
+        stats.unsentSamples = 0
+        return p
     }
 
     /// An immutable copy of the current model.

@@ -95,6 +95,10 @@ public final class ClientRuntime: Service, Sendable {
             guard !Task.isCancelled, !stopRequested.load(ordering: .acquiring) else { break }
             round += 1
             let result = try await trainer.train(model: model, config: training, round: round)
+            if result.isNothing {
+                lastBase = (model.runID, model.version)
+                continue
+            }
             guard result.parameters.count == model.layout.parameterCount else {
                 throw ClientError.layoutMismatch(server: "\(model.layout.parameterCount) parameters", trainer: "\(result.parameters.count) parameters")
             }

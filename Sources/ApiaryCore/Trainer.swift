@@ -35,6 +35,12 @@ public struct TrainingResult: Sendable {
         self.sampleCount = sampleCount
         self.loss = loss
     }
+
+    /// No update this time: the client pushes nothing and trains again on the next model
+    /// (a gateway with no local progress returns this when a newer upstream model came).
+    public static let nothing = TrainingResult(parameters: [], sampleCount: 0)
+
+    public var isNothing: Bool { parameters.isEmpty && sampleCount == 0 }
 }
 
 /// What a learner implements to take part in federated training. The client runtime calls

@@ -3,6 +3,7 @@ import ApiaryCore
 import ApiaryLearning
 import ApiaryObservability
 import ArgumentParser
+import Configuration
 import Foundation
 import Logging
 import ServiceLifecycle
@@ -35,14 +36,27 @@ struct AggregatorCommand: AsyncParsableCommand {
         let exporter = http.map { _ in PrometheusExporter.bootstrapSystem() }
         let aggregator = try Aggregator(config: aggConfig, layout: DigitsModel.layout,
                                         initialParameters: DigitsModel.initialParameters, logger: logger)
-        var services: [any Service] = [aggregator]
+        let services = [aggregator] + (try AggregatorCommand.observers(of: aggregator, reader: reader, http: http, exporter: exporter, logger: logger))
+        let group = ServiceGroup(configuration: .init(
+            services: services.map { .init(service: $0, successTerminationBehavior: .gracefullyShutdownGroup) },
+            gracefulShutdownSignals: [.sigterm, .sigint],
+            logger: logger
+        ))
+        try await group.run()
+    }
+
+    /// The services that watch an aggregator: the evaluator on the bundled test set (not on
+    /// a parameter shard: it holds a slice), the status server, the progress log.
+    static func observers(of aggregator: Aggregator, reader: ConfigReader, http: StatusServerConfig?, exporter: PrometheusExporter?,
+                          logger: Logger) throws -> [any Service] {
+        var services: [any Service] = []
         // Server-side evaluation on the bundled digits test set, in its own task.
         let evaluation = try Settings.evaluation(reader)
         var evaluator: ModelEvaluator?
-        if evaluation.enabled && aggConfig.shard != nil {
+        if evaluation.enabled && aggregator.config.shard != nil {
             logger.notice("evaluation is off: a parameter shard holds a slice of the model, not the whole of it")
         }
-        if evaluation.enabled && aggConfig.shard == nil {
+        if evaluation.enabled && aggregator.config.shard == nil {
             let testSet = try DigitsModel.workload().testSet
             evaluator = ModelEvaluator(aggregator: aggregator, everyVersions: evaluation.everyVersions, interval: evaluation.interval,
                                        historyCapacity: evaluation.history, logger: logger) { model in
@@ -61,12 +75,7 @@ struct AggregatorCommand: AsyncParsableCommand {
         if interval > .zero {
             services.append(ProgressReporter(aggregator: aggregator, evaluator: evaluator, interval: interval, logger: logger))
         }
-        let group = ServiceGroup(configuration: .init(
-            services: services.map { .init(service: $0, successTerminationBehavior: .gracefullyShutdownGroup) },
-            gracefulShutdownSignals: [.sigterm, .sigint],
-            logger: logger
-        ))
-        try await group.run()
+        return services
     }
 }
 

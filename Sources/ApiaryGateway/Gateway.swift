@@ -1,0 +1,143 @@
+import ApiaryAggregator
+import ApiaryClient
+import ApiaryCore
+import Logging
+import ServiceLifecycle
+import Synchronization
+import ZeroMQ
+
+/// How a gateway serves its devices and reaches the tier above.
+public struct GatewayConfig: Sendable {
+    /// The aggregator the devices connect to (relay mode is switched on by the gateway).
+    public var downstream: AggregatorConfig
+    /// The gateway as one client of the tier above (an aggregator, a shard, or a gateway).
+    public var upstream: ClientConfig
+    /// Push the local progress upward after this many local merges...
+    public var pushEveryMerges: UInt64
+    /// ...or once this long passed with at least one local merge.
+    public var pushInterval: Duration
+
+    public init(downstream: AggregatorConfig, upstream: ClientConfig, pushEveryMerges: UInt64 = 20, pushInterval: Duration = .seconds(2)) {
+        self.downstream = downstream
+        self.upstream = upstream
+        self.pushEveryMerges = pushEveryMerges
+        self.pushInterval = pushInterval
+    }
+}
+
+/// An IoT gateway (hierarchical FL): an aggregator for the devices behind it and a single
+/// client to the tier above.
+///
+/// - Downward: every newer upstream model is relayed to the devices as a new local version:
+///   the local model is rebased onto it, keeping the progress the devices made since the
+///   previous one (`x = g_new + (x - g_old)`), then broadcast and served to snapshot requests.
+/// - Locally: device updates are merged on arrival with FedAsync, against local versions.
+/// - Upward: every `pushEveryMerges` local merges, or after `pushInterval` with at least one,
+///   the local model is pushed as an update tagged with the upstream version it was rebased
+///   on, so the tier above weighs it by its true staleness. Receipts, resends and dedup are
+///   those of any client.
+/// - When the uplink drops, devices keep training and the gateway keeps merging; pushes wait
+///   (bounded by `max_pending_updates`) and are resent, and the next upstream model is
+///   rebased onto when the link returns.
+public final class Gateway: Service, Sendable {
+    public let aggregator: Aggregator
+    public let uplink: ClientRuntime
+    private let stopping = StopFlag()
+    private let logger: Logger
+
+    public init(config: GatewayConfig, layout: ParameterLayout, initialParameters: [Float], logger: Logger) throws {
+        var down = config.downstream
+        down.relay = true
+        guard config.pushEveryMerges >= 1 else { throw AggregatorError.invalidConfig("gateway.push_every_merges must be at least 1") }
+        aggregator = try Aggregator(config: down, layout: layout, initialParameters: initialParameters, logger: logger)
+        let view = UplinkView()
+        let flag = stopping
+        let trainer = RelayTrainer(layout: layout, aggregator: aggregator, uplink: view, everyMerges: config.pushEveryMerges,
+                                   interval: config.pushInterval, isStopping: { flag.value.load(ordering: .acquiring) })
+        let runtime = try ClientRuntime(config: config.upstream, trainer: trainer, logger: logger)
+        uplink = runtime
+        self.logger = logger
+        view.runtime.withLock { $0 = runtime }
+    }
+
+    /// Starts the downstream aggregator (returns its endpoints); `run()` does this itself.
+    @discardableResult
+    public func startDownstream() throws -> Aggregator.Endpoints { try aggregator.start() }
+
+    /// Serves the devices and follows the tier above until cancelled, `stop()`, or a
+    /// graceful shutdown (SIGTERM); throws when the upstream model does not fit.
+    public func run() async throws {
+        if aggregator.endpoints == nil { try aggregator.start() }
+        defer { aggregator.stop() }
+        try await withGracefulShutdownHandler {
+            try await uplink.run()
+        } onGracefulShutdown: {
+            self.stop()
+        }
+    }
+
+    /// Stops pushing and following upstream; `run()` then stops the downstream aggregator.
+    public func stop() {
+        stopping.value.store(true, ordering: .releasing)
+        uplink.stop()
+    }
+}
+
+final class StopFlag: Sendable {
+    let value = Atomic<Bool>(false)
+}
+
+/// The uplink runtime, known to its trainer once both exist.
+final class UplinkView: Sendable {
+    let runtime = Mutex<ClientRuntime?>(nil)
+
+    var modelKey: (runID: UInt64, version: UInt64)? {
+        runtime.withLock { $0 }?.currentModel.map { ($0.runID, $0.version) }
+    }
+}
+
+/// The gateway's "training": rebase onto the upstream model, let the devices make progress,
+/// hand the progress over as the update.
+final class RelayTrainer: Trainer, Sendable {
+    let layout: ParameterLayout
+    let aggregator: Aggregator
+    let uplink: UplinkView
+    let everyMerges: UInt64
+    let interval: Duration
+    let isStopping: @Sendable () -> Bool
+    private let rebased = Mutex<(runID: UInt64, version: UInt64)?>(nil)
+    private let lastPush = Mutex<ContinuousClock.Instant>(.now)
+
+    init(layout: ParameterLayout, aggregator: Aggregator, uplink: UplinkView, everyMerges: UInt64, interval: Duration,
+         isStopping: @escaping @Sendable () -> Bool) {
+        self.layout = layout
+        self.aggregator = aggregator
+        self.uplink = uplink
+        self.everyMerges = everyMerges
+        self.interval = interval
+        self.isStopping = isStopping
+    }
+
+    func train(model: ModelSnapshot, config: TrainingConfig, round: Int) async throws -> TrainingResult {
+        let key = (runID: model.runID, version: model.version)
+        if rebased.withLock({ $0.map { $0 != key } ?? true }) {
+            guard await aggregator.rebase(onto: model.parameters) != nil else { return .nothing }
+            rebased.withLock { $0 = key }
+        }
+        while !isStopping() && !Task.isCancelled {
+            let s = aggregator.stats
+            let since = ContinuousClock.now - lastPush.withLock { $0 }
+            if s.unsentMerges >= everyMerges || (s.unsentMerges >= 1 && since >= interval) {
+                guard let p = await aggregator.takeProgress() else { return .nothing }
+                lastPush.withLock { $0 = .now }
+                return TrainingResult(parameters: p.parameters, sampleCount: Int(clamping: p.samples))
+            }
+            if s.unsentMerges == 0, let newest = uplink.modelKey, newest != key {
+                // Nothing to push yet and a newer upstream model: relay it first.
+                return .nothing
+            }
+            try? await Task.sleep(for: .milliseconds(20))
+        }
+        return .nothing
+    }
+}

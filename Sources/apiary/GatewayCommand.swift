@@ -1,0 +1,83 @@
+import ApiaryAggregator
+import ApiaryClient
+import ApiaryGateway
+import ApiaryObservability
+import ArgumentParser
+import Foundation
+import Logging
+import ServiceLifecycle
+
+struct GatewayCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "gateway",
+        abstract: "Run an IoT gateway: an aggregator for the devices behind it and one client of the tier above.",
+        discussion: """
+        The root keys of the config are those of an aggregator (Configs/aggregator.yaml): where the devices connect, \
+        the gateway's own keys, the merge rule, checkpoints. upstream.* says how the gateway reaches the tier above \
+        (upstream.endpoints.*, upstream.client.id, upstream.security.*), gateway.* when it pushes its progress \
+        (see Configs/gateway.yaml). Stops on SIGTERM or SIGINT; environment variables override keys \
+        (upstream.client.id -> UPSTREAM_CLIENT_ID).
+        """
+    )
+
+    @Option(name: .long, help: "YAML config file (see Configs/gateway.yaml).")
+    var config: String?
+
+    @Option(name: .long, help: "Log level; overrides log.level.")
+    var logLevel: String?
+
+    @Flag(name: .long, help: "Run both sides without CURVE encryption and authentication.")
+    var insecure = false
+
+    func run() async throws {
+        let reader = try await Settings.reader(file: config)
+        let level = try Settings.logLevel(reader, override: logLevel)
+        let logger = LogSetup.bootstrap(level: level)
+        var down = try Settings.aggregator(reader)
+        guard down.shard == nil else { throw SettingsError("a gateway is not a parameter shard: leave shards.* out (it can connect to shards upstream)") }
+        guard down.sync == nil else { throw SettingsError("a gateway merges with fedasync: algorithm fedavg is not supported") }
+        down.curve = try Settings.serverCurve(reader, insecureFlag: insecure)
+        let upReader = reader.scoped(to: "upstream")
+        var up = try Settings.client(upReader)
+        up.curve = try Settings.clientCurve(upReader, insecureFlag: insecure)
+        if up.curve == nil {
+            logger.warning("INSECURE: CURVE is off on the uplink; progress travels unencrypted and unauthenticated")
+        }
+        let every = reader.int(forKey: "gateway.push_every_merges", default: 20)
+        guard every >= 1 else { throw SettingsError("gateway.push_every_merges must be at least 1") }
+        let interval = Settings.duration(reader, "gateway.push_interval_s", seconds: 2)
+        guard interval > .zero else { throw SettingsError("gateway.push_interval_s must be positive") }
+
+        let http = try Settings.statusServer(reader)
+        let exporter = http.map { _ in PrometheusExporter.bootstrapSystem() }
+        let gateway = try Gateway(config: GatewayConfig(downstream: down, upstream: up, pushEveryMerges: UInt64(every), pushInterval: interval),
+                                  layout: DigitsModel.layout, initialParameters: DigitsModel.initialParameters, logger: logger)
+        try gateway.startDownstream()
+        logger.info("gateway started", metadata: [
+            "upstream": "\(up.snapshotEndpoint)", "id": "\(up.clientID)", "push_every_merges": "\(every)", "push_interval_s": "\(interval)",
+        ])
+        var services: [any Service] = [gateway]
+        services += try AggregatorCommand.observers(of: gateway.aggregator, reader: reader, http: http, exporter: exporter, logger: logger)
+        let progress = Settings.duration(reader, "progress.interval_s", seconds: 5)
+        if progress > .zero {
+            services.append(ClosureService { [gateway, logger] in
+                while !Task.isCancelled && !Task.isShuttingDownGracefully {
+                    try? await cancelWhenGracefulShutdown { try await Task.sleep(for: progress) }
+                    let u = gateway.uplink.stats
+                    let a = gateway.aggregator.stats
+                    logger.info("uplink", metadata: [
+                        "upstream_version": "\(u.modelVersion)", "pushed": "\(u.updatesSent)", "merged_upstream": "\(u.merged)",
+                        "rejected_upstream": "\(u.rejected)", "pending": "\(u.pending)", "resends": "\(u.resends)",
+                        "rebases": "\(a.rebases)", "unsent_merges": "\(a.unsentMerges)",
+                    ])
+                }
+            })
+        }
+        let group = ServiceGroup(configuration: .init(
+            services: services.map { .init(service: $0, successTerminationBehavior: .gracefullyShutdownGroup) },
+            gracefulShutdownSignals: [.sigterm, .sigint],
+            logger: logger
+        ))
+        try await group.run()
+    }
+}
