@@ -11,12 +11,19 @@ What is checked:
     schemas bundled with kubernetes-validate, for the oldest and newest version supported here;
     a broken fixture must fail the same check;
   - Kubernetes conventions: namespace, non-root pods, read-only root file system, dropped
-    capabilities, requests and limits, one aggregator replica, Services select pods and name
-    their ports, mounted ConfigMaps and Secrets exist, kustomization.yaml lists the manifests;
-  - the ConfigMap carries exactly Deploy/config/*.yaml; every config key in Deploy/ is a key
-    documented in Configs/*.yaml, and every environment variable given to an apiary process
-    overrides such a key (a typo would be ignored silently by the binary);
-  - compose.yaml validates against the compose-spec schema; client ids, keys and partitions agree;
+    capabilities, requests and limits, Services and PodDisruptionBudgets select pods and name
+    their ports, no load-balancing Service spreads ZeroMQ ports over several pods, mounted
+    configs, ConfigMaps and Secrets exist, kustomization.yaml lists the manifests;
+  - the shards: one StatefulSet, replicas = entries of the shard map, each entry the pod of
+    that ordinal through the headless Service, SHARDS_INDEX = pod index, a volume per pod, a
+    PodDisruptionBudget of one; client, device and gateway ids are pod names and every key
+    file a process reads is in its Secret; endpoints name Services or pods here;
+  - the ConfigMap carries exactly Deploy/config/*.yaml (but for the shard map's hosts); every
+    config key in Deploy/ is a key documented in Configs/*.yaml (shard and gateway keys from the
+    spec, with a note, while Configs/ lacks them), and every environment variable given to an
+    apiary process overrides such a key (a typo would be ignored silently by the binary);
+  - compose.yaml validates against the compose-spec schema; its key groups, key volumes,
+    client, device and gateway ids, partitions, shard indexes and endpoints agree;
   - the Dockerfile passes hadolint, runs as non-root, and every file it copies from the context
     exists and is not excluded by Deploy/Dockerfile.dockerignore;
   - shell scripts pass shellcheck;
