@@ -37,6 +37,7 @@ final class AggregatorLoop {
     private var held: [(receipt: Receipt, row: LedgerRow)] = []
     private let zap: ZAPHandler?
     private var commandIndex = 0
+    private var stateLock: StateDirectoryLock?
     private var writerIndex = 0
 
     init(aggregator: Aggregator, config: AggregatorConfig, layout: ParameterLayout, range: Range<Int>, shardMap: [ShardEntry]?,
@@ -50,6 +51,9 @@ final class AggregatorLoop {
         var resumed: CheckpointState?
         if let dir = config.checkpointDirectory {
             let url = URL(fileURLWithPath: dir)
+            // One aggregator per state directory: two (say, shards given the same config)
+            // would resume and prune each other's checkpoints.
+            stateLock = try StateDirectoryLock(directory: url)
             if let found = Checkpoint.latestValid(in: url) {
                 for (bad, error) in found.skipped {
                     logger.error("skipping corrupt checkpoint", metadata: ["file": "\(bad.path)", "error": "\(error)"])
@@ -185,6 +189,7 @@ final class AggregatorLoop {
         pub.close()
         router.close()
         zap?.stop()
+        stateLock?.release()
     }
 
     /// Without a ZAP handler libzmq admits any CURVE key: prove that an unknown key is
@@ -513,4 +518,31 @@ struct RateLimitedLog {
         defer { count[reason] = 0 }
         return count[reason, default: 0]
     }
+}
+
+/// An exclusive `flock` on `aggregator.lock` in a state directory, held while the aggregator
+/// runs (the kernel releases it when the process dies, so a crash never leaves it behind).
+final class StateDirectoryLock {
+    private var fd: Int32
+
+    init(directory: URL) throws {
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        let path = directory.appendingPathComponent("aggregator.lock").path
+        fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0o644)
+        guard fd >= 0 else { throw AggregatorError.startFailed("cannot open \(path): \(String(cString: strerror(errno)))") }
+        guard flock(fd, LOCK_EX | LOCK_NB) == 0 else {
+            close(fd)
+            fd = -1
+            throw AggregatorError.startFailed("checkpoint directory \(directory.path) is in use by another aggregator (\(path) is locked); give each aggregator or shard its own")
+        }
+    }
+
+    func release() {
+        guard fd >= 0 else { return }
+        flock(fd, LOCK_UN)
+        close(fd)
+        fd = -1
+    }
+
+    deinit { release() }
 }

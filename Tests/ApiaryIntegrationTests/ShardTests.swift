@@ -117,6 +117,27 @@ struct ShardTests {
         }
     }
 
+    @Test("two shards given the same checkpoint directory: the second refuses to start; the directory is free again after a stop")
+    func stateDirectoryLock() async throws {
+        let shards = try ShardSet(count: 2)
+        defer { shards.remove() }
+        let initial = [Float](repeating: 0, count: testLayout.parameterCount)
+        let dir = shards.dir.appendingPathComponent("state").path
+        var c0 = shards.config(0, rule: rule)
+        c0.checkpointDirectory = dir
+        var c1 = shards.config(1, rule: rule)
+        c1.checkpointDirectory = dir
+        let first = try Aggregator(config: c0, layout: testLayout, initialParameters: initial, logger: quietLogger())
+        try first.start()
+        let second = try Aggregator(config: c1, layout: testLayout, initialParameters: initial, logger: quietLogger())
+        #expect { try second.start() } throws: { "\($0)".contains("in use by another aggregator") }
+        first.stop()
+        let again = try Aggregator(config: c0, layout: testLayout, initialParameters: initial, logger: quietLogger())
+        try again.start()
+        #expect(again.stats.version == 0)
+        again.stop()
+    }
+
     @Test("a client that knows one shard joins all three, trains on the assembled model and pushes each slice to its shard")
     func clientsAcrossShards() async throws {
         let shards = try ShardSet(count: 3)
