@@ -146,7 +146,9 @@ public final class AggregatorMonitor: Service, Sendable {
                           endpoints: endpoints, checkpointDirectory: config.checkpointDirectory, ledgerPath: config.ledgerPath,
                           curve: config.curve != nil,
                           publishIntervalSeconds: Double(publish.seconds) + Double(publish.attoseconds) / 1e18,
-                          parameters: aggregator.layout.parameterCount),
+                          parameters: aggregator.layout.parameterCount,
+                          shard: config.shard.map { .init(index: $0.index, count: $0.map.count, start: aggregator.range.lowerBound, end: aggregator.range.upperBound) },
+                          relay: config.relay ? .init(rebases: s.rebases, unsentMerges: s.unsentMerges) : nil),
             evaluation: .init(enabled: evaluator != nil, count: evaluations?.count ?? 0, latest: evaluations?.last)
         )
     }

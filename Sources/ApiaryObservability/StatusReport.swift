@@ -86,6 +86,22 @@ public struct StatusReport: Sendable, Codable, Hashable {
         public var curve: Bool
         public var publishIntervalSeconds: Double
         public var parameters: Int
+        /// This aggregator's place among parameter shards (nil: it holds the whole model).
+        public var shard: Shard? = nil
+        /// Relay mode (a gateway): rebases onto upstream models and unsent local merges.
+        public var relay: Relay? = nil
+    }
+
+    public struct Shard: Sendable, Codable, Hashable {
+        public var index: Int
+        public var count: Int
+        public var start: Int
+        public var end: Int
+    }
+
+    public struct Relay: Sendable, Codable, Hashable {
+        public var rebases: UInt64
+        public var unsentMerges: UInt64
     }
 
     /// The evaluator, when one is configured.
