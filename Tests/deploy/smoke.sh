@@ -14,11 +14,12 @@
 # with Deploy/config/shard.yaml (SHARDS_INDEX and the shard map from the environment), two
 # clients on shard 0, a gateway with Deploy/config/gateway.yaml in front of the shards and two
 # devices behind it. Checks /healthz of every shard and the gateway (the compose healthcheck's
-# command), that every shard merges the clients' and the gateway's slices and the gateway its
-# devices' updates, a rolling restart of one shard (SIGTERM, exit 0, a start with another
-# range refused, the restart resumes and merges again), the gateway merging while every shard
-# is down and pushing again once they are back, then SIGTERM with exit status 0 everywhere and
-# valid final checkpoints. Skipped, and said so, when the binary has no `gateway` command.
+# command); that a second shard on a shard's state directory refuses to start; that every shard
+# merges the clients' and the gateway's slices and the gateway its devices' updates; a rolling
+# restart of one shard (SIGTERM, exit 0, a start with another range refused, the restart
+# resumes and merges again); the gateway merging while every shard is down and pushing again
+# once they are back; then SIGTERM with exit status 0 everywhere and valid final checkpoints.
+# The gateway's checks are skipped, and said so, when the binary has no `gateway` command.
 #
 # Only the paths below /etc/apiary and /var/lib/apiary and the endpoints are redirected (to a
 # temporary directory and to free 127.0.0.1 ports), through the environment as well. Every
@@ -301,6 +302,21 @@ part2() {
         return
     fi
 
+    # A second process given shard 0's state directory (two pods on one volume, a copied
+    # compose service) refuses to start instead of writing checkpoints beside it.
+    local rc=0
+    timeout 20 env SHARDS_INDEX=0 SHARDS_MODEL="$map_model" SHARDS_SNAPSHOT="$map_snapshot" SHARDS_UPDATE="$map_update" \
+        ENDPOINTS_MODEL="tcp://127.0.0.1:$g_model" ENDPOINTS_SNAPSHOT="tcp://127.0.0.1:$g_snapshot" \
+        ENDPOINTS_UPDATE="tcp://127.0.0.1:$g_update" HTTP_PORT=0 \
+        SECURITY_SECRET_KEY_FILE="$k/aggregator/aggregator.secret" SECURITY_AUTHORIZED_KEYS="$k/aggregator/authorized_keys" \
+        CHECKPOINT_DIRECTORY="$work/shard-0/checkpoints" LEDGER_PATH="$work/shard-0-twin.sqlite" \
+        "$apiary" aggregator --config "$root/Deploy/config/shard.yaml" >"$work/shard-0-twin.log" 2>&1 || rc=$?
+    if [[ $rc != 0 && $rc != 124 ]]; then
+        ok "a second shard on shard 0's state directory refuses to start (exit status $rc)"
+    else
+        fail "a second shard on shard 0's state directory did not refuse to start (exit status $rc)" "$work/shard-0-twin.log"
+    fi
+
     # 9. Clients on shard 0 (client.yaml); the gateway (gateway.yaml) on shard 0 and devices on it.
     for id in "${clients2[@]}"; do
         start "$id" env CLIENT_ID="$id" DATA_PARTITION="${id#client-}" DATA_DELAY_S=0 \
@@ -360,7 +376,8 @@ part2() {
 
     # 11. Rolling restart of shard 1: SIGTERM; a start with another range is refused; the
     # restart resumes from its checkpoint and merges the slices of every pusher again.
-    local before=() rc=0
+    local before=()
+    rc=0
     if stop2 shard-1 >>"$work/stop2.log"; then
         for id in "${uppers[@]}"; do before+=("$(count "$work/shard-1/ledger.sqlite" "$id")"); done
         timeout 20 env SHARDS_INDEX=1 SHARDS_MODEL="$map_model" SHARDS_SNAPSHOT="$map_snapshot" SHARDS_UPDATE="$map_update" \
