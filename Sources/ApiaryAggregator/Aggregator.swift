@@ -41,15 +41,7 @@ public final class Aggregator: Service, Sendable {
         case takeProgress(CheckedContinuation<Progress?, Never>)
     }
 
-    /// A gateway's local progress: the model to push upstream and what is behind it.
-    public struct Progress: Sendable {
-        public var parameters: [Float]
-        /// The local version it was taken at.
-        public var version: UInt64
-        /// Local merges, and their training examples, since the progress was last taken.
-        public var merges: UInt64
-        public var samples: UInt64
-    }
+    public typealias Progress = RelayProgress
 
     private struct Shared: Sendable {
         var stats = AggregatorStats()

@@ -35,6 +35,17 @@ public struct AggregatorStats: Sendable, Hashable {
     public var meanStaleness: Double { merged == 0 ? 0 : Double(stalenessSum) / Double(merged) }
 }
 
+/// A gateway's local progress (`Aggregator.takeProgress()`): the model to push upstream and
+/// what is behind it.
+public struct RelayProgress: Sendable {
+    public var parameters: [Float]
+    /// The local version it was taken at.
+    public var version: UInt64
+    /// Local merges, and their training examples, since the progress was last taken.
+    public var merges: UInt64
+    public var samples: UInt64
+}
+
 // MARK: Observability: client activity and swift-metrics instruments
 
 /// One client as the aggregator saw it: when its last update arrived and what came of its

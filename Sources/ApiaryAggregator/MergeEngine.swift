@@ -218,8 +218,8 @@ final class MergeEngine {
 
     /// The model as local progress to push upstream; it becomes the new anchor's offset
     /// base, so the same progress is not counted again by the next rebase.
-    func takeProgress() -> Aggregator.Progress {
-        let p = Aggregator.Progress(parameters: Array(parameters), version: version, merges: stats.unsentMerges, samples: stats.unsentSamples)
+    func takeProgress() -> RelayProgress {
+        let p = RelayProgress(parameters: Array(parameters), version: version, merges: stats.unsentMerges, samples: stats.unsentSamples)
         if anchor != nil { anchor = p.parameters }
         stats.unsentMerges = 0
         stats.unsentSamples = 0
