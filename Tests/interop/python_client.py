@@ -1,6 +1,8 @@
 #!/usr/bin/env python3
 """Interoperability client for the Apiary wire protocol, version 1.
 
+(The sharded counterpart, for PROTOCOL.md 4.4, is sharded_client.py; run.sh runs both.)
+
 Written from docs/PROTOCOL.md alone (no access to the Swift sources): it runs a
 scripted conversation against a running aggregator and checks every reply.
 
