@@ -143,7 +143,7 @@ struct ShardTests {
         let shards = try ShardSet(count: 3)
         defer { shards.remove() }
         let initial = [Float](repeating: 0, count: testLayout.parameterCount)
-        let parts = try (0..<3).map { i in
+        var parts = try (0..<3).map { i in
             try Aggregator(config: shards.config(i, rule: rule), layout: testLayout, initialParameters: initial, logger: quietLogger())
         }
         try parts.forEach { try $0.start() }
@@ -173,5 +173,16 @@ struct ShardTests {
         let assembled = try #require(runtimes[0].currentModel)
         #expect(assembled.parameters.count == testLayout.parameterCount)
         #expect(assembled.parameters.allSatisfy { $0 > 0.3 && $0 <= 1 })
+
+        // Shard 1 restarts without its state (a new run at version 0): the clients notice,
+        // fetch its new slice and go on; the other shards never stopped.
+        let oldRun = parts[1].runID
+        parts[1].stop()
+        parts[1] = try Aggregator(config: shards.config(1, rule: rule), layout: testLayout, initialParameters: initial, logger: quietLogger())
+        try parts[1].start()
+        #expect(parts[1].runID != oldRun)
+        let merged0 = parts[0].stats.merged
+        try await eventually("the new shard 1 merges slices again", within: 60) { parts[1].stats.merged >= 10 }
+        try await eventually("shard 0 carried on") { parts[0].stats.merged >= merged0 + 10 }
     }
 }
