@@ -86,7 +86,9 @@ def json_fields(url, fields):
     except (OSError, ValueError) as e:
         print(f"GET {url}: {e}", file=sys.stderr)
         return 1
-    print(" ".join(str(pick(doc, f)) for f in fields))
+    values = (pick(doc, f) for f in fields)
+    print(" ".join(json.dumps(v, separators=(",", ":")) if isinstance(v, (dict, list)) else str(v)
+                   for v in values))
     return 0
 
 

@@ -49,8 +49,8 @@ clients_per_dev=5
 src_bin="${APIARY:-$root/.build/debug/apiary}"
 [[ -x "$src_bin" ]] || { echo "netns: FAIL $src_bin not found (swift build --product apiary)" >&2; exit 1; }
 
-# Tools: ip, and nftables or iptables for the loss and the partition (nftables is installed
-# when neither is there; this script uses nft).
+# Tools: ip, ping, python3, and nftables for the loss and the partition (installed with apt-get
+# when missing).
 if ! command -v nft >/dev/null; then
     echo "netns: installing nftables"
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nftables >/dev/null
@@ -58,6 +58,8 @@ fi
 for tool in ip nft ping python3; do
     command -v "$tool" >/dev/null || { echo "netns: FAIL $tool not found" >&2; exit 1; }
 done
+# The interpreter itself, not a version manager's shim: the status probes run often.
+py="$(python3 -c 'import sys; print(sys.executable)')"
 
 prefix="apns-$$"
 namespaces=()
@@ -127,7 +129,7 @@ if [[ "$mode" == gateway && "$gateway_usage" != *"USAGE: apiary gateway"* ]]; th
     exit 1
 fi
 
-budget_end=$((SECONDS + budget_s))
+budget_end=$budget_s  # bash's SECONDS counts from the start of this script
 
 # ---------------------------------------------------------------------------------------------
 # Helpers.
@@ -162,6 +164,7 @@ wait_for() {
 # Elapsed seconds since a start time from now_s, with 1 decimal.
 now_s() { date +%s.%N; }
 since() { awk -v a="$1" -v b="$(now_s)" 'BEGIN { printf "%.1f", b - a }'; }
+fmt3() { awk -v a="$1" 'BEGIN { if (a == "-") print a; else printf "%.3f", a }'; }
 ge() { awk -v a="$1" -v b="$2" 'BEGIN { exit !(a != "-" && a + 0 >= b + 0) }'; }
 gt() { awk -v a="$1" -v b="$2" 'BEGIN { exit !(a != "-" && a + 0 > b + 0) }'; }
 
@@ -171,10 +174,10 @@ http_port=9464
 status() {
     local n=$1
     shift
-    in_ns "$n" python3 "$here/probe.py" json "http://127.0.0.1:$http_port/status" "$@" 2>/dev/null \
+    in_ns "$n" "$py" "$here/probe.py" json "http://127.0.0.1:$http_port/status" "$@" 2>/dev/null \
         || printf -- '- %.0s' "$@"
 }
-healthy() { in_ns "$1" python3 "$here/probe.py" json "http://127.0.0.1:$http_port/status" version >/dev/null 2>&1; }
+healthy() { in_ns "$1" "$py" "$here/probe.py" json "http://127.0.0.1:$http_port/status" version >/dev/null 2>&1; }
 
 # start NAME NS LOG COMMAND...: a process in a namespace, in the background, remembered for
 # cleanup. A simple command run with & is exec'd in the forked child, and `ip netns exec` execs
@@ -229,10 +232,13 @@ table inet apns_loss {
 EOF
 done
 
-# No path from a device to the aggregator: nothing routes.
-if in_ns dev1 ping -c 1 -W 1 "${agg_addr[1]}" >/dev/null 2>&1; then
-    fail "dev1 reaches the aggregator directly; gateways must not route"
-fi
+# No path from a device to the aggregator, nor between the gateways: nothing routes.
+for pair in "dev1 ${agg_addr[1]}" "dev2 ${agg_addr[2]}" "gw1 10.77.2.2"; do
+    read -r n addr <<<"$pair"
+    if in_ns "$n" ip route get "$addr" >/dev/null 2>&1; then
+        fail "$n has a route to $addr; only neighbours on a link may talk"
+    fi
+done
 
 # ---------------------------------------------------------------------------------------------
 # 2. The aggregator, in agg, on every address of its namespace.
@@ -268,20 +274,20 @@ wait_for 20 healthy agg || fail "the aggregator's status server did not come up"
 declare -a proxy_listen=()
 for g in 1 2; do
     if [[ "$mode" == gateway ]]; then listen=127.0.0.1; else listen="${gw_addr[$g]}"; fi
-    start "proxy$g" "gw$g" "$work/gw$g/proxy.log" python3 -u "$here/delay_proxy.py" --delay-ms "$delay_ms" \
+    start "proxy$g" "gw$g" "$work/gw$g/proxy.log" "$py" -u "$here/delay_proxy.py" --delay-ms "$delay_ms" \
         "$listen:5556=${agg_addr[$g]}:5556" "$listen:5557=${agg_addr[$g]}:5557" "$listen:5558=${agg_addr[$g]}:5558"
     proxy_listen[g]=$listen
 done
 for g in 1 2; do
-    wait_for 10 grep -q ready "$work/gw$g/proxy.log" || fail "the proxy in gw$g did not start" "$work/gw$g/proxy.log"
+    wait_for 10 grep -qs ready "$work/gw$g/proxy.log" || fail "the proxy in gw$g did not start" "$work/gw$g/proxy.log"
 done
 
 # Measure what the links do, from gw1: the loss with 200 pings to the aggregator (not through
 # the proxy), and the round trip to the aggregator's snapshot socket, directly and through the
 # proxy (probe.py rtt: one ZMTP greeting exchange, median of 15).
-ping_loss="$(in_ns gw1 ping -q -c 200 -i 0.005 -W 1 "${agg_addr[1]}" | sed -n 's/.* \([0-9.]*\)% packet loss.*/\1/p')"
-rtt_direct="$(in_ns gw1 python3 "$here/probe.py" rtt "${agg_addr[1]}" 5556 15)" || fail "no round trip gw1 -> aggregator"
-rtt_proxy="$(in_ns gw1 python3 "$here/probe.py" rtt "${proxy_listen[1]}" 5556 15)" || fail "no round trip through the proxy" "$work/gw1/proxy.log"
+ping_loss="$(in_ns gw1 ping -q -c 200 -i 0.005 -W 1 "${agg_addr[1]}" | sed -n 's/.* \([0-9.]*\)% packet loss.*/\1/p' || true)"
+rtt_direct="$(in_ns gw1 "$py" "$here/probe.py" rtt "${agg_addr[1]}" 5556 15)" || fail "no round trip gw1 -> aggregator"
+rtt_proxy="$(in_ns gw1 "$py" "$here/probe.py" rtt "${proxy_listen[1]}" 5556 15)" || fail "no round trip through the proxy" "$work/gw1/proxy.log"
 added_rtt="$(awk -v a="$rtt_proxy" -v b="$rtt_direct" 'BEGIN { printf "%.1f", a - b }')"
 echo "netns: gw1 -> aggregator: ping loss ${ping_loss}% (two links crossed per round trip at ${loss_pct}% each)," \
      "round trip ${rtt_direct} ms direct, ${rtt_proxy} ms through the proxy (+${added_rtt} ms)"
@@ -305,7 +311,8 @@ checkpoint:
 ledger:
   path: $work/gw$g/ledger.sqlite
 evaluation:
-  enabled: false
+  enabled: true
+  interval_s: 1
 http:
   host: 127.0.0.1
   port: $http_port
@@ -356,7 +363,8 @@ else
     from_field=([1]='clients.list[id^=dev1-].merged' [2]='clients.list[id^=dev2-].merged')
 fi
 merged_from() { status agg "${from_field[$1]}"; }
-both_merged() { gt "$(merged_from 1)" 0 && gt "$(merged_from 2)" 0; }
+# Three merges from behind each: the uplinks carry training before one is cut.
+both_merged() { ge "$(merged_from 1)" 3 && ge "$(merged_from 2)" 3; }
 
 # Accuracy watcher: the first time the aggregator's evaluated accuracy reaches the target.
 t_target=""
@@ -367,7 +375,7 @@ check_target() {
     acc="$(status agg evaluation.latest.accuracy)"
     if ge "$acc" "$target"; then
         t_target="$(since "$t0")"
-        acc_at_target="$(printf '%.3f' "$acc")"
+        acc_at_target="$(fmt3 "$acc")"
         echo "netns: test accuracy $acc_at_target >= $target after ${t_target} s"
     fi
 }
@@ -382,7 +390,6 @@ check_target
 
 # ---------------------------------------------------------------------------------------------
 # 7. The partition: drop everything on gw1's uplink, both ways, for partition_s seconds.
-gw1_field=version
 agg_before="$(status agg version)"
 in_ns gw1 nft -f - <<'EOF'
 table inet apns_cut {
@@ -395,18 +402,18 @@ echo "netns: gw1's uplink cut for ${partition_s} s"
 # Anything already in flight lands within 2 s; from then on nothing from gw1 may be merged.
 sleep 2
 from1_cut="$(merged_from 1)"
-[[ "$mode" == gateway ]] && gw1_before="$(status gw1 "$gw1_field")"
+[[ "$mode" == gateway ]] && read -r gw1_before gw1_acc_before < <(status gw1 version evaluation.latest.accuracy)
 # left_of SECONDS: how much of the partition is left once SECONDS more are taken off (false
 # when nothing is).
 left_of() { awk -v p="$partition_s" -v e="$(since "$t_cut")" -v m="$1" 'BEGIN { l = p - e - m; printf "%.2f", l; exit !(l > 0) }'; }
-while left_of 1.5 >/dev/null; do
+while left_of 2.5 >/dev/null; do
     check_target
     sleep 0.5
 done
 # The last readings of the partition, then the rest of it, then the restore.
 from1_end="$(merged_from 1)"
 agg_end="$(status agg version)"
-[[ "$mode" == gateway ]] && gw1_end="$(status gw1 "$gw1_field")"
+[[ "$mode" == gateway ]] && read -r gw1_end gw1_acc_end < <(status gw1 version evaluation.latest.accuracy)
 if left="$(left_of 0)"; then sleep "$left"; fi
 in_ns gw1 nft delete table inet apns_cut
 t_restore="$(now_s)"
@@ -444,11 +451,12 @@ for name in "${!pid_of[@]}"; do
 done
 
 # Final figures, then a graceful stop of the aggregator and the gateways (exit status 0).
-read -r agg_final from1_final from2_final acc_final < <(status agg version "${from_field[1]}" "${from_field[2]}" evaluation.latest.accuracy)
-acc_final="$(printf '%.3f' "$acc_final")"
+read -r agg_final from1_final from2_final acc_final rejected < <(status agg version "${from_field[1]}" "${from_field[2]}" \
+    evaluation.latest.accuracy updates.rejected_by_reason)
+acc_final="$(fmt3 "$acc_final")"
 if [[ "$mode" == gateway ]]; then
-    gw1_final="$(status gw1 "$gw1_field")"
-    gw2_final="$(status gw2 "$gw1_field")"
+    gw1_final="$(status gw1 version)"
+    gw2_final="$(status gw2 version)"
 fi
 drops=0
 packets=0
@@ -474,10 +482,12 @@ echo "  added delay      ${delay_ms} ms each way on both uplinks: round trip ${r
 echo "  packet loss      ${loss_pct}% on arrival at every veth; ping gw1 -> aggregator lost ${ping_loss}%; ${drops} of ${packets} packets dropped in all"
 echo "  partition        gw1's uplink cut for ${cut_s} s; updates from behind gw1 merged again ${t_reconnect} s after the restore"
 if [[ "$mode" == gateway ]]; then
-    echo "  gw1 version      ${gw1_before} 2 s into the cut -> ${gw1_end} at the restore (merging on its own) -> ${gw1_final} at the end"
+    echo "  gw1 version      ${gw1_before} 2 s into the cut -> ${gw1_end} at the restore (merging on its own) -> ${gw1_final} at the end;" \
+         "its test accuracy $(fmt3 "$gw1_acc_before") -> $(fmt3 "$gw1_acc_end") while cut off"
     echo "  gw2 version      ${gw2_final} at the end"
 fi
 echo "  aggregator       version ${agg_before} at the cut -> ${agg_end} at the restore -> ${agg_final} at the end;" \
-     "merged from behind gw1 ${from1_cut} (cut) -> ${from1_end} (restore) -> ${from1_final}, gw2 ${from2_final}"
+     "merged from behind gw1 ${from1_cut} (cut) -> ${from1_end} (restore) -> ${from1_final}, gw2 ${from2_final};" \
+     "rejected ${rejected}"
 echo "  time to target   test accuracy ${acc_at_target} >= ${target} after ${t_target} s (first merges after ${t_first} s); final ${acc_final}"
 echo "netns: ok"
