@@ -6,7 +6,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 SWIFT ?= swift
 BIN := .build/debug/apiary
 
-.PHONY: all deps deps-python deps-browser build demo test kill-test fuzz fuzz-smoke deploy-check clean help
+.PHONY: all deps deps-python deps-browser build demo test netns-test kill-test fuzz fuzz-smoke deploy-check clean help
 FUZZ_SECONDS ?= 3600
 
 all: build
@@ -16,6 +16,7 @@ help:
 	@echo "make test    - build and run every test (unit, integration, processes, Python interop)"
 	@echo "make build   - debug build of the apiary command"
 	@echo "make fuzz    - libFuzzer over decoders and merge validator (FUZZ_SECONDS, default 3600)"
+	@echo "make netns-test - aggregator, gateways and devices in network namespaces with delay, loss and a partition (root)"
 	@echo "make kill-test - SIGKILL the aggregator 20 times during training; nothing acknowledged may be lost"
 
 ## Install what is missing: libzmq (Debian's libzmq3-dev), pkg-config, pyzmq for interop tests.
@@ -54,9 +55,16 @@ test: deps deps-python deps-browser
 	$(SWIFT) test --skip-build --skip '$(SCALE_SUITES)'
 	$(SWIFT) test --skip-build --no-parallel --filter '$(SCALE_SUITES)'
 	bash Tests/interop/run.sh
+	@# A real network (namespaces, veth links, delay, loss, a partitioned gateway): needs root.
+	@if [ "$$(id -u)" = 0 ]; then NETNS_TARGET=0.88 bash Tests/netns/run.sh; \
+	 else echo "make test: not root, so the network-namespace run (Tests/netns/run.sh) is skipped"; fi
 	bash Tests/deploy/validate.sh
 	bash Tests/deploy/smoke.sh
 	bash Fuzz/run.sh 60
+
+## The network-namespace run alone (root).
+netns-test: build
+	bash Tests/netns/run.sh
 
 ## The long crash test: SIGKILL the aggregator 20 times during training.
 kill-test: deps
