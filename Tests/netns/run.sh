@@ -51,9 +51,13 @@ src_bin="${APIARY:-$root/.build/debug/apiary}"
 
 # Tools: ip, ping, python3, and nftables for the loss and the partition (installed with apt-get
 # when missing).
-if ! command -v nft >/dev/null; then
-    echo "netns: installing nftables"
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nftables >/dev/null
+missing=()
+command -v nft >/dev/null || missing+=(nftables)
+command -v ip >/dev/null || missing+=(iproute2)
+command -v ping >/dev/null || missing+=(iputils-ping)
+if (( ${#missing[@]} )); then
+    echo "netns: installing ${missing[*]}"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 for tool in ip nft ping python3; do
     command -v "$tool" >/dev/null || { echo "netns: FAIL $tool not found" >&2; exit 1; }
