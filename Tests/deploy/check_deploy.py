@@ -936,6 +936,16 @@ def ignored(path: str, patterns: list[str]) -> bool:
     return result
 
 
+def tracked_files(directory: str) -> list[str]:
+    """The files of the repository under `directory` (what a build from a clean checkout
+    copies; caches such as __pycache__ that tests leave behind are not), or every file there
+    when git is not available."""
+    r = subprocess.run(["git", "-C", str(ROOT), "ls-files", "-z", "--", directory], capture_output=True, text=True)
+    if r.returncode == 0 and r.stdout:
+        return [f for f in r.stdout.split("\0") if f]
+    return [rel(p) for p in (ROOT / directory).rglob("*") if p.is_file()]
+
+
 def dockerfile_rules() -> None:
     ins = dockerfile_instructions()
     args = {}
@@ -978,7 +988,7 @@ def dockerfile_rules() -> None:
             if not (ROOT / s).exists():
                 bad.append(f"COPY {s}: not in the repository")
                 continue
-            targets = [s] if (ROOT / s).is_file() else [rel(p) for p in (ROOT / s).rglob("*") if p.is_file()][:50]
+            targets = [s] if (ROOT / s).is_file() else tracked_files(s)
             for t in targets:
                 if ignored(t, patterns) and not t.endswith((".secret",)):
                     bad.append(f"COPY {s}: {t} is excluded by {rel(DOCKERIGNORE)}")
