@@ -39,6 +39,7 @@ public final class Aggregator: Service, Sendable {
     enum RelayCommand: Sendable {
         case rebase([Float], CheckedContinuation<UInt64?, Never>)
         case takeProgress(CheckedContinuation<Progress?, Never>)
+        case restore([Float], [Range<Int>], CheckedContinuation<Bool, Never>)
     }
 
     public typealias Progress = RelayProgress
@@ -156,6 +157,15 @@ public final class Aggregator: Service, Sendable {
         return await withCheckedContinuation { c in submit(.takeProgress(c)) }
     }
 
+    /// Relay mode: a push the tier above did not merge (rejected, say too stale after a long
+    /// outage): its progress, `delta` of `takeProgress()`, over `ranges` of the vector, is kept
+    /// for the next push instead of being dropped at the next rebase.
+    @discardableResult
+    public func restore(progress delta: [Float], in ranges: [Range<Int>]) async -> Bool {
+        guard config.relay else { return false }
+        return await withCheckedContinuation { c in submit(.restore(delta, ranges, c)) }
+    }
+
     private func submit(_ c: RelayCommand) {
         let accepted = shared.withLock { s -> Bool in
             guard !s.finished, s.startError == nil else { return false }
@@ -177,6 +187,7 @@ public final class Aggregator: Service, Sendable {
         switch c {
         case .rebase(_, let k): k.resume(returning: nil)
         case .takeProgress(let k): k.resume(returning: nil)
+        case .restore(_, _, let k): k.resume(returning: false)
         }
     }
 

@@ -270,6 +270,9 @@ final class AggregatorLoop {
                 }
             case .takeProgress(let k):
                 k.resume(returning: engine.takeProgress())
+            case .restore(let delta, let ranges, let k):
+                engine.restore(progress: delta, in: ranges)
+                k.resume(returning: true)
             }
         }
         aggregator.publish(stats: engine.stats, latest: nil)

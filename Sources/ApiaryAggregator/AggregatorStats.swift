@@ -26,6 +26,8 @@ public struct AggregatorStats: Sendable, Hashable {
     public var unsentSamples: UInt64 = 0
     /// Relay mode: times the model was rebased onto a newer upstream model.
     public var rebases: UInt64 = 0
+    /// Relay mode: pushes the tier above did not merge, whose progress was kept for the next one.
+    public var restoredPushes: UInt64 = 0
 
     public init() {}
 
@@ -44,6 +46,10 @@ public struct RelayProgress: Sendable {
     /// Local merges, and their training examples, since the progress was last taken.
     public var merges: UInt64
     public var samples: UInt64
+    /// `parameters - anchor`: the progress this push carries beyond the upstream model it
+    /// was rebased on (nil after a resume, before the first rebase). Handed back with
+    /// `Aggregator.restore(progress:in:)` when the tier above does not merge the push.
+    public var delta: [Float]?
 }
 
 // MARK: Observability: client activity and swift-metrics instruments

@@ -219,11 +219,27 @@ final class MergeEngine {
     /// The model as local progress to push upstream; it becomes the new anchor's offset
     /// base, so the same progress is not counted again by the next rebase.
     func takeProgress() -> RelayProgress {
-        let p = RelayProgress(parameters: Array(parameters), version: version, merges: stats.unsentMerges, samples: stats.unsentSamples)
-        if anchor != nil { anchor = p.parameters }
+        var p = RelayProgress(parameters: Array(parameters), version: version, merges: stats.unsentMerges, samples: stats.unsentSamples)
+        if let a = anchor {
+            p.delta = zip(p.parameters, a).map { $0 - $1 }
+            anchor = p.parameters
+        }
         stats.unsentMerges = 0
         stats.unsentSamples = 0
         return p
+    }
+
+    /// A push the tier above did not merge: its progress (`delta`, over `ranges` of the
+    /// vector) counts as unsent again, so the next rebase keeps it (`anchor -= delta`).
+    func restore(progress delta: [Float], in ranges: [Range<Int>]) {
+        guard var a = anchor, delta.count == a.count else { return }
+        for r in ranges {
+            let r = r.clamped(to: 0..<a.count)
+            for i in r { a[i] -= delta[i] }
+        }
+        anchor = a
+        stats.restoredPushes += 1
+        stats.unsentMerges += 1  // so it goes up with the next push, even if no device sends more
     }
 
     /// An immutable copy of the current model.

@@ -84,7 +84,13 @@ public enum ClientEvent: Sendable {
     /// The first model arrived: the client can train.
     case joined(version: UInt64)
     case modelUpdated(version: UInt64)
+    /// The result of training round `round` was queued as update `seq`.
+    case updateQueued(seq: UInt64, round: Int)
     case updateSent(seq: UInt64, baseVersion: UInt64)
+    /// Every aggregator (every shard) answered update `seq`, or it was given up; `rejected`
+    /// lists the ranges of the flat vector whose aggregator did not merge it (empty: merged
+    /// everywhere; the whole model when unsharded and rejected).
+    case updateDone(seq: UInt64, rejected: [Range<Int>])
     /// What one aggregator said of an update (one receipt per shard when the model is sharded).
     case receipt(Receipt)
 }

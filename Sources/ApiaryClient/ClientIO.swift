@@ -67,7 +67,8 @@ final class ClientIO {
         var answered: [Bool]
         var attempts: [Int]
         var deadlines: [ContinuousClock.Instant]
-        var decisions: [Receipt] = []
+        /// Receipts by link.
+        var decisions: [Int: Receipt] = [:]
     }
     private var pending: [UInt64: Pending] = [:]
 
@@ -264,6 +265,7 @@ final class ClientIO {
         // Updates in flight were split for the old map: their slices no longer match.
         if !pending.isEmpty {
             logger.warning("shard map changed: dropping updates without receipts", metadata: ["count": "\(pending.count)"])
+            for seq in pending.keys { runtime.emit(.updateDone(seq: seq, rejected: [0..<(layout?.parameterCount ?? 0)])) }
             pending = [:]
             runtime.record { $0.pending = 0 }
         }
@@ -358,15 +360,21 @@ final class ClientIO {
         guard receipt.clientID == config.clientID, var p = pending[receipt.seq], p.answered.indices.contains(l.index),
               !p.answered[l.index] else { return }
         p.answered[l.index] = true
-        p.decisions.append(receipt)
+        p.decisions[l.index] = receipt
         let done = !p.answered.contains(false)
         if done { pending.removeValue(forKey: receipt.seq) } else { pending[receipt.seq] = p }
         if done {
             // The update counts once, when every shard has answered: merged when each merged
             // it (or had merged it before), rejected when one rejected it.
             let remaining = pending.count
-            let rejection = p.decisions.first { $0.decision == .rejected }
-            let allDuplicates = p.decisions.allSatisfy { $0.decision == .duplicate }
+            let rejection = p.decisions.values.first { $0.decision == .rejected }
+            let allDuplicates = p.decisions.values.allSatisfy { $0.decision == .duplicate }
+            // Not merged: rejected, or a duplicate of an update that was not merged.
+            let notMerged = links.compactMap { link -> Range<Int>? in
+                guard let r = p.decisions[link.index], r.decision == .rejected || (r.decision == .duplicate && r.mixingWeight == 0) else { return nil }
+                return link.range
+            }
+            runtime.emit(.updateDone(seq: receipt.seq, rejected: notMerged))
             runtime.record { s in
                 s.pending = remaining
                 if let rejection {
@@ -398,6 +406,7 @@ final class ClientIO {
             guard u.bases.count == links.count else {
                 // Trained on a model of an earlier shard map: its slices fit no shard now.
                 logger.warning("dropping an update trained before the shard map changed", metadata: ["seq": "\(u.header.seq)"])
+                runtime.emit(.updateDone(seq: u.header.seq, rejected: [0..<u.parameters.storage.count]))
                 continue
             }
             let now = ContinuousClock.now

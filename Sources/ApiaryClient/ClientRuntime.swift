@@ -106,6 +106,7 @@ public final class ClientRuntime: Service, Sendable {
             let update = OutgoingUpdate(header: UpdateHeader(runID: model.runID, baseVersion: model.version, seq: seq,
                                                              sampleCount: UInt64(max(0, result.sampleCount)), clientID: config.clientID),
                                         parameters: ParameterBuffer(result.parameters), bases: bases)
+            onEvent?(.updateQueued(seq: seq, round: round))  // before the I/O thread can see it
             state.withLock {
                 $0.outbox.append(update)
                 $0.stats.rounds += 1

@@ -52,9 +52,25 @@ public final class Gateway: Service, Sendable {
         aggregator = try Aggregator(config: down, layout: layout, initialParameters: initialParameters, logger: logger)
         let view = UplinkView()
         let flag = stopping
-        let trainer = RelayTrainer(layout: layout, aggregator: aggregator, uplink: view, everyMerges: config.pushEveryMerges,
+        let pushes = PushLedger()
+        let trainer = RelayTrainer(layout: layout, aggregator: aggregator, uplink: view, pushes: pushes, everyMerges: config.pushEveryMerges,
                                    interval: config.pushInterval, isStopping: { flag.value.load(ordering: .acquiring) })
-        let runtime = try ClientRuntime(config: config.upstream, trainer: trainer, logger: logger)
+        let agg = aggregator
+        let log = logger
+        let runtime = try ClientRuntime(config: config.upstream, trainer: trainer, logger: logger) { event in
+            switch event {
+            case .updateQueued(let seq, let round):
+                pushes.bind(round: round, to: seq)
+            case .updateDone(let seq, let rejected):
+                guard let delta = pushes.take(seq: seq), !rejected.isEmpty else { return }
+                // Not merged up there (too stale after a long outage, say): keep its progress
+                // for the next push instead of dropping it at the next rebase.
+                log.info("push not merged upstream; its progress goes up with the next one", metadata: ["seq": "\(seq)"])
+                Task { await agg.restore(progress: delta, in: rejected) }
+            default:
+                break
+            }
+        }
         uplink = runtime
         self.logger = logger
         view.runtime.withLock { $0 = runtime }
@@ -87,6 +103,31 @@ final class StopFlag: Sendable {
     let value = Atomic<Bool>(false)
 }
 
+/// The progress each push carries (`RelayProgress.delta`), from training round to update seq
+/// to its receipts; an entry lives until every aggregator up there answered the push.
+final class PushLedger: Sendable {
+    private struct State {
+        var byRound: [Int: [Float]] = [:]
+        var bySeq: [UInt64: [Float]] = [:]
+    }
+    private let state = Mutex(State())
+
+    func record(round: Int, delta: [Float]?) {
+        guard let delta else { return }
+        state.withLock { $0.byRound[round] = delta }
+    }
+
+    func bind(round: Int, to seq: UInt64) {
+        state.withLock { s in
+            if let d = s.byRound.removeValue(forKey: round) { s.bySeq[seq] = d }
+        }
+    }
+
+    func take(seq: UInt64) -> [Float]? {
+        state.withLock { $0.bySeq.removeValue(forKey: seq) }
+    }
+}
+
 /// The uplink runtime, known to its trainer once both exist.
 final class UplinkView: Sendable {
     let runtime = Mutex<ClientRuntime?>(nil)
@@ -102,17 +143,19 @@ final class RelayTrainer: Trainer, Sendable {
     let layout: ParameterLayout
     let aggregator: Aggregator
     let uplink: UplinkView
+    let pushes: PushLedger
     let everyMerges: UInt64
     let interval: Duration
     let isStopping: @Sendable () -> Bool
     private let rebased = Mutex<(runID: UInt64, version: UInt64)?>(nil)
     private let lastPush = Mutex<ContinuousClock.Instant>(.now)
 
-    init(layout: ParameterLayout, aggregator: Aggregator, uplink: UplinkView, everyMerges: UInt64, interval: Duration,
+    init(layout: ParameterLayout, aggregator: Aggregator, uplink: UplinkView, pushes: PushLedger, everyMerges: UInt64, interval: Duration,
          isStopping: @escaping @Sendable () -> Bool) {
         self.layout = layout
         self.aggregator = aggregator
         self.uplink = uplink
+        self.pushes = pushes
         self.everyMerges = everyMerges
         self.interval = interval
         self.isStopping = isStopping
@@ -130,6 +173,7 @@ final class RelayTrainer: Trainer, Sendable {
             if s.unsentMerges >= everyMerges || (s.unsentMerges >= 1 && since >= interval) {
                 guard let p = await aggregator.takeProgress() else { return .nothing }
                 lastPush.withLock { $0 = .now }
+                pushes.record(round: round, delta: p.delta)
                 return TrainingResult(parameters: p.parameters, sampleCount: Int(clamping: p.samples))
             }
             if s.unsentMerges == 0, let newest = uplink.modelKey, newest != key {

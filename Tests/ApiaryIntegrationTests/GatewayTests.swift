@@ -38,6 +38,20 @@ struct GatewayTests {
         #expect(await agg.rebase(onto: bad) == nil)
         #expect(await agg.rebase(onto: [1, 2]) == nil)
         #expect(agg.stats.version == 4 && agg.stats.rebases == 2)
+        // A push the tier above did not merge: its progress is restored, so the next rebase keeps it.
+        try peer.sendUpdate(runID: agg.runID, base: 4, seq: 3, values: [Float](repeating: 9, count: 15))
+        #expect(try peer.receipt().decision == .merged)
+        try await eventually("merged") { agg.latestModel?.version == 5 }
+        let x = agg.latestModel!.parameters[0]
+        let pushed = try #require(await agg.takeProgress())
+        let delta = try #require(pushed.delta)
+        #expect(delta.allSatisfy { abs($0 - (x - 3)) < 1e-6 })   // progress beyond the upstream model 3
+        #expect(await agg.restore(progress: delta, in: [0..<15]))
+        #expect(await agg.rebase(onto: [Float](repeating: 4, count: 15)) == 6)
+        try await eventually("rebased") { agg.latestModel?.version == 6 }
+        #expect(agg.latestModel!.parameters.allSatisfy { abs($0 - (4 + x - 3)) < 1e-5 })
+        try await eventually("restore counted") { agg.stats.restoredPushes == 1 && agg.stats.unsentMerges == 1 }
+
         // Not in relay mode: no rebase.
         let plain = try Aggregator(config: anyPortConfig(), layout: testLayout, initialParameters: [Float](repeating: 0, count: 15), logger: quietLogger())
         #expect(await plain.rebase(onto: [Float](repeating: 2, count: 15)) == nil)
@@ -67,6 +81,31 @@ struct GatewayTests {
         gw.stop()
         _ = try? await gwTask.value
         #expect(gw.aggregator.endpoints != nil)
+    }
+}
+
+extension GatewayTests {
+    @Test("pushes the tier above rejects are not lost: their progress is kept for the next push")
+    func rejectedPushesKeepProgress() async throws {
+        var strict = anyPortConfig()
+        strict.maxUpdateNorm = 1e-6   // every push differs by more: rejected, norm_too_large
+        let top = try Aggregator(config: strict, layout: testLayout, initialParameters: [Float](repeating: 0, count: 15), logger: quietLogger())
+        let te = try top.start()
+        defer { top.stop() }
+        let gw = try Gateway(config: GatewayConfig(downstream: anyPortConfig(), upstream: clientConfig("gw-r", te), pushEveryMerges: 3,
+                                                   pushInterval: .milliseconds(200)),
+                             layout: testLayout, initialParameters: [Float](repeating: 0, count: 15), logger: quietLogger())
+        let ge = try gw.startDownstream()
+        let gwTask = Task { try await gw.run() }
+        let device = try ClientRuntime(config: clientConfig("dev-r", ge), trainer: StepTrainer(layout: testLayout, target: 1, step: 0.5),
+                                       logger: quietLogger())
+        let task = Task { try await device.run() }
+        try await eventually("two rejected pushes restored", within: 60) { gw.aggregator.stats.restoredPushes >= 2 }
+        #expect(top.stats.merged == 0 && top.stats.rejected[.normTooLarge, default: 0] >= 2)
+        #expect(gw.uplink.stats.rejected >= 2)
+        task.cancel()
+        gw.stop()
+        _ = try? await gwTask.value
     }
 }
 
