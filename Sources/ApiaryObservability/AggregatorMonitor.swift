@@ -148,7 +148,7 @@ public final class AggregatorMonitor: Service, Sendable {
                           publishIntervalSeconds: Double(publish.seconds) + Double(publish.attoseconds) / 1e18,
                           parameters: aggregator.layout.parameterCount,
                           shard: config.shard.map { .init(index: $0.index, count: $0.map.count, start: aggregator.range.lowerBound, end: aggregator.range.upperBound) },
-                          relay: config.relay ? .init(rebases: s.rebases, unsentMerges: s.unsentMerges) : nil),
+                          relay: config.relay ? .init(rebases: s.rebases, unsentMerges: s.unsentMerges, restoredPushes: s.restoredPushes) : nil),
             evaluation: .init(enabled: evaluator != nil, count: evaluations?.count ?? 0, latest: evaluations?.last)
         )
     }

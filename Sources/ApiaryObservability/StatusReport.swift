@@ -102,6 +102,8 @@ public struct StatusReport: Sendable, Codable, Hashable {
     public struct Relay: Sendable, Codable, Hashable {
         public var rebases: UInt64
         public var unsentMerges: UInt64
+        /// Pushes the tier above did not merge, whose progress went into a later push.
+        public var restoredPushes: UInt64
     }
 
     /// The evaluator, when one is configured.
