@@ -69,7 +69,8 @@ public struct ClientStats: Sendable, Hashable {
     public var duplicates = 0
     public var snapshotsReceived = 0
     public var broadcastsReceived = 0
-    /// Version of the newest model the client holds.
+    /// Version of the newest model the client holds (with parameter shards: the sum of the
+    /// shards' versions, which grows with every merge on any shard).
     public var modelVersion: UInt64 = 0
     public var pending = 0
     /// Aggregators the model comes from: the number of parameter shards (1 when unsharded).

@@ -220,6 +220,14 @@ final class ClientIO {
                 continue
             }
             guard let reply else { continue }
+            if shardMap != nil, reply.config.shards == shardMap, reply.config.shardIndex != l.index {
+                // A shard that answers for another entry of the map is misconfigured: its slice
+                // would land in the wrong place. Ignore it (and ask again after the timeout).
+                logger.error("shard answered as another shard; ignoring its snapshot", metadata: [
+                    "expected": "\(l.index)", "got": "\(reply.config.shardIndex.map(String.init) ?? "none")", "endpoint": "\(l.snapshotEndpoint)",
+                ])
+                continue
+            }
             l.snapshotOutstanding = false
             setLayout(reply.layout)
             if reply.config.shards != shardMap {

@@ -138,6 +138,38 @@ struct ShardTests {
         again.stop()
     }
 
+    @Test("a shard that answers as another shard is ignored until the right one serves its range")
+    func misconfiguredShard() async throws {
+        let shards = try ShardSet(count: 3)
+        defer { shards.remove() }
+        let initial = [Float](repeating: 0, count: testLayout.parameterCount)
+        let good = try (0..<2).map { i in
+            try Aggregator(config: shards.config(i, rule: rule), layout: testLayout, initialParameters: initial, logger: quietLogger())
+        }
+        try good.forEach { try $0.start() }
+        defer { good.forEach { $0.stop() } }
+        // Bound at shard 2's endpoints, but configured as shard 1.
+        var wrongConfig = shards.config(1, rule: rule)
+        (wrongConfig.modelEndpoint, wrongConfig.snapshotEndpoint, wrongConfig.updateEndpoint) = (shards.map[2].model, shards.map[2].snapshot, shards.map[2].update)
+        let wrong = try Aggregator(config: wrongConfig, layout: testLayout, initialParameters: initial, logger: quietLogger())
+        try wrong.start()
+        let m = shards.map[0]
+        let client = try ClientRuntime(config: ClientConfig(clientID: "mc", modelEndpoint: m.model, snapshotEndpoint: m.snapshot, updateEndpoint: m.update,
+                                                            snapshotTimeout: .milliseconds(300), maxBackoff: .seconds(1)),
+                                       trainer: StepTrainer(layout: testLayout), logger: quietLogger())
+        let task = Task { try await client.run() }
+        defer { task.cancel() }
+        try await Task.sleep(for: .seconds(1.5))
+        #expect(client.currentModel == nil)
+        #expect(good.allSatisfy { $0.stats.merged == 0 } && wrong.stats.merged == 0)
+        wrong.stop()
+        let right = try Aggregator(config: shards.config(2, rule: rule), layout: testLayout, initialParameters: initial, logger: quietLogger())
+        try right.start()
+        defer { right.stop() }
+        try await eventually("the client trains once shard 2 is right", within: 30) { right.stats.merged >= 3 && good.allSatisfy { $0.stats.merged >= 3 } }
+        #expect(client.currentModel?.parameters.count == 15)
+    }
+
     @Test("a client that knows one shard joins all three, trains on the assembled model and pushes each slice to its shard")
     func clientsAcrossShards() async throws {
         let shards = try ShardSet(count: 3)
