@@ -127,6 +127,10 @@ final class AggregatorLoop {
             logger.warning("INSECURE: CURVE is off; traffic is neither encrypted nor authenticated and any peer can send updates")
         }
         func secure(_ s: Socket) throws {
+            // After a restart the whole fleet reconnects at once: libzmq's listen backlog of
+            // 100 would drop most of those connects into a reconnect back-off (the kernel caps
+            // this at net.core.somaxconn).
+            try s.set(.backlog, 1024)
             guard let curve = config.curve else { return }
             try s.set(.curveServer, true)
             try s.set(.curveSecretKey, curve.keyPair.secretKey)
