@@ -111,7 +111,7 @@ extension GatewayTests {
 
 @Suite("Separate processes: two gateways with five devices each", .serialized)
 struct GatewayProcessTests {
-    @Test("2 gateways x 5 device processes train the top model to 0.90; gateways keep merging while the top aggregator is down and catch up after")
+    @Test("2 gateways x 5 device processes train the top model to 0.90; gateways keep merging while the top aggregator is down and catch up after; a killed gateway resumes")
     func twoGateways() async throws {
         let ports = try freePorts(9)
         let dir = FileManager.default.temporaryDirectory.appendingPathComponent("apiary-gwproc-\(getpid())-\(UInt32.random(in: 0...UInt32.max))")
@@ -128,7 +128,7 @@ struct GatewayProcessTests {
              "GATEWAY_PUSH_EVERY_MERGES": "10", "GATEWAY_PUSH_INTERVAL_S": "0.5", "LOG_LEVEL": "info", "PROGRESS_INTERVAL_S": "1"]
         }
         var top = try Child(["aggregator"], environment: topEnv, name: "top")
-        let gateways = try (1...2).map { try Child(["gateway"], environment: gatewayEnv($0), name: "gateway-\($0)") }
+        var gateways = try (1...2).map { try Child(["gateway"], environment: gatewayEnv($0), name: "gateway-\($0)") }
         let devices = try (0..<10).map { k in
             let g = 1 + k / 5
             return try Child(["client", "--id", "dev-\(k)", "--partition", "\(2 * k)", "--delay", "0.02"],
@@ -169,6 +169,21 @@ struct GatewayProcessTests {
         }
         #expect(resumed >= topVersion + 20, "top after restart:\n\(top.log)\ngateway log:\n\(gateways[0].log)")
         #expect(top.log.contains("resuming from checkpoint"))
+
+        // Gateway 2 crashes and restarts from its checkpoint: its devices carry on through it.
+        let g2 = try ModelWatcher(endpoint: ep(2, 0))
+        try g2.pump(seconds: 1)
+        let g2Before = try #require(g2.latest)
+        gateways[1].kill9()
+        gateways[1] = try Child(["gateway"], environment: gatewayEnv(2), name: "gateway-2b")
+        deadline = Date().addingTimeInterval(60)
+        while Date() < deadline {
+            try g2.pump(seconds: 0.5)
+            if let m = g2.latest, m.runID == g2Before.runID, m.version >= g2Before.version + 20 { break }
+        }
+        #expect(g2.latest?.runID == g2Before.runID && (g2.latest?.version ?? 0) >= g2Before.version + 20,
+                "restarted gateway log:\n\(gateways[1].log)")
+        #expect(gateways[1].log.contains("resuming from checkpoint"))
         for d in devices { #expect(d.terminate() == 0, "device log:\n\(d.log)") }
         for g in gateways {
             #expect(g.terminate() == 0, "gateway log:\n\(g.log)")
