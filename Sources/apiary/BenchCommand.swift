@@ -7,13 +7,13 @@ import Logging
 struct BenchCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "bench",
-        abstract: "Measure merge, ingest, broadcast, fleet size and client footprint against raw bounds measured in the same run.",
+        abstract: "Measure merge, ingest, sharded ingest, broadcast, fleet size and client footprint against raw bounds measured in the same run.",
         discussion: """
-            Benchmarks: merge, ingest, broadcast, fleet, footprint, time-to-accuracy. Measure in a \
+            Benchmarks: merge, ingest, shards, broadcast, fleet, footprint, time-to-accuracy. Measure in a \
             release build: swift build -c release --product apiary --scratch-path .build-release, \
             then .build-release/release/apiary bench. See docs/BENCHMARKS.md.
             """,
-        subcommands: [BenchSuiteCommand.self, BenchFootprintClientCommand.self, BenchFleetClientsCommand.self],
+        subcommands: [BenchSuiteCommand.self, BenchFootprintClientCommand.self, BenchFleetClientsCommand.self, BenchShardServerCommand.self],
         defaultSubcommand: BenchSuiteCommand.self
     )
 }
@@ -24,13 +24,13 @@ struct BenchSuiteCommand: AsyncParsableCommand {
     @Flag(name: .long, help: "Print one JSON object as the last line of stdout (the table goes to stderr).")
     var json = false
 
-    @Option(name: .long, help: "Comma-separated benchmarks (merge, ingest, broadcast, fleet, footprint, time-to-accuracy) or cases (ingest/1M).")
+    @Option(name: .long, help: "Comma-separated benchmarks (merge, ingest, shards, broadcast, fleet, footprint, time-to-accuracy) or cases (ingest/1M, shards/4M).")
     var only: String?
 
     @Flag(name: .long, help: "Run each benchmark for a moment on small sizes (a smoke test; figures are not meaningful).")
     var quick = false
 
-    static let groups = ["merge", "ingest", "broadcast", "fleet", "footprint", "time-to-accuracy"]
+    static let groups = ["merge", "ingest", "shards", "broadcast", "fleet", "footprint", "time-to-accuracy"]
 
     func validate() throws {
         for s in selection where !Self.groups.contains(s.split(separator: "/").first.map(String.init) ?? s) {
@@ -87,6 +87,13 @@ struct BenchSuiteCommand: AsyncParsableCommand {
                    .init(label: "10M", parameters: 10_000_000, pushers: 4, ioThreads: io, seconds: 4, goal: false)]
             cases = cases.filter { wants("ingest", $0.label) }
             emit(IngestBench.run(cases, logger: logger, progress: progress))
+        }
+        if wants("shards") {
+            let cases: [ShardsBench.Case] = quick
+                ? [.init(label: "100k", parameters: 100_000, shardCounts: [1, 2], pushers: 2, seconds: 0.3, rounds: 1)]
+                : [.init(label: "1M", parameters: 1_000_000, shardCounts: [1, 2, 3], pushers: 4, seconds: 3, rounds: 2),
+                   .init(label: "4M", parameters: 4_000_000, shardCounts: [1, 2, 3], pushers: 4, seconds: 3, rounds: 2)]
+            emit(ShardsBench.run(cases.filter { wants("shards", $0.label) }, progress: progress, say: out))
         }
         if wants("broadcast") {
             var cases: [BroadcastBench.Case] = []
