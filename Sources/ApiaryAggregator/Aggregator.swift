@@ -26,7 +26,8 @@ public final class Aggregator: Service, Sendable {
     public let shardMap: [ShardEntry]?
     /// The range of the flat parameter vector this aggregator owns (all of it unless sharded).
     public let range: Range<Int>
-    private let initial: [Float]
+    /// The starting parameters of `range`, until the aggregator thread took them.
+    private let initial: Mutex<[Float]?>
     private let newRunID: UInt64
     private let initialVersion: UInt64
     private let logger: Logger
@@ -55,13 +56,11 @@ public final class Aggregator: Service, Sendable {
     }
 
     /// Creates an aggregator for a model of `layout` starting from `initialParameters`
-    /// (at `initialVersion`). Throws when the config is out of range.
+    /// (at `initialVersion`): the whole model, or, for a parameter shard, either the whole
+    /// model or just the shard's range (so a shard of a model too large for one process never
+    /// holds all of it). Throws when the config is out of range.
     public init(config: AggregatorConfig, layout: ParameterLayout, initialParameters: [Float], initialVersion: UInt64 = 0, logger: Logger) throws {
         if let e = config.validationError() { throw AggregatorError.invalidConfig(e) }
-        guard initialParameters.count == layout.parameterCount else {
-            throw AggregatorError.invalidConfig("initial model has \(initialParameters.count) parameters, the layout \(layout.parameterCount)")
-        }
-        guard initialParameters.allSatisfy(\.isFinite) else { throw AggregatorError.invalidConfig("initial model is not finite") }
         if let shard = config.shard {
             let map = try shard.entries(parameterCount: layout.parameterCount).get()
             self.shardMap = map
@@ -70,9 +69,15 @@ public final class Aggregator: Service, Sendable {
             self.shardMap = nil
             self.range = 0..<layout.parameterCount
         }
+        let range = self.range
+        guard initialParameters.count == layout.parameterCount || initialParameters.count == range.count else {
+            let part = range.count == layout.parameterCount ? "" : " or the shard's \(range.count)"
+            throw AggregatorError.invalidConfig("initial model has \(initialParameters.count) parameters, the layout \(layout.parameterCount)\(part)")
+        }
+        guard initialParameters.allSatisfy(\.isFinite) else { throw AggregatorError.invalidConfig("initial model is not finite") }
         self.config = config
         self.layout = layout
-        self.initial = Array(initialParameters[range])
+        self.initial = Mutex(initialParameters.count == range.count ? initialParameters : Array(initialParameters[range]))
         self.initialVersion = initialVersion
         self.newRunID = config.runID ?? UInt64.random(in: 1...UInt64.max)
         self.logger = logger
@@ -205,8 +210,19 @@ public final class Aggregator: Service, Sendable {
     private func serve(ready: DispatchSemaphore) {
         let loop: AggregatorLoop
         do {
-            loop = try AggregatorLoop(aggregator: self, config: config, layout: layout, range: range, shardMap: shardMap, initial: initial,
-                                      initialVersion: initialVersion, runID: newRunID, logger: logger)
+            // The loop copies the starting point; nothing else needs it afterwards (it is put
+            // back when starting fails, so a later start can use it).
+            guard let start = initial.withLock({ s -> [Float]? in
+                defer { s = nil }
+                return s
+            }) else { throw AggregatorError.startFailed("this aggregator has run already: create a new one") }
+            do {
+                loop = try AggregatorLoop(aggregator: self, config: config, layout: layout, range: range, shardMap: shardMap, initial: start,
+                                          initialVersion: initialVersion, runID: newRunID, logger: logger)
+            } catch {
+                initial.withLock { $0 = start }
+                throw error
+            }
         } catch {
             shared.withLock { $0.startError = "\(error)" }
             ready.signal()
