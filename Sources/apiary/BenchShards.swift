@@ -390,8 +390,8 @@ struct BenchShardServerCommand: ParsableCommand {
             slice = b[index + 1] - b[index]
         }
         config.updateQueueLimit = IngestBench.queueLimit(slice)
-        // The Aggregator takes the whole initial model and keeps its slice.
-        let agg = try Aggregator(config: config, layout: layout, initialParameters: [Float](repeating: 0, count: parameters), logger: logger)
+        // Only the slice: a shard never needs the whole model.
+        let agg = try Aggregator(config: config, layout: layout, initialParameters: [Float](repeating: 0, count: slice), logger: logger)
         let eps = try agg.start()
         let commands = BenchCommands()
         say("ready \(eps.model) \(eps.update) \(agg.runID) \(agg.range.lowerBound) \(agg.range.upperBound)")
