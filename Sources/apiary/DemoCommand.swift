@@ -1,6 +1,7 @@
 import ApiaryAggregator
 import ApiaryClient
 import ApiaryCore
+import ApiaryGateway
 import ApiaryLearning
 import ArgumentParser
 import Foundation
@@ -46,6 +47,12 @@ struct DemoCommand: AsyncParsableCommand {
     @Flag(name: .long, help: "Run async, then sync, on the same workload and compare them.")
     var compare = false
 
+    @Option(name: .long, help: "Split the model across this many parameter shards (aggregators), 1 = one aggregator; overrides demo.shards.")
+    var shards: Int?
+
+    @Option(name: .long, help: "Put the clients behind this many gateways (round-robin), 0 = clients talk to the aggregator; overrides demo.gateways.")
+    var gateways: Int?
+
     @Option(name: .long, help: "Folder for the report (index.html with the accuracy chart, series.csv, summary.json); overrides demo.report_dir (default reports/demo-<timestamp>).")
     var reportDir: String?
 
@@ -70,8 +77,15 @@ struct DemoCommand: AsyncParsableCommand {
             delayScale: delayScale ?? reader.double(forKey: "demo.delay_scale", default: 1),
             shuffleSeed: UInt64(reader.int(forKey: "data.shuffle_seed", default: 0)),
             progressEvery: reader.double(forKey: "demo.progress_interval_s", default: 0.5),
-            secure: !(insecure || reader.bool(forKey: "security.insecure", default: false))
+            secure: !(insecure || reader.bool(forKey: "security.insecure", default: false)),
+            shards: shards ?? reader.int(forKey: "demo.shards", default: 1),
+            gateways: gateways ?? reader.int(forKey: "demo.gateways", default: 0)
         )
+        guard (1...16).contains(options.shards) else { throw ValidationError("shards must be in 1...16") }
+        guard (0...n).contains(options.gateways) else { throw ValidationError("gateways must be in 0...\(n) (the number of clients)") }
+        if options.shards > 1 || options.gateways > 0 {
+            guard !compare, (mode ?? .async) == .async else { throw ValidationError("shards and gateways run FedAsync: leave out --compare and --mode sync") }
+        }
         let toStderr = json
         let out: @Sendable (String) -> Void = { line in
             if toStderr {
@@ -126,6 +140,9 @@ struct DemoOptions: Sendable {
     var shuffleSeed: UInt64
     var progressEvery: Double
     var secure: Bool
+    /// Parameter shards at the top (1: one aggregator) and gateways in front of the clients (0: none).
+    var shards = 1
+    var gateways = 0
     /// Stop after this many versions (the workload's 60 rounds for sync); nil: no limit.
     var maxVersions: UInt64? = nil
     /// Stop once the target is reached (otherwise run to the time limit, recording when it was).
@@ -146,6 +163,8 @@ struct DemoSummary: Sendable {
     var meanStaleness: Double
     var maxStaleness: UInt64
     var elapsed: Double
+    var shards = 1
+    var gateways = 0
     /// (seconds, version, accuracy) after every evaluated version.
     var series: [(Double, UInt64, Double)]
 
@@ -164,6 +183,8 @@ struct DemoSummary: Sendable {
             "\"mean_staleness\":\(num(meanStaleness))",
             "\"max_staleness\":\(maxStaleness)",
             "\"elapsed_s\":\(num(elapsed))",
+            "\"shards\":\(shards)",
+            "\"gateways\":\(gateways)",
         ].joined(separator: ",") + "}"
     }
 
@@ -181,8 +202,9 @@ struct DemoSummary: Sendable {
     func text() -> String {
         let reached = timeToTarget.map { String(format: "reached %.2f in %.2f s", targetAccuracy, $0) }
             ?? String(format: "did not reach %.2f", targetAccuracy)
+        let shape = (shards > 1 ? ", \(shards) shards" : "") + (gateways > 0 ? ", \(gateways) gateways (merges at the top are gateway pushes)" : "")
         return """
-            \(algorithm): \(clients) clients, \(reached); final accuracy \(String(format: "%.4f", finalAccuracy)) \
+            \(algorithm): \(clients) clients\(shape), \(reached); final accuracy \(String(format: "%.4f", finalAccuracy)) \
             after \(versions) versions (\(updatesMerged) merged, \(updatesRejected) rejected, \
             staleness mean \(String(format: "%.2f", meanStaleness)) max \(maxStaleness)), \(String(format: "%.1f", elapsed)) s
             """
@@ -200,33 +222,100 @@ struct FleetDemo {
 
     func run() async throws -> DemoSummary {
         var config = self.config
-        // The demo's own keys: one pair for the aggregator, one per client, all in memory.
+        let g = options.gateways
+        // The demo's own keys, all in memory: one pair for the top tier (shared by its shards),
+        // one per gateway (its server key toward its devices, and its client key upward), one
+        // per client.
         var clientKeys: [CurveKeyPair] = []
+        var gatewayKeys: [CurveKeyPair] = []
         if options.secure {
             clientKeys = try (0..<options.clients).map { _ in try CurveKeyPair.generate() }
+            gatewayKeys = try (0..<g).map { _ in try CurveKeyPair.generate() }
             var allow = AuthorizedKeys()
-            for (k, pair) in clientKeys.enumerated() { allow.authorize(key: pair.publicKey, clientID: "client-\(k)") }
+            if g == 0 {
+                for (k, pair) in clientKeys.enumerated() { allow.authorize(key: pair.publicKey, clientID: "client-\(k)") }
+            } else {
+                for (i, pair) in gatewayKeys.enumerated() { allow.authorize(key: pair.publicKey, clientID: "gateway-\(i)") }
+            }
             config.curve = CurveServerConfig(keyPair: try CurveKeyPair.generate(), authorizedKeys: allow)
         }
-        let aggregator = try Aggregator(config: config, layout: DigitsModel.layout, initialParameters: DigitsModel.initialParameters, logger: logger)
-        let endpoints = try aggregator.start()
-        defer { aggregator.stop() }
+
+        // The top tier: one aggregator, or S shards on ipc endpoints in a temporary folder.
+        var scratch: URL?
+        var top: [Aggregator] = []
+        if options.shards > 1 {
+            let dir = FileManager.default.temporaryDirectory.appendingPathComponent("apiary-demo-\(getpid())-\(UInt32.random(in: 0...UInt32.max))")
+            try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+            scratch = dir
+            let map = (0..<options.shards).map { i in
+                ShardConfig.Endpoints(model: "ipc://\(dir.path)/s\(i)-model", snapshot: "ipc://\(dir.path)/s\(i)-snap", update: "ipc://\(dir.path)/s\(i)-upd")
+            }
+            for i in 0..<options.shards {
+                var c = config
+                (c.modelEndpoint, c.snapshotEndpoint, c.updateEndpoint) = (map[i].model, map[i].snapshot, map[i].update)
+                c.shard = ShardConfig(index: i, map: map)
+                top.append(try Aggregator(config: c, layout: DigitsModel.layout, initialParameters: DigitsModel.initialParameters, logger: logger))
+            }
+        } else {
+            top = [try Aggregator(config: config, layout: DigitsModel.layout, initialParameters: DigitsModel.initialParameters, logger: logger)]
+        }
+        let topEndpoints = try top.map { try $0.start() }
+        defer {
+            top.forEach { $0.stop() }
+            if let scratch { try? FileManager.default.removeItem(at: scratch) }
+        }
+        let aggregator = top[0]
         let context = try Context()
+
+        // Gateways: each an aggregator for its clients and one client of the top tier (shard 0).
+        var gatewayList: [Gateway] = []
+        var gatewayEndpoints: [Aggregator.Endpoints] = []
+        for i in 0..<g {
+            var down = AggregatorConfig(modelEndpoint: "tcp://127.0.0.1:*", snapshotEndpoint: "tcp://127.0.0.1:*", updateEndpoint: "tcp://127.0.0.1:*",
+                                        rule: config.rule, training: config.training, publishInterval: config.publishInterval)
+            var up = ClientConfig(clientID: "gateway-\(i)", modelEndpoint: topEndpoints[0].model, snapshotEndpoint: topEndpoints[0].snapshot,
+                                  updateEndpoint: topEndpoints[0].update, newModelWait: .milliseconds(100))
+            if let curve = config.curve {
+                var allow = AuthorizedKeys()
+                for k in stride(from: i, to: options.clients, by: g) { allow.authorize(key: clientKeys[k].publicKey, clientID: "client-\(k)") }
+                down.curve = CurveServerConfig(keyPair: gatewayKeys[i], authorizedKeys: allow)
+                up.curve = CurveClientConfig(keyPair: gatewayKeys[i], serverPublicKey: curve.keyPair.publicKey)
+            }
+            let gw = try Gateway(config: GatewayConfig(downstream: down, upstream: up, pushEveryMerges: 10, pushInterval: .milliseconds(500)),
+                                 layout: DigitsModel.layout, initialParameters: DigitsModel.initialParameters, logger: logger)
+            gatewayEndpoints.append(try gw.startDownstream())
+            gatewayList.append(gw)
+        }
+        let gatewaysRunning = gatewayList.map { gw in Task { try await gw.run() } }
+        defer {
+            gatewayList.forEach { $0.stop() }
+            gatewaysRunning.forEach { $0.cancel() }
+        }
+
         let joined = Atomic<Int>(0)
         var runtimes: [ClientRuntime] = []
         for k in 0..<options.clients {
             let delay = workload.delaySeconds(client: k) * options.delayScale
             let trainer = SoftmaxRegression(dataset: workload.trainSet(client: k), clientID: k, shuffleSeed: options.shuffleSeed,
                                             delay: delay > 0 ? .milliseconds(Int64(delay * 1000)) : nil)
-            let curve = config.curve.map { CurveClientConfig(keyPair: clientKeys[k], serverPublicKey: $0.keyPair.publicKey) }
+            let (endpoints, serverKey) = g == 0 ? (topEndpoints[0], config.curve?.keyPair.publicKey)
+                                                : (gatewayEndpoints[k % g], gatewayKeys.isEmpty ? nil : gatewayKeys[k % g].publicKey)
+            let curve = serverKey.map { CurveClientConfig(keyPair: clientKeys[k], serverPublicKey: $0) }
             let cc = ClientConfig(clientID: "client-\(k)", modelEndpoint: endpoints.model, snapshotEndpoint: endpoints.snapshot,
                                   updateEndpoint: endpoints.update, curve: curve)
             runtimes.append(try ClientRuntime(config: cc, trainer: trainer, context: context, logger: logger, onEvent: { e in
                 if case .joined = e { joined.add(1, ordering: .relaxed) }
             }))
         }
+        /// The top tier's model: the one aggregator's, or the shards' slices side by side.
+        func topModel() -> (version: UInt64, parameters: [Float])? {
+            let models = top.compactMap(\.latestModel)
+            guard models.count == top.count else { return nil }
+            return (models.reduce(0) { $0 + $1.version }, models.flatMap(\.parameters))
+        }
         let rule = config.sync == nil ? "FedAsync alpha=\(config.rule.alpha) staleness=\(config.rule.staleness)" : "synchronous FedAvg rounds"
-        say("apiary demo: \(rule), \(options.clients) clients, target \(options.target), limit \(options.timeLimit) s, \(config.curve == nil ? "INSECURE (no CURVE)" : "CURVE with generated keys")")
+        let shape = (options.shards > 1 ? ", \(options.shards) parameter shards" : "") + (g > 0 ? ", \(g) gateways" : "")
+        say("apiary demo: \(rule)\(shape), \(options.clients) clients, target \(options.target), limit \(options.timeLimit) s, \(config.curve == nil ? "INSECURE (no CURVE)" : "CURVE with generated keys")")
         return try await withThrowingTaskGroup(of: Void.self) { group in
             for r in runtimes { group.addTask { try await r.run() } }
             defer { group.cancelAll() }
@@ -247,9 +336,9 @@ struct FleetDemo {
             var timeToTarget: Double?, timeTo085: Double?
             var lastPrint = -1.0
             while true {
-                if let m = aggregator.latestModel, m.version != lastVersion {
+                if let m = topModel(), m.version != lastVersion {
                     lastVersion = m.version
-                    accuracy = m.withParameters { Evaluation.accuracy(parameters: Array($0), on: workload.testSet) }
+                    accuracy = Evaluation.accuracy(parameters: m.parameters, on: workload.testSet)
                     let t = seconds()
                     series.append((t, m.version, accuracy))
                     if timeTo085 == nil && accuracy >= 0.85 { timeTo085 = t }
@@ -271,7 +360,7 @@ struct FleetDemo {
             return DemoSummary(algorithm: config.sync == nil ? "fedasync" : "fedavg", clients: options.clients, finalAccuracy: accuracy, timeToTarget: timeToTarget,
                                targetAccuracy: options.target, timeTo085: timeTo085, versions: s.version,
                                updatesMerged: s.merged, updatesRejected: s.rejectedTotal, meanStaleness: s.meanStaleness,
-                               maxStaleness: s.maxStaleness, elapsed: seconds(), series: series)
+                               maxStaleness: s.maxStaleness, elapsed: seconds(), shards: options.shards, gateways: g, series: series)
         }
     }
 }

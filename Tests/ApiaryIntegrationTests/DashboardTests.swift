@@ -144,4 +144,24 @@ struct DashboardTests {
         #expect(err2.split(separator: "\n").last.map(String.init) == "report: \(chosen)/index.html")
         #expect(FileManager.default.fileExists(atPath: "\(chosen)/index.html"))
     }
+
+    @Test("apiary demo --shards 2 --gateways 2: clients behind gateways in front of shards, CURVE on every hop, reach the target")
+    func demoScaledOut() async throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("apiary-demo-scale-\(getpid())-\(UInt32.random(in: 0...UInt32.max))").path
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let args = ["demo", "--clients", "6", "--shards", "2", "--gateways", "2", "--target", "0.6", "--time-limit", "60",
+                    "--delay-scale", "0.2", "--json", "--no-report"]
+        let (status, out, err) = try await offPool { try self.apiary(args, in: dir) }
+        #expect(status == 0, "\(out)\n\(err)")
+        let last = try #require(out.split(separator: "\n").last.map(String.init))
+        let summary = try #require(try JSONSerialization.jsonObject(with: Data(last.utf8)) as? [String: Any])
+        #expect(summary["shards"] as? Int == 2 && summary["gateways"] as? Int == 2)
+        #expect((summary["final_accuracy"] as? Double ?? 0) >= 0.6, "\(last)\n\(err)")
+        #expect(summary["time_to_target_s"] as? Double != nil)
+        #expect(err.contains("2 parameter shards, 2 gateways") && err.contains("CURVE with generated keys"))
+        // Bad shapes are refused before anything starts.
+        let (bad, _, badErr) = try await offPool { try self.apiary(["demo", "--gateways", "2", "--mode", "sync", "--no-report"], in: dir) }
+        #expect(bad != 0 && badErr.contains("shards and gateways run FedAsync"))
+    }
 }
