@@ -39,6 +39,8 @@ public struct GatewayConfig: Sendable {
 /// - When the uplink drops, devices keep training and the gateway keeps merging; pushes wait
 ///   (bounded by `max_pending_updates`) and are resent, and the next upstream model is
 ///   rebased onto when the link returns.
+/// - A push the tier above does not merge (rejected: too stale after a long outage, say)
+///   hands its progress back (`Aggregator.restore(progress:in:)`), so a later push carries it.
 public final class Gateway: Service, Sendable {
     public let aggregator: Aggregator
     public let uplink: ClientRuntime
