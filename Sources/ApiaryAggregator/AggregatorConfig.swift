@@ -31,6 +31,10 @@ public struct AggregatorConfig: Sendable {
     public var dedupWindow: UInt64
     /// Receive high-water mark of the update socket, in messages.
     public var updateQueueLimit: Int32
+    /// ...and at most about this many bytes of queued updates per connection: the queue limit
+    /// is lowered to `updateQueueBytes / update size` (at least 2) for large models, since
+    /// libzmq's high-water mark counts messages, not bytes.
+    public var updateQueueBytes: Int64 = 256 << 20
     /// libzmq I/O threads.
     public var ioThreads: Int
     /// Identifies this training run; random when nil (a resumed checkpoint keeps its own).
@@ -127,6 +131,7 @@ public struct AggregatorConfig: Sendable {
         if checkpointKeep < 1 { return "checkpoint.keep must be at least 1" }
         if checkpointEveryVersions < 1 { return "checkpoint.every_versions must be at least 1" }
         if let n = maxUpdateNorm, !(n.isFinite && n > 0) { return "limits.max_update_norm must be a positive number" }
+        if updateQueueBytes < 1 { return "limits.update_queue_bytes must be positive" }
         if relay && shard != nil { return "a gateway (relay) aggregator cannot be a parameter shard" }
         if relay && sync != nil { return "a gateway (relay) aggregator merges with fedasync, not fedavg rounds" }
         if dedupWindow < 1 || dedupWindow > DedupTable<Int>.maxWindow { return "dedup_window must be in 1...\(DedupTable<Int>.maxWindow)" }
@@ -201,5 +206,14 @@ public struct CurveServerConfig: Sendable {
         self.authorizedKeysPath = authorizedKeysPath
         self.authorizedKeys = authorizedKeys
         self.startsZAPHandler = startsZAPHandler
+    }
+}
+
+extension AggregatorConfig {
+    /// The receive high-water mark of the update socket for updates of `parameters` float32
+    /// values: `updateQueueLimit` messages, fewer when they would exceed `updateQueueBytes`.
+    public func updateQueueMessages(parameters: Int) -> Int32 {
+        let bytes = max(Int64(parameters) * 4, 1)
+        return Int32(clamping: max(2, min(Int64(updateQueueLimit), updateQueueBytes / bytes)))
     }
 }

@@ -155,7 +155,7 @@ final class AggregatorLoop {
         pull = try context.socket(.pull)
         try secure(pull)
         try pull.set(.maxMessageSize, config.maxFrameBytes)
-        try pull.set(.receiveHighWaterMark, config.updateQueueLimit)
+        try pull.set(.receiveHighWaterMark, config.updateQueueMessages(parameters: range.count))
         try pull.set(.heartbeatInterval, 2000)
         try pull.set(.heartbeatTimeout, 6000)
         try pull.bind(config.updateEndpoint)

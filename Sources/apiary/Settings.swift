@@ -78,6 +78,9 @@ enum Settings {
             normPolicy: try normPolicy(r)
         )
         var config = c
+        let queueBytes = r.int(forKey: "limits.update_queue_bytes", default: 256 << 20)
+        guard queueBytes >= 1 else { throw SettingsError("limits.update_queue_bytes must be positive") }
+        config.updateQueueBytes = Int64(queueBytes)
         switch r.string(forKey: "algorithm", default: "fedasync") {
         case "fedasync": break
         case "fedavg":

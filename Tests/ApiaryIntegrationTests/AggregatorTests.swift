@@ -121,4 +121,17 @@ struct AggregatorTests {
         #expect(ok.staleness == 2)
         #expect(abs(ok.mixingWeight - 1.0 / 3.0) < 1e-12)
     }
+
+    @Test("the update queue is bounded in bytes as well as messages")
+    func updateQueueBytes() {
+        var c = AggregatorConfig()
+        #expect(c.updateQueueMessages(parameters: 650) == 256)                 // small models: the message limit
+        #expect(c.updateQueueMessages(parameters: 10_000_000) == 6)            // 256 MiB of 40 MB updates
+        #expect(c.updateQueueMessages(parameters: 1_000_000_000) == 2)         // never below 2
+        c.updateQueueBytes = 1 << 30
+        #expect(c.updateQueueMessages(parameters: 1_000_000) == 256)
+        c.updateQueueBytes = 0
+        #expect(c.validationError()?.contains("update_queue_bytes") == true)
+    }
+
 }
