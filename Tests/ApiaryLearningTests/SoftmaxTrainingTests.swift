@@ -66,7 +66,9 @@ import ApiaryLearning
         task.cancel()
         let t1 = clock.now
         await #expect(throws: CancellationError.self) { try await task.value }
-        #expect(clock.now - t1 < .seconds(5))
+        // Well short of the 30 s delay: the sleep was cancelled (the training before it may take
+        // seconds on a loaded machine, so no tighter bound).
+        #expect(clock.now - t1 < .seconds(20))
     }
 
     @Test func rejectsWrongLayoutAndConfig() async throws {
