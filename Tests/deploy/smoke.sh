@@ -19,12 +19,11 @@
 # restart of one shard (SIGTERM, exit 0, a start with another range refused, the restart
 # resumes and merges again); the gateway merging while every shard is down and pushing again
 # once they are back; then SIGTERM with exit status 0 everywhere and valid final checkpoints.
-# The gateway's checks are skipped, and said so, when the binary has no `gateway` command.
 #
 # Only the paths below /etc/apiary and /var/lib/apiary and the endpoints are redirected (to a
 # temporary directory and to free 127.0.0.1 ports), through the environment as well. Every
 # process started is stopped on exit (SMOKE_KEEP=1 keeps the temporary directory with the logs).
-# Last line: "N passed, M failed" (", K skipped").
+# Last line: "N passed, M failed".
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
@@ -43,9 +42,7 @@ trap cleanup EXIT
 
 passed=0
 failed=0
-skipped=0
 ok() { passed=$((passed + 1)); echo "ok   $1"; }
-skip() { skipped=$((skipped + 1)); echo "skip $1"; }
 fail() {
     failed=$((failed + 1))
     echo "FAIL $1"
@@ -232,7 +229,7 @@ wait_for() { # SECONDS command...: until the command succeeds
 }
 
 part2() {
-    local k="$work/keys2" i id have_gateway=$1
+    local k="$work/keys2" i id
     # Free ports: per shard model, snapshot, update, http; the same four for the gateway.
     local -a pt s_model s_snapshot s_update s_http
     read -r -a pt < <(free_ports 16)
@@ -248,9 +245,8 @@ part2() {
         map_update+="${map_update:+,}tcp://127.0.0.1:${s_update[i]}"
     done
     local clients2=(client-0 client-7) devices=(device-4 device-11)
-    # Who pushes to the shards: the clients, and the gateway when there is one.
-    local uppers=("${clients2[@]}")
-    [[ $have_gateway == 0 ]] || uppers+=(gateway-1)
+    # Who pushes to the shards: the clients and the gateway.
+    local uppers=("${clients2[@]}" gateway-1)
 
     start_shard() { # index [VAR=value...]: its own ports and state, SHARDS_INDEX, the map
         local i=$1
@@ -325,37 +321,33 @@ part2() {
             ENDPOINTS_UPDATE="tcp://127.0.0.1:${s_update[0]}" \
             "$apiary" client --config "$root/Deploy/config/client.yaml"
     done
-    if [[ $have_gateway == 1 ]]; then
-        start gateway env ENDPOINTS_MODEL="tcp://127.0.0.1:$g_model" ENDPOINTS_SNAPSHOT="tcp://127.0.0.1:$g_snapshot" \
-            ENDPOINTS_UPDATE="tcp://127.0.0.1:$g_update" HTTP_HOST=127.0.0.1 HTTP_PORT="$g_http" \
-            SECURITY_SECRET_KEY_FILE="$k/gateway/gateway.secret" SECURITY_AUTHORIZED_KEYS="$k/gateway/authorized_keys" \
-            CHECKPOINT_DIRECTORY="$work/gateway/checkpoints" LEDGER_PATH="$work/gateway/ledger.sqlite" PROGRESS_INTERVAL_S=2 \
-            UPSTREAM_CLIENT_ID=gateway-1 UPSTREAM_SECURITY_SECRET_KEY_FILE="$k/gateway/gateway-1.secret" \
-            UPSTREAM_SECURITY_SERVER_PUBLIC_KEY_FILE="$k/gateway/aggregator.public" \
-            UPSTREAM_ENDPOINTS_MODEL="tcp://127.0.0.1:${s_model[0]}" UPSTREAM_ENDPOINTS_SNAPSHOT="tcp://127.0.0.1:${s_snapshot[0]}" \
-            UPSTREAM_ENDPOINTS_UPDATE="tcp://127.0.0.1:${s_update[0]}" \
-            "$apiary" gateway --config "$root/Deploy/config/gateway.yaml"
-        if wait_healthy "$g_http" gateway; then
-            ok "the gateway starts with Deploy/config/gateway.yaml in front of the shards; the compose healthcheck passes"
-        else
-            fail "the gateway did not start or answer /healthz" "$work/gateway.log"
-            return
-        fi
-        for id in "${devices[@]}"; do
-            start "$id" env CLIENT_ID="$id" DATA_PARTITION="${id#device-}" DATA_DELAY_S=0 \
-                SECURITY_SECRET_KEY_FILE="$k/devices/$id.secret" SECURITY_SERVER_PUBLIC_KEY_FILE="$k/devices/gateway.public" \
-                ENDPOINTS_MODEL="tcp://127.0.0.1:$g_model" ENDPOINTS_SNAPSHOT="tcp://127.0.0.1:$g_snapshot" \
-                ENDPOINTS_UPDATE="tcp://127.0.0.1:$g_update" \
-                "$apiary" client --config "$root/Deploy/config/client.yaml"
-        done
+    start gateway env ENDPOINTS_MODEL="tcp://127.0.0.1:$g_model" ENDPOINTS_SNAPSHOT="tcp://127.0.0.1:$g_snapshot" \
+        ENDPOINTS_UPDATE="tcp://127.0.0.1:$g_update" HTTP_HOST=127.0.0.1 HTTP_PORT="$g_http" \
+        SECURITY_SECRET_KEY_FILE="$k/gateway/gateway.secret" SECURITY_AUTHORIZED_KEYS="$k/gateway/authorized_keys" \
+        CHECKPOINT_DIRECTORY="$work/gateway/checkpoints" LEDGER_PATH="$work/gateway/ledger.sqlite" PROGRESS_INTERVAL_S=2 \
+        UPSTREAM_CLIENT_ID=gateway-1 UPSTREAM_SECURITY_SECRET_KEY_FILE="$k/gateway/gateway-1.secret" \
+        UPSTREAM_SECURITY_SERVER_PUBLIC_KEY_FILE="$k/gateway/aggregator.public" \
+        UPSTREAM_ENDPOINTS_MODEL="tcp://127.0.0.1:${s_model[0]}" UPSTREAM_ENDPOINTS_SNAPSHOT="tcp://127.0.0.1:${s_snapshot[0]}" \
+        UPSTREAM_ENDPOINTS_UPDATE="tcp://127.0.0.1:${s_update[0]}" \
+        "$apiary" gateway --config "$root/Deploy/config/gateway.yaml"
+    if wait_healthy "$g_http" gateway; then
+        ok "the gateway starts with Deploy/config/gateway.yaml in front of the shards; the compose healthcheck passes"
     else
-        skip "gateway: $apiary has no \`gateway\` command (an older build?); the shards run with their clients only"
+        fail "the gateway did not start or answer /healthz" "$work/gateway.log"
+        return
     fi
+    for id in "${devices[@]}"; do
+        start "$id" env CLIENT_ID="$id" DATA_PARTITION="${id#device-}" DATA_DELAY_S=0 \
+            SECURITY_SECRET_KEY_FILE="$k/devices/$id.secret" SECURITY_SERVER_PUBLIC_KEY_FILE="$k/devices/gateway.public" \
+            ENDPOINTS_MODEL="tcp://127.0.0.1:$g_model" ENDPOINTS_SNAPSHOT="tcp://127.0.0.1:$g_snapshot" \
+            ENDPOINTS_UPDATE="tcp://127.0.0.1:$g_update" \
+            "$apiary" client --config "$root/Deploy/config/client.yaml"
+    done
 
     # 10. Every shard merges the slices of the clients (and the gateway); the gateway its devices'.
     if wait_for 60 all_shards_merged 3 "${uppers[@]}" \
-       && { [[ $have_gateway == 0 ]] || wait_for 30 merged "$work/gateway/ledger.sqlite" 3 "${devices[@]}"; }; then
-        ok "every shard merges the slices of ${uppers[*]}$([[ $have_gateway == 0 ]] || echo "; the gateway merges ${devices[*]}")"
+       && wait_for 30 merged "$work/gateway/ledger.sqlite" 3 "${devices[@]}"; then
+        ok "every shard merges the slices of ${uppers[*]}; the gateway merges ${devices[*]}"
     else
         ledgers
         fail "not every slice or device update was merged" "$work/ledger-0.txt" "$work/ledger-1.txt" "$work/ledger-2.txt" \
@@ -411,33 +403,30 @@ part2() {
 
     # 12. The uplink drops: every shard down; the gateway keeps merging its devices' updates,
     # and its pushes are merged again once the shards are back.
-    if [[ $have_gateway == 1 ]]; then
-        local down=1 g_before s_before=() back=1
-        for i in 0 1 2; do stop2 "shard-$i" >>"$work/stop2.log" || down=0; done
-        g_before=$(count "$work/gateway/ledger.sqlite" device-4)
-        if [[ $down == 1 ]] && wait_for 20 merged "$work/gateway/ledger.sqlite" $((g_before + 5)) device-4; then
-            ok "every shard down (each exited 0 on SIGTERM): the gateway keeps merging device-4's updates"
-        else
-            fail "with the shards down the gateway merged nothing, or a shard did not exit 0" "$work/stop2.log" "$work/gateway.log"
-        fi
-        for i in 0 1 2; do
-            s_before[i]=$(count "$work/shard-$i/ledger.sqlite" gateway-1)
-            start_shard "$i"
-        done
-        for i in 0 1 2; do
-            wait_healthy "${s_http[i]}" "shard-$i" && wait_for 60 merged "$work/shard-$i/ledger.sqlite" $((s_before[i] + 2)) gateway-1 || back=0
-        done
-        if [[ $back == 1 ]]; then
-            ok "the shards restart from their checkpoints and merge the gateway's pushes again"
-        else
-            ledgers
-            fail "after the shards' restart the gateway's pushes were not merged" "$work/gateway.log" "$work/ledger-0.txt"
-        fi
+    local down=1 g_before s_before=() back=1
+    for i in 0 1 2; do stop2 "shard-$i" >>"$work/stop2.log" || down=0; done
+    g_before=$(count "$work/gateway/ledger.sqlite" device-4)
+    if [[ $down == 1 ]] && wait_for 20 merged "$work/gateway/ledger.sqlite" $((g_before + 5)) device-4; then
+        ok "every shard down (each exited 0 on SIGTERM): the gateway keeps merging device-4's updates"
+    else
+        fail "with the shards down the gateway merged nothing, or a shard did not exit 0" "$work/stop2.log" "$work/gateway.log"
+    fi
+    for i in 0 1 2; do
+        s_before[i]=$(count "$work/shard-$i/ledger.sqlite" gateway-1)
+        start_shard "$i"
+    done
+    for i in 0 1 2; do
+        wait_healthy "${s_http[i]}" "shard-$i" && wait_for 60 merged "$work/shard-$i/ledger.sqlite" $((s_before[i] + 2)) gateway-1 || back=0
+    done
+    if [[ $back == 1 ]]; then
+        ok "the shards restart from their checkpoints and merge the gateway's pushes again"
+    else
+        ledgers
+        fail "after the shards' restart the gateway's pushes were not merged" "$work/gateway.log" "$work/ledger-0.txt"
     fi
 
     # 13. SIGTERM: devices, clients, the gateway, the shards; every exit status 0.
-    local bad="" names=("${clients2[@]}" shard-0 shard-1 shard-2)
-    [[ $have_gateway == 0 ]] || names=("${devices[@]}" "${clients2[@]}" gateway shard-0 shard-1 shard-2)
+    local bad="" names=("${devices[@]}" "${clients2[@]}" gateway shard-0 shard-1 shard-2)
     for id in "${names[@]}"; do
         stop2 "$id" >>"$work/stop2.log" || bad+=" $id"
     done
@@ -448,8 +437,7 @@ part2() {
     fi
 
     # 14. Each shard's (and the gateway's) final checkpoint is valid.
-    local last badcp="" d dirs=(shard-0 shard-1 shard-2)
-    [[ $have_gateway == 0 ]] || dirs+=(gateway)
+    local last badcp="" d dirs=(shard-0 shard-1 shard-2 gateway)
     for d in "${dirs[@]}"; do
         last="$(find "$work/$d/checkpoints" -name 'checkpoint-*.safetensors' 2>/dev/null | sort | tail -n 1)"
         if [[ -z "$last" ]] || ! "$apiary" checkpoint inspect "$last" >>"$work/inspect2.log" 2>&1; then badcp+=" $d"; fi
@@ -461,13 +449,7 @@ part2() {
     fi
 }
 
-if "$apiary" gateway --help 2>&1 | grep -q "USAGE: apiary gateway"; then
-    part2 1
-else
-    part2 0
-fi
+part2
 
-summary="$passed passed, $failed failed"
-[[ $skipped == 0 ]] || summary+=", $skipped skipped"
-echo "$summary"
+echo "$passed passed, $failed failed"
 [[ $failed == 0 ]]
