@@ -238,8 +238,10 @@ class Snapshot:
     params: np.ndarray
 
 
-def decode_snapshot_reply(frames: list[bytes]) -> Snapshot:
-    """Section 3.2: [header] [layout] [config] [payload 1..P]."""
+def decode_snapshot_reply(frames: list[bytes], payload_values=None) -> Snapshot:
+    """Section 3.2: [header] [layout] [config] [payload 1..P]. The payload holds the header's
+    parameter count of values, or `payload_values(config, layout)` of them when given (a
+    shard's slice, section 4.4)."""
     if len(frames) < 4:
         raise ProtocolError(f"SNAPSHOT_REPLY has {len(frames)} frames, expected >= 4")
     header, layout_frame, config_frame, *payload = frames
@@ -256,13 +258,14 @@ def decode_snapshot_reply(frames: list[bytes]) -> Snapshot:
     for i, p in enumerate(payload):
         if len(p) % 4:
             raise ProtocolError(f"payload frame {i} is {len(p)} bytes, not a multiple of 4")
-    raw = b"".join(payload)
-    if len(raw) != 4 * count:
-        raise ProtocolError(f"payload is {len(raw)} bytes, expected 4 x {count}")
     layout = decode_layout(layout_frame)
     config = json.loads(config_frame.decode("utf-8"))
     if not isinstance(config, dict):
         raise ProtocolError("config frame is not a JSON object")
+    want = count if payload_values is None else payload_values(config, layout)
+    raw = b"".join(payload)
+    if len(raw) != 4 * want:
+        raise ProtocolError(f"payload is {len(raw)} bytes, expected 4 x {want}")
     params = np.frombuffer(raw, dtype="<f4").astype(np.float32)
     return Snapshot(request_id, run_id, version, fingerprint, count, server_time_ms,
                     frame_count, bytes(layout_frame), layout, config, params)
@@ -774,6 +777,13 @@ def _conversation(client: Client, report: Report, cid: str) -> int:
     return 0 if report.failed == 0 else 1
 
 
+def check_client_id(parser: argparse.ArgumentParser, cid: str) -> None:
+    """Section 3.4: 1 to 64 characters of A-Z a-z 0-9 . _ -"""
+    if not (1 <= len(cid) <= 64) or any(
+            not (c.isascii() and (c.isalnum() or c in "._-")) for c in cid):
+        parser.error("client id must be 1 to 64 characters from A-Z a-z 0-9 . _ -")
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", required=True, help="aggregator PUB endpoint (SUB connects)")
@@ -781,10 +791,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--update", required=True, help="aggregator PULL endpoint (PUSH connects)")
     p.add_argument("--client-id", default="py-1")
     args = p.parse_args(argv)
-    cid = args.client_id
-    if not (1 <= len(cid) <= 64) or any(
-            not (c.isascii() and (c.isalnum() or c in "._-")) for c in cid):
-        p.error("client id must be 1 to 64 characters from A-Z a-z 0-9 . _ -")
+    check_client_id(p, args.client_id)
     return run(args)
 
 

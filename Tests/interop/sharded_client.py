@@ -25,7 +25,6 @@ Output as python_client.py: one "ok - ..." / "not ok - ..." line per check, then
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import struct
@@ -48,8 +47,6 @@ from python_client import (  # noqa: E402  (same directory, written from the sam
     RECEIPT_TIMEOUT_S,
     REASON_LAYOUT_MISMATCH,
     REASON_NONE,
-    SNAPSHOT_REPLY,
-    SNAPSHOT_REPLY_HEADER_BYTES,
     STALENESS_UNKNOWN,
     ChunkHeader,
     Client,
@@ -57,8 +54,8 @@ from python_client import (  # noqa: E402  (same directory, written from the sam
     Receipt,
     Report,
     Snapshot,
-    check_common_prefix,
-    decode_layout,
+    check_client_id,
+    decode_snapshot_reply,
     decode_model_chunk,
     encode_layout,
     encode_update_header,
@@ -139,43 +136,19 @@ class ShardSnapshot:
 
 
 def decode_shard_snapshot_reply(frames: list[bytes]) -> ShardSnapshot:
-    """Section 3.2 with a shard map: [header] [layout] [config] [payload 1..P]; the payload
-    adds up to 4 x (end - start) bytes of entry `shard_index`."""
-    if len(frames) < 4:
-        raise ProtocolError(f"SNAPSHOT_REPLY has {len(frames)} frames, expected >= 4")
-    header, layout_frame, config_frame, *payload = frames
-    check_common_prefix(header, SNAPSHOT_REPLY)
-    if len(header) != SNAPSHOT_REPLY_HEADER_BYTES:
-        raise ProtocolError(f"SNAPSHOT_REPLY header is {len(header)} bytes, expected 64")
-    request_id, run_id, version, fingerprint, count = struct.unpack_from("<QQQQQ", header, 8)
-    (server_time_ms,) = struct.unpack_from("<q", header, 48)
-    frame_count, reserved = struct.unpack_from("<II", header, 56)
-    if reserved != 0:
-        raise ProtocolError(f"SNAPSHOT_REPLY reserved field {reserved} != 0")
-    if frame_count != len(payload):
-        raise ProtocolError(f"header says {frame_count} payload frames, got {len(payload)}")
-    for i, p in enumerate(payload):
-        if len(p) % 4:
-            raise ProtocolError(f"payload frame {i} is {len(p)} bytes, not a multiple of 4")
-    layout = decode_layout(layout_frame)
-    model_count = sum(t.count for t in layout)
-    config = json.loads(config_frame.decode("utf-8"))
-    if not isinstance(config, dict):
-        raise ProtocolError("config frame is not a JSON object")
-    # The shard map covers the whole model, whose size the layout gives. (The page does not
-    # say whether the header's parameter count is the whole model's or the slice's; see
-    # the check that reports it.)
-    shards, index = parse_shard_map(config, model_count)
-    entry = shards[index]
-    raw = b"".join(payload)
-    want = 4 * (entry.end - entry.start)
-    if len(raw) != want:
-        raise ProtocolError(f"payload is {len(raw)} bytes; shard {index} owns "
-                            f"[{entry.start}, {entry.end}) = {want} bytes")
-    params = np.frombuffer(raw, dtype="<f4").astype(np.float32)
-    snap = Snapshot(request_id, run_id, version, fingerprint, count, server_time_ms, frame_count,
-                    bytes(layout_frame), layout, config, params)
-    return ShardSnapshot(snap, count, shards, index)
+    """Section 3.2 with a shard map: the payload adds up to 4 x (end - start) bytes of entry
+    `shard_index`."""
+    found: dict = {}
+
+    def slice_values(config: dict, layout) -> int:
+        # The shard map covers the whole model, whose size the layout gives.
+        shards, index = parse_shard_map(config, sum(t.count for t in layout))
+        found["map"] = (shards, index)
+        return shards[index].end - shards[index].start
+
+    snap = decode_snapshot_reply(frames, slice_values)
+    shards, index = found["map"]
+    return ShardSnapshot(snap, snap.parameter_count, shards, index)
 
 
 # --------------------------------------------------------------------------
@@ -624,10 +597,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--client-id", default="py-shard-1")
     p.add_argument("--expect-shards", type=int, default=3)
     args = p.parse_args(argv)
-    cid = args.client_id
-    if not (1 <= len(cid) <= 64) or any(
-            not (c.isascii() and (c.isalnum() or c in "._-")) for c in cid):
-        p.error("client id must be 1 to 64 characters from A-Z a-z 0-9 . _ -")
+    check_client_id(p, args.client_id)
     return run(args)
 
 
