@@ -148,7 +148,7 @@ enum BroadcastBench {
         }
     }
 
-    static func layout(_ n: Int) throws -> ParameterLayout { try ParameterLayout([TensorSpec(name: "w", shape: [n])]) }
+    static func layout(_ n: Int) throws -> ParameterLayout { try BenchModel.layout(n) }
 
     static func timeout(_ c: Case) -> Double { 60 + Double(c.parameters) * Double(c.subscribers) * 4 / 0.3e9 }
 
@@ -191,11 +191,7 @@ enum BroadcastBench {
     /// version's chunks); timed from the receipt's arrival to the last subscriber's last chunk.
     static func aggregator(_ c: Case, logger: Logger) throws -> (times: [Double], fromSend: [Double]) {
         let l = try layout(c.parameters)
-        var config = AggregatorConfig()
-        config.modelEndpoint = "tcp://127.0.0.1:*"
-        config.snapshotEndpoint = "tcp://127.0.0.1:*"
-        config.updateEndpoint = "tcp://127.0.0.1:*"
-        config.rule = FedAsync(alpha: 0.5, staleness: .constant, maxStaleness: .max)
+        var config = BenchModel.aggregatorConfig()
         config.heartbeatInterval = .zero
         config.chunkParameters = chunkParameters
         config.updateQueueLimit = 4

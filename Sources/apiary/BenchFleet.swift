@@ -33,12 +33,8 @@ enum FleetBench {
     static func measure(_ c: Case, logger: Logger) throws -> BenchResult {
         let limit = FileLimit.raiseToHard()
         let rssBefore = ProcStatus.rss()
-        let layout = try ParameterLayout([TensorSpec(name: "w", shape: [c.parameters])])
-        var config = AggregatorConfig()
-        config.modelEndpoint = "tcp://127.0.0.1:*"
-        config.snapshotEndpoint = "tcp://127.0.0.1:*"
-        config.updateEndpoint = "tcp://127.0.0.1:*"
-        config.rule = FedAsync(alpha: 0.5, staleness: .constant, maxStaleness: .max)
+        let layout = try BenchModel.layout(c.parameters)
+        var config = BenchModel.aggregatorConfig()
         config.ioThreads = c.ioThreads
         let agg = try Aggregator(config: config, layout: layout, initialParameters: [Float](repeating: 0, count: c.parameters), logger: logger)
         let eps = try agg.start()

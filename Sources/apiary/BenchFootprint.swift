@@ -15,11 +15,8 @@ enum FootprintBench {
         let name = "footprint/\(parameters >= 1000 ? "\(parameters / 1000)k" : "\(parameters)")"
         progress(name)
         do {
-            let layout = try ParameterLayout([TensorSpec(name: "w", shape: [parameters])])
-            var config = AggregatorConfig()
-            config.modelEndpoint = "tcp://127.0.0.1:*"
-            config.snapshotEndpoint = "tcp://127.0.0.1:*"
-            config.updateEndpoint = "tcp://127.0.0.1:*"
+            let layout = try BenchModel.layout(parameters)
+            let config = BenchModel.aggregatorConfig(mergesEverything: false)
             let agg = try Aggregator(config: config, layout: layout, initialParameters: [Float](repeating: 0.5, count: parameters), logger: logger)
             let eps = try agg.start()
             defer { agg.stop() }
@@ -91,7 +88,7 @@ struct BenchFootprintClientCommand: AsyncParsableCommand {
             say("idle")
             while true { try await Task.sleep(for: .seconds(3600)) }
         }
-        let layout = try ParameterLayout([TensorSpec(name: "w", shape: [parameters])])
+        let layout = try BenchModel.layout(parameters)
         let config = ClientConfig(clientID: "footprint", modelEndpoint: model, snapshotEndpoint: snapshot, updateEndpoint: update)
         let client = try ClientRuntime(config: config, trainer: IdleTrainer(layout: layout), logger: logger, onEvent: { e in
             if case .joined(let v) = e { say("holding \(v)") }

@@ -38,7 +38,7 @@ enum IngestBench {
 
         init(runID: UInt64, parameters n: Int) throws {
             self.runID = runID
-            layoutFrame = Codec.encodeLayout(try ParameterLayout([TensorSpec(name: "w", shape: [n])]))
+            layoutFrame = Codec.encodeLayout(try BenchModel.layout(n))
             payload = BenchBuffer(floats: n, value: 0.5)
         }
 
@@ -100,13 +100,7 @@ enum IngestBench {
         /// took everything that was queued).
         func close(after count: () -> Int, quiet: Double = 0.3, timeout: Double = 30) {
             stopSending()
-            let start = benchNow()
-            var last = count(), since = benchNow()
-            while seconds(since: since) < quiet && seconds(since: start) < timeout {
-                usleep(20_000)
-                let c = count()
-                if c != last { (last, since) = (c, benchNow()) }
-            }
+            waitUntilQuiet(count, quiet: quiet, timeout: timeout)
             closing.set()
             threads.join()
         }
@@ -168,13 +162,8 @@ enum IngestBench {
     static func aggregator(_ c: Case, publishInterval: Duration = .seconds(1), logger: Logger) throws
         -> (rate: Double, total: Int, rejected: UInt64)
     {
-        let layout = try ParameterLayout([TensorSpec(name: "w", shape: [c.parameters])])
-        var config = AggregatorConfig()
-        config.modelEndpoint = "tcp://127.0.0.1:*"
-        config.snapshotEndpoint = "tcp://127.0.0.1:*"
-        config.updateEndpoint = "tcp://127.0.0.1:*"
-        // Constant staleness and no bound on it: every update (all on base 0) merges.
-        config.rule = FedAsync(alpha: 0.5, staleness: .constant, maxStaleness: .max)
+        let layout = try BenchModel.layout(c.parameters)
+        var config = BenchModel.aggregatorConfig()
         config.publishInterval = publishInterval
         config.heartbeatInterval = .zero
         config.chunkParameters = chunkParameters

@@ -45,7 +45,7 @@ enum ShardsBench {
         let shards: [Shard]
 
         init(parameters n: Int, shards: [Shard]) throws {
-            layoutFrame = Codec.encodeLayout(try ParameterLayout([TensorSpec(name: "w", shape: [n])]))
+            layoutFrame = Codec.encodeLayout(try BenchModel.layout(n))
             payload = BenchBuffer(floats: n, value: 0.5)
             self.shards = shards
         }
@@ -109,13 +109,7 @@ enum ShardsBench {
         /// took everything queued), then closes the sockets.
         func close(after count: () -> Int, quiet: Double = 0.3, timeout: Double = 30) {
             sending.set()
-            let start = benchNow()
-            var last = count(), since = benchNow()
-            while seconds(since: since) < quiet && seconds(since: start) < timeout {
-                usleep(20_000)
-                let c = count()
-                if c != last { (last, since) = (c, benchNow()) }
-            }
+            waitUntilQuiet(count, quiet: quiet, timeout: timeout)
             closing.set()
             threads.join()
         }
@@ -366,13 +360,8 @@ struct BenchShardServerCommand: ParsableCommand {
 
     func run() throws {
         let logger = LogSetup.bootstrap(level: .error)
-        let layout = try ParameterLayout([TensorSpec(name: "w", shape: [parameters])])
-        var config = AggregatorConfig()
-        config.modelEndpoint = "tcp://127.0.0.1:*"
-        config.snapshotEndpoint = "tcp://127.0.0.1:*"
-        config.updateEndpoint = "tcp://127.0.0.1:*"
-        // Constant staleness and no bound on it: every update (all on base 0) merges.
-        config.rule = FedAsync(alpha: 0.5, staleness: .constant, maxStaleness: .max)
+        let layout = try BenchModel.layout(parameters)
+        var config = BenchModel.aggregatorConfig()
         config.publishInterval = .seconds(1)
         config.heartbeatInterval = .zero
         config.chunkParameters = ShardsBench.chunkParameters

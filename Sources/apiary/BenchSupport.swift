@@ -1,3 +1,5 @@
+import ApiaryAggregator
+import ApiaryCore
 import Foundation
 import Synchronization
 import ZeroMQ
@@ -252,6 +254,32 @@ enum ProcStatus {
     /// Open file descriptors of this process.
     static func openFileCount() -> Int {
         (try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/fd").count) ?? 0
+    }
+}
+
+/// The benchmarks' model and aggregator.
+enum BenchModel {
+    /// One flat float32 tensor `w` of `n` values.
+    static func layout(_ n: Int) throws -> ParameterLayout { try ParameterLayout([TensorSpec(name: "w", shape: [n])]) }
+
+    /// An aggregator on loopback ports the kernel picks; with `mergesEverything`, constant
+    /// staleness and no bound on it, so that every update (all on base 0) merges.
+    static func aggregatorConfig(mergesEverything: Bool = true) -> AggregatorConfig {
+        var config = AggregatorConfig(modelEndpoint: "tcp://127.0.0.1:*", snapshotEndpoint: "tcp://127.0.0.1:*", updateEndpoint: "tcp://127.0.0.1:*")
+        if mergesEverything { config.rule = FedAsync(alpha: 0.5, staleness: .constant, maxStaleness: .max) }
+        return config
+    }
+}
+
+/// Waits until `count()` has not moved for `quiet` seconds (a receiver took everything that
+/// was queued), or `timeout` seconds passed.
+func waitUntilQuiet(_ count: () -> Int, quiet: Double = 0.3, timeout: Double = 30) {
+    let start = benchNow()
+    var last = count(), since = benchNow()
+    while seconds(since: since) < quiet && seconds(since: start) < timeout {
+        usleep(20_000)
+        let c = count()
+        if c != last { (last, since) = (c, benchNow()) }
     }
 }
 
