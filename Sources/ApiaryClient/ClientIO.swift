@@ -30,6 +30,8 @@ final class ClientIO {
     private var snapshotRequestID: UInt64 = 0
     /// Changes whenever the links are replaced (a new shard map).
     private var generation = 0
+    /// The config frame of the newest snapshot reply (training plan, receipt timeout, ...).
+    private var serverConfig: SnapshotConfig?
 
     /// One aggregator (or shard) and what the client knows of it.
     private final class Link {
@@ -229,18 +231,19 @@ final class ClientIO {
                 continue
             }
             l.snapshotOutstanding = false
+            serverConfig = reply.config
             setLayout(reply.layout)
             if reply.config.shards != shardMap {
                 // First contact, or the operator changed the shard map: connect to every shard.
                 try adoptShardMap(reply.config, from: l)
                 l.range = reply.range
                 store(reply.values, base: reply.base, into: l)
-                adoptIfComplete(fromSnapshot: true, config: reply.config)
+                adoptIfComplete(fromSnapshot: true)
                 return  // the links changed: poll again
             }
             l.range = reply.range
             store(reply.values, base: reply.base, into: l)
-            adoptIfComplete(fromSnapshot: true, config: reply.config)
+            adoptIfComplete(fromSnapshot: true)
         }
     }
 
@@ -279,11 +282,7 @@ final class ClientIO {
         }
         rebuildPoller()
         for link in links where link.index != own { requestSnapshot(link) }
-        pendingConfig = cfg
     }
-
-    /// The config of the last snapshot reply of a new map, handed over with the first model.
-    private var pendingConfig: SnapshotConfig?
 
     private func store(_ slice: [Float], base: ShardBase, into l: Link) {
         guard let r = l.range, slice.count == r.count, values.count >= r.upperBound else { return }
@@ -291,22 +290,18 @@ final class ClientIO {
         l.base = base
     }
 
-    /// Hands the model to the runtime once every link has a slice.
-    private func adoptIfComplete(fromSnapshot: Bool, config cfg: SnapshotConfig?) {
-        guard let layout, links.allSatisfy({ $0.base != nil }) else { return }
+    /// Hands the model to the runtime once every link has a slice, with the training plan of
+    /// the newest snapshot reply.
+    private func adoptIfComplete(fromSnapshot: Bool) {
+        // (Layout and config come with the first snapshot reply, before any model can be whole.)
+        guard let layout, let c = serverConfig, links.allSatisfy({ $0.base != nil }) else { return }
         let bases = links.map { $0.base! }
         let key = ShardBase.composite(bases)
         let model = ModelSnapshot(layout: layout, parameters: values, version: key.version, runID: key.runID)
-        let c = cfg ?? pendingConfig
-        pendingConfig = nil
-        if let c {
-            let rt = Duration.milliseconds(Int64(max(0.1, c.receiptTimeoutSeconds) * 1000))
-            if runtime.adopt(model, bases: bases, training: c.training, receiptTimeout: rt, chunkParameters: max(1, c.chunkParameters),
-                             fromSnapshot: fromSnapshot, algorithm: c.algorithm) {
-                logger.debug("model received", metadata: ["version": "\(model.version)", "shards": "\(links.count)"])
-            }
-        } else {
-            _ = runtime.adopt(model, bases: bases, training: nil, receiptTimeout: nil, chunkParameters: nil, fromSnapshot: fromSnapshot)
+        let rt = Duration.milliseconds(Int64(max(0.1, c.receiptTimeoutSeconds) * 1000))
+        if runtime.adopt(model, bases: bases, training: c.training, receiptTimeout: rt, chunkParameters: max(1, c.chunkParameters),
+                         fromSnapshot: fromSnapshot, algorithm: c.algorithm) {
+            logger.debug("model received", metadata: ["version": "\(model.version)", "shards": "\(links.count)"])
         }
     }
 
@@ -354,7 +349,7 @@ final class ClientIO {
         guard let s = complete else { return }
         if let cur = l.base, cur.runID == s.runID, s.version <= cur.version { return }
         store(s.values, base: ShardBase(runID: s.runID, version: s.version), into: l)
-        adoptIfComplete(fromSnapshot: false, config: nil)
+        adoptIfComplete(fromSnapshot: false)
     }
 
     private func handleReceipt(_ msg: Multipart, _ l: Link) {

@@ -185,8 +185,8 @@ public final class ClientRuntime: Service, Sendable {
 
     // Called by the I/O thread.
 
-    func adopt(_ model: ModelSnapshot, bases: [ShardBase], training: TrainingConfig?, receiptTimeout: Duration?, chunkParameters: Int?, fromSnapshot: Bool,
-               algorithm: String? = nil) -> Bool {
+    func adopt(_ model: ModelSnapshot, bases: [ShardBase], training: TrainingConfig, receiptTimeout: Duration, chunkParameters: Int, fromSnapshot: Bool,
+               algorithm: String) -> Bool {
         guard model.layout == trainer.layout else {
             state.withLock { $0.fatal = .layoutMismatch(server: "\(model.layout)", trainer: "\(trainer.layout)") }
             wakeAllWaiters()
@@ -197,10 +197,10 @@ public final class ClientRuntime: Service, Sendable {
             s.model = model
             s.bases = bases
             s.stats.shards = bases.count
-            if let training { s.training = training }
-            if let receiptTimeout { s.serverReceiptTimeout = receiptTimeout }
-            if let chunkParameters { s.chunkParameters = chunkParameters }
-            if let algorithm { s.algorithm = algorithm }
+            s.training = training
+            s.serverReceiptTimeout = receiptTimeout
+            s.chunkParameters = chunkParameters
+            s.algorithm = algorithm
             s.stats.modelVersion = model.version
             if fromSnapshot { s.stats.snapshotsReceived += 1 } else { s.stats.broadcastsReceived += 1 }
             defer { s.modelWaiters = [] }
