@@ -31,9 +31,6 @@ public final class PublishedModel: @unchecked Sendable {
         try body(UnsafeBufferPointer(storage))
     }
 
-    /// Whether this holds the whole model (not one shard's slice).
-    public var isWholeModel: Bool { range.count == layout.parameterCount }
-
     /// A copy of the parameters (of `range`).
     public var parameters: [Float] { Array(storage) }
 }

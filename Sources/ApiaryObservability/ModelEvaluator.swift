@@ -62,7 +62,8 @@ public final class ModelEvaluator: Service, Sendable {
         var history: [EvaluationPoint] = []
     }
 
-    /// An evaluator of `aggregator`'s global model.
+    /// An evaluator of `aggregator`'s global model (of a parameter shard: its slice, which is
+    /// why `apiary aggregator` makes no evaluator on a shard).
     /// - Parameters:
     ///   - everyVersions: evaluate once this many versions were merged since the last evaluation (at least 1)...
     ///   - interval: ...or once this long passed and the model changed.
@@ -72,7 +73,7 @@ public final class ModelEvaluator: Service, Sendable {
     public convenience init(aggregator: Aggregator, everyVersions: UInt64 = 50, interval: Duration = .seconds(5),
                             historyCapacity: Int = 2000, metricsFactory: (any MetricsFactory)? = nil, logger: Logger,
                             evaluate: @escaping Evaluate) {
-        self.init(source: { aggregator.latestModel.flatMap { $0.isWholeModel ? $0 : nil } }, everyVersions: everyVersions, interval: interval,
+        self.init(source: { aggregator.latestModel }, everyVersions: everyVersions, interval: interval,
                   historyCapacity: historyCapacity, metricsFactory: metricsFactory, logger: logger, evaluate: evaluate)
     }
 
