@@ -168,24 +168,41 @@ struct DemoSummary: Sendable {
     /// (seconds, version, accuracy) after every evaluated version.
     var series: [(Double, UInt64, Double)]
 
+    /// One summary value: an integer, a number (printed with 4 decimals on the JSON line;
+    /// null when missing) or a string.
+    enum Field: Encodable {
+        case int(UInt64), number(Double?), text(String)
+
+        var json: String {
+            switch self {
+            case .int(let v): "\(v)"
+            case .number(let d): d.map { String(format: "%.4f", $0) } ?? "null"
+            case .text(let t): "\"\(t)\""
+            }
+        }
+
+        func encode(to encoder: any Encoder) throws {
+            var c = encoder.singleValueContainer()
+            switch self {
+            case .int(let v): try c.encode(v)
+            case .number(let d): if let d { try c.encode(d) } else { try c.encodeNil() }
+            case .text(let t): try c.encode(t)
+            }
+        }
+    }
+
+    /// The summary's keys and values, in the order of `apiary demo --json` (the report's
+    /// summary.json has the same keys).
+    var fields: [(key: String, value: Field)] {
+        [("algorithm", .text(algorithm)), ("clients", .int(UInt64(clients))), ("final_accuracy", .number(finalAccuracy)),
+         ("time_to_target_s", .number(timeToTarget)), ("target_accuracy", .number(targetAccuracy)), ("time_to_0.85_s", .number(timeTo085)),
+         ("versions", .int(versions)), ("updates_merged", .int(updatesMerged)), ("updates_rejected", .int(updatesRejected)),
+         ("mean_staleness", .number(meanStaleness)), ("max_staleness", .int(maxStaleness)), ("elapsed_s", .number(elapsed)),
+         ("shards", .int(UInt64(shards))), ("gateways", .int(UInt64(gateways)))]
+    }
+
     func jsonLine() -> String {
-        func num(_ d: Double?) -> String { d.map { String(format: "%.4f", $0) } ?? "null" }
-        return "{" + [
-            "\"algorithm\":\"\(algorithm)\"",
-            "\"clients\":\(clients)",
-            "\"final_accuracy\":\(num(finalAccuracy))",
-            "\"time_to_target_s\":\(num(timeToTarget))",
-            "\"target_accuracy\":\(num(targetAccuracy))",
-            "\"time_to_0.85_s\":\(num(timeTo085))",
-            "\"versions\":\(versions)",
-            "\"updates_merged\":\(updatesMerged)",
-            "\"updates_rejected\":\(updatesRejected)",
-            "\"mean_staleness\":\(num(meanStaleness))",
-            "\"max_staleness\":\(maxStaleness)",
-            "\"elapsed_s\":\(num(elapsed))",
-            "\"shards\":\(shards)",
-            "\"gateways\":\(gateways)",
-        ].joined(separator: ",") + "}"
+        "{" + fields.map { "\"\($0.key)\":\($0.value.json)" }.joined(separator: ",") + "}"
     }
 
     /// `{"async": {...}, "sync": {...}, "speedup_to_target": x}` for `--compare --json`.

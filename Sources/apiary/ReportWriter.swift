@@ -75,50 +75,30 @@ enum DemoReport {
         return out
     }
 
-    /// The summaries with their series; keys as in `apiary demo --json`, plus `series`.
+    /// A summary with its series: the keys of `apiary demo --json` (`DemoSummary.fields`),
+    /// plus `series`.
     private struct Entry: Encodable {
-        var algorithm: String
-        var clients: Int
-        var final_accuracy: Double
-        var time_to_target_s: Double?
-        var target_accuracy: Double
-        var versions: UInt64
-        var updates_merged: UInt64
-        var updates_rejected: UInt64
-        var mean_staleness: Double
-        var max_staleness: UInt64
-        var elapsed_s: Double
+        var summary: DemoSummary
         /// [seconds, version, accuracy]
         var series: [[Double]]
 
-        func encode(to encoder: any Encoder) throws {
-            var c = encoder.container(keyedBy: Key.self)
-            try c.encode(algorithm, forKey: .algorithm)
-            try c.encode(clients, forKey: .clients)
-            try c.encode(final_accuracy, forKey: .final_accuracy)
-            try c.encode(time_to_target_s, forKey: .time_to_target_s)  // null when not reached
-            try c.encode(target_accuracy, forKey: .target_accuracy)
-            try c.encode(versions, forKey: .versions)
-            try c.encode(updates_merged, forKey: .updates_merged)
-            try c.encode(updates_rejected, forKey: .updates_rejected)
-            try c.encode(mean_staleness, forKey: .mean_staleness)
-            try c.encode(max_staleness, forKey: .max_staleness)
-            try c.encode(elapsed_s, forKey: .elapsed_s)
-            try c.encode(series, forKey: .series)
+        struct Key: CodingKey {
+            var stringValue: String
+            var intValue: Int? { nil }
+            init(stringValue: String) { self.stringValue = stringValue }
+            init?(intValue: Int) { nil }
         }
 
-        enum Key: String, CodingKey {
-            case algorithm, clients, final_accuracy, time_to_target_s, target_accuracy, versions, updates_merged,
-                 updates_rejected, mean_staleness, max_staleness, elapsed_s, series
+        func encode(to encoder: any Encoder) throws {
+            var c = encoder.container(keyedBy: Key.self)
+            for (key, value) in summary.fields { try c.encode(value, forKey: Key(stringValue: key)) }
+            try c.encode(series, forKey: Key(stringValue: "series"))
         }
     }
 
     static func json(_ summaries: [DemoSummary]) throws -> Data {
         let entries = summaries.map { s in
-            Entry(algorithm: s.algorithm, clients: s.clients, final_accuracy: s.finalAccuracy, time_to_target_s: s.timeToTarget,
-                  target_accuracy: s.targetAccuracy, versions: s.versions, updates_merged: s.updatesMerged,
-                  updates_rejected: s.updatesRejected, mean_staleness: s.meanStaleness, max_staleness: s.maxStaleness,
-                  elapsed_s: s.elapsed, series: s.series.map { [($0.0 * 1e4).rounded() / 1e4, Double($0.1), ($0.2 * 1e4).rounded() / 1e4] })
+            Entry(summary: s, series: s.series.map { [($0.0 * 1e4).rounded() / 1e4, Double($0.1), ($0.2 * 1e4).rounded() / 1e4] })
         }
         let e = JSONEncoder()
         e.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
