@@ -45,7 +45,6 @@ public final class Gateway: Service, Sendable {
     public let aggregator: Aggregator
     public let uplink: ClientRuntime
     private let stopping = StopFlag()
-    private let logger: Logger
 
     public init(config: GatewayConfig, layout: ParameterLayout, initialParameters: [Float], logger: Logger) throws {
         var down = config.downstream
@@ -74,7 +73,6 @@ public final class Gateway: Service, Sendable {
             }
         }
         uplink = runtime
-        self.logger = logger
         view.runtime.withLock { $0 = runtime }
     }
 
