@@ -39,11 +39,10 @@ public final class Aggregator: Service, Sendable {
 
     enum RelayCommand: Sendable {
         case rebase([Float], CheckedContinuation<UInt64?, Never>)
-        case takeProgress(CheckedContinuation<Progress?, Never>)
+        case takeProgress(CheckedContinuation<RelayProgress?, Never>)
         case restore([Float], [Range<Int>], CheckedContinuation<Bool, Never>)
     }
 
-    public typealias Progress = RelayProgress
 
     private struct Shared: Sendable {
         var stats = AggregatorStats()
@@ -157,7 +156,7 @@ public final class Aggregator: Service, Sendable {
 
     /// Relay mode: the current model as progress to push upstream; the merge counters
     /// restart from zero. Nil when the aggregator is not running in relay mode.
-    public func takeProgress() async -> Progress? {
+    public func takeProgress() async -> RelayProgress? {
         guard config.relay else { return nil }
         return await withCheckedContinuation { c in submit(.takeProgress(c)) }
     }
