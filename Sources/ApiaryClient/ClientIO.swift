@@ -65,12 +65,14 @@ final class ClientIO {
 
     private struct Pending {
         var update: OutgoingUpdate
-        /// Per link: whether its receipt came, attempts, the next resend time.
-        var answered: [Bool]
-        var attempts: [Int]
-        var deadlines: [ContinuousClock.Instant]
-        /// Receipts by link.
-        var decisions: [Int: Receipt] = [:]
+        /// Per link (shard): sends so far, the next resend time, its receipt once it came.
+        var slots: [Slot]
+
+        struct Slot {
+            var attempts = 0
+            var deadline: ContinuousClock.Instant
+            var receipt: Receipt?
+        }
     }
     private var pending: [UInt64: Pending] = [:]
 
@@ -169,7 +171,7 @@ final class ClientIO {
         var next = now + .milliseconds(100)
         for l in links where l.snapshotOutstanding { next = min(next, l.snapshotDeadline) }
         for p in pending.values {
-            for (i, d) in p.deadlines.enumerated() where !p.answered[i] { next = min(next, d) }
+            for slot in p.slots where slot.receipt == nil { next = min(next, slot.deadline) }
         }
         let wait = next - now
         if wait <= .zero { return 0 }
@@ -360,21 +362,21 @@ final class ClientIO {
             logger.debug("bad receipt: \(error)")
             return
         }
-        guard receipt.clientID == config.clientID, var p = pending[receipt.seq], p.answered.indices.contains(l.index),
-              !p.answered[l.index] else { return }
-        p.answered[l.index] = true
-        p.decisions[l.index] = receipt
-        let done = !p.answered.contains(false)
+        guard receipt.clientID == config.clientID, var p = pending[receipt.seq], p.slots.indices.contains(l.index),
+              p.slots[l.index].receipt == nil else { return }
+        p.slots[l.index].receipt = receipt
+        let done = p.slots.allSatisfy { $0.receipt != nil }
         if done { pending.removeValue(forKey: receipt.seq) } else { pending[receipt.seq] = p }
         if done {
             // The update counts once, when every shard has answered: merged when each merged
             // it (or had merged it before), rejected when one rejected it.
             let remaining = pending.count
-            let rejection = p.decisions.values.first { $0.decision == .rejected }
-            let allDuplicates = p.decisions.values.allSatisfy { $0.decision == .duplicate }
+            let receipts = p.slots.compactMap(\.receipt)
+            let rejection = receipts.first { $0.decision == .rejected }
+            let allDuplicates = receipts.allSatisfy { $0.decision == .duplicate }
             // Not merged: rejected, or a duplicate of an update that was not merged.
             let notMerged = links.compactMap { link -> Range<Int>? in
-                guard let r = p.decisions[link.index], r.decision == .rejected || (r.decision == .duplicate && r.mixingWeight == 0) else { return nil }
+                guard let r = p.slots[link.index].receipt, r.decision == .rejected || (r.decision == .duplicate && r.mixingWeight == 0) else { return nil }
                 return link.range
             }
             runtime.emit(.updateDone(seq: receipt.seq, rejected: notMerged))
@@ -413,16 +415,15 @@ final class ClientIO {
                 continue
             }
             let now = ContinuousClock.now
-            var p = Pending(update: u, answered: Array(repeating: false, count: links.count),
-                            attempts: Array(repeating: 0, count: links.count), deadlines: Array(repeating: now, count: links.count))
+            var p = Pending(update: u, slots: Array(repeating: Pending.Slot(deadline: now), count: links.count))
             var sentAll = true
             for l in links {
                 if try send(u, via: l) {
-                    p.attempts[l.index] = 1
-                    p.deadlines[l.index] = now + (config.receiptTimeout ?? timeout)
+                    p.slots[l.index].attempts = 1
+                    p.slots[l.index].deadline = now + (config.receiptTimeout ?? timeout)
                 } else {
                     sentAll = false
-                    p.deadlines[l.index] = now + .milliseconds(200)
+                    p.slots[l.index].deadline = now + .milliseconds(200)
                 }
             }
             if sentAll { runtime.emit(.updateSent(seq: u.header.seq, baseVersion: u.header.baseVersion)) }
@@ -464,17 +465,17 @@ final class ClientIO {
         var resent = 0
         for (seq, var p) in pending {
             var changed = false
-            for l in links where !p.answered[l.index] && now >= p.deadlines[l.index] {
+            for l in links where p.slots[l.index].receipt == nil && now >= p.slots[l.index].deadline {
                 changed = true
                 if try send(p.update, via: l) {
-                    if p.attempts[l.index] > 0 { resent += 1 }
-                    p.attempts[l.index] += 1
-                    let factor = min(32, 1 << min(5, p.attempts[l.index] - 1))
-                    p.deadlines[l.index] = now + min(config.maxBackoff, base * factor)
+                    if p.slots[l.index].attempts > 0 { resent += 1 }
+                    p.slots[l.index].attempts += 1
+                    let factor = min(32, 1 << min(5, p.slots[l.index].attempts - 1))
+                    p.slots[l.index].deadline = now + min(config.maxBackoff, base * factor)
                 } else {
-                    p.deadlines[l.index] = now + .milliseconds(200)
+                    p.slots[l.index].deadline = now + .milliseconds(200)
                 }
-                if p.attempts[l.index] >= 3 && !l.snapshotOutstanding {
+                if p.slots[l.index].attempts >= 3 && !l.snapshotOutstanding {
                     // Repeated silence: the aggregator may have restarted on another run.
                     requestSnapshot(l)
                 }
