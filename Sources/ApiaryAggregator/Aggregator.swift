@@ -22,6 +22,8 @@ public final class Aggregator: Service, Sendable {
 
     public let config: AggregatorConfig
     public let layout: ParameterLayout
+    /// The metrics clients sent with their merged updates and the evaluators' reports.
+    public let fleet = FleetMetrics()
     /// The shard map when this aggregator is one parameter shard of several; nil otherwise.
     public let shardMap: [ShardEntry]?
     /// The range of the flat parameter vector this aggregator owns (all of it unless sharded).

@@ -114,6 +114,7 @@ final class AggregatorLoop {
                                             heartbeatSeconds: seconds(config.heartbeatInterval))
         snapshotConfig.shards = shardMap
         snapshotConfig.shardIndex = shardMap == nil ? nil : config.shard?.index
+        snapshotConfig.features = ProtocolFeature.all
         snapshotConfigFrame = snapshotConfig.encoded()
         context = try Context(ioThreads: config.ioThreads)
         if let curve = config.curve, curve.startsZAPHandler {
@@ -338,9 +339,14 @@ final class AggregatorLoop {
             } else {
                 // With CURVE, the ZAP handler named the peer: that, not the payload, is who sent it.
                 let identity = config.curve == nil ? nil : (msg.frames.first?.property("User-Id") ?? "")
-                let started = DispatchTime.now().uptimeNanoseconds
-                outcome = msg.withFrameBytes { engine.ingest($0, authenticatedID: identity) }
-                if outcome.reason == .none { metrics.recordMerge(nanoseconds: DispatchTime.now().uptimeNanoseconds &- started) }
+                let isReport = msg.withFrameBytes { $0.first.map(Codec.isEvaluationReport) ?? false }
+                if isReport {
+                    outcome = msg.withFrameBytes { engine.ingestReport($0, authenticatedID: identity) }
+                } else {
+                    let started = DispatchTime.now().uptimeNanoseconds
+                    outcome = msg.withFrameBytes { engine.ingest($0, authenticatedID: identity) }
+                    if outcome.reason == .none { metrics.recordMerge(nanoseconds: DispatchTime.now().uptimeNanoseconds &- started) }
+                }
             }
             try handle(outcome)
         }
@@ -357,6 +363,21 @@ final class AggregatorLoop {
 
     /// Logs, receipts (now, or once durable) and records one outcome.
     private func handle(_ outcome: MergeEngine.Outcome) throws {
+        if let report = outcome.report, let r = outcome.receipt {
+            // Recorded at once: a report changes no model, so there is nothing to make durable.
+            let now = Date()
+            aggregator.fleet.record(report: EvaluationRecord(time: now, evaluator: report.clientID, dataset: report.dataset,
+                                                             version: report.version, examples: report.exampleCount, metrics: report.metrics))
+            logger.info("evaluation reported", metadata: [
+                "evaluator": "\(report.clientID)", "dataset": "\(report.dataset)", "version": "\(report.version)",
+                "metrics": "\(report.metrics.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: " "))",
+            ])
+            try sendReceipt(r)
+            ledger?.append(LedgerRow(time: now, clientID: r.clientID, seq: r.seq, baseVersion: r.baseVersion, staleness: r.staleness,
+                                     mixingWeight: 0, updateNorm: nil, sampleCount: report.exampleCount, decision: .recorded,
+                                     reason: .none, modelVersion: r.modelVersion, detail: report.dataset, metrics: report.metrics))
+            return
+        }
         if outcome.reason == .none {
             // A sync-mode contribution is receipted when its round closes.
             guard outcome.receipt != nil else { return }
@@ -380,9 +401,14 @@ final class AggregatorLoop {
         }
         activity.record(r, at: Date())
         if r.decision == .merged { metrics.recordMerged(r) }
+        if r.decision == .merged && !outcome.metrics.isEmpty {
+            aggregator.fleet.record(update: UpdateMetricsRecord(time: Date(), clientID: r.clientID, version: r.modelVersion,
+                                                                sampleCount: outcome.sampleCount, metrics: outcome.metrics))
+        }
         let row = LedgerRow(time: Date(), clientID: r.clientID, seq: r.seq, baseVersion: r.baseVersion, staleness: r.staleness,
                             mixingWeight: r.mixingWeight, updateNorm: outcome.updateNorm, sampleCount: outcome.sampleCount,
-                            decision: r.decision, reason: r.reason, modelVersion: r.modelVersion, detail: outcome.detail)
+                            decision: r.decision, reason: r.reason, modelVersion: r.modelVersion, detail: outcome.detail,
+                            metrics: outcome.metrics)
         // A merge (or a duplicate of one) is acknowledged only once it is durable.
         let mergedVersion = r.decision == .merged || (r.decision == .duplicate && r.mixingWeight > 0) ? r.modelVersion : nil
         if writer != nil, let v = mergedVersion, v > durableVersion {

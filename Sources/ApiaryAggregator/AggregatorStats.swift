@@ -28,6 +28,10 @@ public struct AggregatorStats: Sendable, Hashable {
     public var rebases: UInt64 = 0
     /// Relay mode: pushes the tier above did not merge, whose progress was kept for the next one.
     public var restoredPushes: UInt64 = 0
+    /// EVALUATION_REPORT messages received, recorded and rejected (not counted as updates).
+    public var reportsReceived: UInt64 = 0
+    public var reportsRecorded: UInt64 = 0
+    public var reportsRejected: UInt64 = 0
 
     public init() {}
 

@@ -28,12 +28,14 @@ public struct LedgerRow: Sendable, Hashable {
     public var reason: RejectReason
     /// The model version after the merge (merged) or at the time of the decision.
     public var modelVersion: UInt64
-    /// Human-readable detail (the reject message); may be empty.
+    /// Human-readable detail (the reject message; an evaluation report's dataset); may be empty.
     public var detail: String
+    /// The metrics the update carried, or the evaluation report's; empty when none.
+    public var metrics: [String: Double]
 
     public init(time: Date, clientID: String, seq: UInt64, baseVersion: UInt64, staleness: UInt64?, mixingWeight: Double,
                 updateNorm: Double?, sampleCount: UInt64, decision: Decision, reason: RejectReason, modelVersion: UInt64,
-                detail: String = "") {
+                detail: String = "", metrics: [String: Double] = [:]) {
         self.time = LedgerTime.date(milliseconds: LedgerTime.milliseconds(time))
         self.clientID = clientID
         self.seq = seq
@@ -46,6 +48,7 @@ public struct LedgerRow: Sendable, Hashable {
         self.reason = reason
         self.modelVersion = modelVersion
         self.detail = detail
+        self.metrics = metrics
     }
 
     /// `time` as stored: Unix epoch milliseconds (clamped to the Int64 range).
@@ -64,6 +67,8 @@ public struct ClientTotals: Sendable, Hashable {
     public var rejected: [RejectReason: Int]
     /// Rows with decision `.duplicate` (a resend answered with the first outcome).
     public var duplicates: Int
+    /// Rows with decision `.recorded` (evaluation reports).
+    public var evaluations: Int = 0
     /// Mean staleness of the merged rows; nil when none was merged.
     public var meanStaleness: Double?
     /// Time of the newest row.

@@ -1,4 +1,5 @@
 import ApiaryCore
+import ApiaryProtocol
 import Foundation
 import GRDB
 
@@ -17,10 +18,14 @@ import GRDB
 /// | mixing_weight | REAL    | NULL only for NaN (SQLite stores NaN as NULL)                |
 /// | update_norm   | REAL    | L2 norm of update - model; NULL when not computed (or NaN)   |
 /// | sample_count  | INTEGER | UInt64 bit pattern                                           |
-/// | decision      | TEXT    | `merged`, `rejected` or `duplicate`                          |
+/// | decision      | TEXT    | `merged`, `rejected`, `duplicate` or `recorded`              |
 /// | reason        | TEXT    | `RejectReason.name` (`none`, `too_stale`, ...)               |
 /// | model_version | INTEGER | UInt64 bit pattern                                           |
-/// | detail        | TEXT    | reject message, may be empty                                 |
+/// | detail        | TEXT    | reject message (a report's dataset), may be empty            |
+/// | metrics       | TEXT    | JSON object of the update's or report's metrics, or ''       |
+///
+/// Evaluation reports are rows too: decision `recorded`, `base_version` the version evaluated,
+/// `sample_count` the examples evaluated on, `detail` the dataset.
 ///
 /// Indexes: `updates_client_seq` on (client_id, seq), `updates_time` on (time_ms).
 enum LedgerSchema {
@@ -49,19 +54,29 @@ enum LedgerSchema {
                 CREATE INDEX updates_time ON updates(time_ms);
                 """)
         }
+        m.registerMigration("v2-metrics") { db in
+            try db.execute(sql: "ALTER TABLE updates ADD COLUMN metrics TEXT NOT NULL DEFAULT ''")
+        }
         return m
     }
 
     static let insertSQL = """
         INSERT INTO updates (time_ms, client_id, seq, base_version, staleness, mixing_weight, update_norm,
-                             sample_count, decision, reason, model_version, detail)
-        VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                             sample_count, decision, reason, model_version, detail, metrics)
+        VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
         """
 
     static let selectColumns = """
         id, time_ms, client_id, seq, base_version, staleness, mixing_weight, update_norm,
         sample_count, decision, reason, model_version, detail
         """
+
+    /// `selectColumns` and the metrics column (an empty string from a ledger written before
+    /// it, which a reader opens without migrating).
+    static func columns(_ db: Database) throws -> String {
+        let has = try db.columns(in: table).contains { $0.name == "metrics" }
+        return selectColumns + (has ? ", metrics" : ", '' AS metrics")
+    }
 
     /// Inserts `rows` with a cached statement; the caller provides the transaction.
     static func insert(_ rows: some Collection<LedgerRow>, in db: Database) throws {
@@ -71,6 +86,7 @@ enum LedgerSchema {
                 LedgerTime.milliseconds(r.time), r.clientID, bits(r.seq), bits(r.baseVersion), r.staleness.map(bits),
                 r.mixingWeight.isNaN ? nil : r.mixingWeight, r.updateNorm.flatMap { $0.isNaN ? nil : $0 },
                 bits(r.sampleCount), r.decision.description, r.reason.name, bits(r.modelVersion), r.detail,
+                r.metrics.isEmpty ? "" : String(decoding: Codec.encodeMetrics(r.metrics), as: UTF8.self),
             ]
             try statement.execute(arguments: StatementArguments(values))
         }
@@ -80,13 +96,22 @@ enum LedgerSchema {
     static func unbits(_ v: Int64) -> UInt64 { UInt64(bitPattern: v) }
 
     static let decisionsByName: [String: Decision] = Dictionary(
-        uniqueKeysWithValues: [Decision.merged, .rejected, .duplicate].map { ($0.description, $0) })
+        uniqueKeysWithValues: [Decision.merged, .rejected, .duplicate, .recorded].map { ($0.description, $0) })
     static let reasonsByName: [String: RejectReason] = Dictionary(
         uniqueKeysWithValues: RejectReason.allCases.map { ($0.name, $0) })
 
     static func decision(_ name: String, id: Int64) throws -> Decision {
         guard let d = decisionsByName[name] else { throw LedgerError.unreadableRow(id: id, detail: "unknown decision '\(name)'") }
         return d
+    }
+
+    static func metrics(_ json: String, id: Int64) throws -> [String: Double] {
+        guard !json.isEmpty else { return [:] }
+        do {
+            return try Array(json.utf8).withUnsafeBytes { b throws(WireError) in try Codec.decodeMetrics(b) }
+        } catch {
+            throw LedgerError.unreadableRow(id: id, detail: "metrics: \(error)")
+        }
     }
 
     static func reason(_ name: String, id: Int64) throws -> RejectReason {
@@ -109,7 +134,8 @@ enum LedgerSchema {
             decision: try decision(try row.decode(String.self, atIndex: 9), id: id),
             reason: try reason(try row.decode(String.self, atIndex: 10), id: id),
             modelVersion: unbits(try row.decode(Int64.self, atIndex: 11)),
-            detail: try row.decode(String.self, atIndex: 12))
+            detail: try row.decode(String.self, atIndex: 12),
+            metrics: try metrics(try row.decode(String.self, atIndex: 13), id: id))
     }
 
     // MARK: Queries
@@ -118,10 +144,10 @@ enum LedgerSchema {
         let limit = max(0, limit)
         let rows: [Row]
         if let client {
-            rows = try Row.fetchAll(db, sql: "SELECT \(selectColumns) FROM updates WHERE client_id = ? ORDER BY time_ms DESC, id DESC LIMIT ?",
+            rows = try Row.fetchAll(db, sql: "SELECT \(try columns(db)) FROM updates WHERE client_id = ? ORDER BY time_ms DESC, id DESC LIMIT ?",
                                     arguments: [client, limit])
         } else {
-            rows = try Row.fetchAll(db, sql: "SELECT \(selectColumns) FROM updates ORDER BY time_ms DESC, id DESC LIMIT ?",
+            rows = try Row.fetchAll(db, sql: "SELECT \(try columns(db)) FROM updates ORDER BY time_ms DESC, id DESC LIMIT ?",
                                     arguments: [limit])
         }
         return try rows.map(decode)
@@ -162,6 +188,8 @@ enum LedgerSchema {
                 t.rejected[reason, default: 0] += n
             case .duplicate:
                 t.duplicates += n
+            case .recorded:
+                t.evaluations += n
             }
             byClient[client] = t
         }

@@ -67,6 +67,10 @@ final class MergeEngine {
         /// L2 norm of update - model, when it was computed.
         var updateNorm: Double? = nil
         var sampleCount: UInt64 = 0
+        /// The metrics the update carried (merged updates only).
+        var metrics: [String: Double] = [:]
+        /// The recorded evaluation report, when the message was one.
+        var report: EvaluationReport? = nil
     }
 
     /// Validates and, when valid, merges one CLIENT_UPDATE given as its frames.
@@ -178,7 +182,64 @@ final class MergeEngine {
         let receipt = Receipt(clientID: h.clientID, runID: runID, seq: h.seq, baseVersion: h.baseVersion,
                               modelVersion: version, staleness: s, mixingWeight: weight, decision: .merged, reason: .none)
         dedup.record(client: h.clientID, seq: h.seq, outcome: receipt.outcome)
-        return Outcome(receipt: receipt, reason: .none, detail: "", updateNorm: scan.deltaNorm, sampleCount: h.sampleCount)
+        return Outcome(receipt: receipt, reason: .none, detail: "", updateNorm: scan.deltaNorm, sampleCount: h.sampleCount,
+                       metrics: view.metrics)
+    }
+
+    /// Validates and records one EVALUATION_REPORT given as its frames: the sender is checked
+    /// like an update's, the (client id, seq) dedup is shared with its updates, the model
+    /// evaluated must be one of this run's versions. Nothing of the model changes.
+    func ingestReport(_ frames: [UnsafeRawBufferPointer], authenticatedID: String? = nil) -> Outcome {
+        for f in frames { stats.bytesIn += UInt64(f.count) }
+        stats.reportsReceived += 1
+        func refuse(_ id: String?, seq: UInt64, version: UInt64, _ reason: RejectReason, _ detail: String, record: Bool = false) -> Outcome {
+            stats.reportsRejected += 1
+            guard let id else { return Outcome(receipt: nil, reason: reason, detail: detail) }
+            let r = Receipt(clientID: id, runID: runID, seq: seq, baseVersion: version, modelVersion: self.version, staleness: nil,
+                            mixingWeight: 0, decision: .rejected, reason: reason, message: detail)
+            if record { dedup.record(client: id, seq: seq, outcome: r.outcome) }
+            return Outcome(receipt: r, reason: reason, detail: detail)
+        }
+        let report: EvaluationReport
+        do {
+            report = try Codec.decodeEvaluationReport(frames)
+        } catch {
+            let sender = frames.first.flatMap { Codec.peekUpdateSender($0) }
+            let id = sender.flatMap { s in authenticatedID.map { ClientID.isValid($0) ? $0 : "" } ?? s.clientID }
+            return refuse(id?.isEmpty == false ? id : nil, seq: sender?.seq ?? 0, version: sender?.baseVersion ?? 0, error.reason,
+                          "evaluation report: \(error.description)")
+        }
+        if let authenticatedID, authenticatedID != report.clientID {
+            guard ClientID.isValid(authenticatedID) else {
+                return refuse(nil, seq: 0, version: 0, .unknownClient, "connection has no authenticated client id")
+            }
+            return refuse(authenticatedID, seq: report.seq, version: report.version, .identityMismatch,
+                          "evaluation report claims client id '\(report.clientID)' but the connection is '\(authenticatedID)'")
+        }
+        switch dedup.lookup(client: report.clientID, seq: report.seq) {
+        case .seen(let first):
+            let r = Receipt(clientID: report.clientID, runID: runID, seq: report.seq, baseVersion: first.baseVersion,
+                            modelVersion: first.modelVersion, staleness: first.staleness, mixingWeight: 0, decision: .duplicate,
+                            reason: .duplicate, message: "already processed (\(first.decision)) at version \(first.modelVersion)")
+            return Outcome(receipt: r, reason: .duplicate, detail: r.message)
+        case .tooOld:
+            return refuse(report.clientID, seq: report.seq, version: report.version, .duplicate, "seq \(report.seq) is older than the dedup window")
+        case .new:
+            break
+        }
+        guard report.runID == runID else {
+            return refuse(report.clientID, seq: report.seq, version: report.version, .unknownBase,
+                          "evaluated a model of run \(hex(report.runID)), this is run \(hex(runID)): fetch a snapshot", record: true)
+        }
+        guard report.version <= version else {
+            return refuse(report.clientID, seq: report.seq, version: report.version, .unknownBase,
+                          "evaluated version \(report.version) is newer than the model (\(version))", record: true)
+        }
+        stats.reportsRecorded += 1
+        let r = Receipt(clientID: report.clientID, runID: runID, seq: report.seq, baseVersion: report.version, modelVersion: version,
+                        staleness: version - report.version, mixingWeight: 0, decision: .recorded, reason: .none)
+        dedup.record(client: report.clientID, seq: report.seq, outcome: r.outcome)
+        return Outcome(receipt: r, reason: .none, detail: "", sampleCount: report.exampleCount, metrics: report.metrics, report: report)
     }
 
     func reject(_ h: UpdateHeader?, reason: RejectReason, detail: String, staleness: UInt64? = nil, record: Bool = true) -> Outcome {

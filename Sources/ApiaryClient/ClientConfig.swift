@@ -67,6 +67,8 @@ public struct ClientStats: Sendable, Hashable {
     public var merged = 0
     public var rejected = 0
     public var duplicates = 0
+    /// Evaluation reports the aggregator recorded (an evaluator's; see `ClientRuntime(config:evaluator:)`).
+    public var reportsRecorded = 0
     public var snapshotsReceived = 0
     public var broadcastsReceived = 0
     /// Version of the newest model the client holds (with parameter shards: the sum of the

@@ -302,7 +302,7 @@ final class ClientIO {
         let model = ModelSnapshot(layout: layout, parameters: values, version: key.version, runID: key.runID)
         let rt = Duration.milliseconds(Int64(max(0.1, c.receiptTimeoutSeconds) * 1000))
         if runtime.adopt(model, bases: bases, training: c.training, receiptTimeout: rt, chunkParameters: max(1, c.chunkParameters),
-                         fromSnapshot: fromSnapshot, algorithm: c.algorithm) {
+                         fromSnapshot: fromSnapshot, algorithm: c.algorithm, features: c.features ?? []) {
             logger.debug("model received", metadata: ["version": "\(model.version)", "shards": "\(links.count)"])
         }
     }
@@ -374,6 +374,7 @@ final class ClientIO {
             let receipts = p.slots.compactMap(\.receipt)
             let rejection = receipts.first { $0.decision == .rejected }
             let allDuplicates = receipts.allSatisfy { $0.decision == .duplicate }
+            let recorded = receipts.contains { $0.decision == .recorded }
             // Not merged: rejected, or a duplicate of an update that was not merged.
             let notMerged = links.compactMap { link -> Range<Int>? in
                 guard let r = p.slots[link.index].receipt, r.decision == .rejected || (r.decision == .duplicate && r.mixingWeight == 0) else { return nil }
@@ -387,6 +388,8 @@ final class ClientIO {
                     s.lastRejectReason = rejection.reason
                 } else if allDuplicates {
                     s.duplicates += 1
+                } else if recorded {
+                    s.reportsRecorded += 1
                 } else {
                     s.merged += 1
                 }
@@ -436,11 +439,20 @@ final class ClientIO {
     /// aggregator is connected.
     private func send(_ u: OutgoingUpdate, via l: Link) throws -> Bool {
         guard !layoutFrame.isEmpty, let range = l.range, range.upperBound <= u.parameters.storage.count else { return false }
+        if var report = u.report {
+            // Each shard is told the version of its own slice that was evaluated.
+            report.runID = u.bases[l.index].runID
+            report.version = u.bases[l.index].version
+            return try l.push.send(multipart: Codec.encode(report).map { Message($0) }, dontWait: true)
+        }
         let (_, chunk) = runtime.settings()
         var header = u.header
         header.runID = u.bases[l.index].runID
         header.baseVersion = u.bases[l.index].version
+        // Metrics only to an aggregator that takes them: an older one would reject the update.
+        header.carriesMetrics = !u.metrics.isEmpty && serverConfig?.supports(ProtocolFeature.updateMetrics) == true
         var frames = [Message(Codec.encode(header)), Message(layoutFrame)]
+        if header.carriesMetrics { frames.append(Message(Codec.encodeMetrics(u.metrics))) }
         var off = range.lowerBound
         repeat {
             let c = min(chunk, range.upperBound - off)

@@ -14,13 +14,27 @@ import ZeroMQ
 /// Sockets live on one I/O thread; training runs in the task that calls `run()`.
 public final class ClientRuntime: Service, Sendable {
     public let config: ClientConfig
-    private let trainer: any Trainer
+    private let role: Role
     private let logger: Logger
     private let context: Context
     private let state = Mutex(State())
     private let wakeup = Wakeup()
     private let stopRequested = Atomic<Bool>(false)
     private let onEvent: (@Sendable (ClientEvent) -> Void)?
+    private let metricsWarnings = WarningTimer(interval: .seconds(30))
+
+    /// What the client does with each model: train it, or evaluate it.
+    private enum Role: Sendable {
+        case trainer(any Trainer)
+        case evaluator(any Evaluator)
+
+        var layout: ParameterLayout {
+            switch self {
+            case .trainer(let t): t.layout
+            case .evaluator(let e): e.layout
+            }
+        }
+    }
 
     struct State: Sendable {
         var model: ModelSnapshot?
@@ -31,6 +45,8 @@ public final class ClientRuntime: Service, Sendable {
         var chunkParameters = 262_144
         /// "fedasync", or "fedavg" (synchronous rounds: train once per version).
         var algorithm = "fedasync"
+        /// Optional protocol features the aggregator listed (`ProtocolFeature`).
+        var features: [String] = []
         var outbox: [OutgoingUpdate] = []
         var stats = ClientStats()
         var modelWaiters: [(after: UInt64?, runID: UInt64?, CheckedContinuation<Void, Never>)] = []
@@ -39,12 +55,30 @@ public final class ClientRuntime: Service, Sendable {
     }
 
     /// Creates a client. `context` may be shared by many clients in one process.
-    public init(config: ClientConfig, trainer: any Trainer, context: Context? = nil, logger: Logger,
-                onEvent: (@Sendable (ClientEvent) -> Void)? = nil) throws {
+    public convenience init(config: ClientConfig, trainer: any Trainer, context: Context? = nil, logger: Logger,
+                            onEvent: (@Sendable (ClientEvent) -> Void)? = nil) throws {
+        try self.init(config: config, role: .trainer(trainer), context: context, logger: logger, onEvent: onEvent)
+    }
+
+    /// Creates an evaluator: a client that does not train. It joins and follows the newest
+    /// model like any client and, for each newer model it holds (at most one at a time, the
+    /// newest), calls `evaluator.evaluate` and sends the result to the aggregator as an
+    /// EVALUATION_REPORT (resent until receipted). Its key and id are a client's: with CURVE
+    /// the aggregator takes reports only from authorized keys.
+    public convenience init(config: ClientConfig, evaluator: any Evaluator, context: Context? = nil, logger: Logger,
+                            onEvent: (@Sendable (ClientEvent) -> Void)? = nil) throws {
+        guard (1...UpdateMetrics.maxDatasetBytes).contains(evaluator.dataset.utf8.count) else {
+            throw ClientError.invalidConfig("the evaluator's dataset name must be 1 to \(UpdateMetrics.maxDatasetBytes) bytes")
+        }
+        try self.init(config: config, role: .evaluator(evaluator), context: context, logger: logger, onEvent: onEvent)
+    }
+
+    private init(config: ClientConfig, role: Role, context: Context?, logger: Logger,
+                 onEvent: (@Sendable (ClientEvent) -> Void)?) throws {
         guard ClientID.isValid(config.clientID) else { throw ClientError.invalidConfig("client id '\(config.clientID)' is not 1 to 64 characters of A-Z a-z 0-9 . _ -") }
         guard config.maxPendingUpdates >= 1 else { throw ClientError.invalidConfig("max_pending_updates must be at least 1") }
         self.config = config
-        self.trainer = trainer
+        self.role = role
         self.context = try context ?? Context()
         var l = logger
         l[metadataKey: "client"] = "\(config.clientID)"
@@ -94,6 +128,16 @@ public final class ClientRuntime: Service, Sendable {
             await waitForPendingRoom()
             guard !Task.isCancelled, !stopRequested.load(ordering: .acquiring) else { break }
             round += 1
+            let trainer: any Trainer
+            switch role {
+            case .trainer(let t):
+                trainer = t
+            case .evaluator(let e):
+                seq += 1
+                try await evaluate(model, bases: bases, training: training, with: e, seq: seq)
+                lastBase = (model.runID, model.version)
+                continue
+            }
             let result = try await trainer.train(model: model, config: training, round: round)
             if result.isNothing {
                 lastBase = (model.runID, model.version)
@@ -103,9 +147,16 @@ public final class ClientRuntime: Service, Sendable {
                 throw ClientError.layoutMismatch(server: "\(model.layout.parameterCount) parameters", trainer: "\(result.parameters.count) parameters")
             }
             seq += 1
+            var metrics = result.reportedMetrics
+            if !metrics.isEmpty, let e = UpdateMetrics.validationError(metrics) {
+                if metricsWarnings.shouldLog() {
+                    logger.warning("the trainer's metrics are not sent: \(e)", metadata: ["round": "\(round)"])
+                }
+                metrics = [:]
+            }
             let update = OutgoingUpdate(header: UpdateHeader(runID: model.runID, baseVersion: model.version, seq: seq,
                                                              sampleCount: UInt64(max(0, result.sampleCount)), clientID: config.clientID),
-                                        parameters: ParameterBuffer(result.parameters), bases: bases)
+                                        parameters: ParameterBuffer(result.parameters), bases: bases, metrics: metrics)
             onEvent?(.updateQueued(seq: seq, round: round))  // before the I/O thread can see it
             state.withLock {
                 $0.outbox.append(update)
@@ -114,6 +165,35 @@ public final class ClientRuntime: Service, Sendable {
             wakeup.ring()
             lastBase = (model.runID, model.version)
         }
+    }
+
+    /// One evaluation of `model`, queued as a report (unless the aggregator takes none).
+    private func evaluate(_ model: ModelSnapshot, bases: [ShardBase], training: TrainingConfig, with e: any Evaluator, seq: UInt64) async throws {
+        guard state.withLock({ $0.features.contains(ProtocolFeature.evaluationReports) }) else {
+            if metricsWarnings.shouldLog() {
+                logger.error("the aggregator does not take evaluation reports (it does not list the feature '\(ProtocolFeature.evaluationReports)'): upgrade it; nothing is sent")
+            }
+            return
+        }
+        let r = try await e.evaluate(model: model, config: training)
+        if let problem = UpdateMetrics.validationError(r.metrics) ?? (r.metrics.isEmpty ? "no metrics" : nil) {
+            logger.warning("evaluation not reported: \(problem)", metadata: ["version": "\(model.version)"])
+            return
+        }
+        logger.info("model evaluated", metadata: [
+            "version": "\(model.version)", "dataset": "\(e.dataset)",
+            "metrics": "\(r.metrics.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: " "))",
+        ])
+        let report = EvaluationReport(runID: model.runID, version: model.version, seq: seq, exampleCount: UInt64(max(0, r.exampleCount)),
+                                      clientID: config.clientID, dataset: e.dataset, metrics: r.metrics)
+        let header = UpdateHeader(runID: model.runID, baseVersion: model.version, seq: seq, sampleCount: report.exampleCount,
+                                  clientID: config.clientID)
+        onEvent?(.updateQueued(seq: seq, round: 0))
+        state.withLock {
+            $0.outbox.append(OutgoingUpdate(header: header, parameters: ParameterBuffer([]), bases: bases, report: report))
+            $0.stats.rounds += 1
+        }
+        wakeup.ring()
     }
 
     /// Asks `run()` to return after its current training run.
@@ -186,9 +266,9 @@ public final class ClientRuntime: Service, Sendable {
     // Called by the I/O thread.
 
     func adopt(_ model: ModelSnapshot, bases: [ShardBase], training: TrainingConfig, receiptTimeout: Duration, chunkParameters: Int, fromSnapshot: Bool,
-               algorithm: String) -> Bool {
-        guard model.layout == trainer.layout else {
-            state.withLock { $0.fatal = .layoutMismatch(server: "\(model.layout)", trainer: "\(trainer.layout)") }
+               algorithm: String, features: [String]) -> Bool {
+        guard model.layout == role.layout else {
+            state.withLock { $0.fatal = .layoutMismatch(server: "\(model.layout)", trainer: "\(role.layout)") }
             wakeAllWaiters()
             return false
         }
@@ -201,6 +281,7 @@ public final class ClientRuntime: Service, Sendable {
             s.serverReceiptTimeout = receiptTimeout
             s.chunkParameters = chunkParameters
             s.algorithm = algorithm
+            s.features = features
             s.stats.modelVersion = model.version
             if fromSnapshot { s.stats.snapshotsReceived += 1 } else { s.stats.broadcastsReceived += 1 }
             defer { s.modelWaiters = [] }
@@ -251,6 +332,10 @@ struct OutgoingUpdate: Sendable {
     var header: UpdateHeader
     var parameters: ParameterBuffer
     var bases: [ShardBase]
+    /// Sent in the metrics frame when the aggregator takes them.
+    var metrics: [String: Double] = [:]
+    /// Set for an evaluator's report (then `parameters` is empty): sent as EVALUATION_REPORT.
+    var report: EvaluationReport? = nil
 }
 
 /// The run and version of one shard's slice of a model (of the whole model when unsharded).
@@ -270,5 +355,22 @@ struct ShardBase: Sendable, Hashable {
             v &+= b.version
         }
         return (h, v)
+    }
+}
+
+/// Says yes at most once per `interval`: for a warning that would repeat with every round.
+final class WarningTimer: Sendable {
+    let interval: Duration
+    private let last = Mutex<ContinuousClock.Instant?>(nil)
+
+    init(interval: Duration) { self.interval = interval }
+
+    func shouldLog() -> Bool {
+        last.withLock { t in
+            let now = ContinuousClock.now
+            if let prev = t, now - prev < interval { return false }
+            t = now
+            return true
+        }
     }
 }

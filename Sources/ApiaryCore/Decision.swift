@@ -6,12 +6,15 @@ public enum Decision: UInt8, Sendable, Hashable, Codable, CustomStringConvertibl
     case rejected = 2
     /// This (client id, seq) was already processed; the receipt repeats the first outcome's version.
     case duplicate = 3
+    /// An EVALUATION_REPORT was recorded (reports are not merged).
+    case recorded = 4
 
     public var description: String {
         switch self {
         case .merged: "merged"
         case .rejected: "rejected"
         case .duplicate: "duplicate"
+        case .recorded: "recorded"
         }
     }
 }

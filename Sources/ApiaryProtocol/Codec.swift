@@ -1,4 +1,5 @@
 import ApiaryCore
+import Foundation
 
 /// Encoders and decoders for every v1 message. Pure: bytes in, values out, no sockets.
 /// Decoders take the frames of one multipart message as raw buffers (read in place) and
@@ -236,14 +237,50 @@ public enum Codec {
         w.u64(h.sampleCount)
         w.u8(h.codec.rawValue)
         w.u8(UInt8(truncatingIfNeeded: id.count))
-        w.u16(0)
+        w.u16(h.carriesMetrics ? 1 : 0)
         w.raw(id)
         return w.bytes
+    }
+
+    /// The metrics frame: a JSON object of name to number, keys sorted.
+    public static func encodeMetrics(_ metrics: [String: Double]) -> [UInt8] {
+        var out = Array("{".utf8)
+        for (i, (k, v)) in metrics.sorted(by: { $0.key < $1.key }).enumerated() {
+            if i > 0 { out.append(0x2C) }
+            out += Array("\"\(k)\":".utf8)  // names are plain ASCII: no escaping needed
+            out += Array(jsonNumber(v).utf8)
+        }
+        out.append(0x7D)
+        return out
+    }
+
+    static func jsonNumber(_ v: Double) -> String {
+        guard v.isFinite else { return "null" }
+        if v == v.rounded(), abs(v) < 1e15 { return String(Int64(v)) }
+        return "\(v)"
+    }
+
+    /// Decodes and checks a metrics frame.
+    public static func decodeMetrics(_ frame: UnsafeRawBufferPointer, what: String = "metrics") throws(WireError) -> [String: Double] {
+        guard frame.count <= UpdateMetrics.maxFrameBytes else {
+            throw .invalidField("\(what) frame of \(frame.count) bytes (at most \(UpdateMetrics.maxFrameBytes))")
+        }
+        let metrics: [String: Double]
+        do {
+            // A JSON bool or string where a number belongs fails to decode as Double.
+            metrics = try JSONDecoder().decode([String: Double].self, from: Data(frame))
+        } catch {
+            throw .invalidField("\(what) frame is not a JSON object of names to numbers")
+        }
+        if let e = UpdateMetrics.validationError(metrics) { throw .invalidField("\(what): \(e)") }
+        return metrics
     }
 
     /// A decoded CLIENT_UPDATE; `layoutFrame` and `payload` point into the received frames.
     public struct UpdateView {
         public var header: UpdateHeader
+        /// The metrics frame's contents when the header flags one (else empty).
+        public var metrics: [String: Double] = [:]
         /// The raw layout frame: compare it byte-for-byte with `encodeLayout(model layout)`
         /// first; decode it (`decodeLayout`) only to explain a mismatch.
         public var layoutFrame: UnsafeRawBufferPointer
@@ -258,20 +295,28 @@ public enum Codec {
     public static func decodeUpdate(_ frames: [UnsafeRawBufferPointer]) throws(WireError) -> UpdateView {
         guard frames.count >= 3 else { throw .wrongFrameCount(message: "CLIENT_UPDATE", expected: "at least 3", got: frames.count) }
         let header = try decodeUpdateHeader(frames[0])
+        var metrics: [String: Double] = [:]
+        var first = 2
+        if header.carriesMetrics {
+            guard frames.count >= 4 else { throw .wrongFrameCount(message: "CLIENT_UPDATE with metrics", expected: "at least 4", got: frames.count) }
+            metrics = try decodeMetrics(frames[2])
+            first = 3
+        }
         var total = 0
-        for (i, f) in frames[2...].enumerated() {
+        for (i, f) in frames[first...].enumerated() {
             guard f.count % 4 == 0 else { throw .misalignedPayloadFrame(index: i, bytes: f.count) }
             total += f.count
         }
-        return UpdateView(header: header, layoutFrame: frames[1], payload: frames[2...], payloadBytes: total)
+        return UpdateView(header: header, metrics: metrics, layoutFrame: frames[1], payload: frames[first...], payloadBytes: total)
     }
 
     /// The sender of a CLIENT_UPDATE whose header is otherwise invalid (wrong version,
     /// codec, reserved bytes, trailing bytes), so that the rejection can still be receipted.
-    /// Needs the magic and a well-formed client id at its v1 position; nil otherwise.
+    /// Needs the magic and a well-formed client id at its v1 position; nil otherwise. Reads
+    /// EVALUATION_REPORT headers too (same layout).
     public static func peekUpdateSender(_ frame: UnsafeRawBufferPointer) -> (clientID: String, seq: UInt64, baseVersion: UInt64)? {
         guard frame.count >= updateHeaderFixedSize + 1, frame.prefix(4).elementsEqual(headerMagic),
-              frame[5] == MessageType.clientUpdate.rawValue else { return nil }
+              frame[5] == MessageType.clientUpdate.rawValue || frame[5] == MessageType.evaluationReport.rawValue else { return nil }
         let length = Int(frame[41])
         guard length >= 1, updateHeaderFixedSize + length <= frame.count else { return nil }
         let id = String(decoding: UnsafeRawBufferPointer(rebasing: frame[updateHeaderFixedSize..<(updateHeaderFixedSize + length)]), as: UTF8.self)
@@ -290,11 +335,77 @@ public enum Codec {
         let samples = try r.u64()
         let c = try r.u8()
         let idLength = Int(try r.u8())
-        guard try r.u16() == 0 else { throw .reservedBitsSet }
+        let flags = try r.u16()
+        guard flags & ~1 == 0 else { throw .reservedBitsSet }
         let id = try readClientID(&r, length: idLength, allowEmpty: false)
         try r.end()
         guard let codec = PayloadCodec(rawValue: c) else { throw .unsupportedCodec(c) }
-        return UpdateHeader(runID: runID, baseVersion: base, seq: seq, sampleCount: samples, codec: codec, clientID: id)
+        return UpdateHeader(runID: runID, baseVersion: base, seq: seq, sampleCount: samples, codec: codec, clientID: id,
+                            carriesMetrics: flags & 1 != 0)
+    }
+
+    // MARK: EVALUATION_REPORT  [header] [report JSON]
+
+    /// Whether a header frame from the update socket is an EVALUATION_REPORT's (magic and
+    /// type byte; the rest is checked by `decodeEvaluationReport`).
+    public static func isEvaluationReport(_ frame: UnsafeRawBufferPointer) -> Bool {
+        frame.count >= commonHeaderSize && frame.prefix(4).elementsEqual(headerMagic) && frame[5] == MessageType.evaluationReport.rawValue
+    }
+
+    /// The two frames of an evaluation report: the header (laid out like CLIENT_UPDATE's,
+    /// version in place of the base version, examples in place of samples, codec byte and
+    /// flags zero) and a JSON object `{"dataset": "...", "metrics": {...}}`.
+    public static func encode(_ e: EvaluationReport) -> [[UInt8]] {
+        let id = Array(e.clientID.utf8)
+        var w = common(.evaluationReport, capacity: updateHeaderFixedSize + id.count)
+        w.u64(e.runID)
+        w.u64(e.version)
+        w.u64(e.seq)
+        w.u64(e.exampleCount)
+        w.u8(0)
+        w.u8(UInt8(truncatingIfNeeded: id.count))
+        w.u16(0)
+        w.raw(id)
+        var body = Array("{\"dataset\":".utf8)
+        body += jsonString(e.dataset)
+        body += Array(",\"metrics\":".utf8)
+        body += encodeMetrics(e.metrics)
+        body.append(0x7D)
+        return [w.bytes, body]
+    }
+
+    static func jsonString(_ s: String) -> [UInt8] {
+        Array((try? JSONEncoder().encode(s)) ?? Data("\"\"".utf8))
+    }
+
+    public static func decodeEvaluationReport(_ frames: [UnsafeRawBufferPointer]) throws(WireError) -> EvaluationReport {
+        guard frames.count == 2 else { throw .wrongFrameCount(message: "EVALUATION_REPORT", expected: "2", got: frames.count) }
+        var r = ByteReader(frames[0], frame: "EVALUATION_REPORT header")
+        try expect(.evaluationReport, &r)
+        let runID = try r.u64(), version = try r.u64(), seq = try r.u64(), examples = try r.u64()
+        guard try r.u8() == 0 else { throw .reservedBitsSet }
+        let idLength = Int(try r.u8())
+        guard try r.u16() == 0 else { throw .reservedBitsSet }
+        let id = try readClientID(&r, length: idLength, allowEmpty: false)
+        try r.end()
+        guard frames[1].count <= UpdateMetrics.maxFrameBytes + 256 else {
+            throw .invalidField("report frame of \(frames[1].count) bytes (at most \(UpdateMetrics.maxFrameBytes + 256))")
+        }
+        struct Body: Decodable { var dataset: String; var metrics: [String: Double] }
+        let body: Body
+        do {
+            body = try JSONDecoder().decode(Body.self, from: Data(frames[1]))
+        } catch {
+            throw .invalidField("report frame is not a JSON object with a string 'dataset' and an object 'metrics' of names to numbers")
+        }
+        let dataset = body.dataset, metrics = body.metrics
+        guard (1...UpdateMetrics.maxDatasetBytes).contains(dataset.utf8.count) else {
+            throw .invalidField("report 'dataset' is not 1 to \(UpdateMetrics.maxDatasetBytes) bytes")
+        }
+        if let e = UpdateMetrics.validationError(metrics) { throw .invalidField("report metrics: \(e)") }
+        guard !metrics.isEmpty else { throw .invalidField("report has no metrics") }
+        return EvaluationReport(runID: runID, version: version, seq: seq, exampleCount: examples, clientID: id,
+                                dataset: dataset, metrics: metrics)
     }
 
     // MARK: RECEIPT  [topic "receipt/<id>/"] [header] [message]

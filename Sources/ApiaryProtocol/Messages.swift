@@ -13,6 +13,8 @@ public enum MessageType: UInt8, Sendable, Hashable, CustomStringConvertible {
     case snapshotReply = 3
     case clientUpdate = 4
     case receipt = 5
+    /// An evaluator's measurement of one model version (update socket, like CLIENT_UPDATE).
+    case evaluationReport = 6
 
     public var description: String {
         switch self {
@@ -21,6 +23,7 @@ public enum MessageType: UInt8, Sendable, Hashable, CustomStringConvertible {
         case .snapshotReply: "SNAPSHOT_REPLY"
         case .clientUpdate: "CLIENT_UPDATE"
         case .receipt: "RECEIPT"
+        case .evaluationReport: "EVALUATION_REPORT"
         }
     }
 }
@@ -125,15 +128,88 @@ public struct UpdateHeader: Sendable, Hashable {
     public var sampleCount: UInt64
     public var codec: PayloadCodec
     public var clientID: String
+    /// Flag bit 0 of the header: a metrics frame follows the layout frame. Set it only
+    /// when the aggregator's snapshot config lists the feature `update_metrics` (an older
+    /// aggregator rejects the update as malformed: reserved bits set).
+    public var carriesMetrics: Bool
 
     public init(runID: UInt64, baseVersion: UInt64, seq: UInt64, sampleCount: UInt64,
-                codec: PayloadCodec = .denseFloat32, clientID: String) {
+                codec: PayloadCodec = .denseFloat32, clientID: String, carriesMetrics: Bool = false) {
         self.runID = runID
         self.baseVersion = baseVersion
         self.seq = seq
         self.sampleCount = sampleCount
         self.codec = codec
         self.clientID = clientID
+        self.carriesMetrics = carriesMetrics
+    }
+}
+
+/// Optional features an aggregator lists in its snapshot config (`features`); a peer uses a
+/// feature only when the other side lists it, so old and new peers keep talking.
+public enum ProtocolFeature {
+    /// CLIENT_UPDATE may carry a metrics frame (header flag bit 0).
+    public static let updateMetrics = "update_metrics"
+    /// EVALUATION_REPORT messages are taken on the update socket.
+    public static let evaluationReports = "evaluation_reports"
+    /// What this implementation's aggregator takes.
+    public static let all = [updateMetrics, evaluationReports]
+}
+
+/// EVALUATION_REPORT: an evaluator (a client that does not train) measured model `version`
+/// of run `runID` on its own held-out data. Sent on the update socket, answered by a
+/// RECEIPT with decision `recorded` (or `rejected`, or `duplicate` for a resend).
+public struct EvaluationReport: Sendable, Hashable {
+    public var runID: UInt64
+    /// The model version evaluated.
+    public var version: UInt64
+    /// Per-client sequence number, shared with the client's updates (dedup).
+    public var seq: UInt64
+    /// Examples evaluated on.
+    public var exampleCount: UInt64
+    public var clientID: String
+    /// What the evaluator measured on ("digits test split", say): 1 to 128 bytes of UTF-8.
+    public var dataset: String
+    /// The measurements ("accuracy", "loss", any of the user's); see `UpdateMetrics`.
+    public var metrics: [String: Double]
+
+    public init(runID: UInt64, version: UInt64, seq: UInt64, exampleCount: UInt64, clientID: String,
+                dataset: String, metrics: [String: Double]) {
+        self.runID = runID
+        self.version = version
+        self.seq = seq
+        self.exampleCount = exampleCount
+        self.clientID = clientID
+        self.dataset = dataset
+        self.metrics = metrics
+    }
+}
+
+/// Named numbers that travel with an update (its metrics frame) or in an evaluation
+/// report: a UTF-8 JSON object of name to finite number. Names are 1 to 64 characters of
+/// `A-Z a-z 0-9 . _ - /`; at most `maxEntries` of them; the frame is at most `maxFrameBytes`.
+public enum UpdateMetrics {
+    public static let maxEntries = 64
+    public static let maxFrameBytes = 8192
+    public static let maxDatasetBytes = 128
+
+    /// Nil when `name` is a valid metric name.
+    public static func isValidName(_ name: String) -> Bool {
+        let u = name.utf8
+        guard (1...64).contains(u.count) else { return false }
+        return u.allSatisfy { c in
+            (c >= 0x30 && c <= 0x39) || (c >= 0x41 && c <= 0x5A) || (c >= 0x61 && c <= 0x7A) || c == 0x2E || c == 0x5F || c == 0x2D || c == 0x2F
+        }
+    }
+
+    /// What is wrong with `metrics`, or nil.
+    public static func validationError(_ metrics: [String: Double]) -> String? {
+        guard metrics.count <= maxEntries else { return "\(metrics.count) metrics (at most \(maxEntries))" }
+        for (k, v) in metrics.sorted(by: { $0.key < $1.key }) {
+            guard isValidName(k) else { return "metric name '\(k.prefix(80))' is not 1 to 64 characters of A-Z a-z 0-9 . _ - /" }
+            guard v.isFinite else { return "metric '\(k)' is not finite" }
+        }
+        return nil
     }
 }
 

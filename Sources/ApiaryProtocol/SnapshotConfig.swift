@@ -28,6 +28,9 @@ public struct SnapshotConfig: Sendable, Hashable, Codable {
     public var shards: [ShardEntry]?
     /// Which entry of `shards` sent this reply.
     public var shardIndex: Int?
+    /// Optional protocol features the aggregator takes (`ProtocolFeature`); nil or absent
+    /// from aggregators older than them, which take none.
+    public var features: [String]?
 
     public init(algorithm: String = "fedasync", rule: FedAsync, training: TrainingConfig,
                 chunkParameters: Int, maxFrameBytes: Int64, receiptTimeoutSeconds: Double,
@@ -62,7 +65,11 @@ public struct SnapshotConfig: Sendable, Hashable, Codable {
         case heartbeatSeconds = "heartbeat_s"
         case shards
         case shardIndex = "shard_index"
+        case features
     }
+
+    /// Whether the aggregator listed `feature`.
+    public func supports(_ feature: String) -> Bool { features?.contains(feature) ?? false }
 
     /// The range of the flat parameter vector the replying aggregator serves: its shard's,
     /// or the whole model. Throws when the shard map is not a valid split of `parameterCount`.
