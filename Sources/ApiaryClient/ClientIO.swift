@@ -438,13 +438,13 @@ final class ClientIO {
     /// Sends link `l`'s slice of one update; false when its PUSH queue is full or no
     /// aggregator is connected.
     private func send(_ u: OutgoingUpdate, via l: Link) throws -> Bool {
-        guard !layoutFrame.isEmpty, let range = l.range, range.upperBound <= u.parameters.storage.count else { return false }
         if var report = u.report {
             // Each shard is told the version of its own slice that was evaluated.
             report.runID = u.bases[l.index].runID
             report.version = u.bases[l.index].version
             return try l.push.send(multipart: Codec.encode(report).map { Message($0) }, dontWait: true)
         }
+        guard !layoutFrame.isEmpty, let range = l.range, range.upperBound <= u.parameters.storage.count else { return false }
         let (_, chunk) = runtime.settings()
         var header = u.header
         header.runID = u.bases[l.index].runID

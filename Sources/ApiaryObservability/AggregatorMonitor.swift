@@ -24,6 +24,7 @@ public final class AggregatorMonitor: Service, Sendable {
     private let started = Date()
     private let clientsGauge, uptimeGauge: Gauge
     private let checkpointAgeGauge: Gauge?
+    private let factory: any MetricsFactory
     private let samples = Mutex([Point]())
 
     /// One sample of the counters.
@@ -34,6 +35,7 @@ public final class AggregatorMonitor: Service, Sendable {
         var merged: UInt64
         var rejected: UInt64
         var activeClients: Int
+        var clientMetrics: [String: Double]
     }
 
     /// A monitor of `aggregator`.
@@ -50,6 +52,7 @@ public final class AggregatorMonitor: Service, Sendable {
         self.activeWindow = activeWindow
         self.capacity = max(2, historyCapacity)
         let f = metricsFactory ?? MetricsSystem.factory
+        factory = f
         clientsGauge = Gauge(label: MetricCatalog.connectedClients, factory: f)
         uptimeGauge = Gauge(label: MetricCatalog.uptime, factory: f)
         checkpointAgeGauge = aggregator.config.checkpointDirectory == nil ? nil : Gauge(label: MetricCatalog.checkpointAge, factory: f)
@@ -73,7 +76,7 @@ public final class AggregatorMonitor: Service, Sendable {
         let s = aggregator.stats
         let active = aggregator.activity.activeClients(within: windowSeconds, now: now)
         let p = Point(time: now, version: s.version, received: s.received, merged: s.merged, rejected: s.rejectedTotal,
-                      activeClients: active)
+                      activeClients: active, clientMetrics: aggregator.fleet.clientMetrics().values)
         samples.withLock {
             $0.append(p)
             if $0.count > capacity { $0.removeFirst($0.count - capacity) }
@@ -88,6 +91,18 @@ public final class AggregatorMonitor: Service, Sendable {
         uptimeGauge.record(now.timeIntervalSince(started))
         if let checkpointAgeGauge, let t = s.lastCheckpointAt {
             checkpointAgeGauge.record(max(0, now.timeIntervalSince(t)))
+        }
+        // The fleet's metrics, one labelled gauge each (the factory hands back the same
+        // gauge for the same label and dimensions).
+        for (name, v) in aggregator.fleet.clientMetrics().values {
+            Gauge(label: MetricCatalog.clientMetric, dimensions: [("name", name)], factory: factory).record(v)
+        }
+        for r in aggregator.fleet.latestReports() {
+            let who = [("evaluator", r.evaluator), ("dataset", r.dataset)]
+            Gauge(label: MetricCatalog.evaluatorModelVersion, dimensions: who, factory: factory).record(Double(r.version))
+            for (name, v) in r.metrics {
+                Gauge(label: MetricCatalog.evaluatorMetric, dimensions: who + [("name", name)], factory: factory).record(v)
+            }
         }
     }
 
@@ -149,7 +164,9 @@ public final class AggregatorMonitor: Service, Sendable {
                           parameters: aggregator.layout.parameterCount,
                           shard: config.shard.map { .init(index: $0.index, count: $0.map.count, start: aggregator.range.lowerBound, end: aggregator.range.upperBound) },
                           relay: config.relay ? .init(rebases: s.rebases, unsentMerges: s.unsentMerges, restoredPushes: s.restoredPushes) : nil),
-            evaluation: .init(enabled: evaluator != nil, count: evaluations?.count ?? 0, latest: evaluations?.last)
+            evaluation: .init(enabled: evaluator != nil, count: evaluations?.count ?? 0, latest: evaluations?.last, dataset: evaluator?.dataset),
+            fleet: .init(clientMetrics: aggregator.fleet.clientMetrics(), evaluators: aggregator.fleet.latestReports(),
+                         reportsRecorded: aggregator.fleet.reportsRecorded)
         )
     }
 
@@ -169,12 +186,17 @@ public final class AggregatorMonitor: Service, Sendable {
                 }
             }
             out.append(.init(t: p.time.timeIntervalSince(started), version: p.version, mergedPerSecond: merged,
-                             rejectedPerSecond: rejected, activeClients: p.activeClients))
+                             rejectedPerSecond: rejected, activeClients: p.activeClients, clientMetrics: p.clientMetrics))
+        }
+        let reports = aggregator.fleet.reports().map {
+            HistoryReport.Report(t: $0.time.timeIntervalSince(started), evaluator: $0.evaluator, dataset: $0.dataset,
+                                 version: $0.version, metrics: $0.metrics)
         }
         let evaluations = (evaluator?.history ?? []).map {
             HistoryReport.Evaluation(t: $0.time.timeIntervalSince(started), version: $0.version, accuracy: $0.accuracy, loss: $0.loss)
         }
-        return HistoryReport(start: started, now: now, samples: out, evaluations: evaluations)
+        return HistoryReport(start: started, now: now, samples: out, evaluations: evaluations,
+                             evaluationDataset: evaluator?.dataset, reports: reports)
     }
 
     static func hex(_ v: UInt64) -> String {

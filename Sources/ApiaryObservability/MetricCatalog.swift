@@ -47,6 +47,13 @@ public enum MetricCatalog {
     public static let evaluations = "apiary_evaluations_total"
     /// Gauge: seconds since this process started serving status.
     public static let uptime = "apiary_uptime_seconds"
+    /// Gauge with a `name` label: a client metric averaged over the recent merged updates that
+    /// carried it, weighted by their training examples.
+    public static let clientMetric = "apiary_client_metric"
+    /// Gauge with `evaluator`, `dataset` and `name` labels: an evaluator's latest report.
+    public static let evaluatorMetric = "apiary_evaluator_metric"
+    /// Gauge with `evaluator` and `dataset` labels: the model version of that latest report.
+    public static let evaluatorModelVersion = "apiary_evaluator_model_version"
 
     /// All of them, in the order the documentation lists them.
     public static let all: [MetricDescription] = {
@@ -78,6 +85,13 @@ public enum MetricCatalog {
             .init(name: evalModelVersion, kind: .gauge, help: "Model version of the last evaluation."),
             .init(name: evaluations, kind: .counter, help: "Evaluations of the global model run."),
             .init(name: uptime, kind: .gauge, help: "Seconds since the status server started."),
+            .init(name: clientMetric, kind: .gauge,
+                  help: "A metric clients sent with their updates, averaged over recent merged updates weighted by examples.",
+                  labels: ["name"]),
+            .init(name: evaluatorMetric, kind: .gauge, help: "A metric of an evaluator's latest report on its dataset.",
+                  labels: ["evaluator", "dataset", "name"]),
+            .init(name: evaluatorModelVersion, kind: .gauge, help: "Model version an evaluator's latest report evaluated.",
+                  labels: ["evaluator", "dataset"]),
         ]
     }()
 

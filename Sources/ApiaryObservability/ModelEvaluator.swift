@@ -48,6 +48,8 @@ public final class ModelEvaluator: Service, Sendable {
     /// and may throw (the error is logged and the evaluator carries on).
     public typealias Evaluate = @Sendable (PublishedModel) async throws -> EvaluationResult
 
+    /// What it evaluates on ("digits test split", say), shown with its results.
+    public let dataset: String
     private let source: @Sendable () -> PublishedModel?
     private let evaluate: Evaluate
     private let everyVersions: UInt64
@@ -70,17 +72,19 @@ public final class ModelEvaluator: Service, Sendable {
     ///   - historyCapacity: evaluations kept in `history` (the oldest are dropped).
     ///   - metricsFactory: where the gauges go; nil: `MetricsSystem.factory`.
     ///   - evaluate: evaluates one model.
-    public convenience init(aggregator: Aggregator, everyVersions: UInt64 = 50, interval: Duration = .seconds(5),
+    ///   - dataset: what it evaluates on, shown on the dashboard and in `/status`.
+    public convenience init(aggregator: Aggregator, dataset: String = "held-out data", everyVersions: UInt64 = 50, interval: Duration = .seconds(5),
                             historyCapacity: Int = 2000, metricsFactory: (any MetricsFactory)? = nil, logger: Logger,
                             evaluate: @escaping Evaluate) {
-        self.init(source: { aggregator.latestModel }, everyVersions: everyVersions, interval: interval,
+        self.init(source: { aggregator.latestModel }, dataset: dataset, everyVersions: everyVersions, interval: interval,
                   historyCapacity: historyCapacity, metricsFactory: metricsFactory, logger: logger, evaluate: evaluate)
     }
 
     /// An evaluator of whatever model `source` returns (nil: none yet).
-    public init(source: @escaping @Sendable () -> PublishedModel?, everyVersions: UInt64 = 50, interval: Duration = .seconds(5),
-                historyCapacity: Int = 2000, metricsFactory: (any MetricsFactory)? = nil, logger: Logger,
+    public init(source: @escaping @Sendable () -> PublishedModel?, dataset: String = "held-out data", everyVersions: UInt64 = 50,
+                interval: Duration = .seconds(5), historyCapacity: Int = 2000, metricsFactory: (any MetricsFactory)? = nil, logger: Logger,
                 evaluate: @escaping Evaluate) {
+        self.dataset = dataset
         self.source = source
         self.evaluate = evaluate
         self.everyVersions = max(1, everyVersions)

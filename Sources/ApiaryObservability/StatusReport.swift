@@ -1,3 +1,4 @@
+import ApiaryAggregator
 import Foundation
 
 /// The body of `GET /status`: where the run is now. Encoded with snake_case keys and dates
@@ -106,11 +107,23 @@ public struct StatusReport: Sendable, Codable, Hashable {
         public var restoredPushes: UInt64
     }
 
-    /// The evaluator, when one is configured.
+    /// The aggregator's own (in-process) evaluator, when one is configured.
     public struct Evaluation: Sendable, Codable, Hashable {
         public var enabled: Bool
         public var count: Int
         public var latest: EvaluationPoint?
+        /// What it evaluates on (nil without one).
+        public var dataset: String? = nil
+    }
+
+    /// What the fleet says about the model: metrics with updates, evaluators' reports.
+    public struct Fleet: Sendable, Codable, Hashable {
+        /// Client metrics averaged over the window of recent merged updates.
+        public var clientMetrics: ClientMetricsSummary
+        /// The latest report of each (evaluator, dataset).
+        public var evaluators: [EvaluationRecord]
+        /// Reports recorded since the start.
+        public var reportsRecorded: UInt64
     }
 
     /// At most this many clients are listed.
@@ -128,6 +141,7 @@ public struct StatusReport: Sendable, Codable, Hashable {
     public var traffic: Traffic
     public var config: ConfigSummary
     public var evaluation: Evaluation
+    public var fleet: Fleet
 }
 
 /// The body of `GET /history`: time series for the dashboard's charts.
@@ -141,6 +155,18 @@ public struct HistoryReport: Sendable, Codable, Hashable {
         public var mergedPerSecond: Double
         public var rejectedPerSecond: Double
         public var activeClients: Int
+        /// The client metrics of the window at that time (empty before any came).
+        public var clientMetrics: [String: Double] = [:]
+    }
+
+    /// One evaluator report.
+    public struct Report: Sendable, Codable, Hashable {
+        /// Seconds since `start` (negative for reports before the monitor started).
+        public var t: Double
+        public var evaluator: String
+        public var dataset: String
+        public var version: UInt64
+        public var metrics: [String: Double]
     }
 
     /// One evaluation.
@@ -160,6 +186,10 @@ public struct HistoryReport: Sendable, Codable, Hashable {
     public var samples: [Sample]
     /// Oldest first; empty without an evaluator.
     public var evaluations: [Evaluation]
+    /// What the in-process evaluator evaluates on (nil without one).
+    public var evaluationDataset: String? = nil
+    /// Evaluator reports kept, oldest first.
+    public var reports: [Report] = []
 }
 
 /// The JSON encoding of the status endpoints.
