@@ -9,10 +9,10 @@ public struct TrainingConfig: Sendable, Hashable, Codable {
     /// The operator's settings for the user's own trainer (`training.extra` in the
     /// aggregator's config): string keys, number, string or bool values, passed through
     /// unchanged. Empty when none are set.
-    public var extra: [String: ConfigValue]
+    public var extra: [String: TrainingValue]
 
     public init(learningRate: Double = 0.1, localEpochs: Int = 1, batchSize: Int = 16, proximalMu: Double = 0,
-                extra: [String: ConfigValue] = [:]) {
+                extra: [String: TrainingValue] = [:]) {
         self.learningRate = learningRate
         self.localEpochs = localEpochs
         self.batchSize = batchSize
@@ -35,7 +35,7 @@ public struct TrainingConfig: Sendable, Hashable, Codable {
         batchSize = try c.decode(Int.self, forKey: .batchSize)
         proximalMu = try c.decode(Double.self, forKey: .proximalMu)
         // Absent from the snapshots of aggregators older than `training.extra`.
-        extra = try c.decodeIfPresent([String: ConfigValue].self, forKey: .extra) ?? [:]
+        extra = try c.decodeIfPresent([String: TrainingValue].self, forKey: .extra) ?? [:]
     }
 
     public func encode(to encoder: any Encoder) throws {
@@ -49,7 +49,7 @@ public struct TrainingConfig: Sendable, Hashable, Codable {
 }
 
 /// One value of `TrainingConfig.extra`: a number, a string or a bool (JSON's scalars).
-public enum ConfigValue: Sendable, Hashable, Codable, CustomStringConvertible {
+public enum TrainingValue: Sendable, Hashable, Codable, CustomStringConvertible {
     case number(Double)
     case string(String)
     case bool(Bool)

@@ -29,6 +29,7 @@ struct AggregatorCommand: AsyncParsableCommand {
         let level = try Settings.logLevel(reader, override: logLevel)
         let logger = LogSetup.bootstrap(level: level)
         var aggConfig = try Settings.aggregator(reader)
+        aggConfig.training.extra = try Settings.trainingExtra(file: config)
         aggConfig.curve = try Settings.serverCurve(reader, insecureFlag: insecure)
         // Metrics go to one Prometheus registry, served on /metrics; bootstrapped before the
         // aggregator makes its instruments.
@@ -58,7 +59,7 @@ struct AggregatorCommand: AsyncParsableCommand {
         }
         if evaluation.enabled && aggregator.config.shard == nil {
             let testSet = try DigitsModel.workload().testSet
-            evaluator = ModelEvaluator(aggregator: aggregator, everyVersions: evaluation.everyVersions, interval: evaluation.interval,
+            evaluator = ModelEvaluator(aggregator: aggregator, dataset: "digits test split (\(testSet.count) examples)", everyVersions: evaluation.everyVersions, interval: evaluation.interval,
                                        historyCapacity: evaluation.history, logger: logger) { model in
                 let m = Evaluation.evaluate(parameters: model.parameters, on: testSet)
                 return EvaluationResult(accuracy: m.accuracy, loss: m.loss)

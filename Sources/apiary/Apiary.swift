@@ -15,6 +15,6 @@ struct Apiary: AsyncParsableCommand {
               apiary aggregator --config Configs/aggregator.yaml
               apiary client --config Configs/client.yaml --id client-3 --partition 3
             """,
-        subcommands: [AggregatorCommand.self, ClientCommand.self, GatewayCommand.self, DemoCommand.self, KeysCommand.self, CheckpointCommand.self, LedgerCommand.self, BenchCommand.self]
+        subcommands: [AggregatorCommand.self, ClientCommand.self, EvaluateCommand.self, GatewayCommand.self, DemoCommand.self, KeysCommand.self, CheckpointCommand.self, LedgerCommand.self, BenchCommand.self]
     )
 }

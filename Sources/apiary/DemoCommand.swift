@@ -63,6 +63,7 @@ struct DemoCommand: AsyncParsableCommand {
         let reader = try await Settings.reader(file: config)
         let logger = LogSetup.bootstrap(level: try Settings.logLevel(reader, default: .warning))
         var aggConfig = try Settings.aggregator(reader)
+        aggConfig.training.extra = try Settings.trainingExtra(file: config)
         // The demo binds where the kernel finds room unless the config says otherwise.
         aggConfig.modelEndpoint = reader.string(forKey: "endpoints.model", default: "tcp://127.0.0.1:*")
         aggConfig.snapshotEndpoint = reader.string(forKey: "endpoints.snapshot", default: "tcp://127.0.0.1:*")

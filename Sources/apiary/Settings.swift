@@ -7,6 +7,7 @@ import Configuration
 import Foundation
 import Logging
 import SystemPackage
+import Yams
 import ZeroMQ
 
 /// Reads YAML config files with environment overrides: the key `fedasync.alpha` is
@@ -24,6 +25,48 @@ enum Settings {
             }
         }
         return ConfigReader(providers: providers)
+    }
+
+    /// `training.extra` of the config file: the operator's settings for the user's own trainer,
+    /// string keys with number, string or bool values, handed to every client with the
+    /// snapshot. The environment variable `TRAINING_EXTRA` (a JSON object) is merged over the
+    /// file's map, key by key.
+    static func trainingExtra(file: String?, environment: [String: String] = ProcessInfo.processInfo.environment) throws -> [String: TrainingValue] {
+        var extra: [String: TrainingValue] = [:]
+        if let file {
+            let text: String
+            do {
+                text = try String(contentsOfFile: file, encoding: .utf8)
+            } catch {
+                throw SettingsError("cannot read config file \(file): \(error)")
+            }
+            let root = try? Yams.load(yaml: text)
+            if let training = (root as? [String: Any])?["training"] as? [String: Any], let map = training["extra"] {
+                guard let map = map as? [String: Any] else { throw SettingsError("training.extra must be a map of keys to numbers, strings or bools") }
+                for (k, v) in map {
+                    switch v {
+                    case let b as Bool: extra[k] = .bool(b)
+                    case let i as Int: extra[k] = .number(Double(i))
+                    case let d as Double: extra[k] = .number(d)
+                    case let s as String: extra[k] = .string(s)
+                    default: throw SettingsError("training.extra.\(k) must be a number, a string or a bool (not a list, map or null)")
+                    }
+                }
+            }
+        }
+        if let json = environment["TRAINING_EXTRA"], !json.isEmpty {
+            do {
+                for (k, v) in try JSONDecoder().decode([String: TrainingValue].self, from: Data(json.utf8)) { extra[k] = v }
+            } catch {
+                throw SettingsError("TRAINING_EXTRA must be a JSON object of keys to numbers, strings or bools: \(json.prefix(200))")
+            }
+        }
+        for (k, v) in extra {
+            guard !k.isEmpty, k.utf8.count <= 128 else { throw SettingsError("training.extra: key '\(k.prefix(40))' must be 1 to 128 bytes") }
+            if case .number(let d) = v, !d.isFinite { throw SettingsError("training.extra.\(k) is not finite") }
+        }
+        guard extra.count <= 256 else { throw SettingsError("training.extra has \(extra.count) keys (at most 256)") }
+        return extra
     }
 
     static func duration(_ r: ConfigReader, _ key: String, seconds: Double) -> Duration {
