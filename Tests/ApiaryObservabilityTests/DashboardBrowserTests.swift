@@ -36,9 +36,17 @@ struct DashboardBrowserTests {
         let feeder = Feeder(aggregator: aggregator, endpoint: endpoints.update, clients: ["feeder-0", "feeder-1", "feeder-2"],
                             period: .milliseconds(15), duplicateEvery: 9)
         defer { feeder.stop() }
+        // What an evaluator process and clients with metrics would have sent (the wire path has
+        // its own tests): two series of reports and client metrics.
+        for v in 1...3 {
+            aggregator.fleet.record(report: EvaluationRecord(time: Date(), evaluator: "eval-py", dataset: "my held-out set", version: UInt64(v),
+                                                             examples: 100, metrics: ["accuracy": 0.5 + 0.1 * Double(v), "loss": 1 / Double(v)]))
+            aggregator.fleet.record(update: UpdateMetricsRecord(time: Date(), clientID: "feeder-0", version: UInt64(v), sampleCount: 10,
+                                                                metrics: ["train_loss": 1 / Double(v)]))
+        }
         try await eventually("versions, evaluations and samples", within: 30) {
             aggregator.stats.version >= 30 && evaluator.history.count >= 3 && monitor.history().samples.count >= 2
-                && aggregator.activity.clients.count == 3
+                && aggregator.activity.clients.count == 3 && monitor.history().samples.contains { !$0.clientMetrics.isEmpty }
         }
 
         try await withStatusServer(monitor: monitor, exporter: exporter) { port async throws in
@@ -55,6 +63,13 @@ struct DashboardBrowserTests {
             #expect(first.contains("<polyline"), "the charts are drawn as SVG lines")
             for id in ["feeder-0", "feeder-1", "feeder-2"] { #expect(first.contains(">\(id)<"), "the client table lists \(id)") }
             #expect(first.contains(">duplicate<"), "rejections are listed by reason")
+            // Which evaluator and data each accuracy series comes from.
+            #expect(try #require(number("id=\"accuracy-chart\"[^>]*data-series=\"(\\d+)\"", in: first)) == 2)
+            #expect(first.contains("eval-py on my held-out set"), "the evaluator's series is named with its data")
+            #expect(first.contains("aggregator on held-out data"), "the in-process series is named with its data")
+            #expect(first.contains(">eval-py<"), "the evaluators table lists it")
+            #expect(try #require(number("id=\"client-metrics-chart\"[^>]*data-points=\"(\\d+)\"", in: first)) >= 1)
+            #expect(first.contains(">train_loss<"), "client metrics are listed")
 
             try await eventually("the model to move on", within: 30) { aggregator.stats.version > UInt64(v1) + 20 }
             let second = try await offPool { try Chromium.dumpDOM(url) }

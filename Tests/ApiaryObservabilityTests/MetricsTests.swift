@@ -70,6 +70,9 @@ struct MetricsTests {
         try await eventually("a durable merge") { aggregator.stats.durableVersion == 1 }
         await evaluator.evaluateNow()
         try await eventually("the client's activity") { aggregator.activity.clients.count == 1 }
+        // Client metrics and an evaluator's report make the fleet gauges.
+        aggregator.fleet.record(update: UpdateMetricsRecord(time: Date(), clientID: "edge-2", version: 1, sampleCount: 5, metrics: ["loss": 0.5]))
+        aggregator.fleet.record(report: EvaluationRecord(time: Date(), evaluator: "ev", dataset: "d", version: 1, examples: 3, metrics: ["accuracy": 0.5]))
         monitor.sample()
 
         let m = Exposition(exporter.exposition())

@@ -62,7 +62,7 @@ struct StatusServerTests {
             // The JSON keys are snake_case, a stable interface.
             let keys = try #require(try JSONSerialization.jsonObject(with: answer.body) as? [String: Any]).keys
             #expect(Set(keys) == ["version", "run_id", "time", "uptime_seconds", "updates", "rates", "staleness", "clients",
-                                  "checkpoint", "traffic", "config", "evaluation"])
+                                  "checkpoint", "traffic", "config", "evaluation", "fleet"])
         }
     }
 
@@ -87,10 +87,23 @@ struct StatusServerTests {
             monitor.sample()
         }
         try await eventually("the client's activity") { aggregator.activity.clients.count == 1 }
+        aggregator.fleet.record(report: EvaluationRecord(time: Date(), evaluator: "ev-1", dataset: "held out", version: 2, examples: 50,
+                                                         metrics: ["accuracy": 0.75, "topK": 0.9]))
+        aggregator.fleet.record(update: UpdateMetricsRecord(time: Date(), clientID: "gamma", version: 3, sampleCount: 30, metrics: ["valLoss": 0.5]))
+        aggregator.fleet.record(update: UpdateMetricsRecord(time: Date(), clientID: "gamma", version: 3, sampleCount: 10, metrics: ["valLoss": 0.9]))
+        monitor.sample()
 
         try await withStatusServer(monitor: monitor, exporter: exporter) { port async throws in
+            let status = try await httpGet(port, "/status")
+            let st = try StatusJSON.decoder.decode(StatusReport.self, from: status.body)
+            // Metric names are kept as sent (not snake_cased); weighted by examples: (0.5*30 + 0.9*10) / 40.
+            #expect(status.text.contains("\"valLoss\"") && status.text.contains("\"topK\""))
+            #expect(abs((st.fleet.clientMetrics.values["valLoss"] ?? 0) - 0.6) < 1e-12)
+            #expect(st.fleet.evaluators.map(\.evaluator) == ["ev-1"] && st.fleet.evaluators.first?.metrics["accuracy"] == 0.75)
             let h = try StatusJSON.decoder.decode(HistoryReport.self, from: try await httpGet(port, "/history").body)
-            #expect(h.samples.map(\.version) == [0, 1, 2, 3])
+            #expect(h.reports.map(\.evaluator) == ["ev-1"] && h.reports.first?.dataset == "held out")
+            #expect(h.samples.last?.clientMetrics["valLoss"] != nil)
+            #expect(h.samples.map(\.version) == [0, 1, 2, 3, 3])
             #expect(h.samples.map(\.t) == h.samples.map(\.t).sorted())
             #expect(h.evaluations.map(\.version) == [0, 1, 2, 3])
             #expect(h.evaluations.map(\.accuracy) == [0, 0.1, 0.2, 0.3])
@@ -113,6 +126,9 @@ struct StatusServerTests {
             let m = Exposition(metrics.text)
             #expect(m.problems.isEmpty)
             #expect(m["apiary_model_version"] == 3 && m["apiary_eval_accuracy"] == 0.3 && m["apiary_connected_clients"] == 1)
+            #expect(metrics.text.contains("apiary_client_metric{name=\"valLoss\"} 0.6"), "\(metrics.text)")
+            #expect(metrics.text.contains("apiary_evaluator_metric{") && metrics.text.contains("evaluator=\"ev-1\""))
+            #expect(metrics.text.contains("apiary_evaluator_model_version{"))
 
             let health = try await httpGet(port, "/healthz")
             #expect(health.status == 200 && health.text == "ok\n")
