@@ -1,7 +1,11 @@
 # Apiary: the two commands a new machine needs are `make demo` and `make test`.
-# Both install what is missing first (Debian packages via apt-get, pyzmq via pip).
+# Both install what is missing first (Debian packages via apt-get; pyzmq, numpy and
+# safetensors via pip into the project-local virtual environment .venv).
 
 SHELL := /bin/bash
+VENV := $(CURDIR)/.venv
+# Recipes (and the tests they run) find the project's Python first.
+export PATH := $(VENV)/bin:$(PATH)
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 SWIFT ?= swift
 BIN := .build/debug/apiary
@@ -27,8 +31,11 @@ deps:
 	fi
 	@command -v $(SWIFT) >/dev/null || { echo "Swift 6 toolchain not found on PATH"; exit 1; }
 
+## Python for the interop and model tests: a virtual environment in .venv (never the system's).
 deps-python:
-	@python3 -c 'import zmq, numpy' 2>/dev/null || python3 -m pip install --quiet pyzmq numpy
+	@[ -x $(VENV)/bin/python3 ] || { echo "creating $(VENV)"; python3 -m venv $(VENV); }
+	@$(VENV)/bin/python3 -c 'import zmq, numpy, safetensors' 2>/dev/null || \
+	  { echo "installing pyzmq, numpy and safetensors into $(VENV)"; $(VENV)/bin/python3 -m pip install --quiet pyzmq numpy safetensors; }
 
 ## A real browser for the dashboard test (Debian's chromium, run headless).
 deps-browser:
@@ -55,6 +62,7 @@ test: deps deps-python deps-browser
 	$(SWIFT) test --skip-build --skip '$(SCALE_SUITES)'
 	$(SWIFT) test --skip-build --no-parallel --filter '$(SCALE_SUITES)'
 	bash Tests/interop/run.sh
+	bash Tests/model/run.sh
 	@# A real network (namespaces, veth links, delay, loss, a partitioned gateway): needs root.
 	@if [ "$$(id -u)" = 0 ]; then NETNS_TARGET=0.88 bash Tests/netns/run.sh; \
 	 else echo "make test: not root, so the network-namespace run (Tests/netns/run.sh) is skipped"; fi

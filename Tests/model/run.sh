@@ -1,0 +1,139 @@
+#!/usr/bin/env bash
+# Your own model, end to end, without Swift: a numpy MLP (64 -> 1536 -> 10, 115,210 parameters
+# in four tensors) written by `safetensors.numpy.save_file`, served by `apiary aggregator
+# --model`, trained by three Python client processes and evaluated by a Python evaluator process
+# (mlp_fleet.py, over docs/PROTOCOL.md), watched through /status, exported with `apiary model
+# export` and read back with `safetensors.numpy.load_file` (check_export.py).
+#
+#   APIARY_BIN=.build/debug/apiary bash Tests/model/run.sh
+#
+# Needs python3 with numpy, pyzmq and safetensors (make deps-python puts them in .venv).
+# Everything listens on 127.0.0.1; every process started is stopped on exit.
+set -euo pipefail
+
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+repo="$(cd "${here}/../.." && pwd)"
+APIARY_BIN="${APIARY_BIN:-${repo}/.build/debug/apiary}"
+case "${APIARY_BIN}" in /*) ;; *) APIARY_BIN="${repo}/${APIARY_BIN}" ;; esac
+PY="${PYTHON:-python3}"
+TARGET="${MODEL_TARGET:-0.85}"
+
+work="$(mktemp -d "${TMPDIR:-/tmp}/apiary-model.XXXXXX")"
+pids=()
+cleanup() {
+  local status=$?
+  trap - EXIT INT TERM
+  for pid in "${pids[@]}"; do kill -TERM "${pid}" 2>/dev/null || true; done
+  for pid in "${pids[@]}"; do wait "${pid}" 2>/dev/null || true; done
+  if [[ ${status} -ne 0 ]]; then
+    for f in "${work}"/*.log; do echo "--- $(basename "${f}") (tail) ---" >&2; tail -n 30 "${f}" >&2 || true; done
+  fi
+  rm -rf "${work}"
+  exit "${status}"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+read -r -a ports < <("${PY}" - <<'PYEOF'
+import socket
+socks = [socket.socket() for _ in range(4)]
+for s in socks:
+    s.bind(("127.0.0.1", 0))
+print(*(s.getsockname()[1] for s in socks))
+PYEOF
+)
+model="tcp://127.0.0.1:${ports[0]}" snapshot="tcp://127.0.0.1:${ports[1]}" update="tcp://127.0.0.1:${ports[2]}"
+
+"${PY}" "${here}/make_mlp.py" "${work}/mlp.safetensors"
+"${APIARY_BIN}" model inspect "${work}/mlp.safetensors" | tee "${work}/inspect-initial.txt"
+grep -q "115210" "${work}/inspect-initial.txt"
+
+cat >"${work}/aggregator.yaml" <<YAML
+endpoints:
+  model: ${model}
+  snapshot: ${snapshot}
+  update: ${update}
+fedasync:
+  alpha: 0.6
+  max_staleness: 16
+training:
+  learning_rate: 0.05
+  local_epochs: 1
+  batch_size: 32
+  extra:
+    hidden_activation: relu
+checkpoint:
+  directory: ${work}/state
+ledger:
+  path: ${work}/ledger.sqlite
+http:
+  port: ${ports[3]}
+progress:
+  interval_s: 2
+YAML
+
+"${APIARY_BIN}" aggregator --config "${work}/aggregator.yaml" --model "${work}/mlp.safetensors" --insecure \
+  >"${work}/aggregator.log" 2>&1 &
+agg=$!
+pids+=("${agg}")
+"${PY}" - "${ports[1]}" <<'PYEOF'
+import socket, sys, time
+deadline = time.monotonic() + 20
+while time.monotonic() < deadline:
+    try:
+        socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=0.5).close()
+        sys.exit(0)
+    except OSError:
+        time.sleep(0.1)
+sys.exit("aggregator not listening after 20 s")
+PYEOF
+
+common=(--model "${model}" --snapshot "${snapshot}" --update "${update}")
+for k in 0 1 2; do
+  parts="$(seq -s, "${k}" 3 19)"
+  "${PY}" "${here}/mlp_fleet.py" train "${common[@]}" --id "py-${k}" --parts "${parts}" --rounds 400 \
+    >"${work}/client-${k}.log" 2>&1 &
+  pids+=("$!")
+done
+"${PY}" "${here}/mlp_fleet.py" evaluate "${common[@]}" --id py-eval --until-accuracy "${TARGET}" --seconds 150 \
+  >"${work}/evaluator.log" 2>&1 &
+evaluator=$!
+pids+=("${evaluator}")
+wait "${evaluator}"
+tail -n 2 "${work}/evaluator.log"
+
+# What an operator sees: the evaluator's series and the clients' metrics in /status.
+"${PY}" - "${ports[3]}" <<'PYEOF'
+import json, sys, urllib.request
+s = json.load(urllib.request.urlopen(f"http://127.0.0.1:{sys.argv[1]}/status", timeout=5))
+f = s["fleet"]
+ev = [r for r in f["evaluators"] if r["evaluator"] == "py-eval"]
+assert ev and "accuracy" in ev[0]["metrics"], f"no py-eval report in /status: {f}"
+cm = f["client_metrics"]["values"]
+assert "loss" in cm and "accuracy" in cm, f"no client metrics in /status: {f['client_metrics']}"
+assert not s["evaluation"]["enabled"], "the built-in digits evaluator must be off for a model that is not the digits one"
+print(f"/status: {ev[0]['evaluator']} on {ev[0]['dataset']}: accuracy {ev[0]['metrics']['accuracy']:.4f} at version {ev[0]['version']}; "
+      f"client metrics over {f['client_metrics']['updates']} updates: loss {cm['loss']:.4f} accuracy {cm['accuracy']:.4f}")
+PYEOF
+
+for pid in "${pids[@]}"; do [[ "${pid}" == "${agg}" ]] || kill -TERM "${pid}" 2>/dev/null || true; done
+kill -TERM "${agg}"
+wait "${agg}" || { echo "run.sh: the aggregator did not stop cleanly" >&2; exit 1; }
+grep -q "training.extra\|hidden_activation" "${work}/client-0.log"
+
+"${APIARY_BIN}" model export --state "${work}/state" --out "${work}/trained.safetensors"
+"${APIARY_BIN}" model inspect "${work}/trained.safetensors"
+"${PY}" "${here}/check_export.py" "${work}/mlp.safetensors" "${work}/trained.safetensors" "${work}/state"
+
+# The ledger keeps each update's metrics and each report.
+"${PY}" - "${work}/ledger.sqlite" <<'PYEOF'
+import json, sqlite3, sys
+db = sqlite3.connect(sys.argv[1])
+rec = db.execute("SELECT COUNT(*) FROM updates WHERE decision = 'recorded' AND client_id = 'py-eval' AND metrics LIKE '%accuracy%'").fetchone()[0]
+upd = db.execute("SELECT metrics FROM updates WHERE decision = 'merged' AND metrics != '' LIMIT 1").fetchone()
+assert rec >= 1, "no recorded evaluation report in the ledger"
+assert upd and "loss" in json.loads(upd[0]), "no merged update with metrics in the ledger"
+print(f"ledger: {rec} evaluation reports, updates with metrics {json.loads(upd[0])}")
+PYEOF
+echo "run.sh: your own model trained end to end"
