@@ -180,6 +180,19 @@ func fuzzDecoders(_ frames: [UnsafeRawBufferPointer]) {
             let again = c.encoded().withUnsafeBytes { try? SnapshotConfig.decode($0) }
             check(again == c, "SnapshotConfig: decode(encoded()) differs from the decoded config")
         }
+
+        if let m = try? Codec.decodeMetrics(f) {
+            check(UpdateMetrics.validationError(m) == nil, "decodeMetrics accepted metrics that do not validate")
+            let again = Codec.encodeMetrics(m).withUnsafeBytes { try? Codec.decodeMetrics($0) }
+            check(again == m, "decodeMetrics(encodeMetrics(m)) differs from m")
+        }
+    }
+
+    if let e = try? Codec.decodeEvaluationReport(frames) {
+        check(Codec.encode(e)[0] == bytes(frames[0]), "decodeEvaluationReport: header re-encoding differs from the frame")
+        check(!e.metrics.isEmpty && UpdateMetrics.validationError(e.metrics) == nil, "decodeEvaluationReport accepted bad metrics")
+        let peek = Codec.peekUpdateSender(frames[0])
+        check(peek?.clientID == e.clientID && peek?.seq == e.seq, "peekUpdateSender disagrees with decodeEvaluationReport")
     }
 
     if let v = try? Codec.decodeUpdate(frames) {
@@ -321,6 +334,18 @@ public func fuzzOneInput(_ data: UnsafePointer<UInt8>?, _ size: Int) -> CInt {
         engine.maxUpdateNorm = setting.normBound
         engine.normPolicy = setting.clip ? .clip : .reject
         #endif
+        if let header = fs.frames.first, Codec.isEvaluationReport(header) {
+            // An evaluation report is recorded or rejected; it never touches the model.
+            let versionBefore = engine.version, paramsBefore = snapshotParameters(engine), receivedBefore = engine.stats.received
+            let out = engine.ingestReport(fs.frames, authenticatedID: setting.authenticatedID)
+            check(engine.version == versionBefore && snapshotParameters(engine) == paramsBefore, "an evaluation report changed the model")
+            check(engine.stats.received == receivedBefore, "an evaluation report was counted as an update")
+            if let r = out.receipt {
+                check(r.decision == .recorded || r.decision == .rejected || r.decision == .duplicate, "report receipt decision \(r.decision)")
+                checkReceiptRoundTrip(r)
+            }
+            continue
+        }
         let first = ingestChecked(engine, fs.frames, authenticatedID: setting.authenticatedID)
 
         if m.control & 0x80 != 0 {

@@ -79,6 +79,17 @@ def client_update(payload_frames=None, layout=LAYOUT, **kw):
     return [update_header(**kw), layout] + payload_frames
 
 
+def update_with_metrics(metrics=b'{"accuracy":0.5,"loss":1.25}', **kw):
+    f = client_update(reserved=1, **kw)
+    return f[:2] + [metrics] + f[2:]
+
+
+def evaluation_report(client=b"ev", seq=1, version=VERSION, run=RUN_ID, examples=30,
+                      body=b'{"dataset":"digits test split","metrics":{"accuracy":0.9}}'):
+    h = b"APRY" + bytes([1, 6]) + b"\0\0" + struct.pack("<QQQQBBH", run, version, seq, examples, 0, len(client), 0) + client
+    return [h, body]
+
+
 def snapshot_request(request_id=7, client=b"c1"):
     return [common(2) + struct.pack("<QB", request_id, len(client)) + client]
 
@@ -187,6 +198,9 @@ def seeds():
     # MODEL_CHUNK.
     s["model_chunk_whole"] = [message(model_chunk(0, INITIAL, 0, 1))]
     s["model_chunks_two"] = [message(model_chunk(0, INITIAL[:8], 0, 2)), message(model_chunk(8, INITIAL[8:], 1, 2), misalign=1)]
+    # CLIENT_UPDATE with a metrics frame (flag bit 0), EVALUATION_REPORT.
+    s["update_metrics"] = [message(u(seq=4)), message(update_with_metrics(seq=5))]
+    s["evaluation_report"] = [message(evaluation_report()), message(evaluation_report(seq=2, version=1), resend=True)]
     # RECEIPT.
     s["receipt_merged"] = [message(receipt())]
     s["receipt_rejected_text"] = [message(receipt(decision=2, reason=5, staleness=2**64 - 1, weight=0.0,

@@ -64,11 +64,13 @@ private enum LedgerText {
     static func recent(_ rows: [LedgerRow], client: String?) -> String {
         let title = "Recent updates" + (client.map { " of \($0)" } ?? "") + " (newest first): \(rows.count)"
         guard !rows.isEmpty else { return title }
-        let header = ["TIME", "CLIENT", "SEQ", "BASE", "STALENESS", "WEIGHT", "NORM", "DECISION", "REASON"]
+        let header = ["TIME", "CLIENT", "SEQ", "BASE", "STALENESS", "WEIGHT", "NORM", "DECISION", "REASON", "METRICS"]
         let body = rows.map { r in
             [timestamp(r.time), r.clientID, "\(r.seq)", "\(r.baseVersion)", r.staleness.map { "\($0)" } ?? "-",
              number(r.mixingWeight, "%.4f"), r.updateNorm.map { number($0, "%.4g") } ?? "-",
-             r.decision.description, r.reason == .none ? "-" : r.reason.name]
+             r.decision.description, r.reason == .none ? "-" : r.reason.name,
+             r.metrics.isEmpty ? "-" : (r.decision == .recorded ? "\(r.detail): " : "")
+                + r.metrics.sorted { $0.key < $1.key }.map { "\($0.key)=\(number($0.value, "%.4g"))" }.joined(separator: " ")]
         }
         return title + "\n" + table(header, body, rightAligned: [2, 3, 4, 5, 6])
     }
@@ -122,6 +124,7 @@ private enum LedgerJSON {
         var reason: String
         var modelVersion: UInt64
         var detail: String
+        var metrics: [String: Double]
 
         // Explicit so that nil values are written as null rather than left out.
         func encode(to encoder: any Encoder) throws {
@@ -139,11 +142,12 @@ private enum LedgerJSON {
             try c.encode(reason, forKey: .reason)
             try c.encode(modelVersion, forKey: .modelVersion)
             try c.encode(detail, forKey: .detail)
+            try c.encode(metrics, forKey: .metrics)
         }
 
         enum CodingKeys: String, CodingKey {
             case time, timeMs = "time_ms", client, seq, baseVersion = "base_version", staleness, mixingWeight = "mixing_weight"
-            case updateNorm = "update_norm", sampleCount = "sample_count", decision, reason, modelVersion = "model_version", detail
+            case updateNorm = "update_norm", sampleCount = "sample_count", decision, reason, modelVersion = "model_version", detail, metrics
         }
     }
 
@@ -181,7 +185,7 @@ private enum LedgerJSON {
                 RowJSON(time: timestamp(r.time), timeMs: r.timeMilliseconds, client: r.clientID,
                         seq: r.seq, baseVersion: r.baseVersion, staleness: r.staleness, mixingWeight: r.mixingWeight,
                         updateNorm: r.updateNorm, sampleCount: r.sampleCount, decision: r.decision.description,
-                        reason: r.reason.name, modelVersion: r.modelVersion, detail: r.detail)
+                        reason: r.reason.name, modelVersion: r.modelVersion, detail: r.detail, metrics: r.metrics)
             },
             totals: totals.map { t in
                 TotalsJSON(client: t.clientID, received: t.received, merged: t.merged, rejected: t.rejectedTotal,

@@ -10,7 +10,7 @@ struct FuzzTests {
     /// Testing, so a fuzz iteration runs one entry point, round-robin, to stay fast.)
     enum EntryPoint: CaseIterable {
         case modelChunk, snapshotReply, update, receipt, messageType, snapshotRequest, updateHeader, layout, config, checkPayload
-        case peekUpdateSender
+        case peekUpdateSender, evaluationReport, metrics
     }
 
     /// Runs `entry` on `frames` (single-frame decoders get frame `pick % count`); returns
@@ -36,6 +36,8 @@ struct FuzzTests {
                 case .layout: _ = try Codec.decodeLayout(one)
                 case .config: _ = try SnapshotConfig.decode(one)
                 case .checkPayload: try Codec.checkPayload(v[...], parameterCount: pick % 12)
+                case .evaluationReport: _ = try Codec.decodeEvaluationReport(v)
+                case .metrics: _ = try Codec.decodeMetrics(one)
                 case .peekUpdateSender:
                     if let s = Codec.peekUpdateSender(one), !ClientID.isValid(s.clientID) {
                         Issue.record("peekUpdateSender returned an invalid id \(s.clientID.debugDescription)")
