@@ -157,7 +157,7 @@ struct MalformedInputTests {
 
     @Test("unknown message types", arguments: Decoder.allCases)
     func unknownType(decoder: Decoder) {
-        for t: UInt8 in [0, 6, 99, 255] {
+        for t: UInt8 in [0, 7, 99, 255] {
             var header = decoder.valid[decoder.headerIndex]
             header[5] = t
             #expect(decoder.error(decoder.withHeader(header)) == .unknownMessageType(t))
@@ -166,7 +166,7 @@ struct MalformedInputTests {
 
     @Test("a known but unexpected message type", arguments: Decoder.allCases)
     func unexpectedType(decoder: Decoder) {
-        for t: UInt8 in 1...5 where t != decoder.type.rawValue {
+        for t: UInt8 in 1...6 where t != decoder.type.rawValue {
             var header = decoder.valid[decoder.headerIndex]
             header[5] = t
             let got = MessageType(rawValue: t)!
@@ -447,7 +447,7 @@ struct MalformedInputTests {
         #expect(error?.kind == .invalidClientID || error?.kind == .invalidTopic)
     }
 
-    @Test("RECEIPT with an unknown decision code", arguments: [UInt8(0), 4, 9, 255])
+    @Test("RECEIPT with an unknown decision code", arguments: [UInt8(0), 5, 9, 255])
     func receiptDecision(code: UInt8) {
         var frames = Codec.encode(Sample.receipt)
         frames[1][56] = code

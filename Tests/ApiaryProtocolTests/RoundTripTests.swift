@@ -98,7 +98,7 @@ struct RoundTripTests {
 
         let text = """
         {"algorithm":"fedasync","alpha":0.5,"staleness_function":"polynomial","staleness_a":0.5,"staleness_b":0,
-         "max_staleness":8,"training":{"learning_rate":0.1,"local_epochs":1,"batch_size":16,"proximal_mu":0,"extra":1},
+         "max_staleness":8,"training":{"learning_rate":0.1,"local_epochs":1,"batch_size":16,"proximal_mu":0,"future_training_key":1},
          "chunk_parameters":262144,"max_frame_bytes":16777216,"receipt_timeout_s":2,"future_key":[1,2,3]}
         """
         let config = try withFrames([Array(text.utf8)]) { views throws(WireError) in try SnapshotConfig.decode(views[0]) }
