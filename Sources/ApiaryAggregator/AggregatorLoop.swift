@@ -60,7 +60,8 @@ final class AggregatorLoop {
                 }
                 // A shard's checkpoint holds its slice: the layout of the slice names the range.
                 guard found.state.layout == layout.slice(range) else {
-                    throw AggregatorError.startFailed("checkpoint \(found.url.path) has layout [\(found.state.layout)], this aggregator holds [\(layout.slice(range))]")
+                    throw AggregatorError.startFailed("checkpoint \(found.url.path) holds another model: its layout is \(found.state.layout.summary()); "
+                        + "this aggregator serves \(layout.slice(range).summary()). Start it with the model the checkpoint was trained from, or give it a new checkpoint.directory")
                 }
                 resumed = found.state
                 logger.notice("resuming from checkpoint", metadata: ["file": "\(found.url.lastPathComponent)", "version": "\(found.state.version)"])

@@ -79,6 +79,16 @@ public struct ParameterLayout: Sendable, Hashable, Codable, CustomStringConverti
 
     public var description: String { tensors.map(\.description).joined(separator: ", ") }
 
+    /// A one-line summary for messages: tensor and parameter counts, the fingerprint, and the
+    /// first `maxTensors` tensors.
+    public func summary(maxTensors: Int = 6) -> String {
+        let hex = String(fingerprint, radix: 16)
+        let shown = tensors.prefix(maxTensors).map { "\($0.name)\($0.shape)" }.joined(separator: ", ")
+        let more = tensors.count > maxTensors ? ", ... \(tensors.count - maxTensors) more" : ""
+        return "\(tensors.count) \(tensors.count == 1 ? "tensor" : "tensors"), \(parameterCount) parameters, fingerprint "
+            + String(repeating: "0", count: 16 - hex.count) + hex + " [\(shown)\(more)]"
+    }
+
     /// The layout of the parameters in `range` of the flat vector (what one parameter shard
     /// stores): the tensors inside the range keep their names and shapes; a tensor cut by a
     /// range boundary becomes the 1-D piece `name[a:b]` (flat element indexes in the tensor).

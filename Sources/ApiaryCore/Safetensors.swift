@@ -116,8 +116,68 @@ public enum Safetensors {
         return try r.get()
     }
 
-    /// Decodes and validates a whole file.
+    /// Decodes and validates a whole float32 file.
     public static func decode(_ bytes: UnsafeRawBufferPointer) throws(SafetensorsError) -> Decoded {
+        let header = try parseHeader(bytes) { $0 == "F32" ? 4 : nil }
+        let layout: ParameterLayout
+        do {
+            layout = try ParameterLayout(header.entries.map { TensorSpec(name: $0.name, shape: $0.shape) })
+        } catch {
+            throw .invalidLayout(error)
+        }
+        let count = layout.parameterCount
+        let data = UnsafeRawBufferPointer(rebasing: bytes[header.dataOffset...])
+        let parameters = [Float](unsafeUninitializedCapacity: count) { buf, initialized in
+            for k in 0..<count {
+                buf[k] = Float(bitPattern: UInt32(littleEndian: data.loadUnaligned(fromByteOffset: k &* 4, as: UInt32.self)))
+            }
+            initialized = count
+        }
+        return Decoded(layout: layout, parameters: parameters, metadata: header.metadata,
+                       headerLength: header.headerLength, dataOffset: header.dataOffset)
+    }
+
+    /// One tensor of a header, its byte range checked against its shape and dtype.
+    public struct Entry: Sendable, Equatable {
+        public var name: String
+        /// The dtype as the file spells it (`F32`, `BF16`, `I64`, ...).
+        public var dtype: String
+        public var shape: [Int]
+        /// The number of elements (the product of the shape).
+        public var count: Int
+        /// The byte range in the data section.
+        public var begin: Int
+        public var end: Int
+    }
+
+    /// A validated header: the tensors tile the data section exactly.
+    public struct Header: Sendable {
+        /// The tensors in the order of their data offsets.
+        public var entries: [Entry]
+        public var metadata: [String: String]
+        /// N, the length of the JSON header (with its padding) in bytes.
+        public var headerLength: Int
+        /// Where the data section starts: 8 + N.
+        public var dataOffset: Int
+    }
+
+    /// The element width in bytes of each dtype of the safetensors format; nil for names it
+    /// does not define.
+    public static func elementWidth(ofDType d: String) -> Int? {
+        switch d {
+        case "F64", "I64", "U64": 8
+        case "F32", "I32", "U32": 4
+        case "F16", "BF16", "I16", "U16": 2
+        case "I8", "U8", "BOOL", "F8_E4M3", "F8_E5M2": 1
+        default: nil
+        }
+    }
+
+    /// Parses and validates the header of a whole file: the header length against the file
+    /// size, the JSON, each tensor's fields, its dtype (`width` gives the element width of the
+    /// dtypes the caller accepts, nil for the others, which throw `unsupportedDType`), offsets
+    /// that match the shapes and tile the data section exactly.
+    public static func parseHeader(_ bytes: UnsafeRawBufferPointer, width: (String) -> Int?) throws(SafetensorsError) -> Header {
         let size = bytes.count
         guard size >= 8 else { throw .truncated(expected: 8, actual: size) }
         let n = UInt64(littleEndian: bytes.loadUnaligned(fromByteOffset: 0, as: UInt64.self))
@@ -133,7 +193,6 @@ public enum Safetensors {
         }
         guard case .object(let entries) = root else { throw .badHeader("the header is not a JSON object") }
 
-        struct Entry { var name: String; var shape: [Int]; var count: Int; var begin: Int; var end: Int }
         var metadata: [String: String] = [:]
         var tensors: [Entry] = []
         for (name, value) in entries {
@@ -161,7 +220,7 @@ public enum Safetensors {
             guard let dtype else { throw .invalidTensor(name: name, reason: "missing dtype") }
             guard let shapeValue else { throw .invalidTensor(name: name, reason: "missing shape") }
             guard let offsetsValue else { throw .invalidTensor(name: name, reason: "missing data_offsets") }
-            guard dtype == "F32" else { throw .unsupportedDType(name: name, dtype: dtype) }
+            guard let elementWidth = width(dtype) else { throw .unsupportedDType(name: name, dtype: dtype) }
             var shape: [Int] = []
             var count = 1
             var overflow = false
@@ -174,7 +233,7 @@ public enum Safetensors {
                 count = r.partialValue
                 overflow = overflow || r.overflow
             }
-            let bytesNeeded = count.multipliedReportingOverflow(by: 4)
+            let bytesNeeded = count.multipliedReportingOverflow(by: elementWidth)
             guard !overflow, !bytesNeeded.overflow else { throw .invalidTensor(name: name, reason: "the shape \(shape) is too large") }
             guard offsetsValue.count == 2, let b = offsetsValue[0].uint64, let e = offsetsValue[1].uint64 else {
                 throw .invalidTensor(name: name, reason: "data_offsets is not two non-negative integers")
@@ -188,7 +247,7 @@ public enum Safetensors {
             guard e <= UInt64(Int.max / 2) else {
                 throw .offsetsOutOfRange(name: name, begin: b, end: e, dataSize: size - dataOffset)
             }
-            tensors.append(Entry(name: name, shape: shape, count: count, begin: Int(b), end: Int(e)))
+            tensors.append(Entry(name: name, dtype: dtype, shape: shape, count: count, begin: Int(b), end: Int(e)))
         }
 
         // Tile the data section: sorted by offset (a stable sort keeps the header order of
@@ -208,23 +267,7 @@ public enum Safetensors {
         let dataSize = size - dataOffset
         if expected > dataSize { throw .truncated(expected: dataOffset + expected, actual: size) }
         if expected < dataSize { throw .trailingBytes(count: dataSize - expected) }
-
-        let layout: ParameterLayout
-        do {
-            layout = try ParameterLayout(order.map { TensorSpec(name: tensors[$0].name, shape: tensors[$0].shape) })
-        } catch {
-            throw .invalidLayout(error)
-        }
-        let count = layout.parameterCount
-        let data = UnsafeRawBufferPointer(rebasing: bytes[dataOffset...])
-        let parameters = [Float](unsafeUninitializedCapacity: count) { buf, initialized in
-            for k in 0..<count {
-                buf[k] = Float(bitPattern: UInt32(littleEndian: data.loadUnaligned(fromByteOffset: k &* 4, as: UInt32.self)))
-            }
-            initialized = count
-        }
-        return Decoded(layout: layout, parameters: parameters, metadata: metadata,
-                       headerLength: headerLength, dataOffset: dataOffset)
+        return Header(entries: order.map { tensors[$0] }, metadata: metadata, headerLength: headerLength, dataOffset: dataOffset)
     }
 }
 
@@ -242,7 +285,7 @@ public enum SafetensorsError: Error, Equatable, Sendable, CustomStringConvertibl
     case badMetadata(String)
     /// A tensor entry lacks a field, has an unknown one, or a malformed shape or data_offsets.
     case invalidTensor(name: String, reason: String)
-    /// A dtype other than F32.
+    /// A dtype the caller does not accept (the float32 decoder: anything but F32).
     case unsupportedDType(name: String, dtype: String)
     /// begin > end.
     case invalidOffsets(name: String, begin: UInt64, end: UInt64)
@@ -273,7 +316,7 @@ public enum SafetensorsError: Error, Equatable, Sendable, CustomStringConvertibl
         case .invalidTensor(let n, let r): "tensor '\(n)': \(r)"
         case .unsupportedDType(let n, let d): "tensor '\(n)' has dtype \(d); only F32 is supported"
         case .invalidOffsets(let n, let b, let e): "tensor '\(n)' has data_offsets [\(b), \(e)] with begin > end"
-        case .offsetsMismatchShape(let n, let s, let b, let e): "tensor '\(n)' has data_offsets [\(b), \(e)], which do not match its shape \(s) of F32"
+        case .offsetsMismatchShape(let n, let s, let b, let e): "tensor '\(n)' has data_offsets [\(b), \(e)], which do not match its shape \(s) and dtype"
         case .offsetsOutOfRange(let n, let b, let e, let d): "tensor '\(n)' has data_offsets [\(b), \(e)] past the \(d)-byte data section"
         case .overlappingOffsets(let a, let b): "tensors '\(a)' and '\(b)' overlap in the data section"
         case .gapInData(let n, let x, let b): "uncovered bytes in the data section before tensor '\(n)' (offset \(x) to \(b))"

@@ -24,6 +24,9 @@ struct AggregatorCommand: AsyncParsableCommand {
     @Flag(name: .long, help: "Run without CURVE encryption and authentication (any peer can send updates).")
     var insecure = false
 
+    @Option(name: .long, help: "The model to serve: a safetensors file (its tensors' names, shapes and starting weights); overrides model.initial. Default: the bundled digits softmax.")
+    var model: String?
+
     func run() async throws {
         let reader = try await Settings.reader(file: config)
         let level = try Settings.logLevel(reader, override: logLevel)
@@ -35,8 +38,9 @@ struct AggregatorCommand: AsyncParsableCommand {
         // aggregator makes its instruments.
         let http = try Settings.statusServer(reader)
         let exporter = http.map { _ in PrometheusExporter.bootstrapSystem() }
-        let aggregator = try Aggregator(config: aggConfig, layout: DigitsModel.layout,
-                                        initialParameters: DigitsModel.initialParameters, logger: logger)
+        let served = try ServedModel.load(reader, override: model, logger: logger)
+        let aggregator = try Aggregator(config: aggConfig, layout: served.layout,
+                                        initialParameters: served.parameters, logger: logger)
         let services = [aggregator] + (try AggregatorCommand.observers(of: aggregator, reader: reader, http: http, exporter: exporter, logger: logger))
         let group = ServiceGroup(configuration: .init(
             services: services.map { .init(service: $0, successTerminationBehavior: .gracefullyShutdownGroup) },
@@ -54,10 +58,13 @@ struct AggregatorCommand: AsyncParsableCommand {
         // Server-side evaluation on the bundled digits test set, in its own task.
         let evaluation = try Settings.evaluation(reader)
         var evaluator: ModelEvaluator?
+        let digits = aggregator.layout == DigitsModel.layout
         if evaluation.enabled && aggregator.config.shard != nil {
             logger.notice("evaluation is off: a parameter shard holds a slice of the model, not the whole of it")
+        } else if evaluation.enabled && !digits {
+            logger.notice("the built-in evaluator scores the bundled digits model only: connect an evaluator client to score this model (docs/OBSERVABILITY.md, \"Evaluators and client metrics\")")
         }
-        if evaluation.enabled && aggregator.config.shard == nil {
+        if evaluation.enabled && aggregator.config.shard == nil && digits {
             let testSet = try DigitsModel.workload().testSet
             evaluator = ModelEvaluator(aggregator: aggregator, dataset: "digits test split (\(testSet.count) examples)", everyVersions: evaluation.everyVersions, interval: evaluation.interval,
                                        historyCapacity: evaluation.history, logger: logger) { model in

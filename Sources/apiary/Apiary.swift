@@ -13,8 +13,10 @@ struct Apiary: AsyncParsableCommand {
               apiary demo                                  # aggregator + 20 clients in one process
               apiary demo --json                           # same, with a JSON summary as the last line
               apiary aggregator --config Configs/aggregator.yaml
+              apiary aggregator --config Configs/aggregator.yaml --model my_model.safetensors
+              apiary model export --state state/ --out trained.safetensors
               apiary client --config Configs/client.yaml --id client-3 --partition 3
             """,
-        subcommands: [AggregatorCommand.self, ClientCommand.self, EvaluateCommand.self, GatewayCommand.self, DemoCommand.self, KeysCommand.self, CheckpointCommand.self, LedgerCommand.self, BenchCommand.self]
+        subcommands: [AggregatorCommand.self, ClientCommand.self, EvaluateCommand.self, GatewayCommand.self, DemoCommand.self, KeysCommand.self, ModelCommand.self, CheckpointCommand.self, LedgerCommand.self, BenchCommand.self]
     )
 }
