@@ -49,6 +49,40 @@ model="tcp://127.0.0.1:${ports[0]}" snapshot="tcp://127.0.0.1:${ports[1]}" updat
 "${APIARY_BIN}" model inspect "${work}/mlp.safetensors" | tee "${work}/inspect-initial.txt"
 grep -q "115210" "${work}/inspect-initial.txt"
 
+# Files an aggregator must refuse, each with a one-line error and exit status 1, before it
+# binds anything.
+"${PY}" - "${work}" <<'PYEOF'
+import json, struct, sys
+import numpy as np
+from safetensors.numpy import save_file
+w = sys.argv[1]
+good = open(f"{w}/mlp.safetensors", "rb").read()
+open(f"{w}/bad-truncated.safetensors", "wb").write(good[: len(good) // 2])
+n = struct.unpack("<Q", good[:8])[0]
+h = json.loads(good[8 : 8 + n])
+h["fc1.bias"]["data_offsets"][1] += 4
+hj = json.dumps(h).encode()
+open(f"{w}/bad-offsets.safetensors", "wb").write(struct.pack("<Q", len(hj)) + hj + good[8 + n :])
+hj = b'{"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]},"a":{"dtype":"F32","shape":[1],"data_offsets":[4,8]}}'
+open(f"{w}/bad-duplicate.safetensors", "wb").write(struct.pack("<Q", len(hj)) + hj + bytes(8))
+hj = b'{"__metadata__":{"format":"pt"}}'
+open(f"{w}/bad-empty.safetensors", "wb").write(struct.pack("<Q", len(hj)) + hj)
+open(f"{w}/bad-header.safetensors", "wb").write(struct.pack("<Q", 200_000_000) + b"{}")
+save_file({"bn.weight": np.ones(4, np.float32), "bn.num_batches_tracked": np.array(3, np.int64)}, f"{w}/bad-integer.safetensors")
+PYEOF
+for f in truncated offsets duplicate empty header integer; do
+  set +e
+  "${APIARY_BIN}" aggregator --insecure --model "${work}/bad-${f}.safetensors" >"${work}/bad-${f}.out" 2>"${work}/bad-${f}.err"
+  status=$?
+  set -e
+  lines="$(grep -c . "${work}/bad-${f}.err" || true)"
+  if [[ ${status} -ne 1 || ${lines} -ne 1 ]] || ! grep -q "model.initial ${work}/bad-${f}.safetensors: " "${work}/bad-${f}.err"; then
+    echo "run.sh: bad-${f}: exit ${status}, ${lines} lines on stderr:" >&2; cat "${work}/bad-${f}.err" >&2; exit 1
+  fi
+  echo "refused bad-${f}: $(cat "${work}/bad-${f}.err")"
+done
+grep -q "model.exclude" "${work}/bad-integer.err"
+
 cat >"${work}/aggregator.yaml" <<YAML
 endpoints:
   model: ${model}
@@ -125,6 +159,17 @@ grep -q "training.extra\|hidden_activation" "${work}/client-0.log"
 "${APIARY_BIN}" model export --state "${work}/state" --out "${work}/trained.safetensors"
 "${APIARY_BIN}" model inspect "${work}/trained.safetensors"
 "${PY}" "${here}/check_export.py" "${work}/mlp.safetensors" "${work}/trained.safetensors" "${work}/state"
+
+# Resuming the state with another model is refused, naming both layouts.
+"${PY}" "${here}/make_mlp.py" "${work}/small.safetensors" --hidden 32 >/dev/null
+set +e
+"${APIARY_BIN}" aggregator --config "${work}/aggregator.yaml" --model "${work}/small.safetensors" --insecure >"${work}/resume.out" 2>"${work}/resume.err"
+status=$?
+set -e
+if [[ ${status} -ne 1 ]] || ! grep -q "115210 parameters" "${work}/resume.err" || ! grep -q "2410 parameters" "${work}/resume.err"; then
+  echo "run.sh: resuming with another model: exit ${status}" >&2; cat "${work}/resume.err" >&2; exit 1
+fi
+echo "refused resume with another model: $(tail -c 300 "${work}/resume.err")"
 
 # The ledger keeps each update's metrics and each report.
 "${PY}" - "${work}/ledger.sqlite" <<'PYEOF'
