@@ -225,7 +225,9 @@ public final class Aggregator: Service, Sendable {
                 throw error
             }
         } catch {
-            shared.withLock { $0.startError = "\(error)" }
+            // start() wraps the reason in startFailed once.
+            let reason: String = if case .startFailed(let r)? = error as? AggregatorError { r } else { "\(error)" }
+            shared.withLock { $0.startError = reason }
             ready.signal()
             return
         }

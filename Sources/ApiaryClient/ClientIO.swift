@@ -27,6 +27,8 @@ final class ClientIO {
     private var shardMap: [ShardEntry]?
     /// The model assembled from the newest slice of every link.
     private var values: [Float] = []
+    /// Rejections by cause: when last logged, how many since.
+    private var rejectionLog: [String: (last: ContinuousClock.Instant?, suppressed: Int)] = [:]
     private var snapshotRequestID: UInt64 = 0
     /// Changes whenever the links are replaced (a new shard map).
     private var generation = 0
@@ -45,6 +47,9 @@ final class ClientIO {
         var snapshotRequestID: UInt64 = 0
         var snapshotOutstanding = false
         var snapshotDeadline = ContinuousClock.now
+        /// Snapshot requests in a row that got no reply, and when that was last logged.
+        var unanswered = 0
+        var lastSilenceLog: ContinuousClock.Instant?
         /// Run and version of the slice in `values`; nil before the first one arrived.
         var base: ShardBase?
 
@@ -233,6 +238,11 @@ final class ClientIO {
                 continue
             }
             l.snapshotOutstanding = false
+            if l.unanswered > 0 {
+                logger.notice("snapshot reply received after \(l.unanswered) unanswered requests", metadata: ["endpoint": "\(l.snapshotEndpoint)"])
+                l.unanswered = 0
+                l.lastSilenceLog = nil
+            }
             serverConfig = reply.config
             setLayout(reply.layout)
             if reply.config.shards != shardMap {
@@ -396,8 +406,20 @@ final class ClientIO {
             }
         }
         if receipt.decision == .rejected {
-            logger.debug("update rejected", metadata: ["seq": "\(receipt.seq)", "reason": "\(receipt.reason)", "detail": "\(receipt.message)",
-                                                       "shard": "\(l.index)"])
+            // Each cause is logged at once and then at most every 30 s, with the count between.
+            let key = "\(receipt.reason)"
+            let now = ContinuousClock.now
+            var entry = rejectionLog[key] ?? (last: nil, suppressed: 0)
+            if entry.last.map({ now - $0 >= .seconds(30) }) ?? true {
+                logger.warning("update rejected: \(receipt.reason)", metadata: [
+                    "seq": "\(receipt.seq)", "reason": "\(receipt.reason)", "detail": "\(receipt.message)",
+                    "endpoint": "\(l.snapshotEndpoint)", "shard": "\(l.index)", "more_since_last_log": "\(entry.suppressed)",
+                ])
+                entry = (now, 0)
+            } else {
+                entry.suppressed += 1
+            }
+            rejectionLog[key] = entry
             if receipt.reason == .unknownBase && !l.snapshotOutstanding {
                 // The aggregator is on another run (it restarted): start over from its model.
                 requestSnapshot(l)
@@ -467,6 +489,15 @@ final class ClientIO {
         for l in links where l.snapshotOutstanding && now >= l.snapshotDeadline {
             // No reply: the aggregator may be down or restarting. A fresh DEALER drops any
             // request queued on the old connection.
+            l.unanswered += 1
+            if l.lastSilenceLog.map({ now - $0 >= .seconds(30) }) ?? true {
+                l.lastSilenceLog = now
+                let curve = config.curve == nil ? "" : "; with CURVE, check that security.server_public_key_file holds the aggregator's public key and that this client's key is authorized there (a refused CURVE handshake is not reported to the client)"
+                logger.warning("no snapshot reply: is the aggregator running at \(l.snapshotEndpoint)?\(curve)", metadata: [
+                    "endpoint": "\(l.snapshotEndpoint)", "unanswered": "\(l.unanswered)",
+                    "timeout_s": "\(Double(config.snapshotTimeout.components.seconds) + Double(config.snapshotTimeout.components.attoseconds) / 1e18)",
+                ])
+            }
             l.dealer.close()
             l.dealer = try ClientIO.makeDealer(context, l.snapshotEndpoint, backoffMs, config.curve)
             poller.reset(2 * l.index + 1, to: l.dealer)

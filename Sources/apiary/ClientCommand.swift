@@ -47,7 +47,8 @@ struct ClientCommand: AsyncParsableCommand {
         guard (0..<workload.clientCount).contains(part) else {
             throw ValidationError("partition must be in 0..<\(workload.clientCount), got \(part)")
         }
-        let delaySeconds = delay ?? reader.double(forKey: "data.delay_s") ?? workload.delaySeconds(client: part)
+        // The shared workload's device delays are for the demo and the benchmarks; a real client trains at full speed.
+        let delaySeconds = delay ?? reader.double(forKey: "data.delay_s") ?? 0
         let trainer = SoftmaxRegression(dataset: workload.trainSet(client: part), clientID: part,
                                         shuffleSeed: UInt64(reader.int(forKey: "data.shuffle_seed", default: 0)),
                                         delay: delaySeconds > 0 ? .milliseconds(Int64(delaySeconds * 1000)) : nil)

@@ -28,6 +28,30 @@ struct SecurityTests {
         return try ClientRuntime(config: c, trainer: StepTrainer(layout: testLayout), logger: quietLogger())
     }
 
+    @Test("nothing silent: a client with a wrong server key, or facing no aggregator, says so in its log, naming the endpoint")
+    func silenceIsLogged() async throws {
+        let (agg, e) = try start(allow: [alice: "alice"])
+        defer { agg.stop() }
+        let wrongLog = LogLines(), absentLog = LogLines()
+        var wrong = clientConfig("alice", e)
+        wrong.curve = CurveClientConfig(keyPair: alice, serverPublicKey: try CurveKeyPair.generate().publicKey)
+        var absent = clientConfig("alice", e)
+        absent.snapshotEndpoint = "ipc://\(NSTemporaryDirectory())apiary-nobody-\(ProcessInfo.processInfo.processIdentifier).sock"
+        let clients = [try ClientRuntime(config: wrong, trainer: StepTrainer(layout: testLayout), logger: wrongLog.logger()),
+                       try ClientRuntime(config: absent, trainer: StepTrainer(layout: testLayout), logger: absentLog.logger())]
+        let tasks = clients.map { c in Task { try await c.run() } }
+        defer { tasks.forEach { $0.cancel() } }
+        func silence(_ log: LogLines) -> LogLines.Line? { log.lines.first { $0.level == .warning && $0.message.hasPrefix("no snapshot reply") } }
+        try await eventually("both clients to log that no snapshot reply came", within: 20) { silence(wrongLog) != nil && silence(absentLog) != nil }
+        let w = try #require(silence(wrongLog)), a = try #require(silence(absentLog))
+        #expect(w.metadata["endpoint"] == e.snapshot && w.message.contains("server_public_key_file"))
+        #expect(a.metadata["endpoint"] == absent.snapshotEndpoint && !a.message.contains("CURVE"))
+        // Once, then at most every 30 s: not a line per retry.
+        try await Task.sleep(for: .milliseconds(900))
+        #expect(wrongLog.lines.filter { $0.message.hasPrefix("no snapshot reply") }.count == 1)
+        #expect(agg.stats.merged == 0)
+    }
+
     @Test("an allowed key trains; unknown key, no key and a wrong server key get nothing in and nothing out")
     func admission() async throws {
         let (agg, e) = try start(allow: [alice: "alice"])

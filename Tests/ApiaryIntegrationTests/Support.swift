@@ -88,3 +88,32 @@ final class RawPeer {
         return try m.withFrameBytes { f throws(WireError) in try Codec.decodeReceipt(f) }
     }
 }
+
+/// Log lines kept for a test to read: level, message and metadata rendered as text.
+final class LogLines: @unchecked Sendable {
+    struct Line: Sendable { var level: Logger.Level; var message: String; var metadata: [String: String] }
+    private let lock = NSLock()
+    private var stored: [Line] = []
+
+    var lines: [Line] { lock.withLock { stored } }
+
+    func logger(level: Logger.Level = .info) -> Logger {
+        var l = Logger(label: "test") { _ in Handler(sink: self) }
+        l.logLevel = level
+        return l
+    }
+
+    struct Handler: LogHandler {
+        let sink: LogLines
+        var metadata: Logger.Metadata = [:]
+        var logLevel: Logger.Level = .trace
+        subscript(metadataKey key: String) -> Logger.Metadata.Value? {
+            get { metadata[key] }
+            set { metadata[key] = newValue }
+        }
+        func log(event: LogEvent) {
+            let all = metadata.merging(event.metadata ?? [:]) { $1 }.mapValues { "\($0)" }
+            sink.lock.withLock { sink.stored.append(Line(level: event.level, message: "\(event.message)", metadata: all)) }
+        }
+    }
+}
