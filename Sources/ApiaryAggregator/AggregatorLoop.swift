@@ -165,6 +165,7 @@ final class AggregatorLoop {
         endpoints = .init(model: try pub.lastEndpoint, snapshot: try router.lastEndpoint, update: try pull.lastEndpoint)
         if let curve = config.curve {
             try AggregatorLoop.selfTest(context: context, zap: zap, serverKey: curve.keyPair.publicKey, endpoint: endpoints.snapshot)
+            logger.info("security self-test passed: a probe with an unknown CURVE key was refused", metadata: ["endpoint": "\(endpoints.snapshot)"])
         }
         poller.add(router)
         poller.add(pull)
@@ -202,6 +203,7 @@ final class AggregatorLoop {
     /// refused before serving anyone, or refuse to start.
     private static func selfTest(context: Context, zap: ZAPHandler?, serverKey: String, endpoint: String) throws {
         let stranger = try CurveKeyPair.generate()
+        zap?.expectProbe(stranger.publicKey)
         let probe = try context.socket(.dealer)
         defer { probe.close() }
         try probe.set(.linger, 0)

@@ -17,6 +17,8 @@ final class ZAPHandler: Sendable {
         var fileStamp: Date?
         var allowed = 0
         var denied: [String] = []
+        /// Keys of the start-up self-test's probe: their refusal is expected, not an intrusion.
+        var probes: Set<String> = []
     }
 
     private let state: Mutex<State>
@@ -71,6 +73,9 @@ final class ZAPHandler: Sendable {
     /// Public keys refused so far (most recent last).
     var deniedKeys: [String] { state.withLock { $0.denied } }
 
+    /// Marks `key` as the self-test's probe: its refusal is logged at debug, not as a warning.
+    func expectProbe(_ key: String) { state.withLock { _ = $0.probes.insert(key) } }
+
     func stop() {
         stopFlag.store(true, ordering: .releasing)
         done.wait()
@@ -120,6 +125,10 @@ final class ZAPHandler: Sendable {
             return id
         }
         guard let id else {
+            if state.withLock({ $0.probes.contains(key) }) {
+                logger.debug("self-test probe refused, as it should be", metadata: ["key": "\(key)"])
+                return [Array("1.0".utf8), requestID, Array("400".utf8), Array("unknown key".utf8), [], []]
+            }
             logger.warning("connection refused: unknown CURVE key", metadata: ["key": "\(key)", "address": "\(String(decoding: f[3], as: UTF8.self))"])
             return [Array("1.0".utf8), requestID, Array("400".utf8), Array("unknown key".utf8), [], []]
         }

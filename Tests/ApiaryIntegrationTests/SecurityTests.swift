@@ -28,6 +28,19 @@ struct SecurityTests {
         return try ClientRuntime(config: c, trainer: StepTrainer(layout: testLayout), logger: quietLogger())
     }
 
+    @Test("the start-up self-test's refused probe is logged as a passed test, not as an intrusion")
+    func selfTestLog() throws {
+        let log = LogLines()
+        var config = anyPortConfig()
+        config.curve = CurveServerConfig(keyPair: server, authorizedKeysPath: nil, authorizedKeys: AuthorizedKeys(), startsZAPHandler: true)
+        let agg = try Aggregator(config: config, layout: testLayout,
+                                 initialParameters: [Float](repeating: 0, count: testLayout.parameterCount), logger: log.logger(level: .info))
+        let e = try agg.start()
+        agg.stop()
+        #expect(log.lines.contains { $0.level == .info && $0.message.hasPrefix("security self-test passed") && $0.metadata["endpoint"] == e.snapshot })
+        #expect(!log.lines.contains { $0.message.contains("connection refused") })
+    }
+
     @Test("nothing silent: a client with a wrong server key, or facing no aggregator, says so in its log, naming the endpoint")
     func silenceIsLogged() async throws {
         let (agg, e) = try start(allow: [alice: "alice"])
