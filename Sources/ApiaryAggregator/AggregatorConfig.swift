@@ -74,7 +74,7 @@ public struct AggregatorConfig: Sendable {
         modelEndpoint: String = "tcp://127.0.0.1:5557",
         snapshotEndpoint: String = "tcp://127.0.0.1:5556",
         updateEndpoint: String = "tcp://127.0.0.1:5558",
-        rule: FedAsync = FedAsync(alpha: 0.6, staleness: .polynomial(a: 0.5), maxStaleness: 64),
+        rule: FedAsync = FedAsync(alpha: 0.6, staleness: .polynomial(a: 0.5), maxStaleness: 128),
         training: TrainingConfig = TrainingConfig(),
         publishInterval: Duration = .milliseconds(20),
         heartbeatInterval: Duration = .seconds(5),

@@ -316,7 +316,7 @@ public enum SafetensorsError: Error, Equatable, Sendable, CustomStringConvertibl
         case .invalidTensor(let n, let r): "tensor '\(n)': \(r)"
         case .unsupportedDType(let n, let d): "tensor '\(n)' has dtype \(d); only F32 is supported"
         case .invalidOffsets(let n, let b, let e): "tensor '\(n)' has data_offsets [\(b), \(e)] with begin > end"
-        case .offsetsMismatchShape(let n, let s, let b, let e): "tensor '\(n)' has data_offsets [\(b), \(e)], which do not match its shape \(s) and dtype"
+        case .offsetsMismatchShape(let n, let s, let b, let e): "tensor '\(n)' has data_offsets [\(b), \(e)], which do not match its shape \(s) and the size of its dtype"
         case .offsetsOutOfRange(let n, let b, let e, let d): "tensor '\(n)' has data_offsets [\(b), \(e)] past the \(d)-byte data section"
         case .overlappingOffsets(let a, let b): "tensors '\(a)' and '\(b)' overlap in the data section"
         case .gapInData(let n, let x, let b): "uncovered bytes in the data section before tensor '\(n)' (offset \(x) to \(b))"

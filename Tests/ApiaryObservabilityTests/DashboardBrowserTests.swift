@@ -44,7 +44,7 @@ struct DashboardBrowserTests {
             aggregator.fleet.record(update: UpdateMetricsRecord(time: Date(), clientID: "feeder-0", version: UInt64(v), sampleCount: 10,
                                                                 metrics: ["train_loss": 1 / Double(v)]))
         }
-        try await eventually("versions, evaluations and samples", within: 30) {
+        try await eventually("versions, evaluations and samples", within: 60) {
             aggregator.stats.version >= 30 && evaluator.history.count >= 3 && monitor.history().samples.count >= 2
                 && aggregator.activity.clients.count == 3 && monitor.history().samples.contains { !$0.clientMetrics.isEmpty }
         }
