@@ -53,9 +53,14 @@ struct ClientRuntimeTests {
         let t2 = Task { try await late.run() }
         defer { t2.cancel() }
         try await eventually("the late joiner's first model", within: 5) { joined.withLock { $0 } != nil }
-        #expect(joined.withLock { $0 } == versionAtJoin)
+        // An update the early client pushed just before it stopped may still be merged after
+        // versionAtJoin was read: the joiner gets whichever model is current when it asks.
+        let v = try #require(joined.withLock { $0 })
+        #expect(v >= versionAtJoin && v <= agg.stats.version)
         #expect(late.stats.snapshotsReceived == 1)
-        #expect(late.currentModel?.parameters == agg.latestModel?.parameters)
+        if agg.latestModel?.version == v {
+            #expect(late.currentModel?.parameters == agg.latestModel?.parameters)
+        }
         late.stop()
     }
 
