@@ -12,6 +12,10 @@ let package = Package(
         .executable(name: "apiary", targets: ["apiary"]),
         .library(name: "ApiaryClient", targets: ["ApiaryClient"]),
         .library(name: "ApiaryAggregator", targets: ["ApiaryAggregator"]),
+        // An aggregator with its status server, metrics and evaluator: what a Swift program
+        // embeds to serve a model (see Examples/).
+        .library(name: "ApiaryServer", targets: ["ApiaryServer"]),
+        .library(name: "ApiaryObservability", targets: ["ApiaryObservability"]),
         .library(name: "ApiaryCore", targets: ["ApiaryCore"]),
         .library(name: "ApiaryProtocol", targets: ["ApiaryProtocol"]),
         .library(name: "ApiaryLearning", targets: ["ApiaryLearning"]),
@@ -70,6 +74,16 @@ let package = Package(
             swiftSettings: strict
         ),
         .target(
+            name: "ApiaryServer",
+            dependencies: [
+                "ApiaryAggregator", "ApiaryCore", "ApiaryObservability",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "UnixSignals", package: "swift-service-lifecycle"),
+            ],
+            swiftSettings: strict
+        ),
+        .target(
             name: "ApiaryClient",
             dependencies: [
                 "ApiaryCore", "ApiaryProtocol", "ZeroMQ",
@@ -90,7 +104,7 @@ let package = Package(
         .executableTarget(
             name: "apiary",
             dependencies: [
-                "ApiaryAggregator", "ApiaryClient", "ApiaryGateway", "ApiaryLearning", "ApiaryCore", "ApiaryProtocol", "ApiaryObservability", "ZeroMQ",
+                "ApiaryAggregator", "ApiaryClient", "ApiaryGateway", "ApiaryLearning", "ApiaryCore", "ApiaryProtocol", "ApiaryObservability", "ApiaryServer", "ZeroMQ",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Configuration", package: "swift-configuration"),

@@ -6,6 +6,7 @@ import ArgumentParser
 import Configuration
 import Foundation
 import Logging
+import ApiaryServer
 import ServiceLifecycle
 
 struct AggregatorCommand: AsyncParsableCommand {
@@ -34,85 +35,32 @@ struct AggregatorCommand: AsyncParsableCommand {
         var aggConfig = try Settings.aggregator(reader)
         aggConfig.training.extra = try Settings.trainingExtra(file: config)
         aggConfig.curve = try Settings.serverCurve(reader, insecureFlag: insecure)
-        // Metrics go to one Prometheus registry, served on /metrics; bootstrapped before the
-        // aggregator makes its instruments.
-        let http = try Settings.statusServer(reader)
-        let exporter = http.map { _ in PrometheusExporter.bootstrapSystem() }
         let served = try ServedModel.load(reader, override: model, logger: logger)
-        let aggregator = try Aggregator(config: aggConfig, layout: served.layout,
-                                        initialParameters: served.parameters, logger: logger)
-        let services = [aggregator] + (try AggregatorCommand.observers(of: aggregator, reader: reader, http: http, exporter: exporter, logger: logger))
-        let group = ServiceGroup(configuration: .init(
-            services: services.map { .init(service: $0, successTerminationBehavior: .gracefullyShutdownGroup) },
-            gracefulShutdownSignals: [.sigterm, .sigint],
-            logger: logger
-        ))
-        try await group.run()
+        let options = try AggregatorCommand.serverOptions(reader, layout: served.layout, sharded: aggConfig.shard != nil, logger: logger)
+        let server = try AggregatorServer(config: aggConfig, layout: served.layout, initialParameters: served.parameters,
+                                          options: options, logger: logger)
+        try await server.run()
     }
 
-    /// The services that watch an aggregator: the evaluator on the bundled test set (not on
-    /// a parameter shard: it holds a slice), the status server, the progress log.
-    static func observers(of aggregator: Aggregator, reader: ConfigReader, http: StatusServerConfig?, exporter: PrometheusExporter?,
-                          logger: Logger) throws -> [any Service] {
-        var services: [any Service] = []
-        // Server-side evaluation on the bundled digits test set, in its own task.
+    /// What watches the aggregator, from the config: the status server (`http.*`), the
+    /// progress log (`progress.interval_s`) and, for the bundled digits model, the built-in
+    /// evaluator on its test split (`evaluation.*`). Another model is scored by evaluator
+    /// clients (`apiary evaluate`, or the user's own `Evaluator`).
+    static func serverOptions(_ reader: ConfigReader, layout: ParameterLayout, sharded: Bool, logger: Logger) throws -> ServerOptions {
         let evaluation = try Settings.evaluation(reader)
-        var evaluator: ModelEvaluator?
-        let digits = aggregator.layout == DigitsModel.layout
-        if evaluation.enabled && aggregator.config.shard != nil {
-            logger.notice("evaluation is off: a parameter shard holds a slice of the model, not the whole of it")
-        } else if evaluation.enabled && !digits {
+        var options = ServerOptions(status: try Settings.statusServer(reader),
+                                    progressInterval: Settings.duration(reader, "progress.interval_s", seconds: 5),
+                                    activeWindow: Settings.duration(reader, "http.active_window_s", seconds: 60))
+        if evaluation.enabled && !sharded && layout != DigitsModel.layout {
             logger.notice("the built-in evaluator scores the bundled digits model only: connect an evaluator client to score this model (docs/OBSERVABILITY.md, \"Evaluators and client metrics\")")
-        }
-        if evaluation.enabled && aggregator.config.shard == nil && digits {
+        } else if evaluation.enabled {
             let testSet = try DigitsModel.workload().testSet
-            evaluator = ModelEvaluator(aggregator: aggregator, dataset: "digits test split (\(testSet.count) examples)", everyVersions: evaluation.everyVersions, interval: evaluation.interval,
-                                       historyCapacity: evaluation.history, logger: logger) { model in
+            options.evaluation = ServerEvaluation(dataset: "digits test split (\(testSet.count) examples)", everyVersions: evaluation.everyVersions,
+                                                  interval: evaluation.interval, history: evaluation.history) { model in
                 let m = Evaluation.evaluate(parameters: model.parameters, on: testSet)
                 return EvaluationResult(accuracy: m.accuracy, loss: m.loss)
             }
-            services.append(evaluator!)
         }
-        if let http {
-            let monitor = AggregatorMonitor(aggregator: aggregator, evaluator: evaluator,
-                                            activeWindow: Settings.duration(reader, "http.active_window_s", seconds: 60))
-            services.append(monitor)
-            services.append(StatusServer(config: http, monitor: monitor, exporter: exporter, logger: logger))
-        }
-        let interval = Settings.duration(reader, "progress.interval_s", seconds: 5)
-        if interval > .zero {
-            services.append(ProgressReporter(aggregator: aggregator, evaluator: evaluator, interval: interval, logger: logger))
-        }
-        return services
-    }
-}
-
-/// Logs the aggregator's progress (and the evaluator's latest test accuracy, when there is
-/// one) at an interval.
-struct ProgressReporter: Service {
-    let aggregator: Aggregator
-    let evaluator: ModelEvaluator?
-    let interval: Duration
-    let logger: Logger
-
-    func run() async throws {
-        var lastVersion: UInt64 = .max
-        while !Task.isCancelled && !Task.isShuttingDownGracefully {
-            try? await cancelWhenGracefulShutdown { try await Task.sleep(for: interval) }
-            guard let model = aggregator.latestModel, model.version != lastVersion else { continue }
-            lastVersion = model.version
-            let s = aggregator.stats
-            var meta: Logger.Metadata = [
-                "version": "\(s.version)", "merged": "\(s.merged)", "rejected": "\(s.rejectedTotal)",
-                "mean_staleness": "\(String(format: "%.2f", s.meanStaleness))", "snapshots": "\(s.snapshotsServed)",
-            ]
-            meta["clients"] = "\(aggregator.activity.activeClients(within: 60))"
-            if let e = evaluator?.latest {
-                meta["accuracy"] = "\(e.accuracy.map { String(format: "%.4f", $0) } ?? "-")"
-                meta["loss"] = "\(e.loss.map { String(format: "%.4f", $0) } ?? "-")"
-                meta["eval_version"] = "\(e.version)"
-            }
-            logger.info("progress", metadata: meta)
-        }
+        return options
     }
 }

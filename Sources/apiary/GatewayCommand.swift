@@ -2,6 +2,7 @@ import ApiaryAggregator
 import ApiaryClient
 import ApiaryGateway
 import ApiaryObservability
+import ApiaryServer
 import ArgumentParser
 import Foundation
 import Logging
@@ -29,6 +30,9 @@ struct GatewayCommand: AsyncParsableCommand {
     @Flag(name: .long, help: "Run both sides without CURVE encryption and authentication.")
     var insecure = false
 
+    @Option(name: .long, help: "The model's safetensors file, as the tier above serves it; overrides model.initial. Default: the bundled digits softmax.")
+    var model: String?
+
     func run() async throws {
         let reader = try await Settings.reader(file: config)
         let level = try Settings.logLevel(reader, override: logLevel)
@@ -48,16 +52,20 @@ struct GatewayCommand: AsyncParsableCommand {
         let interval = Settings.duration(reader, "gateway.push_interval_s", seconds: 2)
         guard interval > .zero else { throw SettingsError("gateway.push_interval_s must be positive") }
 
-        let http = try Settings.statusServer(reader)
-        let exporter = http.map { _ in PrometheusExporter.bootstrapSystem() }
+        // The model's layout (and weights until the first upstream model arrives): the same
+        // model.initial / --model as the aggregator above serves.
+        let served = try ServedModel.load(reader, override: model, logger: logger)
+        let options = try AggregatorCommand.serverOptions(reader, layout: served.layout, sharded: false, logger: logger)
+        let exporter = PrometheusExporter()
+        down.metricsFactory = exporter.factory
         let gateway = try Gateway(config: GatewayConfig(downstream: down, upstream: up, pushEveryMerges: UInt64(every), pushInterval: interval),
-                                  layout: DigitsModel.layout, initialParameters: DigitsModel.initialParameters, logger: logger)
+                                  layout: served.layout, initialParameters: served.parameters, logger: logger)
         try gateway.startDownstream()
         logger.info("gateway started", metadata: [
             "upstream": "\(up.snapshotEndpoint)", "id": "\(up.clientID)", "push_every_merges": "\(every)", "push_interval_s": "\(interval)",
         ])
         var services: [any Service] = [gateway]
-        services += try AggregatorCommand.observers(of: gateway.aggregator, reader: reader, http: http, exporter: exporter, logger: logger)
+        services += AggregatorServer.observers(of: gateway.aggregator, options: options, exporter: exporter, logger: logger).services
         let progress = Settings.duration(reader, "progress.interval_s", seconds: 5)
         if progress > .zero {
             services.append(ClosureService { [gateway, logger] in

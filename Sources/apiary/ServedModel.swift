@@ -2,6 +2,7 @@ import ApiaryCore
 import Foundation
 import Configuration
 import Logging
+import ApiaryServer
 
 /// The model an aggregator serves: the bundled digits softmax, or the user's own from a
 /// safetensors file (`model.initial`, `--model`), less the tensors `model.exclude` leaves out.
@@ -27,21 +28,10 @@ struct ServedModel {
         }
         let loaded: ModelFile.Loaded
         do {
-            loaded = try ModelFile.load(path: path, exclude: exclude)
+            loaded = try AggregatorServer.loadModel(path: path, exclude: exclude, logger: logger)
         } catch {
-            throw SettingsError("model.initial \(path): \(error)")
+            throw SettingsError("model.initial \(error)")
         }
-        for (name, dtype) in loaded.converted {
-            logger.notice("model tensor converted to float32", metadata: ["tensor": "\(name)", "dtype": "\(dtype)"])
-        }
-        for (name, dtype) in loaded.excluded {
-            logger.notice("model tensor left out by model.exclude (not served, not trained)", metadata: ["tensor": "\(name)", "dtype": "\(dtype)"])
-        }
-        logger.notice("model loaded", metadata: [
-            "file": "\(path)", "tensors": "\(loaded.layout.tensors.count)", "parameters": "\(loaded.layout.parameterCount)",
-            "fingerprint": "\(Checkpoint.hex64(loaded.layout.fingerprint))", "converted": "\(loaded.converted.count)",
-            "excluded": "\(loaded.excluded.count)", "order": "\(ModelFile.orderRule)",
-        ])
         return ServedModel(layout: loaded.layout, parameters: loaded.parameters, path: path)
     }
 }
