@@ -10,7 +10,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 SWIFT ?= swift
 BIN := .build/debug/apiary
 
-.PHONY: all deps deps-python deps-browser build demo test netns-test kill-test fuzz fuzz-smoke deploy-check clean help
+.PHONY: all deps deps-python deps-browser build demo test examples netns-test kill-test fuzz fuzz-smoke deploy-check clean help
 FUZZ_SECONDS ?= 3600
 
 all: build
@@ -20,6 +20,7 @@ help:
 	@echo "make test    - build and run every test (unit, integration, processes, Python interop)"
 	@echo "make build   - debug build of the apiary command"
 	@echo "make fuzz    - libFuzzer over decoders and merge validator (FUZZ_SECONDS, default 3600)"
+	@echo "make examples - build and run Examples/mlp-digits (an MLP on an embedded AggregatorServer) to its stated accuracy"
 	@echo "make netns-test - aggregator, gateways and devices in network namespaces with delay, loss and a partition (root)"
 	@echo "make kill-test - SIGKILL the aggregator 20 times during training; nothing acknowledged may be lost"
 
@@ -63,12 +64,18 @@ test: deps deps-python deps-browser
 	$(SWIFT) test --skip-build --no-parallel --filter '$(SCALE_SUITES)'
 	bash Tests/interop/run.sh
 	bash Tests/model/run.sh
+	$(MAKE) examples
 	@# A real network (namespaces, veth links, delay, loss, a partitioned gateway): needs root.
 	@if [ "$$(id -u)" = 0 ]; then NETNS_TARGET=0.88 bash Tests/netns/run.sh; \
 	 else echo "make test: not root, so the network-namespace run (Tests/netns/run.sh) is skipped"; fi
 	bash Tests/deploy/validate.sh
 	bash Tests/deploy/smoke.sh
 	bash Fuzz/run.sh 60
+
+## The programs in Examples/: each a SwiftPM package that depends on Apiary by path, built
+## and run to the accuracy it states (it exits 1 when it falls short).
+examples: deps
+	cd Examples/mlp-digits && $(SWIFT) build && .build/debug/MLPDigits --target 0.93 --limit 180
 
 ## The network-namespace run alone (root).
 netns-test: build

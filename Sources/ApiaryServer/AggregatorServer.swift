@@ -22,9 +22,14 @@ public struct ServerOptions: Sendable {
     /// servers in one process keep their metrics apart). It replaces
     /// `AggregatorConfig.metricsFactory` unless that is set.
     public var exporter: PrometheusExporter?
+    /// Signals that shut the server down gracefully while `run()` runs (empty: none, for a
+    /// program that handles signals itself).
+    public var gracefulShutdownSignals: [UnixSignal]
 
     public init(status: StatusServerConfig? = nil, evaluation: ServerEvaluation? = nil, progressInterval: Duration = .seconds(5),
-                activeWindow: Duration = .seconds(60), exporter: PrometheusExporter? = nil) {
+                activeWindow: Duration = .seconds(60), exporter: PrometheusExporter? = nil,
+                gracefulShutdownSignals: [UnixSignal] = [.sigterm, .sigint]) {
+        self.gracefulShutdownSignals = gracefulShutdownSignals
         self.status = status
         self.evaluation = evaluation
         self.progressInterval = progressInterval
@@ -81,7 +86,7 @@ public final class AggregatorServer: Sendable {
     public let exporter: PrometheusExporter
     /// The aggregator and its observers, in start order.
     public let services: [any Service]
-    private let logger: Logger
+    private let group: ServiceGroup
 
     /// A server for `layout`, starting from `initialParameters` (or from the newest valid
     /// checkpoint in `config.checkpointDirectory`, which must hold the same layout).
@@ -98,7 +103,11 @@ public final class AggregatorServer: Sendable {
         self.evaluator = observers.evaluator
         self.monitor = observers.monitor
         self.services = [aggregator] + observers.services
-        self.logger = logger
+        self.group = ServiceGroup(configuration: .init(
+            services: services.map { .init(service: $0, successTerminationBehavior: .gracefullyShutdownGroup) },
+            gracefulShutdownSignals: options.gracefulShutdownSignals,
+            logger: logger
+        ))
     }
 
     /// A server for the model in a safetensors file: its tensors' names, shapes and starting
@@ -135,15 +144,18 @@ public final class AggregatorServer: Sendable {
         return loaded
     }
 
-    /// Runs every service until SIGTERM or SIGINT (or until `aggregator.stop()`), then shuts
-    /// them down gracefully. Throws what made a service fail (an address in use, say).
-    public func run(gracefulShutdownSignals: [UnixSignal] = [.sigterm, .sigint]) async throws {
-        let group = ServiceGroup(configuration: .init(
-            services: services.map { .init(service: $0, successTerminationBehavior: .gracefullyShutdownGroup) },
-            gracefulShutdownSignals: gracefulShutdownSignals,
-            logger: logger
-        ))
+    /// Runs every service until `shutdown()`, a signal of `ServerOptions.gracefulShutdownSignals`
+    /// or `aggregator.stop()`, then shuts them down gracefully: the aggregator takes no more
+    /// updates, publishes its final version and writes its last checkpoint; the status server
+    /// finishes the requests in flight. Throws what made a service fail (an address in use,
+    /// say). Call it once.
+    public func run() async throws {
         try await group.run()
+    }
+
+    /// Shuts a running server down gracefully (what SIGTERM does); `run()` then returns.
+    public func shutdown() async {
+        await group.triggerGracefulShutdown()
     }
 
     /// The services that watch `aggregator` (a plain one, or a gateway's): the evaluator (not
