@@ -120,7 +120,7 @@ let package = Package(
         .testTarget(
             name: "ApiaryObservabilityTests",
             dependencies: [
-                "ApiaryObservability", "ApiaryAggregator", "ApiaryCore", "ApiaryProtocol", "ZeroMQ",
+                "ApiaryObservability", "ApiaryServer", "ApiaryAggregator", "ApiaryCore", "ApiaryProtocol", "ZeroMQ",
                 .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: strict

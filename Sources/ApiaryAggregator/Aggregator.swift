@@ -54,6 +54,7 @@ public final class Aggregator: Service, Sendable {
         var startError: String?
         var finished = false
         var runID: UInt64 = 0
+        var handshakeFailures: [String: UInt64] = [:]
     }
 
     /// Creates an aggregator for a model of `layout` starting from `initialParameters`
@@ -94,6 +95,12 @@ public final class Aggregator: Service, Sendable {
 
     /// Per-client activity and the staleness distribution, as of at most about a second ago.
     public var activity: AggregatorActivity { shared.withLock { $0.activity } }
+
+    /// Peers whose handshake failed, by `HandshakeFailure.cause` (`unauthorized_key`,
+    /// `cryptographic`, `mechanism_mismatch`, ...): what `apiary_handshake_failures_total` counts.
+    public var handshakeFailures: [String: UInt64] { shared.withLock { $0.handshakeFailures } }
+
+    func publish(handshakeFailures: [String: UInt64]) { shared.withLock { $0.handshakeFailures = handshakeFailures } }
 
     /// The newest published model (nil before the aggregator started).
     public var latestModel: PublishedModel? { shared.withLock { $0.latest } }

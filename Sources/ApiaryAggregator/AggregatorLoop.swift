@@ -39,6 +39,12 @@ final class AggregatorLoop {
     private var commandIndex = 0
     private var stateLock: StateDirectoryLock?
     private var writerIndex = 0
+    /// libzmq's socket monitors on the three sockets (handshake failures), their poll indices,
+    /// the failures counted by cause, and when each cause was last logged.
+    private var monitors: [(monitor: SocketMonitor, index: Int)] = []
+    private var handshakeFailures: [String: UInt64] = [:]
+    private var zapRefusalsCounted = 0
+    private var handshakeLog: [String: ContinuousClock.Instant] = [:]
 
     init(aggregator: Aggregator, config: AggregatorConfig, layout: ParameterLayout, range: Range<Int>, shardMap: [ShardEntry]?,
          initial: [Float], initialVersion: UInt64, runID: UInt64, logger: Logger) throws {
@@ -171,6 +177,12 @@ final class AggregatorLoop {
         poller.add(pull)
         commandIndex = poller.add(fileDescriptor: aggregator.commandDoorbell.fileDescriptor)
         if let writer { writerIndex = poller.add(fileDescriptor: writer.doorbell.fileDescriptor) }
+        // Refused keys are counted by the ZAP handler (which knows the self-test's probe);
+        // the other handshake failures come from the monitors.
+        for s in [pub, router, pull] {
+            let m = try SocketMonitor(s, events: Int32(SocketEvent.handshakeFailedNoDetail | SocketEvent.handshakeFailedProtocol))
+            monitors.append((m, poller.add(m.socket)))
+        }
         metrics.sync(engine.stats)
         aggregator.publish(stats: engine.stats, latest: engine.publishable())
     }
@@ -178,6 +190,7 @@ final class AggregatorLoop {
     /// Graceful stop: no more updates are taken; the final checkpoint makes every merge
     /// durable, the held receipts go out, the ledger is flushed, the sockets close.
     func close() {
+        for m in monitors { m.monitor.close() }
         pull.close()
         if let writer {
             if engine.version > durableVersion || writer.isBusy {
@@ -197,6 +210,46 @@ final class AggregatorLoop {
         router.close()
         zap?.stop()
         stateLock?.release()
+    }
+
+    /// Counts failed handshakes by cause (monitor events and the ZAP handler's refusals) and
+    /// logs each cause at most every 30 s with what it most likely means.
+    private func collectHandshakeFailures() {
+        var seen: [String: (count: Int, failure: HandshakeFailure?, endpoint: String)] = [:]
+        for (m, index) in monitors where poller.isReadable(index) {
+            for e in m.drain() {
+                guard let f = e.handshakeFailure else { continue }
+                seen[f.cause, default: (0, f, e.endpoint)].count += 1
+            }
+        }
+        var changed = false
+        if let zap, zap.refusedCount > zapRefusalsCounted {
+            changed = true
+            // Logged by the ZAP handler itself, with the key and the peer's address.
+            let n = zap.refusedCount - zapRefusalsCounted
+            zapRefusalsCounted = zap.refusedCount
+            handshakeFailures["unauthorized_key", default: 0] += UInt64(n)
+            for _ in 0..<n { metrics.recordHandshakeFailure(cause: "unauthorized_key") }
+        }
+        guard changed || !seen.isEmpty else { return }
+        let now = ContinuousClock.now
+        for (cause, s) in seen {
+            handshakeFailures[cause, default: 0] += UInt64(s.count)
+            for _ in 0..<s.count { metrics.recordHandshakeFailure(cause: cause) }
+            guard handshakeLog[cause].map({ now - $0 >= .seconds(30) }) ?? true else { continue }
+            handshakeLog[cause] = now
+            let hint: String = switch s.failure {
+            case .cryptographic?: "a peer encrypted to another server key: its security.server_public_key_file is not this aggregator's public key"
+            case .mechanismMismatch?: config.curve == nil
+                ? "a peer uses CURVE but this aggregator runs --insecure" : "a peer connects without CURVE (--insecure) to this CURVE aggregator"
+            default: "a peer's handshake failed"
+            }
+            logger.warning("handshake failed: \(hint)", metadata: [
+                "cause": "\(cause)", "endpoint": "\(s.endpoint)", "count": "\(s.count)", "total": "\(handshakeFailures[cause] ?? 0)",
+                "detail": "\(s.failure.map { "\($0)" } ?? "-")",
+            ])
+        }
+        aggregator.publish(handshakeFailures: handshakeFailures)
     }
 
     /// Without a ZAP handler libzmq admits any CURVE key: prove that an unknown key is
@@ -252,6 +305,7 @@ final class AggregatorLoop {
                 }
                 if dirty && ContinuousClock.now >= nextPublish { try broadcast() }
                 metrics.sync(engine.stats)
+                collectHandshakeFailures()
                 publishActivity()
             } catch let e as ZMQError where e.isContextTerminated {
                 return

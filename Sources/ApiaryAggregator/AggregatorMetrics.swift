@@ -14,6 +14,7 @@ final class AggregatorMetrics {
     private let mergeDuration: Metrics.Timer
     private let version, checkpointVersion, checkpointTime: Gauge
     private var last = AggregatorStats()
+    private var handshakeFailures: [String: Counter] = [:]
 
     init(factory: (any MetricsFactory)?) {
         let f = factory ?? MetricsSystem.factory
@@ -35,6 +36,18 @@ final class AggregatorMetrics {
         for reason in RejectReason.allCases where reason != .none {
             rejected[reason] = Counter(label: N.updatesRejected, dimensions: [("reason", reason.name)], factory: f)
         }
+        // The usual causes exist from the start (at zero), like the reject reasons.
+        for cause in ["unauthorized_key", "cryptographic", "mechanism_mismatch"] {
+            handshakeFailures[cause] = Counter(label: N.handshakeFailures, dimensions: [("cause", cause)], factory: f)
+        }
+    }
+
+    /// Counts one failed handshake; `cause` is a `HandshakeFailure.cause` label.
+    func recordHandshakeFailure(cause: String) {
+        if handshakeFailures[cause] == nil {
+            handshakeFailures[cause] = Counter(label: AggregatorMetricName.handshakeFailures, dimensions: [("cause", cause)], factory: factory)
+        }
+        handshakeFailures[cause]!.increment()
     }
 
     /// Records one merged update (or sync-mode contribution) and how long validating and merging it took.

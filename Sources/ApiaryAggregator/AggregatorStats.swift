@@ -144,4 +144,10 @@ public enum AggregatorMetricName {
     public static let checkpointVersion = "apiary_checkpoint_version"
     /// Gauge: Unix time of the last durable checkpoint (0 before the first).
     public static let checkpointTimestamp = "apiary_checkpoint_timestamp_seconds"
+    /// Counter with a `cause` label: peers whose ZMTP/CURVE handshake failed.
+    /// `unauthorized_key` (the ZAP handler refused the key; the start-up self-test's probe is
+    /// not counted), `cryptographic` (the peer encrypted to another server key: its
+    /// `server_public_key_file` is wrong), `mechanism_mismatch` (CURVE on one side only),
+    /// `protocol`, `no_detail` (from libzmq's socket monitor on the three sockets).
+    public static let handshakeFailures = "apiary_handshake_failures_total"
 }

@@ -17,6 +17,8 @@ final class ZAPHandler: Sendable {
         var fileStamp: Date?
         var allowed = 0
         var denied: [String] = []
+        /// Refusals other than the self-test's probes.
+        var refusedCount = 0
         /// Keys of the start-up self-test's probe: their refusal is expected, not an intrusion.
         var probes: Set<String> = []
     }
@@ -69,6 +71,9 @@ final class ZAPHandler: Sendable {
 
     /// Connections admitted so far.
     var allowedCount: Int { state.withLock { $0.allowed } }
+
+    /// Connections refused so far, the self-test's probe not counted.
+    var refusedCount: Int { state.withLock { $0.refusedCount } }
 
     /// Public keys refused so far (most recent last).
     var deniedKeys: [String] { state.withLock { $0.denied } }
@@ -129,7 +134,8 @@ final class ZAPHandler: Sendable {
                 logger.debug("self-test probe refused, as it should be", metadata: ["key": "\(key)"])
                 return [Array("1.0".utf8), requestID, Array("400".utf8), Array("unknown key".utf8), [], []]
             }
-            logger.warning("connection refused: unknown CURVE key", metadata: ["key": "\(key)", "address": "\(String(decoding: f[3], as: UTF8.self))"])
+            state.withLock { $0.refusedCount += 1 }
+            logger.warning("connection refused: unknown CURVE key (add it to the authorized keys to admit this client)", metadata: ["key": "\(key)", "address": "\(String(decoding: f[3], as: UTF8.self))"])
             return [Array("1.0".utf8), requestID, Array("400".utf8), Array("unknown key".utf8), [], []]
         }
         return [Array("1.0".utf8), requestID, Array("200".utf8), Array("OK".utf8), Array(id.utf8), []]

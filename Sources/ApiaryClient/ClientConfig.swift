@@ -78,6 +78,10 @@ public struct ClientStats: Sendable, Hashable {
     /// Aggregators the model comes from: the number of parameter shards (1 when unsharded).
     public var shards = 0
     public var lastRejectReason: RejectReason?
+    /// Handshakes with an aggregator that failed (libzmq's socket monitor), and the cause of
+    /// the last one (`HandshakeFailure.cause`: `unauthorized_key`, `no_detail`, ...).
+    public var handshakeFailures = 0
+    public var lastHandshakeFailure: String?
 
     public init() {}
 }

@@ -42,6 +42,12 @@ final class ClientIO {
         let sub: Socket
         var dealer: Socket
         let push: Socket
+        /// libzmq's socket monitor on `sub`: handshake failures and successes.
+        let monitor: SocketMonitor
+        let modelEndpoint: String
+        /// Handshakes failed in a row, and when that was last logged.
+        var handshakeFailures = 0
+        var lastHandshakeLog: ContinuousClock.Instant?
         let snapshotEndpoint: String
         var assembler = ModelAssembler()
         var snapshotRequestID: UInt64 = 0
@@ -53,15 +59,18 @@ final class ClientIO {
         /// Run and version of the slice in `values`; nil before the first one arrived.
         var base: ShardBase?
 
-        init(index: Int, sub: Socket, dealer: Socket, push: Socket, snapshotEndpoint: String) {
+        init(index: Int, sub: Socket, dealer: Socket, push: Socket, monitor: SocketMonitor, modelEndpoint: String, snapshotEndpoint: String) {
             self.index = index
             self.sub = sub
             self.dealer = dealer
             self.push = push
+            self.monitor = monitor
+            self.modelEndpoint = modelEndpoint
             self.snapshotEndpoint = snapshotEndpoint
         }
 
         func close() {
+            monitor.close()
             sub.close()
             dealer.close()
             push.close()
@@ -100,6 +109,9 @@ final class ClientIO {
         try sub.set(.heartbeatTimeout, 6000)
         try sub.set(.subscribe, Topic.model)
         try sub.set(.subscribe, Topic.receipt(clientID: config.clientID))
+        // The SUB connects first and reconnects for as long as the client runs: its handshake
+        // failures say why the client cannot get in (the aggregator logs its side too).
+        let monitor = try SocketMonitor(sub, events: SocketEvent.handshakeFailures | Int32(SocketEvent.handshakeSucceeded))
         try sub.connect(model)
 
         let dealer = try ClientIO.makeDealer(context, snapshot, backoffMs, config.curve)
@@ -112,10 +124,11 @@ final class ClientIO {
         try push.set(.heartbeatInterval, 2000)
         try push.set(.heartbeatTimeout, 6000)
         try push.connect(update)
-        return Link(index: index, sub: sub, dealer: dealer, push: push, snapshotEndpoint: snapshot)
+        return Link(index: index, sub: sub, dealer: dealer, push: push, monitor: monitor, modelEndpoint: model, snapshotEndpoint: snapshot)
     }
 
-    /// Poll items: each link's SUB and DEALER, then the runtime's doorbell.
+    /// Poll items: each link's SUB and DEALER, then the runtime's doorbell, then each link's
+    /// socket monitor.
     private func rebuildPoller() {
         poller = Poller()
         for l in links {
@@ -123,6 +136,42 @@ final class ClientIO {
             poller.add(l.dealer)
         }
         doorbellIndex = poller.add(fileDescriptor: runtime.doorbell.fileDescriptor)
+        for l in links { poller.add(l.monitor.socket) }
+    }
+
+    /// Logs failed handshakes with their likely cause (each cause at most every 30 s per
+    /// aggregator) and the first success after failures.
+    private func readMonitor(_ l: Link) {
+        for e in l.monitor.drain() {
+            if e.event == SocketEvent.handshakeSucceeded {
+                if l.handshakeFailures > 0 {
+                    logger.notice("handshake with the aggregator succeeded after \(l.handshakeFailures) failures", metadata: ["endpoint": "\(l.modelEndpoint)"])
+                }
+                l.handshakeFailures = 0
+                l.lastHandshakeLog = nil
+                continue
+            }
+            guard let f = e.handshakeFailure else { continue }
+            l.handshakeFailures += 1
+            runtime.record { $0.handshakeFailures += 1; $0.lastHandshakeFailure = f.cause }
+            let now = ContinuousClock.now
+            guard l.lastHandshakeLog.map({ now - $0 >= .seconds(30) }) ?? true else { continue }
+            l.lastHandshakeLog = now
+            let hint: String = switch f {
+            case .unauthorized:
+                "the aggregator refused this client's CURVE key: add its public key to the aggregator's authorized keys (security.authorized_keys)"
+            case .noDetail where config.curve != nil, .cryptographic:
+                "the aggregator dropped the CURVE handshake: most likely security.server_public_key_file (--server-key) is not this aggregator's public key"
+            case .noDetail, .mechanismMismatch where config.curve == nil:
+                "the aggregator closed the connection during the handshake: it most likely requires CURVE, and this client runs without it (--insecure)"
+            case .mechanismMismatch:
+                "this client uses CURVE but the aggregator runs without it (--insecure)"
+            default: "the handshake with the aggregator failed"
+            }
+            var meta: Logger.Metadata = ["endpoint": "\(l.modelEndpoint)", "cause": "\(f.cause)", "detail": "\(f)", "failures": "\(l.handshakeFailures)"]
+            if let curve = config.curve { meta["public_key"] = "\(curve.keyPair.publicKey)" }
+            logger.warning("cannot get in: \(hint)", metadata: meta)
+        }
     }
 
     /// CurveZMQ client options, set before connecting.
@@ -161,6 +210,7 @@ final class ClientIO {
                     if generation != current { break }
                 }
                 if poller.isReadable(doorbellIndex) { runtime.doorbell.drain() }
+                for (i, l) in links.enumerated() where poller.isReadable(doorbellIndex + 1 + i) { readMonitor(l) }
                 try sendOutbox()
                 try checkTimers()
             } catch let e as ZMQError where e.isContextTerminated {
@@ -492,7 +542,7 @@ final class ClientIO {
             l.unanswered += 1
             if l.lastSilenceLog.map({ now - $0 >= .seconds(30) }) ?? true {
                 l.lastSilenceLog = now
-                let curve = config.curve == nil ? "" : "; with CURVE, check that security.server_public_key_file holds the aggregator's public key and that this client's key is authorized there (a refused CURVE handshake is not reported to the client)"
+                let curve = config.curve == nil ? "" : "; with CURVE, check security.server_public_key_file and that this client's key is authorized (failed handshakes are logged as \"cannot get in\")"
                 logger.warning("no snapshot reply: is the aggregator running at \(l.snapshotEndpoint)?\(curve)", metadata: [
                     "endpoint": "\(l.snapshotEndpoint)", "unanswered": "\(l.unanswered)",
                     "timeout_s": "\(Double(config.snapshotTimeout.components.seconds) + Double(config.snapshotTimeout.components.attoseconds) / 1e18)",

@@ -61,6 +61,9 @@ public enum MetricCatalog {
         return [
             .init(name: N.updatesReceived, kind: .counter, help: "Client updates received, well-formed or not."),
             .init(name: N.updatesMerged, kind: .counter, help: "Client updates merged into the global model."),
+            .init(name: N.handshakeFailures, kind: .counter,
+                  help: "Peers whose CURVE/ZMTP handshake failed, by cause (unauthorized_key, cryptographic, mechanism_mismatch, protocol, no_detail).",
+                  labels: ["cause"]),
             .init(name: N.updatesRejected, kind: .counter, help: "Client updates not merged, by reason (duplicates included).",
                   labels: ["reason"]),
             .init(name: N.updateStaleness, kind: .histogram,

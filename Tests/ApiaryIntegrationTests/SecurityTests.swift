@@ -50,6 +50,8 @@ struct SecurityTests {
         wrong.curve = CurveClientConfig(keyPair: alice, serverPublicKey: try CurveKeyPair.generate().publicKey)
         var absent = clientConfig("alice", e)
         absent.snapshotEndpoint = "ipc://\(NSTemporaryDirectory())apiary-nobody-\(ProcessInfo.processInfo.processIdentifier).sock"
+        absent.modelEndpoint = absent.snapshotEndpoint + "-model"
+        absent.updateEndpoint = absent.snapshotEndpoint + "-update"
         let clients = [try ClientRuntime(config: wrong, trainer: StepTrainer(layout: testLayout), logger: wrongLog.logger()),
                        try ClientRuntime(config: absent, trainer: StepTrainer(layout: testLayout), logger: absentLog.logger())]
         let tasks = clients.map { c in Task { try await c.run() } }
@@ -63,6 +65,57 @@ struct SecurityTests {
         try await Task.sleep(for: .milliseconds(900))
         #expect(wrongLog.lines.filter { $0.message.hasPrefix("no snapshot reply") }.count == 1)
         #expect(agg.stats.merged == 0)
+    }
+
+    @Test("a refused handshake is named on both sides: unknown key, wrong server key, CURVE on one side only; the self-test's probe is not counted")
+    func handshakeFailuresAreNamed() async throws {
+        let aggLog = LogLines()
+        var config = anyPortConfig()
+        var keys = AuthorizedKeys()
+        keys.authorize(key: alice.publicKey, clientID: "alice")
+        config.curve = CurveServerConfig(keyPair: server, authorizedKeys: keys)
+        let agg = try Aggregator(config: config, layout: testLayout, initialParameters: [Float](repeating: 0, count: testLayout.parameterCount),
+                                 logger: aggLog.logger())
+        let e = try agg.start()
+        defer { agg.stop() }
+        #expect(agg.handshakeFailures.values.reduce(0, +) == 0, "the self-test's refused probe was counted: \(agg.handshakeFailures)")
+
+        // (client config, the cause the client should name, the cause the aggregator should count)
+        var unknown = clientConfig("mallory", e)
+        unknown.curve = CurveClientConfig(keyPair: bob, serverPublicKey: server.publicKey)
+        var wrongServer = clientConfig("alice", e)
+        wrongServer.curve = CurveClientConfig(keyPair: alice, serverPublicKey: try CurveKeyPair.generate().publicKey)
+        let plain = clientConfig("plain", e)
+        // libzmq 4.3.4 reports a plain client's failure to the client without detail (the
+        // server sees the mechanism mismatch); later versions report the mismatch on both sides.
+        let cases: [(ClientConfig, client: Set<String>, server: String, hint: String)] = [
+            (unknown, ["unauthorized_key"], "unauthorized_key", "authorized keys"),
+            (wrongServer, ["no_detail"], "cryptographic", "server_public_key_file"),
+            (plain, ["no_detail", "mechanism_mismatch"], "mechanism_mismatch", "--insecure"),
+        ]
+        let logs = cases.map { _ in LogLines() }
+        let clients = try zip(cases, logs).map { c, log in try ClientRuntime(config: c.0, trainer: StepTrainer(layout: testLayout), logger: log.logger()) }
+        let tasks = clients.map { c in Task { try await c.run() } }
+        defer { tasks.forEach { $0.cancel() } }
+        func cannotGetIn(_ log: LogLines) -> LogLines.Line? { log.lines.first { $0.level == .warning && $0.message.hasPrefix("cannot get in") } }
+        try await eventually("each client to log why it cannot get in, the aggregator to count each cause", within: 20) {
+            logs.allSatisfy { cannotGetIn($0) != nil } && cases.allSatisfy { (agg.handshakeFailures[$0.server] ?? 0) > 0 }
+        }
+        for (c, log) in zip(cases, logs) {
+            let line = try #require(cannotGetIn(log))
+            #expect(c.client.contains(line.metadata["cause"] ?? ""), "\(c.0.clientID): \(line.message) \(line.metadata)")
+            #expect(line.message.contains(c.hint), "\(c.0.clientID): \(line.message)")
+            #expect(line.metadata["endpoint"] == e.model)
+        }
+        #expect(clients.allSatisfy { $0.currentModel == nil && $0.stats.handshakeFailures > 0 })
+        // The aggregator names the non-ZAP causes in its log too (the ZAP handler logs the refused key).
+        #expect(aggLog.lines.contains { $0.level == .warning && $0.message.contains("server_public_key_file") && $0.metadata["cause"] == "cryptographic" })
+        #expect(aggLog.lines.contains { $0.level == .warning && $0.metadata["cause"] == "mechanism_mismatch" })
+        #expect(aggLog.lines.contains { $0.level == .warning && $0.message.hasPrefix("connection refused: unknown CURVE key") && $0.metadata["key"] == bob.publicKey })
+        // Logged once per cause, then at most every 30 s, however often the clients retry.
+        try await Task.sleep(for: .seconds(1))
+        for log in logs { #expect(log.lines.filter { $0.message.hasPrefix("cannot get in") }.count == 1) }
+        #expect(aggLog.lines.filter { $0.metadata["cause"] == "cryptographic" }.count == 1)
     }
 
     @Test("an allowed key trains; unknown key, no key and a wrong server key get nothing in and nothing out")
