@@ -63,6 +63,9 @@ public final class Aggregator: Service, Sendable {
     /// holds all of it). Throws when the config is out of range.
     public init(config: AggregatorConfig, layout: ParameterLayout, initialParameters: [Float], initialVersion: UInt64 = 0, logger: Logger) throws {
         if let e = config.validationError() { throw AggregatorError.invalidConfig(e) }
+        if config.curve == nil && !config.insecure {
+            throw AggregatorError.invalidConfig("no CURVE keys: set curve (CurveServerConfig: the aggregator's key pair and its authorized keys), or set insecure = true to run without encryption or authentication")
+        }
         if let shard = config.shard {
             let map = try shard.entries(parameterCount: layout.parameterCount).get()
             self.shardMap = map

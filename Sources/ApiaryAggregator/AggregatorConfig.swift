@@ -55,9 +55,12 @@ public struct AggregatorConfig: Sendable {
     public var maxUpdateNorm: Double?
     /// What to do with an update over the bound.
     public var normPolicy: NormPolicy
-    /// CurveZMQ on every socket with a ZAP allowlist; nil runs without encryption or
-    /// authentication (say so loudly).
+    /// CurveZMQ on every socket with a ZAP allowlist. Required unless `insecure` is true:
+    /// like `apiary aggregator`, the library refuses to run unencrypted by accident.
     public var curve: CurveServerConfig?
+    /// Run without CURVE when `curve` is nil: no encryption, no authentication, any peer can
+    /// send updates (logged loudly). Ignored when `curve` is set.
+    public var insecure: Bool
     /// Synchronous FedAvg rounds instead of FedAsync (the baseline); nil: FedAsync.
     public var sync: FedAvgConfig?
     /// Parameter shards: this aggregator owns one contiguous range of the flat parameter
@@ -94,6 +97,7 @@ public struct AggregatorConfig: Sendable {
         maxUpdateNorm: Double? = nil,
         normPolicy: NormPolicy = .reject,
         curve: CurveServerConfig? = nil,
+        insecure: Bool = false,
         sync: FedAvgConfig? = nil
     ) {
         self.modelEndpoint = modelEndpoint
@@ -119,6 +123,7 @@ public struct AggregatorConfig: Sendable {
         self.maxUpdateNorm = maxUpdateNorm
         self.normPolicy = normPolicy
         self.curve = curve
+        self.insecure = insecure
         self.sync = sync
     }
 

@@ -19,9 +19,13 @@ public struct ClientConfig: Sendable {
     public var newModelWait: Duration
     /// Cap of the resend back-off and of the reconnect interval.
     public var maxBackoff: Duration
-    /// CurveZMQ: this client's key pair and the aggregator's public key; nil connects
-    /// without encryption or authentication.
+    /// CurveZMQ: this client's key pair and the aggregator's public key. Required unless
+    /// `insecure` is true: like `apiary client`, the library refuses to connect unencrypted by
+    /// accident.
     public var curve: CurveClientConfig?
+    /// Connect without CURVE when `curve` is nil (no encryption, no authentication). Ignored
+    /// when `curve` is set.
+    public var insecure: Bool
 
     public init(clientID: String,
                 modelEndpoint: String = "tcp://127.0.0.1:5557",
@@ -32,7 +36,8 @@ public struct ClientConfig: Sendable {
                 snapshotTimeout: Duration = .seconds(2),
                 newModelWait: Duration = .seconds(2),
                 maxBackoff: Duration = .seconds(30),
-                curve: CurveClientConfig? = nil) {
+                curve: CurveClientConfig? = nil,
+                insecure: Bool = false) {
         self.clientID = clientID
         self.modelEndpoint = modelEndpoint
         self.snapshotEndpoint = snapshotEndpoint
@@ -43,6 +48,7 @@ public struct ClientConfig: Sendable {
         self.newModelWait = newModelWait
         self.maxBackoff = maxBackoff
         self.curve = curve
+        self.insecure = insecure
     }
 }
 

@@ -76,6 +76,9 @@ public final class ClientRuntime: Service, Sendable {
     private init(config: ClientConfig, role: Role, context: Context?, logger: Logger,
                  onEvent: (@Sendable (ClientEvent) -> Void)?) throws {
         guard ClientID.isValid(config.clientID) else { throw ClientError.invalidConfig("client id '\(config.clientID)' is not 1 to 64 characters of A-Z a-z 0-9 . _ -") }
+        guard config.curve != nil || config.insecure else {
+            throw ClientError.invalidConfig("no CURVE keys: set curve (CurveClientConfig: this client's key pair and the aggregator's public key), or set insecure = true to connect without encryption or authentication")
+        }
         guard config.maxPendingUpdates >= 1 else { throw ClientError.invalidConfig("max_pending_updates must be at least 1") }
         self.config = config
         self.role = role

@@ -35,6 +35,7 @@ struct AggregatorCommand: AsyncParsableCommand {
         var aggConfig = try Settings.aggregator(reader)
         aggConfig.training.extra = try Settings.trainingExtra(file: config)
         aggConfig.curve = try Settings.serverCurve(reader, insecureFlag: insecure)
+        aggConfig.insecure = aggConfig.curve == nil
         let served = try ServedModel.load(reader, override: model, logger: logger)
         let options = try AggregatorCommand.serverOptions(reader, layout: served.layout, sharded: aggConfig.shard != nil, logger: logger)
         let server = try AggregatorServer(config: aggConfig, layout: served.layout, initialParameters: served.parameters,

@@ -89,7 +89,7 @@ struct BenchFootprintClientCommand: AsyncParsableCommand {
             while true { try await Task.sleep(for: .seconds(3600)) }
         }
         let layout = try BenchModel.layout(parameters)
-        let config = ClientConfig(clientID: "footprint", modelEndpoint: model, snapshotEndpoint: snapshot, updateEndpoint: update)
+        let config = ClientConfig(clientID: "footprint", modelEndpoint: model, snapshotEndpoint: snapshot, updateEndpoint: update, insecure: true)
         let client = try ClientRuntime(config: config, trainer: IdleTrainer(layout: layout), logger: logger, onEvent: { e in
             if case .joined(let v) = e { say("holding \(v)") }
         })

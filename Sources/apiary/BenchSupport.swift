@@ -265,7 +265,9 @@ enum BenchModel {
     /// An aggregator on loopback ports the kernel picks; with `mergesEverything`, constant
     /// staleness and no bound on it, so that every update (all on base 0) merges.
     static func aggregatorConfig(mergesEverything: Bool = true) -> AggregatorConfig {
-        var config = AggregatorConfig(modelEndpoint: "tcp://127.0.0.1:*", snapshotEndpoint: "tcp://127.0.0.1:*", updateEndpoint: "tcp://127.0.0.1:*")
+        // Loopback measurements of the engine, without CURVE (the secure path is in the demo).
+        var config = AggregatorConfig(modelEndpoint: "tcp://127.0.0.1:*", snapshotEndpoint: "tcp://127.0.0.1:*", updateEndpoint: "tcp://127.0.0.1:*",
+                                      insecure: true)
         if mergesEverything { config.rule = FedAsync(alpha: 0.5, staleness: .constant, maxStaleness: .max) }
         return config
     }

@@ -12,7 +12,7 @@ enum TimeToAccuracyBench {
         let workload = try DigitsModel.workload()
         var config = AggregatorConfig(modelEndpoint: "tcp://127.0.0.1:*", snapshotEndpoint: "tcp://127.0.0.1:*",
                                       updateEndpoint: "tcp://127.0.0.1:*",
-                                      rule: FedAsync(alpha: 0.6, staleness: .polynomial(a: 0.5), maxStaleness: 128))
+                                      rule: FedAsync(alpha: 0.6, staleness: .polynomial(a: 0.5), maxStaleness: 128), insecure: true)
         // A quick run shrinks the delays 50-fold and stops sooner; it only proves the path works.
         let target = quick ? 0.85 : 0.90
         var options = DemoOptions(clients: workload.clientCount, target: target, timeLimit: quick ? 30 : 600,

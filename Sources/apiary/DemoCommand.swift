@@ -246,6 +246,7 @@ struct FleetDemo {
         // per client.
         var clientKeys: [CurveKeyPair] = []
         var gatewayKeys: [CurveKeyPair] = []
+        config.insecure = !options.secure
         if options.secure {
             clientKeys = try (0..<options.clients).map { _ in try CurveKeyPair.generate() }
             gatewayKeys = try (0..<g).map { _ in try CurveKeyPair.generate() }
@@ -290,9 +291,10 @@ struct FleetDemo {
         var gatewayEndpoints: [Aggregator.Endpoints] = []
         for i in 0..<g {
             var down = AggregatorConfig(modelEndpoint: "tcp://127.0.0.1:*", snapshotEndpoint: "tcp://127.0.0.1:*", updateEndpoint: "tcp://127.0.0.1:*",
-                                        rule: config.rule, training: config.training, publishInterval: config.publishInterval)
+                                        rule: config.rule, training: config.training, publishInterval: config.publishInterval,
+                                        insecure: config.curve == nil)
             var up = ClientConfig(clientID: "gateway-\(i)", modelEndpoint: topEndpoints[0].model, snapshotEndpoint: topEndpoints[0].snapshot,
-                                  updateEndpoint: topEndpoints[0].update, newModelWait: .milliseconds(100))
+                                  updateEndpoint: topEndpoints[0].update, newModelWait: .milliseconds(100), insecure: config.curve == nil)
             if let curve = config.curve {
                 var allow = AuthorizedKeys()
                 for k in stride(from: i, to: options.clients, by: g) { allow.authorize(key: clientKeys[k].publicKey, clientID: "client-\(k)") }
@@ -320,7 +322,7 @@ struct FleetDemo {
                                                 : (gatewayEndpoints[k % g], gatewayKeys.isEmpty ? nil : gatewayKeys[k % g].publicKey)
             let curve = serverKey.map { CurveClientConfig(keyPair: clientKeys[k], serverPublicKey: $0) }
             let cc = ClientConfig(clientID: "client-\(k)", modelEndpoint: endpoints.model, snapshotEndpoint: endpoints.snapshot,
-                                  updateEndpoint: endpoints.update, curve: curve)
+                                  updateEndpoint: endpoints.update, curve: curve, insecure: curve == nil)
             runtimes.append(try ClientRuntime(config: cc, trainer: trainer, context: context, logger: logger, onEvent: { e in
                 if case .joined = e { joined.add(1, ordering: .relaxed) }
             }))

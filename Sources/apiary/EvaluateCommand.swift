@@ -31,13 +31,24 @@ struct EvaluateCommand: AsyncParsableCommand {
     @Flag(name: .long, help: "Connect without CURVE encryption and authentication.")
     var insecure = false
 
+    @Option(name: .long, help: "The aggregator's snapshot endpoint tcp://HOST:PORT; model and update are PORT+1 and PORT+2. Overrides endpoints.*.")
+    var aggregator: String?
+
+    @Option(name: .long, help: "This client's secret key file; overrides security.secret_key_file. Default: keys/<id>.secret.")
+    var key: String?
+
+    @Option(name: .long, help: "The aggregator's public key file; overrides security.server_public_key_file. Default: keys/aggregator.public.")
+    var serverKey: String?
+
     func run() async throws {
         let reader = try await Settings.reader(file: config)
         let level = try Settings.logLevel(reader, override: logLevel)
         let logger = LogSetup.bootstrap(level: level)
         var clientConfig = try Settings.client(reader, defaultID: id ?? "evaluator")
         if let id { clientConfig.clientID = id }
-        clientConfig.curve = try Settings.clientCurve(reader, insecureFlag: insecure)
+        if let aggregator { try Settings.applyAggregator(aggregator, to: &clientConfig) }
+        clientConfig.curve = try Settings.clientCurve(reader, insecureFlag: insecure, clientID: clientConfig.clientID, key: key, serverKey: serverKey)
+        clientConfig.insecure = clientConfig.curve == nil
         if clientConfig.curve == nil {
             logger.warning("INSECURE: CURVE is off; reports travel unencrypted and unauthenticated")
         }

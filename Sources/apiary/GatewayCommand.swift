@@ -41,9 +41,11 @@ struct GatewayCommand: AsyncParsableCommand {
         guard down.shard == nil else { throw SettingsError("a gateway is not a parameter shard: leave shards.* out (it can connect to shards upstream)") }
         guard down.sync == nil else { throw SettingsError("a gateway merges with fedasync: algorithm fedavg is not supported") }
         down.curve = try Settings.serverCurve(reader, insecureFlag: insecure)
+        down.insecure = down.curve == nil
         let upReader = reader.scoped(to: "upstream")
         var up = try Settings.client(upReader)
         up.curve = try Settings.clientCurve(upReader, insecureFlag: insecure)
+        up.insecure = up.curve == nil
         if up.curve == nil {
             logger.warning("INSECURE: CURVE is off on the uplink; progress travels unencrypted and unauthenticated")
         }

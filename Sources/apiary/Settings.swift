@@ -198,16 +198,40 @@ enum Settings {
         return CurveServerConfig(keyPair: pair, authorizedKeysPath: auth)
     }
 
-    /// A client's CURVE settings, or nil when `security.insecure` is true.
-    static func clientCurve(_ r: ConfigReader, insecureFlag: Bool) throws -> CurveClientConfig? {
+    /// A client's CURVE settings, or nil when `security.insecure` is true (or `--insecure`).
+    /// The key files: `--key` / `--server-key`, else `security.secret_key_file` /
+    /// `security.server_public_key_file`, else `keys/<client id>.secret` and
+    /// `keys/aggregator.public` (what `apiary keys generate` writes). A missing file is an
+    /// error that says how to make it.
+    static func clientCurve(_ r: ConfigReader, insecureFlag: Bool, clientID: String? = nil, key: String? = nil,
+                            serverKey: String? = nil) throws -> CurveClientConfig? {
         if insecureFlag || r.bool(forKey: "security.insecure", default: false) { return nil }
-        guard let secret = r.string(forKey: "security.secret_key_file"), !secret.isEmpty else {
-            throw SettingsError("security.secret_key_file is required (make one with `apiary keys generate`), or run with --insecure")
+        let configured = key ?? r.string(forKey: "security.secret_key_file").flatMap { $0.isEmpty ? nil : $0 }
+        guard let secret = configured ?? clientID.map({ "keys/\($0).secret" }) else {
+            throw SettingsError("security.secret_key_file (or --key) is required (make one with `apiary keys generate`), or run with --insecure")
         }
-        guard let server = r.string(forKey: "security.server_public_key_file"), !server.isEmpty else {
-            throw SettingsError("security.server_public_key_file is required with CURVE")
+        let server = serverKey ?? r.string(forKey: "security.server_public_key_file").flatMap { $0.isEmpty ? nil : $0 } ?? "keys/aggregator.public"
+        guard FileManager.default.fileExists(atPath: secret) else {
+            let name = URL(fileURLWithPath: secret).deletingPathExtension().lastPathComponent
+            throw SettingsError("no secret key file \(secret): make one with `apiary keys generate --name \(name) --out \(URL(fileURLWithPath: secret).deletingLastPathComponent().relativePath)` and have the operator authorize its .public file, pass --key FILE, or run with --insecure")
+        }
+        guard FileManager.default.fileExists(atPath: server) else {
+            throw SettingsError("no aggregator public key file \(server): copy the aggregator's .public file there or pass --server-key FILE (security.server_public_key_file)")
         }
         return CurveClientConfig(keyPair: try CurveKeyFile.readPair(path: secret), serverPublicKey: try CurveKeyFile.readPublicKey(path: server))
+    }
+
+    /// `--aggregator tcp://HOST:PORT`: the snapshot endpoint; the model and update endpoints
+    /// are on the next two ports (the aggregator's defaults 5556, 5557, 5558 keep this offset).
+    static func applyAggregator(_ address: String, to c: inout ClientConfig) throws {
+        guard address.hasPrefix("tcp://"), let colon = address.lastIndex(of: ":"), colon > address.index(address.startIndex, offsetBy: 6),
+              let port = Int(address[address.index(after: colon)...]), (1...65533).contains(port) else {
+            throw SettingsError("--aggregator takes tcp://HOST:PORT (the snapshot port; model and update are PORT+1 and PORT+2), got '\(address)'; set endpoints.* in the config for other layouts")
+        }
+        let host = address[..<colon]
+        c.snapshotEndpoint = address
+        c.modelEndpoint = "\(host):\(port + 1)"
+        c.updateEndpoint = "\(host):\(port + 2)"
     }
 
     /// The log level: `override` (a `--log-level` option) when given, else `log.level`.

@@ -40,7 +40,7 @@ struct ShardProcessTests {
         }
         let observer = try ClientRuntime(
             config: ClientConfig(clientID: "observer", modelEndpoint: ep(1, 0), snapshotEndpoint: ep(1, 1), updateEndpoint: ep(1, 2),
-                                 snapshotTimeout: .milliseconds(500), maxBackoff: .seconds(1)),
+                                 snapshotTimeout: .milliseconds(500), maxBackoff: .seconds(1), insecure: true),
             trainer: FollowOnly(layout: SoftmaxRegression.digitsLayout), logger: quietLogger())
         let follow = Task { try await observer.run() }
         defer { follow.cancel() }

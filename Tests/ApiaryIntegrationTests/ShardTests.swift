@@ -23,7 +23,7 @@ struct ShardSet {
 
     func config(_ i: Int, rule: FedAsync, boundaries: [Int]? = nil) -> AggregatorConfig {
         var c = AggregatorConfig(modelEndpoint: map[i].model, snapshotEndpoint: map[i].snapshot, updateEndpoint: map[i].update,
-                                 rule: rule, publishInterval: .milliseconds(5), receiptTimeout: .milliseconds(500))
+                                 rule: rule, publishInterval: .milliseconds(5), receiptTimeout: .milliseconds(500), insecure: true)
         c.shard = ShardConfig(index: i, map: map, boundaries: boundaries)
         return c
     }
@@ -155,7 +155,7 @@ struct ShardTests {
         try wrong.start()
         let m = shards.map[0]
         let client = try ClientRuntime(config: ClientConfig(clientID: "mc", modelEndpoint: m.model, snapshotEndpoint: m.snapshot, updateEndpoint: m.update,
-                                                            snapshotTimeout: .milliseconds(300), maxBackoff: .seconds(1)),
+                                                            snapshotTimeout: .milliseconds(300), maxBackoff: .seconds(1), insecure: true),
                                        trainer: StepTrainer(layout: testLayout), logger: quietLogger())
         let task = Task { try await client.run() }
         defer { task.cancel() }
@@ -185,7 +185,7 @@ struct ShardTests {
         let runtimes = try (0..<3).map { k in
             let m = shards.map[k == 2 ? 2 : 0]
             let cfg = ClientConfig(clientID: "sc\(k)", modelEndpoint: m.model, snapshotEndpoint: m.snapshot, updateEndpoint: m.update,
-                                   snapshotTimeout: .milliseconds(300), newModelWait: .milliseconds(100), maxBackoff: .seconds(1))
+                                   snapshotTimeout: .milliseconds(300), newModelWait: .milliseconds(100), maxBackoff: .seconds(1), insecure: true)
             return try ClientRuntime(config: cfg, trainer: StepTrainer(layout: testLayout, target: 1, step: 0.5), logger: quietLogger())
         }
         let tasks = runtimes.map { c in Task { try await c.run() } }

@@ -27,15 +27,15 @@ func quietLogger(_ label: String = "test") -> Logger {
     return l
 }
 
-/// Loopback endpoints with ports picked by the kernel.
+/// Loopback endpoints with ports picked by the kernel; without CURVE unless a test sets it.
 func anyPortConfig(_ rule: FedAsync = FedAsync(alpha: 0.5, staleness: .constant, maxStaleness: 1000)) -> AggregatorConfig {
     AggregatorConfig(modelEndpoint: "tcp://127.0.0.1:*", snapshotEndpoint: "tcp://127.0.0.1:*", updateEndpoint: "tcp://127.0.0.1:*",
-                     rule: rule, publishInterval: .milliseconds(5), receiptTimeout: .milliseconds(500))
+                     rule: rule, publishInterval: .milliseconds(5), receiptTimeout: .milliseconds(500), insecure: true)
 }
 
 func clientConfig(_ id: String, _ e: Aggregator.Endpoints) -> ClientConfig {
     ClientConfig(clientID: id, modelEndpoint: e.model, snapshotEndpoint: e.snapshot, updateEndpoint: e.update,
-                 snapshotTimeout: .milliseconds(300), newModelWait: .milliseconds(200), maxBackoff: .seconds(1))
+                 snapshotTimeout: .milliseconds(300), newModelWait: .milliseconds(200), maxBackoff: .seconds(1), insecure: true)
 }
 
 struct Timeout: Error, CustomStringConvertible {

@@ -30,7 +30,9 @@ struct AggregatorServerTests {
         let p = port.withLock { $0! }
         let endpoints = embedded.aggregator.endpoints!
 
-        // An unknown key, and a peer without CURVE: both refused, each counted by its cause.
+        // An unknown key, and a peer without CURVE: both refused, each counted by its cause
+        // (libzmq reports the plain peer as a mechanism mismatch, or without detail when the
+        // peer's side closes first).
         let context = try Context()
         let unknown = try context.socket(.dealer)
         try unknown.set(.linger, 0)
@@ -42,16 +44,18 @@ struct AggregatorServerTests {
         try plain.set(.linger, 0)
         try plain.connect(endpoints.snapshot)
         defer { unknown.close(); plain.close() }
+        func plainCounted(_ m: Exposition) -> Bool {
+            (m["apiary_handshake_failures_total{cause=\"mechanism_mismatch\"}"] ?? 0) + (m["apiary_handshake_failures_total{cause=\"no_detail\"}"] ?? 0) >= 1
+        }
         var m = Exposition("")
         let deadline = ContinuousClock.now + .seconds(20)
         repeat {
             m = Exposition(String(decoding: try await httpGet(p, "/metrics").body, as: UTF8.self))
-            if (m["apiary_handshake_failures_total{cause=\"unauthorized_key\"}"] ?? 0) >= 1
-                && (m["apiary_handshake_failures_total{cause=\"mechanism_mismatch\"}"] ?? 0) >= 1 { break }
+            if (m["apiary_handshake_failures_total{cause=\"unauthorized_key\"}"] ?? 0) >= 1 && plainCounted(m) { break }
             try await Task.sleep(for: .milliseconds(100))
         } while ContinuousClock.now < deadline
         #expect((m["apiary_handshake_failures_total{cause=\"unauthorized_key\"}"] ?? 0) >= 1)
-        #expect((m["apiary_handshake_failures_total{cause=\"mechanism_mismatch\"}"] ?? 0) >= 1)
+        #expect(plainCounted(m), "\(embedded.aggregator.handshakeFailures)")
         #expect(m.problems.isEmpty, "\(m.problems)")
         #expect(m["apiary_handshake_failures_total{cause=\"cryptographic\"}"] == 0, "every usual cause exists from the start")
         #expect(m.helps["apiary_handshake_failures_total"] == MetricCatalog.description(of: "apiary_handshake_failures_total")?.help)

@@ -99,7 +99,8 @@ struct MetricsTests {
     @Test("an aggregator runs without a metrics factory and without a bootstrapped metrics system")
     func noBackendNoCost() async throws {
         // No MetricsSystem.bootstrap in this process's tests: a plain aggregator must run.
-        var config = AggregatorConfig(modelEndpoint: "tcp://127.0.0.1:*", snapshotEndpoint: "tcp://127.0.0.1:*", updateEndpoint: "tcp://127.0.0.1:*")
+        var config = AggregatorConfig(modelEndpoint: "tcp://127.0.0.1:*", snapshotEndpoint: "tcp://127.0.0.1:*", updateEndpoint: "tcp://127.0.0.1:*",
+                                      insecure: true)
         config.metricsFactory = nil
         let aggregator = try Aggregator(config: config, layout: testLayout,
                                         initialParameters: [Float](repeating: 0, count: testLayout.parameterCount), logger: quietLogger())

@@ -25,7 +25,7 @@ func makeAggregator(exporter: PrometheusExporter, maxStaleness: UInt64 = 1000, c
                                   updateEndpoint: "tcp://127.0.0.1:*",
                                   rule: FedAsync(alpha: 0.5, staleness: .polynomial(a: 0.5), maxStaleness: maxStaleness),
                                   publishInterval: .milliseconds(5), receiptTimeout: .milliseconds(500),
-                                  checkpointDirectory: checkpointDirectory, checkpointInterval: .milliseconds(50))
+                                  checkpointDirectory: checkpointDirectory, checkpointInterval: .milliseconds(50), insecure: true)
     config.metricsFactory = exporter.factory
     return try Aggregator(config: config, layout: testLayout,
                           initialParameters: [Float](repeating: 0, count: testLayout.parameterCount), logger: logger)
