@@ -291,6 +291,12 @@ public final class ClientRuntime: Service, Sendable {
             return (first, s.modelWaiters.map(\.2))
         }
         for w in waiters { w.resume() }
+        if first {
+            logger.info("joined: holding the aggregator's model", metadata: [
+                "version": "\(model.version)", "parameters": "\(model.layout.parameterCount)", "tensors": "\(model.layout.tensors.count)",
+                "algorithm": "\(algorithm)", "endpoint": "\(config.snapshotEndpoint)",
+            ])
+        }
         onEvent?(first ? .joined(version: model.version) : .modelUpdated(version: model.version))
         return true
     }

@@ -30,6 +30,30 @@ func freePorts(_ n: Int) throws -> [Int] {
     return ports
 }
 
+/// Three consecutive free ports P, P+1, P+2 on 127.0.0.1 (what `apiary client --aggregator
+/// tcp://HOST:P` expects of the aggregator: snapshot P, model P+1, update P+2).
+func consecutivePorts() throws -> Int {
+    let ctx = try Context()
+    var rng = SystemRandomNumberGenerator()
+    for _ in 0..<200 {
+        let base = Int.random(in: 20_000...60_000, using: &rng)
+        var held: [Socket] = []
+        defer { held.forEach { $0.close() } }
+        do {
+            for p in base...(base + 2) {
+                let s = try ctx.socket(.pull)
+                try s.set(.linger, 0)
+                held.append(s)
+                try s.bind("tcp://127.0.0.1:\(p)")
+            }
+            return base
+        } catch {
+            continue
+        }
+    }
+    throw Timeout(what: "three consecutive free ports")
+}
+
 /// A child process that is terminated (SIGTERM, then SIGKILL) when the test is done with it.
 final class Child {
     let process = Process()
@@ -202,8 +226,8 @@ struct ProcessTests {
         for name in ["client-1", "client-2", "observer"] {
             _ = try apiary(["keys", "authorize", "\(dir)/\(name).public", "--id", name, "--to", "\(dir)/authorized_keys"])
         }
-        let ports = try freePorts(3)
-        var base = env(ports)
+        let p = try consecutivePorts()
+        var base = env([p + 1, p, p + 2])
         base["SECURITY_INSECURE"] = "false"
         var aggEnv = base
         aggEnv["SECURITY_SECRET_KEY_FILE"] = "\(dir)/aggregator.secret"
@@ -215,9 +239,14 @@ struct ProcessTests {
             e["SECURITY_SERVER_PUBLIC_KEY_FILE"] = "\(dir)/aggregator.public"
             return e
         }
-        let clients = try ["client-1", "client-2", "intruder"].enumerated().map { k, name in
-            try Child(["client", "--id", name, "--partition", "\(k * 6)", "--delay", "0.05"], environment: clientEnv(name), name: name)
+        var clients = try ["client-1", "intruder"].enumerated().map { k, name in
+            try Child(["client", "--id", name, "--partition", "\(k * 12)", "--delay", "0.05"], environment: clientEnv(name), name: name)
         }
+        // client-2 from the command line alone: the snapshot endpoint (model and update on
+        // the next two ports) and its key files, no config and no environment.
+        clients.append(try Child(["client", "--id", "client-2", "--partition", "6", "--delay", "0.05", "--aggregator", "tcp://127.0.0.1:\(p)",
+                                  "--key", "\(dir)/client-2.secret", "--server-key", "\(dir)/aggregator.public"],
+                                 environment: ["LOG_LEVEL": "info"], name: "client-2"))
         let observerKeys = try CurveKeyFile.readPair(path: "\(dir)/observer.secret")
         let watcher = try ModelWatcher(endpoint: base["ENDPOINTS_MODEL"]!,
                                        curve: (observerKeys, try CurveKeyFile.readPublicKey(path: "\(dir)/aggregator.public")))
@@ -228,7 +257,10 @@ struct ProcessTests {
         for c in clients { #expect(c.terminate() == 0) }
         #expect(agg.terminate() == 0)
         #expect(agg.log.contains("unknown CURVE key") && agg.log.contains(intruderKey), "aggregator log:\n\(agg.log)")
-        #expect(!clients[2].log.contains("merged=1"))
+        #expect(!clients[1].log.contains("merged=1"))
+        // Nothing silent: the intruder says why it cannot get in; client-2 joined.
+        #expect(clients[1].log.contains("cannot get in") && clients[1].log.contains("unauthorized_key"), "intruder log:\n\(clients[1].log)")
+        #expect(clients[2].log.contains("joined") && !clients[2].log.contains("cannot get in"), "client-2 log:\n\(clients[2].log)")
         // Secret keys never reach a log.
         let secret = try CurveKeyFile.readPair(path: "\(dir)/aggregator.secret").secretKey
         #expect(!agg.log.contains(secret))
