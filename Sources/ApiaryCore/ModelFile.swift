@@ -35,6 +35,9 @@ public enum ModelFile {
         public var converted: [(name: String, dtype: String)]
         /// Tensors left out by `exclude`, with their dtype.
         public var excluded: [(name: String, dtype: String)]
+        /// The left-out tensors themselves, bytes as in the file (for `apiary model export`,
+        /// which puts them back unchanged so the file loads into the user's model as it was).
+        public var excludedTensors: [Safetensors.RawTensor]
         /// The file's `__metadata__`.
         public var metadata: [String: String]
     }
@@ -72,10 +75,13 @@ public enum ModelFile {
         }
         var kept: [Safetensors.Entry] = []
         var excluded: [(name: String, dtype: String)] = []
+        var excludedTensors: [Safetensors.RawTensor] = []
         var refused: [(name: String, dtype: String)] = []
         for e in header.entries {
             if exclude.contains(where: { glob($0, matches: e.name) }) {
                 excluded.append((e.name, e.dtype))
+                let start = header.dataOffset + e.begin, end = header.dataOffset + e.end
+                excludedTensors.append(Safetensors.RawTensor(name: e.name, dtype: e.dtype, shape: e.shape, bytes: Array(bytes[start..<end])))
             } else if !floatDTypes.contains(e.dtype) {
                 refused.append((e.name, e.dtype))
             } else {
@@ -113,7 +119,8 @@ public enum ModelFile {
                 }
             }
         }
-        return Loaded(layout: layout, parameters: parameters, converted: converted, excluded: excluded, metadata: header.metadata)
+        return Loaded(layout: layout, parameters: parameters, converted: converted, excluded: excluded,
+                      excludedTensors: excludedTensors, metadata: header.metadata)
     }
 
     /// The dtypes served (converted to float32 when not F32).

@@ -47,21 +47,41 @@ public enum Safetensors {
 
     /// The safetensors bytes of `parameters` (which must hold `layout.parameterCount` values)
     /// with `metadata`.
-    public static func encode(layout: ParameterLayout, parameters: [Float], metadata: [String: String]) throws(SafetensorsError) -> [UInt8] {
+    public static func encode(layout: ParameterLayout, parameters: [Float], metadata: [String: String],
+                              extra: [RawTensor] = []) throws(SafetensorsError) -> [UInt8] {
         guard parameters.count == layout.parameterCount else {
             throw .parameterCountMismatch(expected: layout.parameterCount, got: parameters.count)
         }
         if let t = layout.tensors.first(where: { $0.name == metadataKey }) { throw .reservedName(t.name) }
-        let header = encodeHeader(layout: layout, metadata: metadata)
+        if let t = extra.first(where: { $0.name == metadataKey }) { throw .reservedName(t.name) }
+        let header = encodeHeader(layout: layout, metadata: metadata, extra: extra)
         var out: [UInt8] = []
-        out.reserveCapacity(header.count + parameters.count * 4)
+        out.reserveCapacity(header.count + parameters.count * 4 + extra.reduce(0) { $0 + $1.bytes.count })
         out.append(contentsOf: header)
         withLittleEndianBytes(parameters) { out.append(contentsOf: $0) }
+        for t in extra { out.append(contentsOf: t.bytes) }
         return out
     }
 
-    /// The 8-byte length prefix and the padded JSON header for `layout` and `metadata`.
-    static func encodeHeader(layout: ParameterLayout, metadata: [String: String]) -> [UInt8] {
+    /// A tensor kept as the bytes of its file (any dtype): what `encode` writes after the
+    /// float32 tensors, unchanged.
+    public struct RawTensor: Sendable, Equatable {
+        public var name: String
+        public var dtype: String
+        public var shape: [Int]
+        public var bytes: [UInt8]
+
+        public init(name: String, dtype: String, shape: [Int], bytes: [UInt8]) {
+            self.name = name
+            self.dtype = dtype
+            self.shape = shape
+            self.bytes = bytes
+        }
+    }
+
+    /// The 8-byte length prefix and the padded JSON header for `layout`, `metadata` and the
+    /// raw `extra` tensors (after the float32 data).
+    static func encodeHeader(layout: ParameterLayout, metadata: [String: String], extra: [RawTensor] = []) -> [UInt8] {
         var json: [UInt8] = []
         json.append(UInt8(ascii: "{"))
         JSONText.appendString(metadataKey, to: &json)
@@ -83,6 +103,18 @@ public enum Safetensors {
             json.append(contentsOf: Array(t.shape.map(String.init).joined(separator: ",").utf8))
             json.append(contentsOf: Array(#"],"data_offsets":["#.utf8))
             json.append(contentsOf: Array("\(begin),\(end)]}".utf8))
+        }
+        var offset = layout.parameterCount * 4
+        for t in extra {
+            json.append(UInt8(ascii: ","))
+            JSONText.appendString(t.name, to: &json)
+            json.append(contentsOf: Array(#":{"dtype":"#.utf8))
+            JSONText.appendString(t.dtype, to: &json)
+            json.append(contentsOf: Array(#","shape":["#.utf8))
+            json.append(contentsOf: Array(t.shape.map(String.init).joined(separator: ",").utf8))
+            json.append(contentsOf: Array(#"],"data_offsets":["#.utf8))
+            json.append(contentsOf: Array("\(offset),\(offset + t.bytes.count)]}".utf8))
+            offset += t.bytes.count
         }
         json.append(UInt8(ascii: "}"))
         while json.count % 8 != 0 { json.append(UInt8(ascii: " ")) }

@@ -23,8 +23,10 @@ struct ModelExportCommand: ParsableCommand {
         discussion: """
             The output holds the served tensors with their original names and shapes, dtype F32, \
             in name order, readable by safetensors.torch.load_file and safetensors.numpy.load_file. \
-            Tensors the aggregator left out (model.exclude) are not in it: load it into a PyTorch \
-            module with load_state_dict(..., strict=False). For parameter shards give each shard's \
+            Tensors the aggregator left out (model.exclude) are copied back unchanged from the model \
+            file the run started from when it is given (--model FILE --exclude ...), so the export \
+            loads into the user's module with load_state_dict(..., strict=True); without --model they \
+            are not in it (strict=False). For parameter shards give each shard's \
             state directory, in shard order, and the model file the run started from (--model), \
             which supplies the shapes of tensors a shard boundary cuts.
             """
@@ -63,10 +65,13 @@ struct ModelExportCommand: ParsableCommand {
 
         let layout: ParameterLayout
         var parameters: [Float]
+        var extra: [Safetensors.RawTensor] = []
         if let model {
             let full: ParameterLayout
             do {
-                full = try ModelFile.load(path: model, exclude: exclude).layout
+                let loaded = try ModelFile.load(path: model, exclude: exclude)
+                full = loaded.layout
+                extra = loaded.excludedTensors
             } catch {
                 throw fail("export", "--model \(model): \(error)")
             }
@@ -105,7 +110,7 @@ struct ModelExportCommand: ParsableCommand {
         metadata["apiary_run_id"] = slices.map { Checkpoint.hex64($0.state.runID) }.joined(separator: ",")
         let bytes: [UInt8]
         do {
-            bytes = try Safetensors.encode(layout: layout, parameters: parameters, metadata: metadata)
+            bytes = try Safetensors.encode(layout: layout, parameters: parameters, metadata: metadata, extra: extra)
         } catch {
             throw fail("export", "\(error)")
         }
@@ -115,7 +120,8 @@ struct ModelExportCommand: ParsableCommand {
             throw fail("export", "cannot write \(out): \(error.localizedDescription)")
         }
         let versions = slices.map { "\($0.state.version)" }.joined(separator: ", ")
-        print("wrote \(out): \(layout.summary()), version \(versions) (from \(slices.map(\.file.path).joined(separator: ", ")))")
+        let copied = extra.isEmpty ? "" : "; \(extra.count) left-out tensors copied back from \(model!): \(extra.map(\.name).joined(separator: ", "))"
+        print("wrote \(out): \(layout.summary()), version \(versions) (from \(slices.map(\.file.path).joined(separator: ", ")))\(copied)")
     }
 }
 

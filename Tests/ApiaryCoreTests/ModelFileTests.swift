@@ -147,6 +147,26 @@ struct ModelFileTests {
         #expect(back.layout.fingerprint == m.layout.fingerprint)
     }
 
+    @Test("left-out tensors keep their bytes and are written back unchanged, after the trained float32 ones")
+    func excludedCopiedBack() throws {
+        let json = #"{"bn.running_mean":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"bn.num_batches_tracked":{"dtype":"I64","shape":[],"data_offsets":[8,16]},"mask":{"dtype":"BOOL","shape":[3],"data_offsets":[16,19]}}"#
+        let file = safetensorsFile(json: json, data: f32([1, 2]) + le([Int64(7)]) + [1, 0, 1])
+        let m = try ModelFile.decode(file, exclude: ["*.num_batches_tracked", "mask"])
+        #expect(m.excludedTensors == [
+            Safetensors.RawTensor(name: "bn.num_batches_tracked", dtype: "I64", shape: [], bytes: le([Int64(7)])),
+            Safetensors.RawTensor(name: "mask", dtype: "BOOL", shape: [3], bytes: [1, 0, 1]),
+        ])
+        let out = try Safetensors.encode(layout: m.layout, parameters: [3, 4], metadata: [:], extra: m.excludedTensors)
+        // Read back as any reader would: every tensor with its dtype, shape and bytes.
+        let back = try ModelFile.decode(out, exclude: ["*.num_batches_tracked", "mask"])
+        #expect(back.parameters == [3, 4])
+        #expect(back.excludedTensors == m.excludedTensors)
+        let header = try out.withUnsafeBytes { try Safetensors.parseHeader($0, width: Safetensors.elementWidth(ofDType:)) }
+        #expect(header.entries.map(\.name) == ["bn.running_mean", "bn.num_batches_tracked", "mask"])
+        #expect(header.entries.map(\.dtype) == ["F32", "I64", "BOOL"])
+        #expect(modelError(out)?.description.contains("model.exclude") == true, "still not servable without the exclude")
+    }
+
     @Test("load names the path when the file cannot be read")
     func unreadable() {
         let path = FileManager.default.temporaryDirectory.appendingPathComponent("apiary-no-such-\(ProcessInfo.processInfo.processIdentifier).safetensors").path

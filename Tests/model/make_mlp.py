@@ -3,7 +3,10 @@
 `safetensors.numpy.save_file`, named and shaped like a PyTorch state_dict (`fc1.weight` is
 [out, in]). With the default HIDDEN = 1536 it has 115,210 parameters in four tensors.
 
-    python make_mlp.py OUT.safetensors [--hidden 1536] [--seed 7]
+    python make_mlp.py OUT.safetensors [--hidden 1536] [--seed 7] [--counter]
+
+--counter adds an int64 scalar `step_counter` (like BatchNorm's `num_batches_tracked`): a tensor
+the aggregator cannot train, left out with `model.exclude` and copied back by `model export`.
 """
 
 import argparse
@@ -17,6 +20,7 @@ def main() -> None:
     p.add_argument("out")
     p.add_argument("--hidden", type=int, default=1536)
     p.add_argument("--seed", type=int, default=7)
+    p.add_argument("--counter", action="store_true")
     a = p.parse_args()
     rng = np.random.default_rng(a.seed)
     h = a.hidden
@@ -27,6 +31,8 @@ def main() -> None:
         "fc2.weight": rng.uniform(-1 / np.sqrt(h), 1 / np.sqrt(h), size=(10, h)).astype(np.float32),
         "fc2.bias": np.zeros((10,), dtype=np.float32),
     }
+    if a.counter:
+        tensors["step_counter"] = np.array(5, dtype=np.int64)
     save_file(tensors, a.out, metadata={"model": f"mlp-64-{h}-10"})
     print(f"wrote {a.out}: {sum(t.size for t in tensors.values())} parameters in {len(tensors)} tensors")
 

@@ -160,6 +160,23 @@ grep -q "training.extra\|hidden_activation" "${work}/client-0.log"
 "${APIARY_BIN}" model inspect "${work}/trained.safetensors"
 "${PY}" "${here}/check_export.py" "${work}/mlp.safetensors" "${work}/trained.safetensors" "${work}/state"
 
+# With the model file the run started from, left-out tensors (an int64 counter, like BatchNorm's
+# num_batches_tracked) are copied back unchanged: the export is the whole state_dict again.
+"${PY}" "${here}/make_mlp.py" "${work}/mlp-counter.safetensors" --counter >/dev/null
+"${APIARY_BIN}" model export --state "${work}/state" --model "${work}/mlp-counter.safetensors" --exclude step_counter \
+  --out "${work}/trained-full.safetensors"
+"${PY}" - "${work}/trained.safetensors" "${work}/trained-full.safetensors" <<'PYEOF'
+import sys
+import numpy as np
+from safetensors.numpy import load_file
+trained, full = load_file(sys.argv[1]), load_file(sys.argv[2])
+assert set(full) == set(trained) | {"step_counter"}, sorted(full)
+assert full["step_counter"].dtype == np.int64 and full["step_counter"].shape == () and int(full["step_counter"]) == 5
+for name, t in trained.items():
+    assert full[name].dtype == np.float32 and full[name].shape == t.shape and np.array_equal(full[name], t), name
+print(f"export with --model: {len(full)} tensors, step_counter={int(full['step_counter'])} ({full['step_counter'].dtype}) copied back")
+PYEOF
+
 # Resuming the state with another model is refused, naming both layouts.
 "${PY}" "${here}/make_mlp.py" "${work}/small.safetensors" --hidden 32 >/dev/null
 set +e
