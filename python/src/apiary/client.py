@@ -1,0 +1,738 @@
+"""The client runtime: what docs/PROTOCOL.md section 4.2 asks of a client, for any model.
+
+A `Client` joins through the snapshot endpoint (a late joiner trains at once), follows newer
+models from the broadcast (chunks assembled, gaps fetched by snapshot), trains through the
+user's trainer, pushes each result tagged with its base version and a sequence number, resends
+until receipted, and carries on by itself after an aggregator restart. Parameter shards (4.4)
+are followed transparently. Sockets live on one I/O thread; training runs in the thread that
+calls `run()`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping, Protocol
+
+import numpy as np
+import zmq
+import zmq.utils.monitor
+
+from . import keys, wire
+
+log = logging.getLogger("apiary")
+
+# MARK: the user's side
+
+
+@dataclass
+class TrainResult:
+    """What one local training run produced.
+
+    ``parameters`` maps every tensor name of the model to its new values (same shape; any float
+    dtype, sent as float32), or to the change from the model it started from when ``delta`` is
+    true. ``num_examples`` is how many examples it trained on; ``metrics`` are named numbers sent
+    with the update (when the aggregator takes them).
+    """
+
+    parameters: Mapping[str, np.ndarray]
+    num_examples: int
+    metrics: Mapping[str, float] = field(default_factory=dict)
+    delta: bool = False
+
+
+@dataclass
+class EvaluateResult:
+    """What one evaluation measured: named numbers and the held-out examples behind them."""
+
+    metrics: Mapping[str, float]
+    num_examples: int
+
+
+class Trainer(Protocol):
+    """A learner: ``train`` gets the newest global model by tensor name and the aggregator's
+    training plan (``learning_rate``, ``local_epochs``, ``batch_size``, ``proximal_mu``,
+    ``extra``: the operator's own settings)."""
+
+    def train(self, model: dict[str, np.ndarray], config: dict[str, Any]) -> TrainResult: ...
+
+
+class Evaluator(Protocol):
+    """An evaluator: a client that does not train, evaluates each newer model on held-out data
+    of its own (``dataset`` names it, 1 to 128 bytes) and reports the result."""
+
+    dataset: str
+
+    def evaluate(self, model: dict[str, np.ndarray], config: dict[str, Any]) -> EvaluateResult: ...
+
+
+class TrainerOutputError(ValueError):
+    """A trainer returned tensors that do not fit the model (missing, extra, wrong shape or
+    dtype, not finite); nothing was sent."""
+
+
+class ClientConfigError(ValueError):
+    """The client cannot start as configured (id, endpoints, keys)."""
+
+
+@dataclass
+class Stats:
+    rounds: int = 0
+    updates_sent: int = 0
+    resends: int = 0
+    merged: int = 0
+    rejected: int = 0
+    duplicates: int = 0
+    reports_recorded: int = 0
+    snapshots: int = 0
+    broadcasts: int = 0
+    model_version: int = 0
+    pending: int = 0
+    shards: int = 0
+    handshake_failures: int = 0
+    last_reject_reason: str | None = None
+    last_handshake_failure: str | None = None
+
+
+def endpoints_from(aggregator: str) -> tuple[str, str, str]:
+    """``tcp://HOST:PORT`` (the snapshot endpoint) -> (model, snapshot, update): model and
+    update are on PORT+1 and PORT+2, as the aggregator's defaults 5556, 5557, 5558."""
+    if not aggregator.startswith("tcp://") or ":" not in aggregator[6:]:
+        raise ClientConfigError(f"aggregator must be tcp://HOST:PORT (the snapshot port), got {aggregator!r}")
+    host, _, port_text = aggregator.rpartition(":")
+    try:
+        port = int(port_text)
+    except ValueError:
+        raise ClientConfigError(f"aggregator port {port_text!r} is not a number") from None
+    if not 1 <= port <= 65533:
+        raise ClientConfigError(f"aggregator port {port} out of range")
+    return f"{host}:{port + 1}", aggregator, f"{host}:{port + 2}"
+
+
+# MARK: internals
+
+
+@dataclass
+class _Model:
+    layout: wire.Layout
+    layout_frame: bytes
+    values: np.ndarray            # the whole flat vector
+    bases: list[tuple[int, int]]  # (run id, version) per shard
+    config: dict[str, Any]
+
+    @property
+    def version(self) -> int:
+        return sum(v for _, v in self.bases)
+
+
+@dataclass
+class _Outgoing:
+    seq: int
+    kind: str                     # "update" or "report"
+    bases: list[tuple[int, int]]
+    values: np.ndarray | None
+    samples: int
+    metrics: dict[str, float]
+    dataset: str = ""
+    slots: list[dict[str, Any]] = field(default_factory=list)
+
+
+class _Link:
+    """One aggregator (or shard): its three sockets and what the client knows of it."""
+
+    def __init__(self, client: "Client", index: int, model: str, snapshot: str, update: str) -> None:
+        self.index = index
+        self.model_ep, self.snapshot_ep, self.update_ep = model, snapshot, update
+        self.range: tuple[int, int] | None = None
+        self.base: tuple[int, int] | None = None
+        self.chunks: dict[int, bytes] = {}
+        self.chunk_key: tuple[int, int] | None = None
+        self.request_id = 0
+        self.outstanding = False
+        self.deadline = 0.0
+        self.unanswered = 0
+        self.last_silence_log = -1e9
+        self.handshake_failures = 0
+        self.last_handshake_log = -1e9
+        ctx = client.context
+        self.sub = ctx.socket(zmq.SUB)
+        client._secure(self.sub)
+        self.sub.setsockopt(zmq.RCVHWM, 4096)
+        self.sub.setsockopt(zmq.RECONNECT_IVL_MAX, client.max_backoff_ms)
+        self.sub.setsockopt(zmq.SUBSCRIBE, b"model")
+        self.sub.setsockopt(zmq.SUBSCRIBE, f"receipt/{client.client_id}/".encode())
+        self.monitor = self.sub.get_monitor_socket(
+            zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL | zmq.EVENT_HANDSHAKE_FAILED_AUTH
+            | zmq.EVENT_HANDSHAKE_SUCCEEDED)
+        self.sub.connect(model)
+        self.dealer = client._make_dealer(snapshot)
+        self.push = ctx.socket(zmq.PUSH)
+        client._secure(self.push)
+        self.push.setsockopt(zmq.SNDHWM, 4)
+        self.push.setsockopt(zmq.IMMEDIATE, 1)
+        self.push.setsockopt(zmq.RECONNECT_IVL_MAX, client.max_backoff_ms)
+        self.push.connect(update)
+
+    def close(self) -> None:
+        for s in (self.monitor, self.sub, self.dealer, self.push):
+            s.close(linger=0)
+
+
+# MARK: the client
+
+
+class Client:
+    """An Apiary client for a `Trainer` (or, with ``evaluator=``, an evaluator).
+
+    ``aggregator`` is the snapshot endpoint ``tcp://HOST:PORT`` (model and update on the next
+    two ports), or give ``model_endpoint``/``snapshot_endpoint``/``update_endpoint``. CURVE is
+    on unless ``insecure=True``: ``secret_key_file`` defaults to ``keys/<client_id>.secret``,
+    ``server_public_key_file`` to ``keys/aggregator.public`` (what `apiary keys generate` writes).
+    ``state_dir`` keeps the last sequence number, so that seqs increase across restarts even if
+    the clock steps back.
+    """
+
+    def __init__(self, trainer: Trainer | None = None, *, client_id: str, aggregator: str | None = None,
+                 model_endpoint: str | None = None, snapshot_endpoint: str | None = None, update_endpoint: str | None = None,
+                 secret_key_file: str | None = None, server_public_key_file: str | None = None, insecure: bool = False,
+                 evaluator: Evaluator | None = None, state_dir: str | None = None, snapshot_timeout: float = 2.0,
+                 new_model_wait: float = 2.0, max_pending: int = 8, max_backoff: float = 30.0,
+                 receipt_timeout: float | None = None, context: zmq.Context[Any] | None = None) -> None:
+        if (trainer is None) == (evaluator is None):
+            raise ClientConfigError("give a trainer or an evaluator (exactly one)")
+        if not wire.valid_client_id(client_id):
+            raise ClientConfigError(f"client id {client_id!r} is not 1 to 64 characters of A-Z a-z 0-9 . _ -")
+        if evaluator is not None and not 1 <= len(evaluator.dataset.encode()) <= wire.MAX_DATASET_BYTES:
+            raise ClientConfigError("the evaluator's dataset name must be 1 to 128 bytes")
+        if aggregator is not None:
+            model_endpoint, snapshot_endpoint, update_endpoint = endpoints_from(aggregator)
+        if not (model_endpoint and snapshot_endpoint and update_endpoint):
+            raise ClientConfigError("give aggregator='tcp://HOST:PORT' or all three endpoints")
+        self.trainer, self.evaluator = trainer, evaluator
+        self.client_id = client_id
+        self.endpoints = (model_endpoint, snapshot_endpoint, update_endpoint)
+        self.curve: tuple[keys.KeyPair, str] | None = None
+        if not insecure:
+            secret = secret_key_file or os.path.join("keys", f"{client_id}.secret")
+            server = server_public_key_file or os.path.join("keys", "aggregator.public")
+            if not os.path.exists(secret):
+                raise ClientConfigError(f"no secret key file {secret}: make one with `apiary keys generate --name {client_id} --out keys` "
+                                        "and have the operator authorize its .public file, pass secret_key_file=, or insecure=True")
+            if not os.path.exists(server):
+                raise ClientConfigError(f"no aggregator public key file {server}: copy the aggregator's .public file there "
+                                        "or pass server_public_key_file=")
+            self.curve = (keys.read_pair(secret), keys.read_public(server))
+        self.snapshot_timeout, self.new_model_wait = snapshot_timeout, new_model_wait
+        self.max_pending, self.max_backoff = max(1, max_pending), max_backoff
+        self.max_backoff_ms = int(max_backoff * 1000)
+        self.receipt_timeout = receipt_timeout
+        self.state_dir = state_dir
+        self.context: zmq.Context[Any] = context or zmq.Context.instance()
+        self.stats = Stats()
+        self._lock = threading.Condition()
+        self._model: _Model | None = None
+        self._outbox: list[_Outgoing] = []
+        self._pending: dict[int, _Outgoing] = {}
+        self._stop = threading.Event()
+        self._fatal: BaseException | None = None
+        self._seq = self._first_seq()
+        self._reject_log: dict[str, float] = {}
+        self._links: list[_Link] = []
+        self._shard_map: list[wire.ShardEntry] | None = None
+        self._layout: wire.Layout | None = None
+
+    # -- lifecycle
+
+    def stop(self) -> None:
+        """Asks `run()` to return (after the training run in progress)."""
+        self._stop.set()
+        with self._lock:
+            self._lock.notify_all()
+
+    def run(self, max_rounds: int | None = None, handle_signals: bool = True) -> Stats:
+        """Trains (or evaluates) until `stop()`, SIGTERM/SIGINT (when called from the main
+        thread and ``handle_signals``), or ``max_rounds`` runs whose updates were all answered."""
+        previous: dict[signal.Signals, Any] = {}
+        if handle_signals and threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                previous[sig] = signal.signal(sig, lambda *_: self.stop())
+        io = threading.Thread(target=self._io_main, name=f"apiary-io-{self.client_id}", daemon=True)
+        io.start()
+        log.info("client starting", extra={"client": self.client_id, "snapshot": self.endpoints[1]})
+        try:
+            self._work_loop(max_rounds)
+        finally:
+            self._stop.set()
+            io.join(timeout=10)
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+        if self._fatal is not None:
+            raise self._fatal
+        return self.stats
+
+    # -- the worker (caller's thread)
+
+    def _work_loop(self, max_rounds: int | None) -> None:
+        last_version: int | None = None
+        rounds = 0
+        while not self._stop.is_set():
+            if max_rounds is not None and rounds >= max_rounds:
+                # Done training: wait until every update was answered.
+                with self._lock:
+                    while (self._pending or self._outbox) and not self._stop.is_set() and self._fatal is None:
+                        self._lock.wait(timeout=0.05)
+                return
+            with self._lock:
+                # Wait for a model (newer than the last one when evaluating or when we just pushed).
+                deadline = time.monotonic() + (self.new_model_wait if last_version is not None else 1e9)
+                while not self._stop.is_set() and self._fatal is None:
+                    m = self._model
+                    newer = m is not None and (last_version is None or m.version != last_version)
+                    room = len(self._pending) + len(self._outbox) < self.max_pending
+                    if m is not None and room and (newer or (self.trainer is not None and time.monotonic() >= deadline)):
+                        break
+                    self._lock.wait(timeout=0.05)
+                if self._stop.is_set() or self._fatal is not None:
+                    return
+                assert self._model is not None
+                model = self._model
+            named = _by_name(model.layout, model.values)
+            config = dict(model.config.get("training", {}))
+            rounds += 1
+            last_version = model.version
+            if self.evaluator is not None:
+                self._evaluate(model, named, config)
+            else:
+                self._train(model, named, config, rounds)
+
+    def _train(self, model: _Model, named: dict[str, np.ndarray], config: dict[str, Any], round_: int) -> None:
+        assert self.trainer is not None
+        result = self.trainer.train(named, config)
+        values = flatten(model.layout, result.parameters, base=model.values if result.delta else None)
+        metrics = dict(result.metrics)
+        if metrics:
+            wire.metrics_frame(metrics)  # raises a clear ValueError before anything is sent
+        with self._lock:
+            self.stats.rounds += 1
+            self._outbox.append(_Outgoing(self._next_seq(), "update", list(model.bases), values, max(0, int(result.num_examples)), metrics))
+
+    def _evaluate(self, model: _Model, named: dict[str, np.ndarray], config: dict[str, Any]) -> None:
+        assert self.evaluator is not None
+        if "evaluation_reports" not in model.config.get("features", []):
+            log.error("the aggregator does not take evaluation reports (no 'evaluation_reports' feature): upgrade it")
+            self._stop.wait(5)
+            return
+        r = self.evaluator.evaluate(named, config)
+        wire.encode_report(0, 0, 0, 0, self.client_id, self.evaluator.dataset, dict(r.metrics))  # validate first
+        with self._lock:
+            self.stats.rounds += 1
+            self._outbox.append(_Outgoing(self._next_seq(), "report", list(model.bases), None, max(0, int(r.num_examples)),
+                                          dict(r.metrics), dataset=self.evaluator.dataset))
+
+    # -- sequence numbers (3.4: increasing across restarts)
+
+    def _seq_path(self) -> str | None:
+        return os.path.join(self.state_dir, f"{self.client_id}.seq") if self.state_dir else None
+
+    def _first_seq(self) -> int:
+        seq = time.time_ns() // 1000
+        path = self._seq_path()
+        if path and os.path.exists(path):
+            try:
+                with open(path, encoding="ascii") as f:
+                    seq = max(seq, int(f.read().strip()) + 1)
+            except (OSError, ValueError):
+                log.warning("unreadable seq file %s: starting from the clock", path)
+        return seq
+
+    def _next_seq(self) -> int:
+        seq = self._seq
+        self._seq += 1
+        path = self._seq_path()
+        if path:
+            os.makedirs(self.state_dir or ".", exist_ok=True)
+            tmp = f"{path}.tmp"
+            with open(tmp, "w", encoding="ascii") as f:
+                f.write(str(seq))
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        return seq
+
+    # -- sockets (I/O thread)
+
+    def _secure(self, s: zmq.Socket[Any]) -> None:
+        if self.curve is None:
+            return
+        pair, server = self.curve
+        s.curve_serverkey = server.encode()
+        s.curve_publickey = pair.public.encode()
+        s.curve_secretkey = pair.secret.encode()
+
+    def _make_dealer(self, endpoint: str) -> zmq.Socket[Any]:
+        d: zmq.Socket[Any] = self.context.socket(zmq.DEALER)
+        self._secure(d)
+        d.setsockopt(zmq.LINGER, 0)
+        d.setsockopt(zmq.RECONNECT_IVL_MAX, self.max_backoff_ms)
+        d.connect(endpoint)
+        return d
+
+    def _io_main(self) -> None:
+        try:
+            self._links = [_Link(self, 0, *self.endpoints)]
+            self._request_snapshot(self._links[0])
+            while not self._stop.is_set():
+                poller = zmq.Poller()
+                for link in self._links:
+                    poller.register(link.sub, zmq.POLLIN)
+                    poller.register(link.dealer, zmq.POLLIN)
+                    poller.register(link.monitor, zmq.POLLIN)
+                ready = dict(poller.poll(timeout=50))
+                generation = list(self._links)
+                for link in generation:
+                    if link.monitor in ready:
+                        self._read_monitor(link)
+                    if link.sub in ready:
+                        self._read_sub(link)
+                    if self._links is not generation and self._links != generation:
+                        break
+                    if link.dealer in ready:
+                        self._read_snapshot(link)
+                    if self._links != generation:
+                        break
+                self._send_outbox()
+                self._check_timers()
+        except BaseException as e:  # surfaced by run()
+            log.exception("client I/O failed")
+            with self._lock:
+                self._fatal = e
+                self._lock.notify_all()
+        finally:
+            for link in self._links:
+                link.close()
+
+    def _request_snapshot(self, link: _Link) -> None:
+        link.request_id += 1
+        link.dealer.send(wire.encode_snapshot_request(link.request_id, self.client_id))
+        link.outstanding = True
+        link.deadline = time.monotonic() + self.snapshot_timeout
+
+    def _read_monitor(self, link: _Link) -> None:
+        while link.monitor.poll(0):
+            event = zmq.utils.monitor.recv_monitor_message(link.monitor)
+            kind, value = event["event"], event["value"]
+            if kind == zmq.EVENT_HANDSHAKE_SUCCEEDED:
+                if link.handshake_failures:
+                    log.info("handshake with the aggregator succeeded after %d failures (%s)", link.handshake_failures, link.model_ep)
+                link.handshake_failures = 0
+                link.last_handshake_log = -1e9
+                continue
+            if kind == zmq.EVENT_HANDSHAKE_FAILED_AUTH:
+                cause = "unauthorized_key"
+                hint = "the aggregator refused this client's CURVE key: add its public key to the aggregator's authorized keys (security.authorized_keys)"
+            elif kind == zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL and value == 0x11000002:
+                cause = "mechanism_mismatch"
+                hint = ("the aggregator closed the connection during the handshake: it most likely requires CURVE, and this client runs insecure"
+                        if self.curve is None else "this client uses CURVE but the aggregator runs without it (--insecure)")
+            elif kind == zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL or value == 0x11000001:
+                cause = "no_detail" if kind == zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL else "cryptographic"
+                hint = ("the aggregator dropped the CURVE handshake: most likely server_public_key_file is not this aggregator's public key"
+                        if self.curve is not None else
+                        "the aggregator closed the connection during the handshake: it most likely requires CURVE, and this client runs insecure")
+            else:
+                cause, hint = "protocol", f"the handshake with the aggregator failed (protocol error 0x{value:x})"
+            link.handshake_failures += 1
+            with self._lock:
+                self.stats.handshake_failures += 1
+                self.stats.last_handshake_failure = cause
+            now = time.monotonic()
+            if now - link.last_handshake_log >= 30:
+                link.last_handshake_log = now
+                key = f" public_key={self.curve[0].public}" if self.curve else ""
+                log.warning("cannot get in: %s (endpoint %s, cause %s, failures %d%s)", hint, link.model_ep, cause,
+                            link.handshake_failures, key)
+
+    def _read_snapshot(self, link: _Link) -> None:
+        while link.dealer.poll(0):
+            frames = link.dealer.recv_multipart(copy=True)
+            try:
+                reply = wire.decode_snapshot_reply(frames)
+            except wire.ProtocolError as e:
+                log.warning("bad snapshot reply from %s: %s", link.snapshot_ep, e)
+                continue
+            if reply.request_id != link.request_id:
+                continue
+            if link.unanswered:
+                log.info("snapshot reply from %s after %d unanswered requests", link.snapshot_ep, link.unanswered)
+            link.outstanding = False
+            link.unanswered = 0
+            with self._lock:
+                self.stats.snapshots += 1
+            if self._adopt_layout(reply, link):
+                return  # links replaced: the new ones ask for their snapshots
+            self._store(link, reply.run_id, reply.version, reply.values, reply.config, reply)
+
+    def _adopt_layout(self, reply: wire.SnapshotReply, link: _Link) -> bool:
+        """Checks the layout and follows a shard map; True when the links were replaced."""
+        if self._layout is not None and reply.layout != self._layout:
+            log.warning("the aggregator's model layout changed: %s", reply.layout.describe())
+        self._layout = reply.layout
+        self._layout_frame = reply.layout_frame
+        shards = reply.shards
+        same = (shards is None and self._shard_map is None) or (
+            shards is not None and self._shard_map is not None and [(s.start, s.end) for s in shards] == [(s.start, s.end) for s in self._shard_map])
+        if same:
+            return False
+        own = reply.shard_index if shards else 0
+        new: list[_Link] = []
+        for i in range(len(shards) if shards else 1):
+            if i == own:
+                link.index = i
+                link.chunks, link.chunk_key, link.base = {}, None, None
+                new.append(link)
+            else:
+                assert shards is not None
+                e = shards[i]
+                new.append(_Link(self, i, e.model, e.snapshot, e.update))
+        for old in self._links:
+            if old is not link:
+                old.close()
+        self._links = new
+        self._shard_map = shards
+        if shards:
+            for i, e in enumerate(shards):
+                new[i].range = (e.start, e.end)
+            log.info("model is sharded: connecting to every shard (%d)", len(shards))
+        else:
+            link.range = None
+        with self._lock:
+            if self._pending or self._outbox:
+                log.warning("shard map changed: dropping %d updates without receipts", len(self._pending) + len(self._outbox))
+            self._pending.clear()
+            self._outbox.clear()
+            self._model = None
+            self._values = np.zeros(reply.layout.parameter_count, dtype=np.float32)
+            self.stats.shards = len(new)
+        self._values = np.zeros(reply.layout.parameter_count, dtype=np.float32)
+        for other in new:
+            if other is not link:
+                self._request_snapshot(other)
+        # The reply that brought the map holds this link's slice.
+        self._store(link, reply.run_id, reply.version, reply.values, reply.config, reply)
+        return True
+
+    def _store(self, link: _Link, run_id: int, version: int, values: np.ndarray, config: dict[str, Any] | None,
+               reply: wire.SnapshotReply | None = None) -> None:
+        if self._layout is None:
+            return
+        if not hasattr(self, "_values") or self._values.size != self._layout.parameter_count:
+            self._values = np.zeros(self._layout.parameter_count, dtype=np.float32)
+        start, end = link.range or (0, self._layout.parameter_count)
+        if values.size != end - start:
+            return
+        if link.base is not None and link.base[0] == run_id and version <= link.base[1] and reply is None:
+            return  # not newer
+        self._values[start:end] = values
+        link.base = (run_id, version)
+        if config is not None:
+            self._config = config
+        if any(l.base is None for l in self._links):
+            return
+        with self._lock:
+            first = self._model is None
+            self._model = _Model(self._layout, self._layout_frame, self._values.copy(), [l.base for l in self._links if l.base],
+                                 getattr(self, "_config", {}))
+            self.stats.model_version = self._model.version
+            if reply is None:
+                self.stats.broadcasts += 1
+            self._lock.notify_all()
+        if first:
+            log.info("joined: holding the aggregator's model (version %d, %d parameters, %d tensors, %s)",
+                     self._model.version, self._layout.parameter_count, len(self._layout.tensors), self.endpoints[1])
+
+    def _read_sub(self, link: _Link) -> None:
+        while link.sub.poll(0):
+            frames = link.sub.recv_multipart(copy=True)
+            topic = frames[0]
+            try:
+                if topic == b"model":
+                    self._handle_chunk(link, wire.decode_model_chunk(frames))
+                elif topic.startswith(b"receipt/"):
+                    self._handle_receipt(link, wire.decode_receipt(frames))
+            except wire.ProtocolError as e:
+                log.debug("bad message on %s: %s", link.model_ep, e)
+
+    def _handle_chunk(self, link: _Link, c: wire.ModelChunk) -> None:
+        if self._layout is None or c.fingerprint != self._layout.fingerprint():
+            if not link.outstanding:
+                self._request_snapshot(link)
+            return
+        key = (c.run_id, c.version)
+        if link.base is not None and link.base[0] == c.run_id and c.version <= link.base[1]:
+            return
+        if link.chunk_key != key:
+            if link.chunk_key is not None and link.chunks and not link.outstanding:
+                self._request_snapshot(link)  # a gap: the incomplete version is dropped
+            link.chunk_key, link.chunks = key, {}
+        link.chunks[c.index] = bytes(c.payload)
+        if len(link.chunks) == c.count:
+            start, end = link.range or (0, self._layout.parameter_count)
+            values = np.frombuffer(b"".join(link.chunks[i] for i in range(c.count)), dtype="<f4").astype(np.float32)
+            link.chunks, link.chunk_key = {}, None
+            if values.size == end - start:
+                self._store(link, c.run_id, c.version, values, None)
+
+    def _handle_receipt(self, link: _Link, r: wire.Receipt) -> None:
+        with self._lock:
+            u = self._pending.get(r.seq)
+            if u is None or link.index >= len(u.slots) or u.slots[link.index].get("receipt") is not None:
+                return
+            u.slots[link.index]["receipt"] = r
+            if r.decision == wire.MERGED:
+                self.stats.merged += 1
+            elif r.decision == wire.DUPLICATE:
+                self.stats.duplicates += 1
+            elif r.decision == wire.RECORDED:
+                self.stats.reports_recorded += 1
+            else:
+                self.stats.rejected += 1
+                self.stats.last_reject_reason = r.reason_name
+            if all(s.get("receipt") is not None for s in u.slots):
+                del self._pending[r.seq]
+            self.stats.pending = len(self._pending)
+            self._lock.notify_all()
+        if r.decision == wire.REJECTED:
+            now = time.monotonic()
+            if now - self._reject_log.get(r.reason_name, -1e9) >= 30:
+                self._reject_log[r.reason_name] = now
+                log.warning("update rejected: %s (%s; endpoint %s, seq %d)", r.reason_name, r.message, link.update_ep, r.seq)
+            if r.reason_name == "unknown_base" and not link.outstanding:
+                self._request_snapshot(link)
+
+    def _send_outbox(self) -> None:
+        with self._lock:
+            ready, self._outbox = self._outbox, []
+            for u in ready:
+                u.slots = [{"attempts": 0, "deadline": 0.0, "receipt": None} for _ in self._links]
+                self._pending[u.seq] = u
+            self.stats.pending = len(self._pending)
+
+    def _frames(self, u: _Outgoing, link: _Link) -> list[Any]:
+        run, base = u.bases[link.index] if link.index < len(u.bases) else (0, 0)
+        if u.kind == "report":
+            return list(wire.encode_report(run, base, u.seq, u.samples, self.client_id, u.dataset, u.metrics))
+        assert u.values is not None
+        start, end = link.range or (0, u.values.size)
+        features = self._model.config.get("features", []) if self._model else []
+        with_metrics = bool(u.metrics) and "update_metrics" in features
+        header = wire.encode_update_header(run, base, u.seq, u.samples, self.client_id, with_metrics)
+        frames: list[Any] = [header, self._layout_frame]
+        if with_metrics:
+            frames.append(wire.metrics_frame(u.metrics))
+        chunk = int((self._model.config if self._model else {}).get("chunk_parameters", 262_144))
+        frames.extend(wire.payload_frames(u.values[start:end], chunk))
+        return frames
+
+    def _check_timers(self) -> None:
+        now = time.monotonic()
+        for link in self._links:
+            if link.outstanding and now >= link.deadline:
+                link.unanswered += 1
+                if now - link.last_silence_log >= 30:
+                    link.last_silence_log = now
+                    hint = ("; with CURVE, check server_public_key_file and that this client's key is authorized "
+                            "(failed handshakes are logged as \"cannot get in\")") if self.curve else ""
+                    log.warning("no snapshot reply: is the aggregator running at %s?%s (unanswered %d)", link.snapshot_ep, hint, link.unanswered)
+                link.dealer.close(linger=0)
+                link.dealer = self._make_dealer(link.snapshot_ep)
+                self._request_snapshot(link)
+        advice = float((self._model.config if self._model else {}).get("receipt_timeout_s", 10.0))
+        timeout = self.receipt_timeout or advice
+        with self._lock:
+            pending = list(self._pending.values())
+        resent = 0
+        for u in pending:
+            for link in self._links:
+                slot = u.slots[link.index] if link.index < len(u.slots) else None
+                if slot is None or slot["receipt"] is not None or now < slot["deadline"]:
+                    continue
+                try:
+                    link.push.send_multipart(self._frames(u, link), flags=zmq.NOBLOCK, copy=False)
+                except zmq.Again:
+                    slot["deadline"] = now + 0.2
+                    continue
+                if slot["attempts"]:
+                    resent += 1
+                else:
+                    with self._lock:
+                        self.stats.updates_sent += 1
+                slot["attempts"] += 1
+                slot["deadline"] = now + min(self.max_backoff, timeout * min(32, 2 ** (slot["attempts"] - 1)))
+                if slot["attempts"] >= 3 and not link.outstanding:
+                    self._request_snapshot(link)  # repeated silence: the aggregator may have restarted
+        if resent:
+            with self._lock:
+                self.stats.resends += resent
+
+
+def _by_name(layout: wire.Layout, values: np.ndarray) -> dict[str, np.ndarray]:
+    """The flat vector as named arrays (copies: the trainer may change them)."""
+    out: dict[str, np.ndarray] = {}
+    for t, o in zip(layout.tensors, layout.offsets()):
+        out[t.name] = values[o:o + t.count].reshape(t.shape).copy()
+    return out
+
+
+def flatten(layout: wire.Layout, tensors: Mapping[str, np.ndarray], base: np.ndarray | None = None) -> np.ndarray:
+    """Named tensors -> the flat float32 vector in layout order; with ``base``, the tensors are
+    a delta added to it. Raises `TrainerOutputError` naming every tensor that does not fit."""
+    names = set(layout.names)
+    problems: list[str] = []
+    missing = [n for n in layout.names if n not in tensors]
+    extra = sorted(set(tensors) - names)
+    if missing:
+        problems.append("missing " + ", ".join(missing))
+    if extra:
+        problems.append("not in the model " + ", ".join(extra))
+    out = np.empty(layout.parameter_count, dtype=np.float32)
+    for t, o in zip(layout.tensors, layout.offsets()):
+        if t.name not in tensors:
+            continue
+        a = np.asarray(tensors[t.name])
+        if a.shape != t.shape:
+            problems.append(f"{t.name} has shape {list(a.shape)}, the model {list(t.shape)}")
+            continue
+        if not np.issubdtype(a.dtype, np.floating):
+            problems.append(f"{t.name} has dtype {a.dtype}, not a float")
+            continue
+        flat = a.astype(np.float32, copy=False).reshape(-1)
+        if base is not None:
+            flat = base[o:o + t.count] + flat
+        if not np.all(np.isfinite(flat)):
+            problems.append(f"{t.name} is not finite")
+            continue
+        out[o:o + t.count] = flat
+    if problems:
+        raise TrainerOutputError("the trainer's result does not fit the model: " + "; ".join(problems))
+    return out
+
+
+def run(trainer: Trainer, *, client_id: str, aggregator: str = "tcp://127.0.0.1:5556", max_rounds: int | None = None,
+        **options: Any) -> Stats:
+    """Joins the aggregator and trains ``trainer`` until SIGTERM/SIGINT (or ``max_rounds``).
+    Options are those of `Client` (``secret_key_file``, ``server_public_key_file``, ``insecure``,
+    ``state_dir``, ...)."""
+    return Client(trainer, client_id=client_id, aggregator=aggregator, **options).run(max_rounds=max_rounds)
+
+
+def evaluate(evaluator: Evaluator, *, client_id: str, aggregator: str = "tcp://127.0.0.1:5556", max_rounds: int | None = None,
+             **options: Any) -> Stats:
+    """Runs ``evaluator`` as an evaluator client (reports on each newer model)."""
+    return Client(evaluator=evaluator, client_id=client_id, aggregator=aggregator, **options).run(max_rounds=max_rounds)
+
+
+Callback = Callable[[Stats], None]

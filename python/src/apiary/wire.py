@@ -1,0 +1,399 @@
+"""The Apiary wire protocol, version 1 (docs/PROTOCOL.md): encoders and decoders, no sockets.
+
+Every function here follows one section of PROTOCOL.md; the section is named in its docstring.
+Integers are little-endian; tensor values are float32 little-endian in raw frames.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import struct
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+import numpy as np
+
+PROTOCOL_VERSION = 1
+MAGIC = b"APRY"
+
+MODEL_CHUNK = 1
+SNAPSHOT_REQUEST = 2
+SNAPSHOT_REPLY = 3
+CLIENT_UPDATE = 4
+RECEIPT = 5
+EVALUATION_REPORT = 6
+
+DTYPE_FLOAT32 = 1
+MAX_TENSORS = 4096
+MAX_RANK = 8
+MAX_CLIENT_ID = 64
+UNKNOWN_STALENESS = 2**64 - 1
+
+# Receipt decisions (3.5).
+MERGED = 1
+REJECTED = 2
+DUPLICATE = 3
+RECORDED = 4
+
+REASONS = {
+    0: "none", 1: "malformed", 2: "unsupported_protocol_version", 3: "unknown_message_type",
+    4: "layout_mismatch", 5: "non_finite", 6: "too_stale", 7: "unknown_base", 8: "duplicate",
+    9: "oversized", 10: "unknown_client", 11: "norm_too_large", 12: "identity_mismatch",
+    13: "unsupported_codec", 14: "unavailable",
+}
+DECISIONS = {1: "merged", 2: "rejected", 3: "duplicate", 4: "recorded"}
+
+_CLIENT_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+_METRIC_NAME = re.compile(r"^[A-Za-z0-9._/-]{1,64}$")
+MAX_METRICS = 64
+MAX_METRICS_BYTES = 8192
+MAX_REPORT_BYTES = 8448
+MAX_DATASET_BYTES = 128
+
+FNV_OFFSET = 0xCBF29CE484222325
+FNV_PRIME = 0x100000001B3
+
+
+class ProtocolError(ValueError):
+    """A frame that does not follow docs/PROTOCOL.md; the message says which field."""
+
+
+def valid_client_id(client_id: str) -> bool:
+    """1 to 64 characters of ``A-Z a-z 0-9 . _ -`` (2)."""
+    return bool(_CLIENT_ID.match(client_id))
+
+
+def common_prefix(message_type: int) -> bytes:
+    """The 8-byte header prefix (2.1)."""
+    return MAGIC + bytes([PROTOCOL_VERSION, message_type]) + b"\0\0"
+
+
+def _check_prefix(header: bytes, expected: int, size: int | None = None, minimum: int = 8) -> None:
+    if len(header) < minimum:
+        raise ProtocolError(f"header of {len(header)} bytes, expected at least {minimum}")
+    if header[:4] != MAGIC:
+        raise ProtocolError("header does not start with the magic APRY")
+    if header[4] != PROTOCOL_VERSION:
+        raise ProtocolError(f"protocol version {header[4]}, this SDK speaks {PROTOCOL_VERSION}")
+    if header[5] != expected:
+        raise ProtocolError(f"message type {header[5]}, expected {expected}")
+    if header[6:8] != b"\0\0":
+        raise ProtocolError("reserved bytes of the common prefix are not zero")
+    if size is not None and len(header) != size:
+        raise ProtocolError(f"header of {len(header)} bytes, expected exactly {size}")
+
+
+# MARK: layout (2.2)
+
+
+@dataclass(frozen=True)
+class Tensor:
+    """One tensor of a layout: its name and shape (dtype float32)."""
+
+    name: str
+    shape: tuple[int, ...]
+
+    @property
+    def count(self) -> int:
+        return math.prod(self.shape)
+
+
+@dataclass(frozen=True)
+class Layout:
+    """The model's tensors in layout order (2.2): the order of the flat parameter vector."""
+
+    tensors: tuple[Tensor, ...]
+
+    @property
+    def parameter_count(self) -> int:
+        return sum(t.count for t in self.tensors)
+
+    @property
+    def names(self) -> list[str]:
+        return [t.name for t in self.tensors]
+
+    def offsets(self) -> list[int]:
+        out, o = [], 0
+        for t in self.tensors:
+            out.append(o)
+            o += t.count
+        return out
+
+    def fingerprint(self) -> int:
+        """FNV-1a 64 over each tensor's name, 0x00, dtype, rank and dimensions (2.2)."""
+        h = FNV_OFFSET
+        for t in self.tensors:
+            data = t.name.encode() + b"\0" + bytes([DTYPE_FLOAT32, len(t.shape)]) + b"".join(struct.pack("<Q", d) for d in t.shape)
+            for b in data:
+                h = ((h ^ b) * FNV_PRIME) & 0xFFFFFFFFFFFFFFFF
+        return h
+
+    def encode(self) -> bytes:
+        """The layout frame (2.2)."""
+        out = [struct.pack("<I", len(self.tensors))]
+        for t in self.tensors:
+            name = t.name.encode()
+            out.append(bytes([len(name)]) + name + bytes([DTYPE_FLOAT32, len(t.shape)]))
+            out.extend(struct.pack("<Q", d) for d in t.shape)
+        return b"".join(out)
+
+    def describe(self) -> str:
+        return ", ".join(f"{t.name}{list(t.shape)}" for t in self.tensors)
+
+    @staticmethod
+    def decode(frame: bytes) -> "Layout":
+        """Parses a layout frame; raises ProtocolError naming what is wrong (2.2)."""
+        if len(frame) < 4:
+            raise ProtocolError("layout frame shorter than its tensor count")
+        (n,) = struct.unpack_from("<I", frame, 0)
+        if not 1 <= n <= MAX_TENSORS:
+            raise ProtocolError(f"layout has {n} tensors, allowed 1 to {MAX_TENSORS}")
+        pos, tensors, names = 4, [], set()
+        for _ in range(n):
+            if pos >= len(frame):
+                raise ProtocolError("layout frame ends inside a tensor")
+            length = frame[pos]
+            pos += 1
+            if length == 0 or pos + length + 2 > len(frame):
+                raise ProtocolError("layout tensor name empty or cut")
+            name = frame[pos:pos + length].decode()
+            pos += length
+            dtype, rank = frame[pos], frame[pos + 1]
+            pos += 2
+            if dtype != DTYPE_FLOAT32:
+                raise ProtocolError(f"tensor {name!r} has dtype {dtype}; version 1 has float32 (1) only")
+            if rank > MAX_RANK or pos + 8 * rank > len(frame):
+                raise ProtocolError(f"tensor {name!r}: rank {rank} or its dimensions cut")
+            shape = struct.unpack_from(f"<{rank}Q", frame, pos)
+            pos += 8 * rank
+            if name in names:
+                raise ProtocolError(f"tensor name {name!r} twice in the layout")
+            names.add(name)
+            tensors.append(Tensor(name, tuple(int(d) for d in shape)))
+        if pos != len(frame):
+            raise ProtocolError(f"{len(frame) - pos} trailing bytes after the layout")
+        return Layout(tuple(tensors))
+
+
+# MARK: snapshot (3.1, 3.2)
+
+
+def encode_snapshot_request(request_id: int, client_id: str) -> bytes:
+    cid = client_id.encode()
+    return common_prefix(SNAPSHOT_REQUEST) + struct.pack("<QB", request_id, len(cid)) + cid
+
+
+@dataclass
+class ShardEntry:
+    """One entry of the shard map (4.4)."""
+
+    start: int
+    end: int
+    model: str
+    snapshot: str
+    update: str
+
+
+@dataclass
+class SnapshotReply:
+    request_id: int
+    run_id: int
+    version: int
+    fingerprint: int
+    parameter_count: int
+    server_time_ms: int
+    layout: Layout
+    layout_frame: bytes
+    config: dict[str, Any]
+    values: np.ndarray  # float32: the whole model, or the replying shard's range
+
+    @property
+    def shards(self) -> list[ShardEntry] | None:
+        raw = self.config.get("shards")
+        if not raw:
+            return None
+        return [ShardEntry(int(e["start"]), int(e["end"]), str(e["model"]), str(e["snapshot"]), str(e["update"])) for e in raw]
+
+    @property
+    def shard_index(self) -> int:
+        return int(self.config.get("shard_index", 0))
+
+    @property
+    def features(self) -> list[str]:
+        return [str(f) for f in self.config.get("features", [])]
+
+    @property
+    def training(self) -> dict[str, Any]:
+        t = self.config.get("training", {})
+        return dict(t) if isinstance(t, dict) else {}
+
+
+def decode_snapshot_reply(frames: Sequence[bytes]) -> SnapshotReply:
+    """``[header] [layout] [config] [payload...]`` (3.2); a REQ socket's empty delimiter is skipped."""
+    frames = list(frames)
+    if frames and len(frames[0]) == 0:
+        frames = frames[1:]
+    if len(frames) < 3:
+        raise ProtocolError(f"snapshot reply of {len(frames)} frames, expected at least 3")
+    header = frames[0]
+    _check_prefix(header, SNAPSHOT_REPLY, size=64)
+    rid, run, version, fp, count, t = struct.unpack_from("<QQQQQq", header, 8)
+    (payload_count, reserved) = struct.unpack_from("<II", header, 56)
+    if reserved != 0:
+        raise ProtocolError("reserved field of the snapshot reply is not zero")
+    if payload_count != len(frames) - 3:
+        raise ProtocolError(f"snapshot reply announces {payload_count} payload frames, has {len(frames) - 3}")
+    layout = Layout.decode(frames[1])
+    if layout.fingerprint() != fp:
+        raise ProtocolError("layout fingerprint of the snapshot reply does not match its layout frame")
+    if layout.parameter_count != count:
+        raise ProtocolError(f"snapshot reply says {count} parameters, its layout {layout.parameter_count}")
+    try:
+        config = json.loads(frames[2].decode())
+    except ValueError as e:
+        raise ProtocolError(f"snapshot config is not JSON: {e}") from None
+    if not isinstance(config, dict):
+        raise ProtocolError("snapshot config is not a JSON object")
+    values = payload_to_array(frames[3:])
+    reply = SnapshotReply(rid, run, version, fp, count, t, layout, bytes(frames[1]), config, values)
+    shards = reply.shards
+    expected = count if shards is None else shards[reply.shard_index].end - shards[reply.shard_index].start
+    if values.size != expected:
+        raise ProtocolError(f"snapshot payload holds {values.size} values, expected {expected}")
+    return reply
+
+
+def payload_to_array(frames: Sequence[bytes]) -> np.ndarray:
+    """Concatenated float32 payload frames (2.3), as one writable array."""
+    for f in frames:
+        if len(f) % 4:
+            raise ProtocolError(f"payload frame of {len(f)} bytes, not a multiple of 4")
+    if len(frames) == 1:
+        return np.frombuffer(frames[0], dtype="<f4").astype(np.float32, copy=True)
+    return np.frombuffer(b"".join(bytes(f) for f in frames), dtype="<f4").astype(np.float32, copy=True)
+
+
+# MARK: model chunk (3.3)
+
+
+@dataclass
+class ModelChunk:
+    run_id: int
+    version: int
+    fingerprint: int
+    parameter_count: int
+    offset: int
+    index: int
+    count: int
+    payload: bytes
+
+
+def decode_model_chunk(frames: Sequence[bytes]) -> ModelChunk:
+    """``[topic "model"] [header] [payload]`` (3.3)."""
+    if len(frames) != 3:
+        raise ProtocolError(f"model chunk of {len(frames)} frames, expected 3")
+    header = frames[1]
+    _check_prefix(header, MODEL_CHUNK, size=56)
+    run, version, fp, count, offset = struct.unpack_from("<QQQQQ", header, 8)
+    index, total = struct.unpack_from("<II", header, 48)
+    if total == 0 or index >= total:
+        raise ProtocolError(f"chunk {index} of {total}")
+    if len(frames[2]) % 4:
+        raise ProtocolError("chunk payload not a multiple of 4 bytes")
+    return ModelChunk(run, version, fp, count, offset, index, total, frames[2])
+
+
+# MARK: client update (3.4) and evaluation report (3.6)
+
+
+def metrics_frame(metrics: dict[str, float]) -> bytes:
+    """The metrics JSON object (3.4); raises ValueError for what the aggregator would reject."""
+    if len(metrics) > MAX_METRICS:
+        raise ValueError(f"{len(metrics)} metrics, at most {MAX_METRICS}")
+    clean: dict[str, float] = {}
+    for name, value in metrics.items():
+        if not isinstance(name, str) or not _METRIC_NAME.match(name):
+            raise ValueError(f"metric name {name!r} is not 1 to 64 characters of A-Z a-z 0-9 . _ - /")
+        if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)):
+            raise ValueError(f"metric {name!r} is {type(value).__name__}, not a number")
+        v = float(value)
+        if not math.isfinite(v):
+            raise ValueError(f"metric {name!r} is not finite")
+        clean[name] = v
+    data = json.dumps(clean, separators=(",", ":"), sort_keys=True).encode()
+    if len(data) > MAX_METRICS_BYTES:
+        raise ValueError(f"metrics take {len(data)} bytes, at most {MAX_METRICS_BYTES}")
+    return data
+
+
+def encode_update_header(run_id: int, base_version: int, seq: int, samples: int, client_id: str, with_metrics: bool) -> bytes:
+    cid = client_id.encode()
+    flags = 1 if with_metrics else 0
+    return common_prefix(CLIENT_UPDATE) + struct.pack("<QQQQBBH", run_id, base_version, seq, samples, 0, len(cid), flags) + cid
+
+
+def encode_report(run_id: int, version: int, seq: int, examples: int, client_id: str, dataset: str,
+                  metrics: dict[str, float]) -> list[bytes]:
+    """``[header] [report]`` (3.6)."""
+    if not metrics:
+        raise ValueError("an evaluation report needs at least one metric")
+    if not 1 <= len(dataset.encode()) <= MAX_DATASET_BYTES:
+        raise ValueError(f"dataset name must be 1 to {MAX_DATASET_BYTES} bytes")
+    cid = client_id.encode()
+    header = common_prefix(EVALUATION_REPORT) + struct.pack("<QQQQBBH", run_id, version, seq, examples, 0, len(cid), 0) + cid
+    body = json.dumps({"dataset": dataset, "metrics": json.loads(metrics_frame(metrics))}, separators=(",", ":")).encode()
+    if len(body) > MAX_REPORT_BYTES:
+        raise ValueError(f"report takes {len(body)} bytes, at most {MAX_REPORT_BYTES}")
+    return [header, body]
+
+
+def payload_frames(values: np.ndarray, chunk_parameters: int) -> list[memoryview]:
+    """Splits a float32 vector into payload frames of at most ``chunk_parameters`` values
+    without copying (2.3): each frame is a view of ``values``' buffer."""
+    v = np.ascontiguousarray(values, dtype="<f4")
+    view = v.data.cast("B")
+    step = max(1, chunk_parameters) * 4
+    if v.size == 0:
+        return [view]
+    return [view[i:i + step] for i in range(0, len(view), step)]
+
+
+# MARK: receipt (3.5)
+
+
+@dataclass
+class Receipt:
+    run_id: int
+    seq: int
+    base_version: int
+    model_version: int
+    staleness: int | None
+    mixing_weight: float
+    decision: int
+    reason: int
+    message: str = field(default="")
+
+    @property
+    def decision_name(self) -> str:
+        return DECISIONS.get(self.decision, str(self.decision))
+
+    @property
+    def reason_name(self) -> str:
+        return REASONS.get(self.reason, str(self.reason))
+
+
+def decode_receipt(frames: Sequence[bytes]) -> Receipt:
+    """``[topic] [header] [message]`` (3.5)."""
+    if len(frames) != 3:
+        raise ProtocolError(f"receipt of {len(frames)} frames, expected 3")
+    header = frames[1]
+    _check_prefix(header, RECEIPT, size=60)
+    run, seq, base, version, staleness = struct.unpack_from("<QQQQQ", header, 8)
+    (weight,) = struct.unpack_from("<d", header, 48)
+    decision, reason = header[56], header[57]
+    if header[58:60] != b"\0\0":
+        raise ProtocolError("reserved field of the receipt is not zero")
+    return Receipt(run, seq, base, version, None if staleness == UNKNOWN_STALENESS else staleness, weight, decision, reason,
+                   bytes(frames[2]).decode(errors="replace"))

@@ -1,0 +1,163 @@
+"""Fixtures: real `apiary aggregator` processes on free loopback ports, in a temporary
+directory, stopped (or killed) when the test ends."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def apiary_bin() -> str:
+    path = os.environ.get("APIARY_BIN", str(ROOT / ".build" / "debug" / "apiary"))
+    if not os.path.exists(path):
+        pytest.skip(f"no apiary binary at {path} (swift build --product apiary, or set APIARY_BIN)")
+    return path
+
+
+def consecutive_ports(n: int = 3) -> int:
+    """A free port P with P+1 ... P+n-1 free as well (snapshot, model, update)."""
+    for _ in range(200):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            base = s.getsockname()[1]
+        if base + n > 65535:
+            continue
+        held = []
+        try:
+            for p in range(base, base + n):
+                t = socket.socket()
+                held.append(t)
+                t.bind(("127.0.0.1", p))
+            return base
+        except OSError:
+            continue
+        finally:
+            for t in held:
+                t.close()
+    raise RuntimeError("no consecutive free ports")
+
+
+@dataclass
+class Aggregator:
+    """One aggregator process; `snapshot` is what clients pass as ``aggregator=``."""
+
+    directory: Path
+    port: int
+    args: list[str]
+    env: dict[str, str]
+    process: subprocess.Popen[bytes] | None = None
+    logs: list[Path] = field(default_factory=list)
+
+    @property
+    def snapshot(self) -> str:
+        return f"tcp://127.0.0.1:{self.port}"
+
+    @property
+    def log(self) -> str:
+        return "".join(p.read_text(errors="replace") for p in self.logs if p.exists())
+
+    def start(self) -> "Aggregator":
+        path = self.directory / f"aggregator-{len(self.logs)}.log"
+        self.logs.append(path)
+        out = open(path, "wb")
+        self.process = subprocess.Popen([apiary_bin(), "aggregator", *self.args], cwd=self.directory, env=self.env,
+                                        stdout=out, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"aggregator exited with {self.process.returncode}:\n{self.log}")
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
+                return self
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError(f"aggregator not listening after 30 s:\n{self.log}")
+
+    def kill(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.send_signal(signal.SIGKILL)
+            self.process.wait(10)
+
+    def stop(self) -> int:
+        if self.process and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                return self.process.wait(20)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+                return -9
+        return self.process.returncode if self.process else 0
+
+
+def write_config(directory: Path, port: int, **overrides: Any) -> Path:
+    """An aggregator config on snapshot P, model P+1, update P+2, state in ``directory``."""
+    chunk = overrides.get("chunk_parameters", 262144)
+    secure = overrides.get("secure", False)
+    model = overrides.get("model", "")
+    text = f"""
+model:
+  initial: "{model}"
+endpoints:
+  snapshot: tcp://127.0.0.1:{port}
+  model: tcp://127.0.0.1:{port + 1}
+  update: tcp://127.0.0.1:{port + 2}
+security:
+  insecure: {"false" if secure else "true"}
+  secret_key_file: {directory}/keys/aggregator.secret
+  authorized_keys: {directory}/keys/authorized_keys
+fedasync:
+  alpha: 0.6
+  max_staleness: 1000
+training:
+  learning_rate: {overrides.get("learning_rate", 0.1)}
+  local_epochs: 1
+  batch_size: 16
+  extra:
+    sdk_test: true
+publish:
+  interval_s: 0.01
+  heartbeat_s: 1
+  chunk_parameters: {chunk}
+limits:
+  receipt_timeout_s: {overrides.get("receipt_timeout_s", 1)}
+checkpoint:
+  directory: {directory}/state
+  interval_s: 0.05
+ledger:
+  path: {directory}/ledger.sqlite
+evaluation:
+  enabled: false
+progress:
+  interval_s: 1
+"""
+    path = directory / "aggregator.yaml"
+    path.write_text(text)
+    return path
+
+
+@pytest.fixture
+def make_aggregator(tmp_path: Path) -> Iterator[Callable[..., Aggregator]]:
+    made: list[Aggregator] = []
+
+    def make(**overrides: Any) -> Aggregator:
+        port = consecutive_ports(3)
+        cfg = write_config(tmp_path, port, **overrides)
+        env = dict(os.environ, LOG_LEVEL="info")
+        agg = Aggregator(tmp_path, port, ["--config", str(cfg)], env)
+        made.append(agg)
+        return agg.start()
+
+    yield make
+    for agg in made:
+        agg.kill()

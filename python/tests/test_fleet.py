@@ -1,0 +1,222 @@
+"""The SDK against a real `apiary aggregator` process: join, train, receipts, broadcasts,
+restarts, CURVE, evaluators, sequence numbers across client restarts."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import pytest
+
+import apiary
+from apiary import keys
+
+from conftest import Aggregator
+
+
+class StepTrainer:
+    """Moves every tensor halfway to 1.0: works for any layout; counts its runs."""
+
+    def __init__(self) -> None:
+        self.runs = 0
+        self.configs: list[dict[str, Any]] = []
+
+    def train(self, model: dict[str, np.ndarray], config: dict[str, Any]) -> apiary.TrainResult:
+        self.runs += 1
+        self.configs.append(config)
+        return apiary.TrainResult({k: v + 0.5 * (1 - v) for k, v in model.items()}, num_examples=10,
+                                  metrics={"loss": 1.0 / self.runs})
+
+
+class Collect(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__()
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(f"{record.levelname} {record.getMessage()}")
+
+
+@pytest.fixture
+def apiary_log() -> Collect:
+    h = Collect()
+    logger = logging.getLogger("apiary")
+    logger.addHandler(h)
+    logger.setLevel(logging.INFO)
+    yield h
+    logger.removeHandler(h)
+
+
+def in_thread(client: apiary.Client, **kw: Any) -> tuple[threading.Thread, list[Any]]:
+    out: list[Any] = []
+
+    def body() -> None:
+        try:
+            out.append(client.run(handle_signals=False, **kw))
+        except BaseException as e:  # noqa: BLE001 - reported by the test
+            out.append(e)
+
+    t = threading.Thread(target=body, daemon=True)
+    t.start()
+    return t, out
+
+
+def eventually(what: str, cond: Callable[[], bool], within: float = 30) -> None:
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        if cond():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_clients_train_and_their_updates_are_merged(make_aggregator: Callable[..., Aggregator]) -> None:
+    agg = make_aggregator()
+    trainers = [StepTrainer() for _ in range(3)]
+    stats = [apiary.Client(t, client_id=f"py-{k}", aggregator=agg.snapshot, insecure=True) for k, t in enumerate(trainers)]
+    threads = [in_thread(c, max_rounds=5) for c in stats]
+    for t, _ in threads:
+        t.join(60)
+    for (t, out), c in zip(threads, stats):
+        assert out and isinstance(out[0], apiary.Stats), out
+        s = out[0]
+        assert s.rounds == 5 and s.merged == 5 and s.rejected == 0 and s.pending == 0, s
+    # The operator's training plan, with its own keys, reached the trainer.
+    assert trainers[0].configs[0]["learning_rate"] == 0.1 and trainers[0].configs[0]["extra"] == {"sdk_test": True}
+    assert agg.stop() == 0
+    assert "merged=15" in agg.log or "version=15" in agg.log
+
+
+def test_chunked_broadcasts_are_followed(make_aggregator: Callable[..., Aggregator]) -> None:
+    agg = make_aggregator(chunk_parameters=100)   # 650 parameters: 7 chunks per version
+    trainer = StepTrainer()
+    follower = apiary.Client(trainer, client_id="follower", aggregator=agg.snapshot, insecure=True)
+    worker = apiary.Client(StepTrainer(), client_id="worker", aggregator=agg.snapshot, insecure=True)
+    tf, _ = in_thread(follower, max_rounds=1)
+    tf.join(30)
+    tw, out = in_thread(worker, max_rounds=8)
+    tw.join(60)
+    assert out and out[0].merged == 8
+    # A third client joins late: the snapshot gives it the current model at once.
+    late = StepTrainer()
+    c = apiary.Client(late, client_id="late", aggregator=agg.snapshot, insecure=True)
+    t, out = in_thread(c, max_rounds=1)
+    t.join(30)
+    assert out and out[0].merged == 1 and out[0].model_version >= 9
+
+
+def test_broadcasts_reach_a_waiting_client(make_aggregator: Callable[..., Aggregator]) -> None:
+    agg = make_aggregator(chunk_parameters=100)
+    evaluations: list[int] = []
+
+    class Eval:
+        dataset = "a test set"
+
+        def evaluate(self, model: dict[str, np.ndarray], config: dict[str, Any]) -> apiary.EvaluateResult:
+            evaluations.append(1)
+            return apiary.EvaluateResult({"accuracy": float(model["b"].mean())}, num_examples=5)
+
+    ev = apiary.Client(evaluator=Eval(), client_id="eval", aggregator=agg.snapshot, insecure=True)
+    t, _ = in_thread(ev)
+    eventually("the evaluator to join", lambda: ev.stats.model_version == 0 and ev.stats.snapshots >= 1)
+    worker = apiary.Client(StepTrainer(), client_id="worker", aggregator=agg.snapshot, insecure=True)
+    tw, out = in_thread(worker, max_rounds=5)
+    tw.join(60)
+    eventually("chunked broadcasts of newer versions", lambda: ev.stats.broadcasts >= 1 and ev.stats.model_version >= 5)
+    eventually("reports recorded", lambda: ev.stats.reports_recorded >= 2)
+    ev.stop()
+    t.join(10)
+    assert len(evaluations) >= 2
+
+
+def test_a_client_carries_on_through_kill_9_and_nothing_acknowledged_is_lost(make_aggregator: Callable[..., Aggregator]) -> None:
+    agg = make_aggregator()
+    c = apiary.Client(StepTrainer(), client_id="survivor", aggregator=agg.snapshot, insecure=True, new_model_wait=0.1)
+    t, out = in_thread(c)
+    eventually("merges before the crash", lambda: c.stats.merged >= 5)
+    agg.kill()
+    acknowledged = c.stats.merged
+    agg.start()  # same state directory: resumes the checkpoint, same run
+    eventually("merges after the restart", lambda: c.stats.merged >= acknowledged + 5, within=60)
+    c.stop()
+    t.join(20)
+    assert out and isinstance(out[0], apiary.Stats)
+    assert agg.stop() == 0
+    # Every merged receipt is in the resumed model: the aggregator's version is at least the count.
+    assert "resum" in agg.log.lower()
+
+
+def test_sequence_numbers_increase_across_client_restarts(tmp_path: Path, make_aggregator: Callable[..., Aggregator]) -> None:
+    agg = make_aggregator()
+    state = tmp_path / "client-state"
+    first = apiary.Client(StepTrainer(), client_id="restarter", aggregator=agg.snapshot, insecure=True, state_dir=str(state))
+    first.run(max_rounds=3, handle_signals=False)
+    last = int((state / "restarter.seq").read_text())
+    # The clock steps back an hour: the next process still continues after the last seq.
+    second = apiary.Client(StepTrainer(), client_id="restarter", aggregator=agg.snapshot, insecure=True, state_dir=str(state))
+    second._seq = min(second._seq, last - 3_600_000_000)
+    second._seq = second._first_seq() if second._seq < last else second._seq
+    s = second.run(max_rounds=3, handle_signals=False)
+    assert s.merged == 3 and s.duplicates == 0
+    assert int((state / "restarter.seq").read_text()) > last
+
+
+def _keys(agg_dir: Path, *names: str, authorize: tuple[str, ...] = ()) -> Path:
+    d = agg_dir / "keys"
+    for n in names:
+        keys.generate(n, str(d))
+    with open(d / "authorized_keys", "w") as f:
+        for n in authorize:
+            f.write(f"{keys.read_public(str(d / (n + '.public')))} {n}\n")
+    return d
+
+
+def test_curve_allowed_unknown_and_wrong_server_key(tmp_path: Path, make_aggregator: Callable[..., Aggregator],
+                                                     apiary_log: Collect) -> None:
+    d = _keys(tmp_path, "aggregator", "alice", "mallory", "impostor", authorize=("alice",))
+    agg = make_aggregator(secure=True)
+    alice = apiary.Client(StepTrainer(), client_id="alice", aggregator=agg.snapshot, secret_key_file=str(d / "alice.secret"),
+                          server_public_key_file=str(d / "aggregator.public"))
+    mallory = apiary.Client(StepTrainer(), client_id="mallory", aggregator=agg.snapshot, secret_key_file=str(d / "mallory.secret"),
+                            server_public_key_file=str(d / "aggregator.public"))
+    wrong = apiary.Client(StepTrainer(), client_id="alice", aggregator=agg.snapshot, secret_key_file=str(d / "alice.secret"),
+                          server_public_key_file=str(d / "impostor.public"))
+    runs = [in_thread(c) for c in (mallory, wrong)]
+    s = alice.run(max_rounds=3, handle_signals=False)
+    assert s.merged == 3
+    eventually("both refused clients to say why", lambda: mallory.stats.handshake_failures > 0 and wrong.stats.handshake_failures > 0)
+    eventually("their log lines", lambda: sum("cannot get in" in l for l in apiary_log.lines) >= 2)
+    for c in (mallory, wrong):
+        c.stop()
+    for t, _ in runs:
+        t.join(10)
+    assert mallory.stats.last_handshake_failure == "unauthorized_key" and mallory.stats.merged == 0
+    assert wrong.stats.last_handshake_failure in ("no_detail", "cryptographic") and wrong.stats.merged == 0
+    text = "\n".join(apiary_log.lines)
+    assert "authorized keys" in text and "server_public_key_file" in text
+    assert agg.stop() == 0
+    assert "unknown CURVE key" in agg.log
+
+
+def test_missing_key_files_are_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(apiary.ClientConfigError, match="apiary keys generate --name edge-9"):
+        apiary.Client(StepTrainer(), client_id="edge-9", aggregator="tcp://127.0.0.1:5556")
+    with pytest.raises(apiary.ClientConfigError, match="tcp://HOST:PORT"):
+        apiary.Client(StepTrainer(), client_id="edge-9", aggregator="127.0.0.1:5556", insecure=True)
+
+
+def test_bad_trainer_output_stops_the_client_before_anything_is_sent(make_aggregator: Callable[..., Aggregator]) -> None:
+    agg = make_aggregator()
+
+    class Wrong:
+        def train(self, model: dict[str, np.ndarray], config: dict[str, Any]) -> apiary.TrainResult:
+            return apiary.TrainResult({"W": model["W"].T, "b": model["b"]}, num_examples=1)
+
+    c = apiary.Client(Wrong(), client_id="wrong", aggregator=agg.snapshot, insecure=True)
+    with pytest.raises(apiary.TrainerOutputError, match=r"W has shape \[10, 64\], the model \[64, 10\]"):
+        c.run(max_rounds=1, handle_signals=False)
+    assert c.stats.updates_sent == 0

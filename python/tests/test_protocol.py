@@ -1,0 +1,65 @@
+"""The wire codec against the examples of docs/PROTOCOL.md, and the trainer-output checks."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from apiary import TrainerOutputError, flatten, wire
+
+DIGITS = wire.Layout((wire.Tensor("W", (64, 10)), wire.Tensor("b", (10,))))
+
+
+def test_layout_frame_and_fingerprint_match_the_protocol_page() -> None:
+    assert DIGITS.encode().hex() == (
+        "02000000015701024000000000000000" "0a00000000000000016201010a00000000000000")
+    assert DIGITS.fingerprint() == 0xADD267FBE249FE49
+    assert wire.Layout.decode(DIGITS.encode()) == DIGITS
+
+
+@pytest.mark.parametrize("frame, what", [
+    (b"", "shorter"), (b"\0\0\0\0", "0 tensors"), (DIGITS.encode() + b"\0", "trailing"),
+    (b"\x01\0\0\0\x01a\x02\x00", "dtype"),
+])
+def test_bad_layout_frames_are_named(frame: bytes, what: str) -> None:
+    with pytest.raises(wire.ProtocolError, match=what):
+        wire.Layout.decode(frame)
+
+
+def test_update_header_is_44_plus_id_bytes() -> None:
+    h = wire.encode_update_header(7, 3, 99, 10, "edge-1", with_metrics=True)
+    assert len(h) == 44 + 6 and h[:6] == b"APRY\x01\x04" and h[42] == 1
+
+
+def test_payload_frames_are_views_not_copies() -> None:
+    v = np.arange(10, dtype=np.float32)
+    frames = wire.payload_frames(v, 4)
+    assert [len(f) for f in frames] == [16, 16, 8]
+    v[0] = 42  # the frames see the array's memory
+    assert np.frombuffer(frames[0], dtype="<f4")[0] == 42
+
+
+def test_trainer_output_by_name_in_any_order() -> None:
+    w, b = np.ones((64, 10), np.float32), np.full(10, 2, np.float64)
+    flat = flatten(DIGITS, {"b": b, "W": w})
+    assert flat.dtype == np.float32 and flat[:640].sum() == 640 and flat[640:].sum() == 20
+
+
+@pytest.mark.parametrize("tensors, message", [
+    ({"W": np.ones((64, 10))}, "missing b"),
+    ({"W": np.ones((64, 10)), "b": np.ones(10), "c": np.ones(1)}, "not in the model c"),
+    ({"W": np.ones((10, 64)), "b": np.ones(10)}, "W has shape [10, 64], the model [64, 10]"),
+    ({"W": np.ones((64, 10), np.int64), "b": np.ones(10)}, "W has dtype int64"),
+    ({"W": np.full((64, 10), np.nan), "b": np.ones(10)}, "W is not finite"),
+])
+def test_bad_trainer_output_is_a_clear_error(tensors: dict[str, np.ndarray], message: str) -> None:
+    with pytest.raises(TrainerOutputError, match=message.replace("[", r"\[").replace("]", r"\]")):
+        flatten(DIGITS, tensors)
+
+
+def test_metrics_are_checked_before_sending() -> None:
+    assert wire.metrics_frame({"loss": 0.5}) == b'{"loss":0.5}'
+    with pytest.raises(ValueError, match="not finite"):
+        wire.metrics_frame({"loss": float("inf")})
+    with pytest.raises(ValueError, match="not a number"):
+        wire.metrics_frame({"loss": "low"})  # type: ignore[dict-item]
