@@ -10,7 +10,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 SWIFT ?= swift
 BIN := .build/debug/apiary
 
-.PHONY: all deps deps-python deps-browser build demo test examples netns-test kill-test fuzz fuzz-smoke deploy-check clean help
+.PHONY: all deps deps-python deps-browser build demo test examples python-test netns-test kill-test fuzz fuzz-smoke deploy-check clean help
 FUZZ_SECONDS ?= 3600
 
 all: build
@@ -21,6 +21,7 @@ help:
 	@echo "make build   - debug build of the apiary command"
 	@echo "make fuzz    - libFuzzer over decoders and merge validator (FUZZ_SECONDS, default 3600)"
 	@echo "make examples - build and run Examples/mlp-digits (an MLP on an embedded AggregatorServer) to its stated accuracy"
+	@echo "make python-test - the Python SDK: install, mypy, pytest against real aggregators, example (a)"
 	@echo "make netns-test - aggregator, gateways and devices in network namespaces with delay, loss and a partition (root)"
 	@echo "make kill-test - SIGKILL the aggregator 20 times during training; nothing acknowledged may be lost"
 
@@ -35,8 +36,9 @@ deps:
 ## Python for the interop and model tests: a virtual environment in .venv (never the system's).
 deps-python:
 	@[ -x $(VENV)/bin/python3 ] || { echo "creating $(VENV)"; python3 -m venv $(VENV); }
-	@$(VENV)/bin/python3 -c 'import zmq, numpy, safetensors' 2>/dev/null || \
-	  { echo "installing pyzmq, numpy and safetensors into $(VENV)"; $(VENV)/bin/python3 -m pip install --quiet pyzmq numpy safetensors; }
+	@$(VENV)/bin/python3 -c 'import zmq, numpy, safetensors, sklearn, pytest, mypy' 2>/dev/null || \
+	  { echo "installing pyzmq, numpy, safetensors, scikit-learn, pytest and mypy into $(VENV)"; \
+	    $(VENV)/bin/python3 -m pip install --quiet pyzmq numpy safetensors scikit-learn pytest mypy; }
 
 ## A real browser for the dashboard test (Debian's chromium, run headless).
 deps-browser:
@@ -65,6 +67,7 @@ test: deps deps-python deps-browser
 	bash Tests/interop/run.sh
 	bash Tests/model/run.sh
 	$(MAKE) examples
+	$(MAKE) python-test
 	@# A real network (namespaces, veth links, delay, loss, a partitioned gateway): needs root.
 	@if [ "$$(id -u)" = 0 ]; then NETNS_TARGET=0.88 bash Tests/netns/run.sh; \
 	 else echo "make test: not root, so the network-namespace run (Tests/netns/run.sh) is skipped"; fi
@@ -76,6 +79,16 @@ test: deps deps-python deps-browser
 ## and run to the accuracy it states (it exits 1 when it falls short).
 examples: deps
 	cd Examples/mlp-digits && $(SWIFT) build && .build/debug/MLPDigits --target 0.93 --limit 180
+
+## The Python SDK: installed from python/ as a user would (pip install ./python), its types
+## checked (mypy --strict), its pytest suite against real aggregator processes, and example (a)
+## (an aggregator and five Python client processes) to its stated accuracy.
+python-test: deps-python
+	$(SWIFT) build --product apiary
+	$(VENV)/bin/python3 -m pip install --quiet --force-reinstall --no-deps ./python
+	cd python && $(VENV)/bin/mypy --config-file pyproject.toml src
+	cd python && APIARY_BIN=$(CURDIR)/$(BIN) $(VENV)/bin/python3 -m pytest -q tests
+	APIARY_BIN=$(CURDIR)/$(BIN) PY=$(VENV)/bin/python3 bash python/examples/numpy-softmax/run.sh
 
 ## The network-namespace run alone (root).
 netns-test: build
