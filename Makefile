@@ -81,14 +81,15 @@ examples: deps
 	cd Examples/mlp-digits && $(SWIFT) build && .build/debug/MLPDigits --target 0.93 --limit 180
 
 ## The Python SDK: installed from python/ as a user would (pip install ./python), its types
-## checked (mypy --strict), its pytest suite against real aggregator processes, and example (a)
-## (an aggregator and five Python client processes) to its stated accuracy.
+## checked (mypy --strict), its pytest suite against real aggregator processes, and examples (a)
+## and (b) (an aggregator and five Python client processes each) to their stated accuracy.
 python-test: deps-python
 	$(SWIFT) build --product apiary
 	$(VENV)/bin/python3 -m pip install --quiet --force-reinstall --no-deps ./python
 	cd python && $(VENV)/bin/mypy --config-file pyproject.toml src
 	cd python && APIARY_BIN=$(CURDIR)/$(BIN) $(VENV)/bin/python3 -m pytest -q tests
 	APIARY_BIN=$(CURDIR)/$(BIN) PY=$(VENV)/bin/python3 bash python/examples/numpy-softmax/run.sh
+	APIARY_BIN=$(CURDIR)/$(BIN) PY=$(VENV)/bin/python3 bash python/examples/sklearn-mlp/run.sh
 
 ## The network-namespace run alone (root).
 netns-test: build
