@@ -1,0 +1,48 @@
+"""A shard map of 3: the SDK connects to every shard, assembles the model from their slices and
+splits each update across them."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+import apiary
+
+from conftest import Aggregator, consecutive_ports, write_config
+from test_fleet import StepTrainer, eventually, in_thread
+
+
+def test_a_shard_map_of_three(tmp_path: Path) -> None:
+    bases = [consecutive_ports(3) for _ in range(3)]
+    ep = lambda i, k: f"tcp://127.0.0.1:{bases[i] + k}"  # noqa: E731 - k: 0 snapshot, 1 model, 2 update
+    shards: list[Aggregator] = []
+    try:
+        for i in range(3):
+            d = tmp_path / f"shard-{i}"
+            d.mkdir()
+            cfg = write_config(d, bases[i], chunk_parameters=64)
+            env = dict(os.environ, LOG_LEVEL="info", SHARDS_INDEX=str(i),
+                       SHARDS_SNAPSHOT=",".join(ep(j, 0) for j in range(3)), SHARDS_MODEL=",".join(ep(j, 1) for j in range(3)),
+                       SHARDS_UPDATE=",".join(ep(j, 2) for j in range(3)))
+            shards.append(Aggregator(d, bases[i], ["--config", str(cfg)], env).start())
+        trainer = StepTrainer()
+        # The client knows one shard (the second); the map brings it to the others.
+        c = apiary.Client(trainer, client_id="sharded", aggregator=ep(1, 0), insecure=True)
+        t, out = in_thread(c, max_rounds=4)
+        t.join(60)
+        assert out and isinstance(out[0], apiary.Stats), out
+        s = out[0]
+        assert s.shards == 3
+        assert s.merged == 4 * 3 and s.rejected == 0, s   # one receipt per shard per update
+        # The model the trainer saw last is whole: every value moved toward 1 by every merge.
+        eventually("the last merges to be broadcast", lambda: c.stats.model_version >= 4 * 3)
+        model = c._model
+        assert model is not None and np.all(model.values > 0), "a slice of the model was never assembled"
+        for agg in shards:
+            assert agg.stop() == 0
+        assert all("version=4" in a.log for a in shards), [a.log[-400:] for a in shards]
+    finally:
+        for agg in shards:
+            agg.kill()
