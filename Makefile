@@ -10,7 +10,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 SWIFT ?= swift
 BIN := .build/debug/apiary
 
-.PHONY: all deps deps-python deps-browser build demo test examples python-test netns-test kill-test fuzz fuzz-smoke deploy-check clean help
+.PHONY: all deps deps-python deps-browser build demo test examples python-test bench-python netns-test kill-test fuzz fuzz-smoke deploy-check clean help
 FUZZ_SECONDS ?= 3600
 
 all: build
@@ -90,6 +90,13 @@ python-test: deps-python
 	cd python && APIARY_BIN=$(CURDIR)/$(BIN) $(VENV)/bin/python3 -m pytest -q tests
 	APIARY_BIN=$(CURDIR)/$(BIN) PY=$(VENV)/bin/python3 bash python/examples/numpy-softmax/run.sh
 	APIARY_BIN=$(CURDIR)/$(BIN) PY=$(VENV)/bin/python3 bash python/examples/sklearn-mlp/run.sh
+
+## The Python SDK's cost per update (1M parameters) against raw pyzmq in the same run, and its
+## idle memory. Measure against a release aggregator: make bench-python APIARY_BENCH_BIN=.build-release/release/apiary
+APIARY_BENCH_BIN ?= $(BIN)
+bench-python: deps-python
+	$(VENV)/bin/python3 -m pip install --quiet --force-reinstall --no-deps ./python
+	APIARY_BIN=$(abspath $(APIARY_BENCH_BIN)) $(VENV)/bin/python3 python/bench/bench_sdk.py
 
 ## The network-namespace run alone (root).
 netns-test: build
