@@ -220,3 +220,22 @@ def test_bad_trainer_output_stops_the_client_before_anything_is_sent(make_aggreg
     with pytest.raises(apiary.TrainerOutputError, match=r"W has shape \[10, 64\], the model \[64, 10\]"):
         c.run(max_rounds=1, handle_signals=False)
     assert c.stats.updates_sent == 0
+
+
+def test_a_client_follows_a_new_run_after_the_aggregator_loses_its_state(make_aggregator: Callable[..., Aggregator]) -> None:
+    import shutil
+
+    agg = make_aggregator()
+    c = apiary.Client(StepTrainer(), client_id="follower-of-runs", aggregator=agg.snapshot, insecure=True, new_model_wait=0.1)
+    t, out = in_thread(c)
+    eventually("merges in the first run", lambda: c.stats.merged >= 3)
+    first_run = c._model.bases[0][0] if c._model else None
+    agg.kill()
+    shutil.rmtree(agg.directory / "state")      # the state is gone: the restart is a new run
+    merged = c.stats.merged
+    agg.start()
+    eventually("merges in the new run", lambda: c.stats.merged >= merged + 3, within=60)
+    assert c._model is not None and c._model.bases[0][0] != first_run
+    c.stop()
+    t.join(20)
+    assert out and isinstance(out[0], apiary.Stats)
