@@ -39,6 +39,8 @@ deps-python:
 	@$(VENV)/bin/python3 -c 'import zmq, numpy, safetensors, sklearn, pytest, mypy' 2>/dev/null || \
 	  { echo "installing pyzmq, numpy, safetensors, scikit-learn, pytest and mypy into $(VENV)"; \
 	    $(VENV)/bin/python3 -m pip install --quiet pyzmq numpy safetensors scikit-learn pytest mypy; }
+	@# The Python SDK, as a user installs it (again each time: it follows the checkout).
+	@$(VENV)/bin/python3 -m pip install --quiet --force-reinstall --no-deps ./python
 
 ## A real browser for the dashboard test (Debian's chromium, run headless).
 deps-browser:
@@ -85,7 +87,6 @@ examples: deps
 ## and (b) (an aggregator and five Python client processes each) to their stated accuracy.
 python-test: deps-python
 	$(SWIFT) build --product apiary
-	$(VENV)/bin/python3 -m pip install --quiet --force-reinstall --no-deps ./python
 	cd python && $(VENV)/bin/mypy --config-file pyproject.toml src
 	cd python && APIARY_BIN=$(CURDIR)/$(BIN) $(VENV)/bin/python3 -m pytest -q tests
 	APIARY_BIN=$(CURDIR)/$(BIN) PY=$(VENV)/bin/python3 bash python/examples/numpy-softmax/run.sh
@@ -95,7 +96,6 @@ python-test: deps-python
 ## idle memory. Measure against a release aggregator: make bench-python APIARY_BENCH_BIN=.build-release/release/apiary
 APIARY_BENCH_BIN ?= $(BIN)
 bench-python: deps-python
-	$(VENV)/bin/python3 -m pip install --quiet --force-reinstall --no-deps ./python
 	APIARY_BIN=$(abspath $(APIARY_BENCH_BIN)) $(VENV)/bin/python3 python/bench/bench_sdk.py
 
 ## The network-namespace run alone (root).

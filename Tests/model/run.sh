@@ -2,12 +2,12 @@
 # Your own model, end to end, without Swift: a numpy MLP (64 -> 1536 -> 10, 115,210 parameters
 # in four tensors) written by `safetensors.numpy.save_file`, served by `apiary aggregator
 # --model`, trained by three Python client processes and evaluated by a Python evaluator process
-# (mlp_fleet.py, over docs/PROTOCOL.md), watched through /status, exported with `apiary model
+# (mlp_fleet.py, on the Python SDK in python/), watched through /status, exported with `apiary model
 # export` and read back with `safetensors.numpy.load_file` (check_export.py).
 #
 #   APIARY_BIN=.build/debug/apiary bash Tests/model/run.sh
 #
-# Needs python3 with numpy, pyzmq and safetensors (make deps-python puts them in .venv).
+# Needs python3 with numpy, pyzmq, safetensors and the SDK (make deps-python puts them in .venv).
 # Everything listens on 127.0.0.1; every process started is stopped on exit.
 set -euo pipefail
 
@@ -35,12 +35,21 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
+# The snapshot port P (ports[1]) with the model and update ports on P+1 and P+2, the layout
+# the SDK's aggregator= expects; ports[3] is the status server.
 read -r -a ports < <("${PY}" - <<'PYEOF'
 import socket
-socks = [socket.socket() for _ in range(4)]
-for s in socks:
-    s.bind(("127.0.0.1", 0))
-print(*(s.getsockname()[1] for s in socks))
+def free():
+    s = socket.socket(); s.bind(("127.0.0.1", 0)); p = s.getsockname()[1]; s.close(); return p
+for _ in range(200):
+    base = free()
+    try:
+        held = [socket.socket() for _ in range(3)]
+        for k, h in enumerate(held): h.bind(("127.0.0.1", base + k))
+        for h in held: h.close()
+        print(base + 1, base, base + 2, free()); break
+    except OSError:
+        pass
 PYEOF
 )
 model="tcp://127.0.0.1:${ports[0]}" snapshot="tcp://127.0.0.1:${ports[1]}" update="tcp://127.0.0.1:${ports[2]}"
@@ -123,7 +132,7 @@ while time.monotonic() < deadline:
 sys.exit("aggregator not listening after 20 s")
 PYEOF
 
-common=(--model "${model}" --snapshot "${snapshot}" --update "${update}")
+common=(--snapshot "${snapshot}")
 for k in 0 1 2; do
   parts="$(seq -s, "${k}" 3 19)"
   "${PY}" "${here}/mlp_fleet.py" train "${common[@]}" --id "py-${k}" --parts "${parts}" --rounds 400 \
