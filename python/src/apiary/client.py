@@ -11,6 +11,7 @@ calls `run()`.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import signal
 import threading
@@ -241,9 +242,17 @@ class Client:
         self._fatal: BaseException | None = None
         self._seq = self._first_seq()
         self._reject_log: dict[str, float] = {}
+        # Buffers of answered updates, reused for the next ones (no 4-bytes-per-parameter
+        # allocation and page faults per update).
+        self._spare: list[np.ndarray] = []
         self._links: list[_Link] = []
         self._shard_map: list[wire.ShardEntry] | None = None
         self._layout: wire.Layout | None = None
+        # The worker rings this pipe when it queued an update: the I/O thread sends at once
+        # instead of at its next poll timeout.
+        self._bell_r, self._bell_w = os.pipe()
+        os.set_blocking(self._bell_r, False)
+        os.set_blocking(self._bell_w, False)
 
     # -- lifecycle
 
@@ -312,13 +321,16 @@ class Client:
     def _train(self, model: _Model, named: dict[str, np.ndarray], config: dict[str, Any], round_: int) -> None:
         assert self.trainer is not None
         result = self.trainer.train(named, config)
-        values = flatten(model.layout, result.parameters, base=model.values if result.delta else None)
+        with self._lock:
+            spare = self._spare.pop() if self._spare else None
+        values = flatten(model.layout, result.parameters, base=model.values if result.delta else None, out=spare)
         metrics = dict(result.metrics)
         if metrics:
             wire.metrics_frame(metrics)  # raises a clear ValueError before anything is sent
         with self._lock:
             self.stats.rounds += 1
             self._outbox.append(_Outgoing(self._next_seq(), "update", list(model.bases), values, max(0, int(result.num_examples)), metrics))
+        self._ring()
 
     def _evaluate(self, model: _Model, named: dict[str, np.ndarray], config: dict[str, Any]) -> None:
         assert self.evaluator is not None
@@ -332,6 +344,13 @@ class Client:
             self.stats.rounds += 1
             self._outbox.append(_Outgoing(self._next_seq(), "report", list(model.bases), None, max(0, int(r.num_examples)),
                                           dict(r.metrics), dataset=self.evaluator.dataset))
+        self._ring()
+
+    def _ring(self) -> None:
+        try:
+            os.write(self._bell_w, b"x")
+        except BlockingIOError:
+            pass  # already ringing
 
     # -- sequence numbers (3.4: increasing across restarts)
 
@@ -391,7 +410,13 @@ class Client:
                     poller.register(link.sub, zmq.POLLIN)
                     poller.register(link.dealer, zmq.POLLIN)
                     poller.register(link.monitor, zmq.POLLIN)
+                poller.register(self._bell_r, zmq.POLLIN)
                 ready = dict(poller.poll(timeout=50))
+                if self._bell_r in ready:
+                    try:
+                        os.read(self._bell_r, 4096)
+                    except BlockingIOError:
+                        pass
                 generation = list(self._links)
                 for link in generation:
                     if link.monitor in ready:
@@ -414,6 +439,11 @@ class Client:
         finally:
             for link in self._links:
                 link.close()
+            for fd in (self._bell_r, self._bell_w):
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
 
     def _request_snapshot(self, link: _Link) -> None:
         link.request_id += 1
@@ -603,6 +633,9 @@ class Client:
                 self.stats.last_reject_reason = r.reason_name
             if all(s.get("receipt") is not None for s in u.slots):
                 del self._pending[r.seq]
+                # Every aggregator has the whole update, so libzmq is done with its frames.
+                if u.values is not None and len(self._spare) < 2:
+                    self._spare.append(u.values)
             self.stats.pending = len(self._pending)
             self._lock.notify_all()
         if r.decision == wire.REJECTED:
@@ -680,14 +713,18 @@ class Client:
 
 
 def _by_name(layout: wire.Layout, values: np.ndarray) -> dict[str, np.ndarray]:
-    """The flat vector as named arrays (copies: the trainer may change them)."""
+    """The flat vector as named arrays: read-only views of the model the client holds (no
+    copy per round; a trainer copies what it changes in place, ``w = model["w"].copy()``)."""
     out: dict[str, np.ndarray] = {}
     for t, o in zip(layout.tensors, layout.offsets()):
-        out[t.name] = values[o:o + t.count].reshape(t.shape).copy()
+        view = values[o:o + t.count].reshape(t.shape)
+        view.flags.writeable = False
+        out[t.name] = view
     return out
 
 
-def flatten(layout: wire.Layout, tensors: Mapping[str, np.ndarray], base: np.ndarray | None = None) -> np.ndarray:
+def flatten(layout: wire.Layout, tensors: Mapping[str, np.ndarray], base: np.ndarray | None = None,
+            out: np.ndarray | None = None) -> np.ndarray:
     """Named tensors -> the flat float32 vector in layout order; with ``base``, the tensors are
     a delta added to it. Raises `TrainerOutputError` naming every tensor that does not fit."""
     names = set(layout.names)
@@ -698,7 +735,8 @@ def flatten(layout: wire.Layout, tensors: Mapping[str, np.ndarray], base: np.nda
         problems.append("missing " + ", ".join(missing))
     if extra:
         problems.append("not in the model " + ", ".join(extra))
-    out = np.empty(layout.parameter_count, dtype=np.float32)
+    if out is None or out.size != layout.parameter_count or out.dtype != np.float32:
+        out = np.empty(layout.parameter_count, dtype=np.float32)
     for t, o in zip(layout.tensors, layout.offsets()):
         if t.name not in tensors:
             continue
@@ -709,13 +747,15 @@ def flatten(layout: wire.Layout, tensors: Mapping[str, np.ndarray], base: np.nda
         if not np.issubdtype(a.dtype, np.floating):
             problems.append(f"{t.name} has dtype {a.dtype}, not a float")
             continue
-        flat = a.astype(np.float32, copy=False).reshape(-1)
+        dst = out[o:o + t.count].reshape(t.shape)
         if base is not None:
-            flat = base[o:o + t.count] + flat
-        if not np.all(np.isfinite(flat)):
+            np.add(base[o:o + t.count].reshape(t.shape), a, out=dst, casting="unsafe")
+        else:
+            np.copyto(dst, a, casting="unsafe")     # one copy, converting to float32 on the way
+        # One pass without a temporary: a float64 sum of float32 values cannot overflow, and
+        # is NaN or infinite exactly when a value is.
+        if not math.isfinite(float(np.add.reduce(dst, axis=None, dtype=np.float64))):
             problems.append(f"{t.name} is not finite")
-            continue
-        out[o:o + t.count] = flat
     if problems:
         raise TrainerOutputError("the trainer's result does not fit the model: " + "; ".join(problems))
     return out

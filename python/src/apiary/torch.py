@@ -40,7 +40,7 @@ def load_arrays(module: torch.nn.Module, arrays: Mapping[str, np.ndarray]) -> No
             t = state[name]
             if tuple(t.shape) != tuple(a.shape):
                 raise ValueError(f"{name}: the model sends {list(a.shape)}, the module has {list(t.shape)}")
-            t.copy_(torch.from_numpy(np.ascontiguousarray(a)).to(dtype=t.dtype, device=t.device))
+            t.copy_(torch.tensor(np.asarray(a)).to(dtype=t.dtype, device=t.device))  # a copy: the model arrays are read-only
 
 
 class TorchTrainer:
