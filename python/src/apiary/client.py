@@ -248,11 +248,6 @@ class Client:
         self._links: list[_Link] = []
         self._shard_map: list[wire.ShardEntry] | None = None
         self._layout: wire.Layout | None = None
-        # The worker rings this pipe when it queued an update: the I/O thread sends at once
-        # instead of at its next poll timeout.
-        self._bell_r, self._bell_w = os.pipe()
-        os.set_blocking(self._bell_r, False)
-        os.set_blocking(self._bell_w, False)
 
     # -- lifecycle
 
@@ -269,6 +264,11 @@ class Client:
         if handle_signals and threading.current_thread() is threading.main_thread():
             for sig in (signal.SIGTERM, signal.SIGINT):
                 previous[sig] = signal.signal(sig, lambda *_: self.stop())
+        # The worker rings this pipe when it queued an update: the I/O thread sends at once
+        # instead of at its next poll timeout. (The I/O thread closes it when it ends.)
+        self._bell_r, self._bell_w = os.pipe()
+        os.set_blocking(self._bell_r, False)
+        os.set_blocking(self._bell_w, False)
         io = threading.Thread(target=self._io_main, name=f"apiary-io-{self.client_id}", daemon=True)
         io.start()
         log.info("client starting", extra={"client": self.client_id, "snapshot": self.endpoints[1]})
@@ -349,8 +349,8 @@ class Client:
     def _ring(self) -> None:
         try:
             os.write(self._bell_w, b"x")
-        except BlockingIOError:
-            pass  # already ringing
+        except (BlockingIOError, OSError):
+            pass  # already ringing, or the I/O thread has ended
 
     # -- sequence numbers (3.4: increasing across restarts)
 
