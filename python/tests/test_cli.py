@@ -25,10 +25,12 @@ class Half:
 def test_console_command_trains_and_stops_on_sigterm(tmp_path: Path, make_aggregator: Callable[..., Aggregator]) -> None:
     agg = make_aggregator()
     (tmp_path / "my_trainer.py").write_text(TRAINER)
-    cmd = [sys.executable, "-m", "apiary.cli", "--trainer", "my_trainer:Half", "--id", "cli-1", "--aggregator", agg.snapshot,
+    # The console script pip installed, run where the user's module is (no PYTHONPATH).
+    script = os.path.join(os.path.dirname(sys.executable), "apiary-client")
+    cmd = [script, "--trainer", "my_trainer:Half", "--id", "cli-1", "--aggregator", agg.snapshot,
            "--insecure", "--state-dir", str(tmp_path / "state")]
-    p = subprocess.Popen(cmd, cwd=tmp_path, env=dict(os.environ, PYTHONPATH=str(tmp_path)), stdout=subprocess.PIPE,
-                         stderr=subprocess.STDOUT, text=True)
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    p = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         deadline = time.monotonic() + 30
         seq_file = tmp_path / "state" / "cli-1.seq"

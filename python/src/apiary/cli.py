@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import sys
 from typing import Any
 
@@ -14,6 +15,10 @@ from .keys import KeyFileError
 
 
 def _load(spec: str) -> Any:
+    # Like `python -m`, find the user's module in the current directory (a console script's
+    # sys.path does not include it).
+    if os.getcwd() not in sys.path and "" not in sys.path:
+        sys.path.insert(0, os.getcwd())
     module, _, name = spec.partition(":")
     if not module or not name:
         raise SystemExit(f"apiary-client: --trainer/--evaluator takes module:Class, got {spec!r}")

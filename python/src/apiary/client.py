@@ -577,6 +577,7 @@ class Client:
             self._model = _Model(self._layout, self._layout_frame, self._values.copy(), [l.base for l in self._links if l.base],
                                  getattr(self, "_config", {}))
             self.stats.model_version = self._model.version
+            self.stats.shards = len(self._links)
             if reply is None:
                 self.stats.broadcasts += 1
             self._lock.notify_all()
