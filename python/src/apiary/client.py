@@ -11,7 +11,6 @@ calls `run()`.
 from __future__ import annotations
 
 import logging
-import math
 import os
 import signal
 import threading
@@ -753,9 +752,7 @@ def flatten(layout: wire.Layout, tensors: Mapping[str, np.ndarray], base: np.nda
             np.add(base[o:o + t.count].reshape(t.shape), a, out=dst, casting="unsafe")
         else:
             np.copyto(dst, a, casting="unsafe")     # one copy, converting to float32 on the way
-        # One pass without a temporary: a float64 sum of float32 values cannot overflow, and
-        # is NaN or infinite exactly when a value is.
-        if not math.isfinite(float(np.add.reduce(dst, axis=None, dtype=np.float64))):
+        if not np.isfinite(dst).all():
             problems.append(f"{t.name} is not finite")
     if problems:
         raise TrainerOutputError("the trainer's result does not fit the model: " + "; ".join(problems))
