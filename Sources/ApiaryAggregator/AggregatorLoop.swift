@@ -5,46 +5,49 @@ import Logging
 import ZeroMQ
 
 /// The aggregator thread's state: its sockets, the merge engine, the publish timer and the
-/// group commit of receipts. Created and used on that thread only.
+/// group commit of receipts. Created and used on that thread only. This file holds start-up,
+/// the poll loop, relay commands and update ingest; the planes are in their own files:
+/// `+Publisher` (model broadcasts), `+Snapshots` (the snapshot server), `+Receipts` (group
+/// commit and the receipt desk), `+Security` (the ZAP self-test, handshake accounting).
 final class AggregatorLoop {
     let engine: MergeEngine
     let endpoints: Aggregator.Endpoints
-    private unowned let aggregator: Aggregator
-    private let config: AggregatorConfig
-    private let logger: Logger
-    private let context: Context
-    private let pub: Socket
-    private let router: Socket
-    private let pull: Socket
-    private let poller = Poller()
-    private let snapshotConfigFrame: [UInt8]
-    private var published: PublishedModel?
-    private var dirty = true
-    private var nextPublish = ContinuousClock.now
-    private var lastBroadcast = ContinuousClock.now
-    private var rejectLog = RateLimitedLog(interval: .seconds(5))
+    unowned let aggregator: Aggregator
+    let config: AggregatorConfig
+    let logger: Logger
+    let context: Context
+    let pub: Socket
+    let router: Socket
+    let pull: Socket
+    let poller = Poller()
+    let snapshotConfigFrame: [UInt8]
+    var published: PublishedModel?
+    var dirty = true
+    var nextPublish = ContinuousClock.now
+    var lastBroadcast = ContinuousClock.now
+    var rejectLog = RateLimitedLog(interval: .seconds(5))
     // Observability: swift-metrics instruments, and client activity published twice a second.
-    private let metrics: AggregatorMetrics
-    private var activity = AggregatorActivity()
-    private var activityPublished = ContinuousClock.now
+    let metrics: AggregatorMetrics
+    var activity = AggregatorActivity()
+    var activityPublished = ContinuousClock.now
 
     // Durability: merged receipts wait here until a checkpoint holding their version is on disk.
-    private let writer: CheckpointWriter?
-    private let ledger: Ledger?
-    private var durableVersion: UInt64
-    private var submittedVersion: UInt64
-    private var lastSubmit = ContinuousClock.now
-    private var held: [(receipt: Receipt, row: LedgerRow)] = []
-    private let zap: ZAPHandler?
-    private var commandIndex = 0
-    private var stateLock: StateDirectoryLock?
-    private var writerIndex = 0
+    let writer: CheckpointWriter?
+    let ledger: Ledger?
+    var durableVersion: UInt64
+    var submittedVersion: UInt64
+    var lastSubmit = ContinuousClock.now
+    var held: [(receipt: Receipt, row: LedgerRow)] = []
+    let zap: ZAPHandler?
+    var commandIndex = 0
+    var stateLock: StateDirectoryLock?
+    var writerIndex = 0
     /// libzmq's socket monitors on the three sockets (handshake failures), their poll indices,
     /// the failures counted by cause, and when each cause was last logged.
-    private var monitors: [(monitor: SocketMonitor, index: Int)] = []
-    private var handshakeFailures: [String: UInt64] = [:]
-    private var zapRefusalsCounted = 0
-    private var handshakeLog: [String: ContinuousClock.Instant] = [:]
+    var monitors: [(monitor: SocketMonitor, index: Int)] = []
+    var handshakeFailures: [String: UInt64] = [:]
+    var zapRefusalsCounted = 0
+    var handshakeLog: [String: ContinuousClock.Instant] = [:]
 
     init(aggregator: Aggregator, config: AggregatorConfig, layout: ParameterLayout, range: Range<Int>, shardMap: [ShardEntry]?,
          initial: [Float], initialVersion: UInt64, runID: UInt64, logger: Logger) throws {
@@ -212,71 +215,6 @@ final class AggregatorLoop {
         stateLock?.release()
     }
 
-    /// Counts failed handshakes by cause (monitor events and the ZAP handler's refusals) and
-    /// logs each cause at most every 30 s with what it most likely means.
-    private func collectHandshakeFailures() {
-        var seen: [String: (count: Int, failure: HandshakeFailure?, endpoint: String)] = [:]
-        for (m, index) in monitors where poller.isReadable(index) {
-            for e in m.drain() {
-                guard let f = e.handshakeFailure else { continue }
-                seen[f.cause, default: (0, f, e.endpoint)].count += 1
-            }
-        }
-        var changed = false
-        if let zap, zap.refusedCount > zapRefusalsCounted {
-            changed = true
-            // Logged by the ZAP handler itself, with the key and the peer's address.
-            let n = zap.refusedCount - zapRefusalsCounted
-            zapRefusalsCounted = zap.refusedCount
-            handshakeFailures["unauthorized_key", default: 0] += UInt64(n)
-            for _ in 0..<n { metrics.recordHandshakeFailure(cause: "unauthorized_key") }
-        }
-        guard changed || !seen.isEmpty else { return }
-        let now = ContinuousClock.now
-        for (cause, s) in seen {
-            handshakeFailures[cause, default: 0] += UInt64(s.count)
-            for _ in 0..<s.count { metrics.recordHandshakeFailure(cause: cause) }
-            guard handshakeLog[cause].map({ now - $0 >= .seconds(30) }) ?? true else { continue }
-            handshakeLog[cause] = now
-            let hint: String = switch s.failure {
-            case .cryptographic?: "a peer encrypted to another server key: its security.server_public_key_file is not this aggregator's public key"
-            case .mechanismMismatch?: config.curve == nil
-                ? "a peer uses CURVE but this aggregator runs --insecure" : "a peer connects without CURVE (--insecure) to this CURVE aggregator"
-            case .noDetail?: config.curve == nil
-                ? "a peer closed the connection during the handshake" : "a peer closed the connection during the handshake: often a client running --insecure against this CURVE aggregator"
-            default: "a peer's handshake failed"
-            }
-            logger.warning("handshake failed: \(hint)", metadata: [
-                "cause": "\(cause)", "endpoint": "\(s.endpoint)", "count": "\(s.count)", "total": "\(handshakeFailures[cause] ?? 0)",
-                "detail": "\(s.failure.map { "\($0)" } ?? "-")",
-            ])
-        }
-        aggregator.publish(handshakeFailures: handshakeFailures)
-    }
-
-    /// Without a ZAP handler libzmq admits any CURVE key: prove that an unknown key is
-    /// refused before serving anyone, or refuse to start.
-    private static func selfTest(context: Context, zap: ZAPHandler?, serverKey: String, endpoint: String) throws {
-        let stranger = try CurveKeyPair.generate()
-        zap?.expectProbe(stranger.publicKey)
-        let probe = try context.socket(.dealer)
-        defer { probe.close() }
-        try probe.set(.linger, 0)
-        try probe.set(.curveServerKey, serverKey)
-        try probe.set(.curvePublicKey, stranger.publicKey)
-        try probe.set(.curveSecretKey, stranger.secretKey)
-        try probe.connect(endpoint.replacingOccurrences(of: "0.0.0.0", with: "127.0.0.1"))
-        _ = try probe.send(Codec.encode(SnapshotRequest(requestID: 1, clientID: "")), dontWait: true)
-        let deadline = Date().addingTimeInterval(zap == nil ? 1 : 5)
-        while Date() < deadline {
-            if let zap, zap.deniedKeys.contains(stranger.publicKey) { return }
-            // A reply would mean the stranger got in.
-            if zap == nil, try probe.receive(dontWait: true) != nil { break }
-            Thread.sleep(forTimeInterval: 0.01)
-        }
-        throw AggregatorError.startFailed("security self-test failed: an unknown CURVE key was not refused by the ZAP handler")
-    }
-
     func run(shouldStop: () -> Bool) {
         while !shouldStop() {
             let now = ContinuousClock.now
@@ -319,7 +257,7 @@ final class AggregatorLoop {
 
     // MARK: Relay mode (gateways)
 
-    private func runCommands() {
+    func runCommands() {
         let commands = aggregator.takeCommands()
         guard !commands.isEmpty else { return }
         for c in commands {
@@ -342,53 +280,9 @@ final class AggregatorLoop {
         aggregator.publish(stats: engine.stats, latest: nil)
     }
 
-    // MARK: Group commit
-
-    private func startCheckpointIfDue() {
-        guard let writer, engine.version > submittedVersion, !writer.isBusy else { return }
-        let now = ContinuousClock.now
-        guard now - lastSubmit >= config.checkpointInterval || engine.version - submittedVersion >= config.checkpointEveryVersions else { return }
-        writer.submit(engine.checkpointState())
-        submittedVersion = engine.version
-        lastSubmit = now
-    }
-
-    private func collectCheckpointResults() {
-        guard let writer else { return }
-        for r in writer.takeResults() {
-            if r.error == nil { markDurable(r.version) }
-        }
-    }
-
-    private func markDurable(_ version: UInt64) {
-        guard version > durableVersion else { return }
-        durableVersion = version
-        engine.stats.durableVersion = version
-        engine.stats.lastCheckpointAt = Date()
-        releaseHeld()
-        aggregator.publish(stats: engine.stats, latest: nil)
-    }
-
-    /// Sends the held receipts whose merges are now on disk (all of them without checkpoints).
-    private func releaseHeld() {
-        guard !held.isEmpty else { return }
-        var keep: [(receipt: Receipt, row: LedgerRow)] = []
-        var rows: [LedgerRow] = []
-        for h in held {
-            if writer == nil || h.receipt.modelVersion <= durableVersion {
-                try? sendReceipt(h.receipt)
-                rows.append(h.row)
-            } else {
-                keep.append(h)
-            }
-        }
-        held = keep
-        ledger?.append(contentsOf: rows)
-    }
-
     // MARK: Updates
 
-    private func ingestUpdates() throws {
+    func ingestUpdates() throws {
         // Drain a bounded batch so snapshot requests and broadcasts are not starved.
         for _ in 0..<64 {
             guard let msg = try pull.receiveMultipart(dontWait: true, maxFrames: config.maxPayloadFrames + 2) else { break }
@@ -415,13 +309,13 @@ final class AggregatorLoop {
 
     /// Sync mode: closes the FedAvg round when it has its clients (or its quorum after the
     /// timeout) and acknowledges its contributions.
-    private func closeRoundIfReady() throws {
+    func closeRoundIfReady() throws {
         guard engine.round != nil else { return }
         for outcome in engine.closeRoundIfReady(now: .now) { try handle(outcome) }
     }
 
     /// Logs, receipts (now, or once durable) and records one outcome.
-    private func handle(_ outcome: MergeEngine.Outcome) throws {
+    func handle(_ outcome: MergeEngine.Outcome) throws {
         if let report = outcome.report, let r = outcome.receipt {
             // Recorded at once: a report changes no model, so there is nothing to make durable.
             let now = Date()
@@ -479,7 +373,7 @@ final class AggregatorLoop {
     }
 
     /// Hands the client activity to other threads, at most twice a second unless forced.
-    private func publishActivity(force: Bool = false) {
+    func publishActivity(force: Bool = false) {
         let now = ContinuousClock.now
         guard force || now - activityPublished >= .milliseconds(500) else { return }
         activityPublished = now
@@ -487,154 +381,11 @@ final class AggregatorLoop {
         aggregator.publish(activity: activity)
     }
 
-    private func sendReceipt(_ r: Receipt) throws {
+    func sendReceipt(_ r: Receipt) throws {
         let frames = Codec.encode(r).map { Message($0) }
         // PUB never blocks; a subscriber at its high-water mark misses it and resends.
         try pub.send(multipart: frames, dontWait: true)
         engine.stats.bytesOut += UInt64(frames.reduce(0) { $0 + $1.count })
     }
 
-    // MARK: Model plane
-
-    private func currentPublishable() -> PublishedModel {
-        if let p = published, p.version == engine.version { return p }
-        let p = engine.publishable()
-        published = p
-        return p
-    }
-
-    /// Sends the newest model as chunks on the PUB socket, without copying it again.
-    private func broadcast() throws {
-        let model = currentPublishable()
-        let chunks = chunkRanges(model.range.count)
-        let headerBase = ModelChunkHeader(runID: model.runID, version: model.version, layoutFingerprint: model.layout.fingerprint,
-                                          parameterCount: UInt64(model.layout.parameterCount), chunkOffset: 0, chunkIndex: 0,
-                                          chunkCount: UInt32(chunks.count))
-        for (i, r) in chunks.enumerated() {
-            var h = headerBase
-            h.chunkOffset = UInt64(model.range.lowerBound + r.lowerBound)
-            h.chunkIndex = UInt32(i)
-            let payload = model.storage.baseAddress.map {
-                Message(noCopy: UnsafeRawPointer($0 + r.lowerBound), count: r.count * 4, owner: model)
-            } ?? Message()
-            try pub.send(multipart: [Message(Topic.model), Message(Codec.encode(h)), payload], dontWait: true)
-            engine.stats.bytesOut += UInt64(r.count * 4 + Codec.modelChunkHeaderSize)
-        }
-        engine.stats.broadcasts += 1
-        lastBroadcast = ContinuousClock.now
-        dirty = false
-        nextPublish = ContinuousClock.now + config.publishInterval
-        aggregator.publish(stats: engine.stats, latest: model)
-    }
-
-    private func chunkRanges(_ n: Int) -> [Range<Int>] {
-        stride(from: 0, to: max(n, 1), by: config.chunkParameters).map { $0..<min(n, $0 + config.chunkParameters) }
-    }
-
-    // MARK: Snapshots (Clone pattern: a joining client gets the model at once)
-
-    private func serveSnapshots() throws {
-        for _ in 0..<64 {
-            guard let msg = try router.receiveMultipart(dontWait: true, maxFrames: 4) else { break }
-            // [identity] [empty delimiter, from REQ]? [request header]
-            let frames = msg.frames
-            guard frames.count == 2 || (frames.count == 3 && frames[1].count == 0), !msg.truncated else {
-                if rejectLog.shouldLog(.malformed) { logger.warning("malformed snapshot request", metadata: ["frames": "\(frames.count)"]) }
-                continue
-            }
-            let request: SnapshotRequest
-            do {
-                request = try frames.last!.withUnsafeBytes { b throws(WireError) in try Codec.decodeSnapshotRequest(b) }
-            } catch {
-                if rejectLog.shouldLog(.malformed) { logger.warning("malformed snapshot request: \(error)") }
-                continue
-            }
-            let model = currentPublishable()
-            let chunks = chunkRanges(model.range.count)
-            let header = SnapshotReplyHeader(requestID: request.requestID, runID: model.runID, version: model.version,
-                                             layoutFingerprint: model.layout.fingerprint, parameterCount: UInt64(model.layout.parameterCount),
-                                             serverTimeMilliseconds: Int64(Date().timeIntervalSince1970 * 1000),
-                                             payloadFrameCount: UInt32(chunks.count))
-            var reply: [Message] = [frames[0]]
-            if frames.count == 3 { reply.append(Message()) }
-            reply.append(Message(Codec.encode(header)))
-            reply.append(Message(engine.layoutFrame))
-            reply.append(Message(snapshotConfigFrame))
-            for r in chunks {
-                reply.append(model.storage.baseAddress.map {
-                    Message(noCopy: UnsafeRawPointer($0 + r.lowerBound), count: r.count * 4, owner: model)
-                } ?? Message())
-            }
-            try router.send(multipart: reply, dontWait: true)
-            engine.stats.snapshotsServed += 1
-            engine.stats.bytesOut += UInt64(model.range.count * 4)
-            logger.debug("snapshot served", metadata: ["client": "\(request.clientID)", "version": "\(model.version)"])
-        }
-    }
-}
-
-extension MergeEngine {
-    func rejectTooManyFrames(_ frames: [UnsafeRawBufferPointer], limit: Int) -> Outcome {
-        stats.received += 1
-        stats.rejected[.malformed, default: 0] += 1
-        let header = frames.first.flatMap { Codec.peekUpdateSender($0) }
-        let detail = "update has more than \(limit) payload frames"
-        let receipt = header.map {
-            Receipt(clientID: $0.clientID, runID: runID, seq: $0.seq, baseVersion: $0.baseVersion, modelVersion: version,
-                    staleness: nil, mixingWeight: 0, decision: .rejected, reason: .malformed, message: detail)
-        }
-        return Outcome(receipt: receipt, reason: .malformed, detail: detail)
-    }
-}
-
-/// Logs the first occurrence of each reason, then at most one line per reason per interval
-/// with the number suppressed, so a flood of bad input cannot flood the log.
-struct RateLimitedLog {
-    let interval: Duration
-    private var last: [RejectReason: ContinuousClock.Instant] = [:]
-    private var count: [RejectReason: Int] = [:]
-
-    init(interval: Duration) { self.interval = interval }
-
-    mutating func shouldLog(_ reason: RejectReason) -> Bool {
-        let now = ContinuousClock.now
-        if let t = last[reason], now - t < interval {
-            count[reason, default: 0] += 1
-            return false
-        }
-        last[reason] = now
-        return true
-    }
-
-    mutating func suppressed(_ reason: RejectReason) -> Int {
-        defer { count[reason] = 0 }
-        return count[reason, default: 0]
-    }
-}
-
-/// An exclusive `flock` on `aggregator.lock` in a state directory, held while the aggregator
-/// runs (the kernel releases it when the process dies, so a crash never leaves it behind).
-final class StateDirectoryLock {
-    private var fd: Int32
-
-    init(directory: URL) throws {
-        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
-        let path = directory.appendingPathComponent("aggregator.lock").path
-        fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0o644)
-        guard fd >= 0 else { throw AggregatorError.startFailed("cannot open \(path): \(String(cString: strerror(errno)))") }
-        guard flock(fd, LOCK_EX | LOCK_NB) == 0 else {
-            close(fd)
-            fd = -1
-            throw AggregatorError.startFailed("checkpoint directory \(directory.path) is in use by another aggregator (\(path) is locked); give each aggregator or shard its own")
-        }
-    }
-
-    func release() {
-        guard fd >= 0 else { return }
-        flock(fd, LOCK_UN)
-        close(fd)
-        fd = -1
-    }
-
-    deinit { release() }
 }
