@@ -1,3 +1,4 @@
+import ApiaryLearning
 import ApiaryAggregator
 import ApiaryCore
 import Foundation

@@ -1,3 +1,4 @@
+import ApiaryLearning
 import ApiaryCore
 import Foundation
 import Configuration
