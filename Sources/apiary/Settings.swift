@@ -69,6 +69,14 @@ enum Settings {
         return extra
     }
 
+    /// An integer key that must be at least 1: a smaller value is an error naming the key, not
+    /// silently raised to 1.
+    static func positive(_ r: ConfigReader, _ key: String, default d: Int) throws -> Int {
+        let v = r.int(forKey: ConfigKey(key), default: d)
+        guard v >= 1 else { throw SettingsError("\(key) must be at least 1, got \(v)") }
+        return v
+    }
+
     static func duration(_ r: ConfigReader, _ key: String, seconds: Double) -> Duration {
         .milliseconds(Int64((r.double(forKey: ConfigKey(key), default: seconds) * 1000).rounded()))
     }
@@ -109,12 +117,12 @@ enum Settings {
             maxFrameBytes: Int64(r.int(forKey: "limits.max_frame_bytes", default: 16 << 20)),
             maxPayloadFrames: r.int(forKey: "limits.max_payload_frames", default: 65_536),
             receiptTimeout: duration(r, "limits.receipt_timeout_s", seconds: 10),
-            dedupWindow: UInt64(max(1, r.int(forKey: "limits.dedup_window", default: 256))),
+            dedupWindow: UInt64(try positive(r, "limits.dedup_window", default: 256)),
             updateQueueLimit: Int32(clamping: r.int(forKey: "limits.update_queue", default: 256)),
-            ioThreads: max(1, r.int(forKey: "zmq.io_threads", default: 1)),
+            ioThreads: try positive(r, "zmq.io_threads", default: 1),
             checkpointDirectory: r.string(forKey: "checkpoint.directory").flatMap { $0.isEmpty ? nil : $0 },
             checkpointInterval: duration(r, "checkpoint.interval_s", seconds: 0.25),
-            checkpointEveryVersions: UInt64(max(1, r.int(forKey: "checkpoint.every_versions", default: 1000))),
+            checkpointEveryVersions: UInt64(try positive(r, "checkpoint.every_versions", default: 1000)),
             checkpointKeep: r.int(forKey: "checkpoint.keep", default: 3),
             ledgerPath: r.string(forKey: "ledger.path").flatMap { $0.isEmpty ? nil : $0 },
             maxUpdateNorm: r.double(forKey: "limits.max_update_norm").flatMap { $0 > 0 ? $0 : nil },
@@ -179,7 +187,7 @@ enum Settings {
             snapshotEndpoint: r.string(forKey: "endpoints.snapshot", default: "tcp://127.0.0.1:5556"),
             updateEndpoint: r.string(forKey: "endpoints.update", default: "tcp://127.0.0.1:5558"),
             receiptTimeout: receipt.map { .milliseconds(Int64($0 * 1000)) },
-            maxPendingUpdates: max(1, r.int(forKey: "client.max_pending_updates", default: 8)),
+            maxPendingUpdates: try positive(r, "client.max_pending_updates", default: 8),
             snapshotTimeout: duration(r, "client.snapshot_timeout_s", seconds: 2),
             newModelWait: duration(r, "client.new_model_wait_s", seconds: 2),
             maxBackoff: duration(r, "client.max_backoff_s", seconds: 30)
@@ -276,6 +284,6 @@ extension Settings {
         let interval = duration(r, "evaluation.interval_s", seconds: 5)
         guard interval > .zero else { throw SettingsError("evaluation.interval_s must be positive") }
         return EvaluationSettings(enabled: r.bool(forKey: "evaluation.enabled", default: true), everyVersions: UInt64(every),
-                                  interval: interval, history: max(1, r.int(forKey: "evaluation.history", default: 2000)))
+                                  interval: interval, history: try positive(r, "evaluation.history", default: 2000))
     }
 }
