@@ -24,13 +24,13 @@ extension AggregatorLoop {
             let n = zap.refusedCount - zapRefusalsCounted
             zapRefusalsCounted = zap.refusedCount
             handshakeFailures["unauthorized_key", default: 0] += UInt64(n)
-            for _ in 0..<n { metrics.recordHandshakeFailure(cause: "unauthorized_key") }
+            metrics.recordHandshakeFailures(cause: "unauthorized_key", count: n)
         }
         guard changed || !seen.isEmpty else { return }
         let now = ContinuousClock.now
         for (cause, s) in seen {
             handshakeFailures[cause, default: 0] += UInt64(s.count)
-            for _ in 0..<s.count { metrics.recordHandshakeFailure(cause: cause) }
+            metrics.recordHandshakeFailures(cause: cause, count: s.count)
             guard handshakeLog[cause].map({ now - $0 >= .seconds(30) }) ?? true else { continue }
             handshakeLog[cause] = now
             let hint: String = switch s.failure {

@@ -42,12 +42,12 @@ final class AggregatorMetrics {
         }
     }
 
-    /// Counts one failed handshake; `cause` is a `HandshakeFailure.cause` label.
-    func recordHandshakeFailure(cause: String) {
+    /// Counts failed handshakes; `cause` is a `HandshakeFailure.cause` label.
+    func recordHandshakeFailures(cause: String, count: Int) {
         if handshakeFailures[cause] == nil {
             handshakeFailures[cause] = Counter(label: AggregatorMetricName.handshakeFailures, dimensions: [("cause", cause)], factory: factory)
         }
-        handshakeFailures[cause]!.increment()
+        handshakeFailures[cause]!.increment(by: count)
     }
 
     /// Records one merged update (or sync-mode contribution) and how long validating and merging it took.

@@ -28,17 +28,7 @@ struct EvaluateCommand: AsyncParsableCommand {
     @Option(name: .long, help: "Log level; overrides log.level.")
     var logLevel: String?
 
-    @Flag(name: .long, help: "Connect without CURVE encryption and authentication.")
-    var insecure = false
-
-    @Option(name: .long, help: "The aggregator's snapshot endpoint tcp://HOST:PORT; model and update are PORT+1 and PORT+2. Overrides endpoints.*.")
-    var aggregator: String?
-
-    @Option(name: .long, help: "This client's secret key file; overrides security.secret_key_file. Default: keys/<id>.secret.")
-    var key: String?
-
-    @Option(name: .long, help: "The aggregator's public key file; overrides security.server_public_key_file. Default: keys/aggregator.public.")
-    var serverKey: String?
+    @OptionGroup var connection: ConnectionOptions
 
     func run() async throws {
         let reader = try await Settings.reader(file: config)
@@ -46,9 +36,7 @@ struct EvaluateCommand: AsyncParsableCommand {
         let logger = LogSetup.bootstrap(level: level)
         var clientConfig = try Settings.client(reader, defaultID: id ?? "evaluator")
         if let id { clientConfig.clientID = id }
-        if let aggregator { try Settings.applyAggregator(aggregator, to: &clientConfig) }
-        clientConfig.curve = try Settings.clientCurve(reader, insecureFlag: insecure, clientID: clientConfig.clientID, key: key, serverKey: serverKey)
-        clientConfig.insecure = clientConfig.curve == nil
+        try connection.apply(to: &clientConfig, reader: reader)
         if clientConfig.curve == nil {
             logger.warning("INSECURE: CURVE is off; reports travel unencrypted and unauthenticated")
         }

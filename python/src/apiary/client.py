@@ -16,7 +16,7 @@ import signal
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping, Protocol
+from typing import Any, Mapping, Protocol
 
 import numpy as np
 import zmq
@@ -247,6 +247,11 @@ class Client:
         self._links: list[_Link] = []
         self._shard_map: list[wire.ShardEntry] | None = None
         self._layout: wire.Layout | None = None
+        self._layout_frame = b""
+        # The newest model vector (slices side by side when sharded) and snapshot config. A
+        # new version replaces the vector, never writes into it: the worker's model views it.
+        self._values = np.zeros(0, dtype=np.float32)
+        self._config: dict[str, Any] = {}
 
     # -- lifecycle
 
@@ -422,7 +427,7 @@ class Client:
                         self._read_monitor(link)
                     if link.sub in ready:
                         self._read_sub(link)
-                    if self._links is not generation and self._links != generation:
+                    if self._links != generation:
                         break
                     if link.dealer in ready:
                         self._read_snapshot(link)
@@ -544,7 +549,6 @@ class Client:
             self._pending.clear()
             self._outbox.clear()
             self._model = None
-            self._values = np.zeros(reply.layout.parameter_count, dtype=np.float32)
             self.stats.shards = len(new)
         self._values = np.zeros(reply.layout.parameter_count, dtype=np.float32)
         for other in new:
@@ -558,14 +562,18 @@ class Client:
                reply: wire.SnapshotReply | None = None) -> None:
         if self._layout is None:
             return
-        if not hasattr(self, "_values") or self._values.size != self._layout.parameter_count:
-            self._values = np.zeros(self._layout.parameter_count, dtype=np.float32)
-        start, end = link.range or (0, self._layout.parameter_count)
+        count = self._layout.parameter_count
+        start, end = link.range or (0, count)
         if values.size != end - start:
             return
         if link.base is not None and link.base[0] == run_id and version <= link.base[1] and reply is None:
             return  # not newer
-        self._values[start:end] = values
+        if end - start == count:
+            self._values = values            # a fresh array of our own: the new model as it is
+        else:
+            vector = self._values.copy() if self._values.size == count else np.zeros(count, dtype=np.float32)
+            vector[start:end] = values
+            self._values = vector
         link.base = (run_id, version)
         if config is not None:
             self._config = config
@@ -573,8 +581,8 @@ class Client:
             return
         with self._lock:
             first = self._model is None
-            self._model = _Model(self._layout, self._layout_frame, self._values.copy(), [l.base for l in self._links if l.base],
-                                 getattr(self, "_config", {}))
+            self._model = _Model(self._layout, self._layout_frame, self._values, [l.base for l in self._links if l.base],
+                                 self._config)
             self.stats.model_version = self._model.version
             self.stats.shards = len(self._links)
             if reply is None:
@@ -611,7 +619,7 @@ class Client:
         link.chunks[c.index] = bytes(c.payload)
         if len(link.chunks) == c.count:
             start, end = link.range or (0, self._layout.parameter_count)
-            values = np.frombuffer(b"".join(link.chunks[i] for i in range(c.count)), dtype="<f4").astype(np.float32)
+            values = wire.payload_to_array([link.chunks[i] for i in range(c.count)])
             link.chunks, link.chunk_key = {}, None
             if values.size == end - start:
                 self._store(link, c.run_id, c.version, values, None)
@@ -772,5 +780,3 @@ def evaluate(evaluator: Evaluator, *, client_id: str, aggregator: str = "tcp://1
     """Runs ``evaluator`` as an evaluator client (reports on each newer model)."""
     return Client(evaluator=evaluator, client_id=client_id, aggregator=aggregator, **options).run(max_rounds=max_rounds)
 
-
-Callback = Callable[[Stats], None]

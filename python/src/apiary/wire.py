@@ -266,13 +266,18 @@ def decode_snapshot_reply(frames: Sequence[bytes]) -> SnapshotReply:
 
 
 def payload_to_array(frames: Sequence[bytes]) -> np.ndarray:
-    """Concatenated float32 payload frames (2.3), as one writable array."""
+    """Concatenated float32 payload frames (2.3), as one new writable array (each frame copied
+    once, straight into place)."""
     for f in frames:
         if len(f) % 4:
             raise ProtocolError(f"payload frame of {len(f)} bytes, not a multiple of 4")
-    if len(frames) == 1:
-        return np.frombuffer(frames[0], dtype="<f4").astype(np.float32, copy=True)
-    return np.frombuffer(b"".join(bytes(f) for f in frames), dtype="<f4").astype(np.float32, copy=True)
+    out = np.empty(sum(len(f) for f in frames) // 4, dtype=np.float32)
+    o = 0
+    for f in frames:
+        n = len(f) // 4
+        out[o:o + n] = np.frombuffer(f, dtype="<f4")
+        o += n
+    return out
 
 
 # MARK: model chunk (3.3)
