@@ -118,7 +118,10 @@ final class ClientIO {
 
         let push = try context.socket(.push)
         try ClientIO.secure(push, config.curve)
-        try push.set(.sendHighWaterMark, 4)
+        // Room for every update in flight (maxPendingUpdates) and a few resends: a full queue
+        // makes the sender wait 200 ms, so it must mean back-pressure, not our own window. The
+        // frames point into the pending updates' storage, so a deeper queue holds no extra memory.
+        try push.set(.sendHighWaterMark, Int32(clamping: config.maxPendingUpdates + 4))
         try push.set(.immediate, true)
         try push.set(.reconnectIntervalMax, backoffMs)
         try push.set(.heartbeatInterval, 2000)

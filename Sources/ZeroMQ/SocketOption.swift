@@ -74,9 +74,9 @@ public struct SocketOption<Value: SocketOptionValue>: Sendable {
 extension SocketOption where Value == Int32 {
     /// Milliseconds pending messages are kept after close (never -1 in Apiary).
     public static var linger: Self { .init(code: ZMQ_LINGER) }
-    /// Send high-water mark, in messages (frames), not bytes.
+    /// Send high-water mark, in whole messages (a multipart message counts once), not bytes.
     public static var sendHighWaterMark: Self { .init(code: ZMQ_SNDHWM) }
-    /// Receive high-water mark, in messages (frames), not bytes.
+    /// Receive high-water mark, in whole messages (a multipart message counts once), not bytes.
     public static var receiveHighWaterMark: Self { .init(code: ZMQ_RCVHWM) }
     /// Milliseconds a blocking receive waits before returning "would block" (-1 forever).
     public static var receiveTimeout: Self { .init(code: ZMQ_RCVTIMEO) }

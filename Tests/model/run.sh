@@ -37,21 +37,8 @@ trap 'exit 143' TERM
 
 # The snapshot port P (ports[1]) with the model and update ports on P+1 and P+2, the layout
 # the SDK's aggregator= expects; ports[3] is the status server.
-read -r -a ports < <("${PY}" - <<'PYEOF'
-import socket
-def free():
-    s = socket.socket(); s.bind(("127.0.0.1", 0)); p = s.getsockname()[1]; s.close(); return p
-for _ in range(200):
-    base = free()
-    try:
-        held = [socket.socket() for _ in range(3)]
-        for k, h in enumerate(held): h.bind(("127.0.0.1", base + k))
-        for h in held: h.close()
-        print(base + 1, base, base + 2, free()); break
-    except OSError:
-        pass
-PYEOF
-)
+read -r base http < <("${PY}" "${repo}/scripts/free_ports.py")
+ports=($((base + 1)) "${base}" $((base + 2)) "${http}")
 model="tcp://127.0.0.1:${ports[0]}" snapshot="tcp://127.0.0.1:${ports[1]}" update="tcp://127.0.0.1:${ports[2]}"
 
 "${PY}" "${here}/make_mlp.py" "${work}/mlp.safetensors"

@@ -7,6 +7,7 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,6 +16,8 @@ from typing import Any, Callable, Iterator
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "scripts"))
+from free_ports import consecutive_ports  # noqa: E402  (the one copy; tests import it from here)
 
 
 def apiary_bin() -> str:
@@ -22,29 +25,6 @@ def apiary_bin() -> str:
     if not os.path.exists(path):
         pytest.skip(f"no apiary binary at {path} (swift build --product apiary, or set APIARY_BIN)")
     return path
-
-
-def consecutive_ports(n: int = 3) -> int:
-    """A free port P with P+1 ... P+n-1 free as well (snapshot, model, update)."""
-    for _ in range(200):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            base = s.getsockname()[1]
-        if base + n > 65535:
-            continue
-        held = []
-        try:
-            for p in range(base, base + n):
-                t = socket.socket()
-                held.append(t)
-                t.bind(("127.0.0.1", p))
-            return base
-        except OSError:
-            continue
-        finally:
-            for t in held:
-                t.close()
-    raise RuntimeError("no consecutive free ports")
 
 
 @dataclass

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from apiary import TrainerOutputError, flatten, wire
+from apiary.client import _by_name, _pieces
 
 DIGITS = wire.Layout((wire.Tensor("W", (64, 10)), wire.Tensor("b", (10,))))
 
@@ -37,6 +38,33 @@ def test_payload_frames_are_views_not_copies() -> None:
     assert [len(f) for f in frames] == [16, 16, 8]
     v[0] = 42  # the frames see the array's memory
     assert np.frombuffer(frames[0], dtype="<f4")[0] == 42
+
+
+def test_segment_frames_cover_any_range_of_pieces_without_copies() -> None:
+    pieces = [np.arange(0, 5, dtype=np.float32), np.arange(5, 6, dtype=np.float32), np.arange(6, 13, dtype=np.float32)]
+    whole = np.concatenate(pieces)
+    for start, end in [(0, 13), (3, 9), (5, 6), (6, 13), (0, 5), (4, 12)]:
+        frames = wire.segment_frames(pieces, start, end, 3)
+        assert all(len(f) <= 12 for f in frames)
+        assert np.array_equal(np.frombuffer(b"".join(frames), dtype="<f4"), whole[start:end]), (start, end)
+    pieces[2][0] = 42  # views, not copies
+    assert np.frombuffer(wire.segment_frames(pieces, 6, 7, 3)[0], dtype="<f4")[0] == 42
+
+
+def test_an_unchanged_tensor_is_sent_from_the_model_and_the_rest_copied_once() -> None:
+    model = np.arange(650, dtype=np.float32)
+    named = _by_name(DIGITS, model)
+    w = np.asarray(named["W"]) * 2
+    pieces, buffer = _pieces(DIGITS, {"W": w, "b": named["b"]}, own=named)
+    assert buffer is not None and len(pieces) == 2
+    assert np.shares_memory(pieces[0], buffer) and not np.shares_memory(pieces[0], w)  # W copied
+    assert np.shares_memory(pieces[1], model)                                           # b not
+    assert np.array_equal(np.concatenate(pieces), np.concatenate([w.reshape(-1), model[640:]]))
+    everything, nothing = _pieces(DIGITS, dict(named), own=named)
+    assert nothing is None and all(np.shares_memory(p, model) for p in everything)
+    # An equal array that is not the model's own is copied (the trainer may change it later).
+    copied, buf = _pieces(DIGITS, {"W": named["W"].copy(), "b": named["b"]}, own=named)
+    assert buf is not None and not np.shares_memory(copied[0], model)
 
 
 def test_trainer_output_by_name_in_any_order() -> None:

@@ -6,7 +6,10 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from typing import Any
+
 import numpy as np
+import pytest
 
 import apiary
 
@@ -14,7 +17,23 @@ from conftest import Aggregator, consecutive_ports, write_config
 from test_fleet import StepTrainer, eventually, in_thread
 
 
-def test_a_shard_map_of_three(tmp_path: Path) -> None:
+class FrozenBias(StepTrainer):
+    """Trains W, returns b unchanged (the model's own array: the SDK sends it uncopied, and the
+    shard whose slice holds the end of W and b gets pieces of both)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.first_b: np.ndarray | None = None
+
+    def train(self, model: dict[str, np.ndarray], config: dict[str, Any]) -> apiary.TrainResult:
+        if self.first_b is None:
+            self.first_b = model["b"].copy()
+        r = super().train(model, config)
+        return apiary.TrainResult({"W": r.parameters["W"], "b": model["b"]}, num_examples=10)
+
+
+@pytest.mark.parametrize("frozen", [False, True], ids=["all-trained", "bias-frozen"])
+def test_a_shard_map_of_three(tmp_path: Path, frozen: bool) -> None:
     bases = [consecutive_ports(3) for _ in range(3)]
     ep = lambda i, k: f"tcp://127.0.0.1:{bases[i] + k}"  # noqa: E731 - k: 0 snapshot, 1 model, 2 update
     shards: list[Aggregator] = []
@@ -27,7 +46,7 @@ def test_a_shard_map_of_three(tmp_path: Path) -> None:
                        SHARDS_SNAPSHOT=",".join(ep(j, 0) for j in range(3)), SHARDS_MODEL=",".join(ep(j, 1) for j in range(3)),
                        SHARDS_UPDATE=",".join(ep(j, 2) for j in range(3)))
             shards.append(Aggregator(d, bases[i], ["--config", str(cfg)], env).start())
-        trainer = StepTrainer()
+        trainer = FrozenBias() if frozen else StepTrainer()
         # The client knows one shard (the second); the map brings it to the others.
         c = apiary.Client(trainer, client_id="sharded", aggregator=ep(1, 0), insecure=True)
         t, out = in_thread(c, max_rounds=4)
@@ -39,7 +58,12 @@ def test_a_shard_map_of_three(tmp_path: Path) -> None:
         # The model the trainer saw last is whole: every value moved toward 1 by every merge.
         eventually("the last merges to be broadcast", lambda: c.stats.model_version >= 4 * 3)
         model = c._model
-        assert model is not None and np.all(model.values > 0), "a slice of the model was never assembled"
+        assert model is not None
+        if isinstance(trainer, FrozenBias):
+            assert np.all(model.values[:640] > 0), "a slice of W was never assembled"
+            assert np.array_equal(model.values[640:], trainer.first_b), "the frozen bias changed"
+        else:
+            assert np.all(model.values > 0), "a slice of the model was never assembled"
         for agg in shards:
             assert agg.stop() == 0
         assert all("version=4" in a.log for a in shards), [a.log[-400:] for a in shards]

@@ -7,25 +7,14 @@ set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 root="$(cd "${here}/../../.." && pwd)"
 APIARY_BIN="${APIARY_BIN:-${root}/.build/debug/apiary}"
+case "${APIARY_BIN}" in /*) ;; *) APIARY_BIN="$(pwd)/${APIARY_BIN}" ;; esac
 PY="${PY:-python3}"
 TARGET="${TARGET:-0.90}"
 work="$(mktemp -d /tmp/apiary-sdk-a.XXXXXX)"
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "${work}"; }
 trap cleanup EXIT
-port="$("${PY}" - <<'PYEOF'
-import socket
-for _ in range(200):
-    s = socket.socket(); s.bind(("127.0.0.1", 0)); base = s.getsockname()[1]; s.close()
-    try:
-        held = [socket.socket() for _ in range(3)]
-        for k, h in enumerate(held): h.bind(("127.0.0.1", base + k))
-        for h in held: h.close()
-        print(base); break
-    except OSError:
-        pass
-PYEOF
-)"
+read -r port _ < <("${PY}" "${root}/scripts/free_ports.py")
 cd "${work}"
 "${APIARY_BIN}" keys generate --name aggregator --out keys >/dev/null
 for k in 0 1 2 3 4; do

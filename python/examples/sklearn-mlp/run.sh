@@ -8,27 +8,14 @@ set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 root="$(cd "${here}/../../.." && pwd)"
 APIARY_BIN="${APIARY_BIN:-${root}/.build/debug/apiary}"
+case "${APIARY_BIN}" in /*) ;; *) APIARY_BIN="$(pwd)/${APIARY_BIN}" ;; esac
 PY="${PY:-python3}"
 TARGET="${TARGET:-0.95}"
 work="$(mktemp -d /tmp/apiary-sdk-b.XXXXXX)"
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "${work}"; }
 trap cleanup EXIT
-read -r port http <<<"$("${PY}" - <<'PYEOF'
-import socket
-def free():
-    s = socket.socket(); s.bind(("127.0.0.1", 0)); p = s.getsockname()[1]; s.close(); return p
-for _ in range(200):
-    base = free()
-    try:
-        held = [socket.socket() for _ in range(3)]
-        for k, h in enumerate(held): h.bind(("127.0.0.1", base + k))
-        for h in held: h.close()
-        print(base, free()); break
-    except OSError:
-        pass
-PYEOF
-)"
+read -r port http < <("${PY}" "${root}/scripts/free_ports.py")
 cd "${work}"
 ids=(sk-0 sk-1 sk-2 sk-3 sk-4 sk-eval)
 "${APIARY_BIN}" keys generate --name aggregator --out keys >/dev/null

@@ -37,6 +37,11 @@ class TrainResult:
     dtype, sent as float32), or to the change from the model it started from when ``delta`` is
     true. ``num_examples`` is how many examples it trained on; ``metrics`` are named numbers sent
     with the update (when the aggregator takes them).
+
+    The SDK copies the parameters into a buffer of its own before sending (a trainer may change
+    its arrays in place next round, and a resend must send what was trained), except a tensor
+    returned unchanged (the model's own read-only array, e.g. a frozen layer): that one is sent
+    from the model's memory.
     """
 
     parameters: Mapping[str, np.ndarray]
@@ -134,11 +139,12 @@ class _Outgoing:
     seq: int
     kind: str                     # "update" or "report"
     bases: list[tuple[int, int]]
-    values: np.ndarray | None
+    segments: list[np.ndarray] | None  # 1-D float32 pieces of the flat vector, in order (None: a report)
     samples: int
     metrics: dict[str, float]
     dataset: str = ""
     slots: list[dict[str, Any]] = field(default_factory=list)
+    buffer: np.ndarray | None = None    # the SDK's own buffer the segments are views of, for reuse
 
 
 class _Link:
@@ -172,7 +178,10 @@ class _Link:
         self.dealer = client._make_dealer(snapshot)
         self.push = ctx.socket(zmq.PUSH)
         client._secure(self.push)
-        self.push.setsockopt(zmq.SNDHWM, 4)
+        # Room for every update in flight (max_pending) and a few resends: a full queue makes
+        # the sender wait 200 ms, so it must mean back-pressure, not our own window. The frames
+        # are views of the pending vectors, so a deeper queue holds no extra memory.
+        self.push.setsockopt(zmq.SNDHWM, client.max_pending + 4)
         self.push.setsockopt(zmq.IMMEDIATE, 1)
         self.push.setsockopt(zmq.RECONNECT_IVL_MAX, client.max_backoff_ms)
         self.push.connect(update)
@@ -327,13 +336,23 @@ class Client:
         result = self.trainer.train(named, config)
         with self._lock:
             spare = self._spare.pop() if self._spare else None
-        values = flatten(model.layout, result.parameters, base=model.values if result.delta else None, out=spare)
+        try:
+            segments, buffer = _pieces(model.layout, result.parameters, own=named,
+                                       base=model.values if result.delta else None, out=spare)
+        except BaseException:
+            if spare is not None:
+                with self._lock:
+                    self._spare.append(spare)
+            raise
         metrics = dict(result.metrics)
         if metrics:
             wire.metrics_frame(metrics)  # raises a clear ValueError before anything is sent
         with self._lock:
             self.stats.rounds += 1
-            self._outbox.append(_Outgoing(self._next_seq(), "update", list(model.bases), values, max(0, int(result.num_examples)), metrics))
+            if spare is not None and buffer is not spare:
+                self._spare.append(spare)
+            self._outbox.append(_Outgoing(self._next_seq(), "update", list(model.bases), segments, max(0, int(result.num_examples)),
+                                          metrics, buffer=buffer))
         self._ring()
 
     def _evaluate(self, model: _Model, named: dict[str, np.ndarray], config: dict[str, Any]) -> None:
@@ -642,8 +661,8 @@ class Client:
             if all(s.get("receipt") is not None for s in u.slots):
                 del self._pending[r.seq]
                 # Every aggregator has the whole update, so libzmq is done with its frames.
-                if u.values is not None and len(self._spare) < 2:
-                    self._spare.append(u.values)
+                if u.buffer is not None and len(self._spare) < 2:
+                    self._spare.append(u.buffer)
             self.stats.pending = len(self._pending)
             self._lock.notify_all()
         if r.decision == wire.REJECTED:
@@ -666,8 +685,8 @@ class Client:
         run, base = u.bases[link.index] if link.index < len(u.bases) else (0, 0)
         if u.kind == "report":
             return list(wire.encode_report(run, base, u.seq, u.samples, self.client_id, u.dataset, u.metrics))
-        assert u.values is not None
-        start, end = link.range or (0, u.values.size)
+        assert u.segments is not None
+        start, end = link.range or (0, sum(a.size for a in u.segments))
         features = self._model.config.get("features", []) if self._model else []
         with_metrics = bool(u.metrics) and "update_metrics" in features
         header = wire.encode_update_header(run, base, u.seq, u.samples, self.client_id, with_metrics)
@@ -675,7 +694,7 @@ class Client:
         if with_metrics:
             frames.append(wire.metrics_frame(u.metrics))
         chunk = int((self._model.config if self._model else {}).get("chunk_parameters", 262_144))
-        frames.extend(wire.payload_frames(u.values[start:end], chunk))
+        frames.extend(wire.segment_frames(u.segments, start, end, chunk))
         return frames
 
     def _check_timers(self) -> None:
@@ -735,6 +754,16 @@ def flatten(layout: wire.Layout, tensors: Mapping[str, np.ndarray], base: np.nda
             out: np.ndarray | None = None) -> np.ndarray:
     """Named tensors -> the flat float32 vector in layout order; with ``base``, the tensors are
     a delta added to it. Raises `TrainerOutputError` naming every tensor that does not fit."""
+    _, vector = _pieces(layout, tensors, base=base, out=out)
+    return vector if vector is not None else np.empty(0, dtype=np.float32)
+
+
+def _pieces(layout: wire.Layout, tensors: Mapping[str, np.ndarray], *, own: Mapping[str, np.ndarray] | None = None,
+            base: np.ndarray | None = None, out: np.ndarray | None = None) -> tuple[list[np.ndarray], np.ndarray | None]:
+    """The flat vector as 1-D float32 pieces in layout order, and the buffer they were copied
+    into (``out`` when it fits; None when nothing was copied). A tensor that is the model's own
+    array from ``own`` (returned unchanged) is sent from the model's memory, uncopied; a delta
+    (``base``) is always added into the buffer. Raises `TrainerOutputError` naming every tensor that does not fit."""
     names = set(layout.names)
     problems: list[str] = []
     missing = [n for n in layout.names if n not in tensors]
@@ -743,28 +772,43 @@ def flatten(layout: wire.Layout, tensors: Mapping[str, np.ndarray], base: np.nda
         problems.append("missing " + ", ".join(missing))
     if extra:
         problems.append("not in the model " + ", ".join(extra))
-    if out is None or out.size != layout.parameter_count or out.dtype != np.float32:
-        out = np.empty(layout.parameter_count, dtype=np.float32)
+    own = own or {}
+    buffer: np.ndarray | None = None
+    pieces: list[np.ndarray] = []
+    joined = -1  # where the last piece, a slice of the buffer, starts (-1: it is not one)
     for t, o in zip(layout.tensors, layout.offsets()):
         if t.name not in tensors:
             continue
-        a = np.asarray(tensors[t.name])
+        given = tensors[t.name]
+        a = np.asarray(given)
         if a.shape != t.shape:
             problems.append(f"{t.name} has shape {list(a.shape)}, the model {list(t.shape)}")
             continue
         if not np.issubdtype(a.dtype, np.floating):
             problems.append(f"{t.name} has dtype {a.dtype}, not a float")
             continue
-        dst = out[o:o + t.count].reshape(t.shape)
+        if base is None and given is own.get(t.name):
+            pieces.append(a.reshape(-1))  # a view of the model the client holds (never changed)
+            joined = -1
+            continue
+        if buffer is None:
+            ok = out is not None and out.size == layout.parameter_count and out.dtype == np.float32
+            buffer = out if ok and out is not None else np.empty(layout.parameter_count, dtype=np.float32)
+        dst = buffer[o:o + t.count].reshape(t.shape)
         if base is not None:
             np.add(base[o:o + t.count].reshape(t.shape), a, out=dst, casting="unsafe")
         else:
             np.copyto(dst, a, casting="unsafe")     # one copy, converting to float32 on the way
         if not np.isfinite(dst).all():
             problems.append(f"{t.name} is not finite")
+        if joined >= 0:
+            pieces[-1] = buffer[joined:o + t.count]  # adjacent copies travel as one piece
+        else:
+            pieces.append(buffer[o:o + t.count])
+            joined = o
     if problems:
         raise TrainerOutputError("the trainer's result does not fit the model: " + "; ".join(problems))
-    return out
+    return pieces, buffer
 
 
 def run(trainer: Trainer, *, client_id: str, aggregator: str = "tcp://127.0.0.1:5556", max_rounds: int | None = None,

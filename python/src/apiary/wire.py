@@ -365,6 +365,20 @@ def payload_frames(values: np.ndarray, chunk_parameters: int) -> list[memoryview
     return [view[i:i + step] for i in range(0, len(view), step)]
 
 
+def segment_frames(segments: Sequence[np.ndarray], start: int, end: int, chunk_parameters: int) -> list[memoryview]:
+    """Payload frames (2.3) for the values ``[start, end)`` of a flat vector held as 1-D
+    float32 pieces in order, without copying: each frame is a view of one piece, at most
+    ``chunk_parameters`` values (any split is valid; frames do not cross pieces)."""
+    frames: list[memoryview] = []
+    at = 0
+    for piece in segments:
+        lo, hi = max(start, at), min(end, at + piece.size)
+        if lo < hi:
+            frames.extend(payload_frames(piece[lo - at:hi - at], chunk_parameters))
+        at += piece.size
+    return frames or payload_frames(np.empty(0, dtype="<f4"), chunk_parameters)
+
+
 # MARK: receipt (3.5)
 
 
