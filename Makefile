@@ -10,7 +10,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 SWIFT ?= swift
 BIN := .build/debug/apiary
 
-.PHONY: all deps deps-python deps-browser build demo test examples python-test bench-python netns-test kill-test fuzz fuzz-smoke deploy-check clean help
+.PHONY: all deps deps-python deps-browser build demo test examples python-test python-torch bench-python netns-test kill-test fuzz fuzz-smoke deploy-check clean help
 FUZZ_SECONDS ?= 3600
 
 all: build
@@ -21,7 +21,9 @@ help:
 	@echo "make build   - debug build of the apiary command"
 	@echo "make fuzz    - libFuzzer over decoders and merge validator (FUZZ_SECONDS, default 3600)"
 	@echo "make examples - build and run Examples/mlp-digits (an MLP on an embedded AggregatorServer) to its stated accuracy"
-	@echo "make python-test - the Python SDK: install, mypy, pytest against real aggregators, example (a)"
+	@echo "make python-test - the Python SDK: install, mypy, pytest against real aggregators, examples (a) and (b)"
+	@echo "make python-torch TORCH_PYTHON=... - the torch bridge tests and example (c), where torch is installed"
+	@echo "make bench-python - the SDK against raw pyzmq, 1M-parameter updates (APIARY_BENCH_BIN=release build)"
 	@echo "make netns-test - aggregator, gateways and devices in network namespaces with delay, loss and a partition (root)"
 	@echo "make kill-test - SIGKILL the aggregator 20 times during training; nothing acknowledged may be lost"
 
@@ -91,6 +93,16 @@ python-test: deps-python
 	cd python && APIARY_BIN=$(CURDIR)/$(BIN) $(VENV)/bin/python3 -m pytest -q tests
 	APIARY_BIN=$(CURDIR)/$(BIN) PY=$(VENV)/bin/python3 bash python/examples/numpy-softmax/run.sh
 	APIARY_BIN=$(CURDIR)/$(BIN) PY=$(VENV)/bin/python3 bash python/examples/sklearn-mlp/run.sh
+
+## The SDK with PyTorch, where torch is installed (never a required install: PyPI's Linux wheel
+## pulls several GB of CUDA libraries): the torch bridge tests and example (c).
+##   make python-torch TORCH_PYTHON=/path/to/venv/bin/python
+TORCH_PYTHON ?= python3
+python-torch:
+	$(SWIFT) build --product apiary
+	$(TORCH_PYTHON) -m pip install --quiet ./python pytest safetensors scikit-learn
+	cd python && APIARY_BIN=$(CURDIR)/$(BIN) $(TORCH_PYTHON) -m pytest -q tests/test_adapters.py
+	APIARY_BIN=$(CURDIR)/$(BIN) PY=$(TORCH_PYTHON) bash python/examples/torch-mlp/run.sh
 
 ## The Python SDK's cost per update (1M parameters) against raw pyzmq in the same run, and its
 ## idle memory. Measure against a release aggregator: make bench-python APIARY_BENCH_BIN=.build-release/release/apiary

@@ -427,13 +427,15 @@ class Client:
         try:
             self._links = [_Link(self, 0, *self.endpoints)]
             self._request_snapshot(self._links[0])
+            poller = zmq.Poller()
+            polled: tuple[Any, ...] = ()
             while not self._stop.is_set():
-                poller = zmq.Poller()
-                for link in self._links:
-                    poller.register(link.sub, zmq.POLLIN)
-                    poller.register(link.dealer, zmq.POLLIN)
-                    poller.register(link.monitor, zmq.POLLIN)
-                poller.register(self._bell_r, zmq.POLLIN)
+                sockets = tuple(s for link in self._links for s in (link.sub, link.dealer, link.monitor))
+                if sockets != polled:  # rebuilt only when a link or a snapshot DEALER was replaced
+                    poller, polled = zmq.Poller(), sockets
+                    for s in sockets:
+                        poller.register(s, zmq.POLLIN)
+                    poller.register(self._bell_r, zmq.POLLIN)
                 ready = dict(poller.poll(timeout=50))
                 if self._bell_r in ready:
                     try:
