@@ -336,21 +336,19 @@ class Client:
         result = self.trainer.train(named, config)
         with self._lock:
             spare = self._spare.pop() if self._spare else None
+        buffer: np.ndarray | None = None
         try:
             segments, buffer = _pieces(model.layout, result.parameters, own=named,
                                        base=model.values if result.delta else None, out=spare)
-        except BaseException:
-            if spare is not None:
+            metrics = dict(result.metrics)
+            if metrics:
+                wire.metrics_frame(metrics)  # raises a clear ValueError before anything is sent
+        finally:
+            if spare is not None and buffer is not spare:  # not used (or an error): back to the pool
                 with self._lock:
                     self._spare.append(spare)
-            raise
-        metrics = dict(result.metrics)
-        if metrics:
-            wire.metrics_frame(metrics)  # raises a clear ValueError before anything is sent
         with self._lock:
             self.stats.rounds += 1
-            if spare is not None and buffer is not spare:
-                self._spare.append(spare)
             self._outbox.append(_Outgoing(self._next_seq(), "update", list(model.bases), segments, max(0, int(result.num_examples)),
                                           metrics, buffer=buffer))
         self._ring()
