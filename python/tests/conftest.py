@@ -8,6 +8,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -124,6 +125,32 @@ progress:
     path = directory / "aggregator.yaml"
     path.write_text(text)
     return path
+
+
+@pytest.fixture(autouse=True)
+def stop_clients(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Every `apiary.Client` a test makes is stopped, and its threads joined, when the test
+    ends, pass or fail: a failed test must not leave clients running (their sockets share the
+    process's zmq context and would starve the tests after it)."""
+    import apiary
+    made: list[apiary.Client] = []
+    original = apiary.Client.__init__
+
+    def recording(self: apiary.Client, *args: Any, **kwargs: Any) -> None:
+        original(self, *args, **kwargs)
+        made.append(self)  # (one whose __init__ raised has nothing to stop)
+
+    monkeypatch.setattr(apiary.Client, "__init__", recording)
+    before = set(threading.enumerate())
+    yield
+    for c in made:
+        c.stop()
+    deadline = time.monotonic() + 15
+    for t in set(threading.enumerate()) - before:
+        if t is not threading.current_thread():
+            t.join(max(0.0, deadline - time.monotonic()))
+    left = [t.name for t in set(threading.enumerate()) - before if t.is_alive()]
+    assert not left, f"threads still running after the test: {left}"
 
 
 @pytest.fixture
