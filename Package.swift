@@ -12,6 +12,8 @@ let package = Package(
         .executable(name: "apiary", targets: ["apiary"]),
         .library(name: "ApiaryClient", targets: ["ApiaryClient"]),
         .library(name: "ApiaryAggregator", targets: ["ApiaryAggregator"]),
+        // The merge path without sockets or files: frames in, outcome out (the rules).
+        .library(name: "ApiaryMerge", targets: ["ApiaryMerge"]),
         // An aggregator with its status server, metrics and evaluator: what a Swift program
         // embeds to serve a model (see Examples/).
         .library(name: "ApiaryServer", targets: ["ApiaryServer"]),
@@ -49,10 +51,11 @@ let package = Package(
             resources: [.copy("Resources/digits.csv"), .copy("Resources/partition.json")],
             swiftSettings: strict
         ),
+        .target(name: "ApiaryMerge", dependencies: ["ApiaryCore", "ApiaryProtocol"], swiftSettings: strict),
         .target(
             name: "ApiaryAggregator",
             dependencies: [
-                "ApiaryCore", "ApiaryProtocol", "ZeroMQ",
+                "ApiaryCore", "ApiaryProtocol", "ApiaryMerge", "ZeroMQ",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "GRDB", package: "GRDB.swift"),
@@ -116,6 +119,7 @@ let package = Package(
         .testTarget(name: "ZeroMQTests", dependencies: ["ZeroMQ"], swiftSettings: strict),
         .testTarget(name: "ApiaryCoreTests", dependencies: ["ApiaryCore"], swiftSettings: strict),
         .testTarget(name: "ApiaryProtocolTests", dependencies: ["ApiaryProtocol", "ApiaryCore"], swiftSettings: strict),
+        .testTarget(name: "ApiaryMergeTests", dependencies: ["ApiaryMerge", "ApiaryProtocol", "ApiaryCore"], swiftSettings: strict),
         .testTarget(name: "ApiaryLearningTests", dependencies: ["ApiaryLearning", "ApiaryCore"], swiftSettings: strict),
         .testTarget(
             name: "ApiaryObservabilityTests",

@@ -1,6 +1,6 @@
 // libFuzzer harness over Apiary's wire decoders (ApiaryProtocol.Codec, SnapshotConfig) and the
-// aggregator's validator and merge path (MergeEngine.ingest). Built by Fuzz/build.sh into one
-// module together with the sources (hence no imports of ApiaryCore / ApiaryProtocol here).
+// merge path (ApiaryMerge: MergeEngine.ingest). Built by Fuzz/build.sh, linked against the
+// package's modules compiled with coverage and AddressSanitizer.
 //
 // Input format (see Fuzz/README.md):
 //
@@ -20,6 +20,10 @@
 // so that every input replays deterministically). A thrown WireError is fine; a trap, an ASan
 // report or a violated invariant (`check`, which prints "fuzz invariant violated" and aborts)
 // is a bug.
+
+import ApiaryCore
+import ApiaryMerge
+import ApiaryProtocol
 
 #if canImport(Glibc)
 import Glibc
@@ -43,10 +47,8 @@ enum FuzzSetup {
     static let initialVersion: UInt64 = 2
     /// Small, so that the window's eviction is reachable within one input.
     static let dedupWindow: UInt64 = 2
-    /// Engine settings selected by control bits 3-5: the merge rule; when the sources have them,
-    /// the bound on the update norm and what is done over it (APIARY_FUZZ_NORM_POLICY) and the
-    /// client id the connection authenticated as (APIARY_FUZZ_AUTH_ID); build.sh sets both
-    /// flags. Every rule is a valid configuration (FedAsync.validationError() is nil).
+    /// Engine settings selected by control bits 3-5: the merge rule, the bound on the update
+    /// norm and what is done over it, and the client id the connection authenticated as. Every rule is a valid configuration (FedAsync.validationError() is nil).
     struct Setting: Sendable {
         var rule: FedAsync
         var normBound: Double? = nil
@@ -267,11 +269,7 @@ func ingestChecked(_ engine: MergeEngine, _ frames: [UnsafeRawBufferPointer], au
     let paramsBefore = snapshotParameters(engine)
     let receivedBefore = engine.stats.received
 
-    #if APIARY_FUZZ_AUTH_ID
     let out = engine.ingest(frames, authenticatedID: authenticatedID)
-    #else
-    let out = engine.ingest(frames)
-    #endif
     log("  ingest -> reason \(out.reason) receipt \(out.receipt.map { "\($0.decision) v\($0.modelVersion)" } ?? "none") \(out.detail)")
 
     // Every model parameter stays finite.
@@ -296,11 +294,9 @@ func ingestChecked(_ engine: MergeEngine, _ frames: [UnsafeRawBufferPointer], au
     if let r = out.receipt {
         check(r.reason == out.reason, "receipt reason \(r.reason) differs from outcome reason \(out.reason)")
         check(r.runID == FuzzSetup.runID, "receipt run id is not the engine's")
-        #if APIARY_FUZZ_AUTH_ID
         if let authenticatedID {
             check(r.clientID == authenticatedID, "receipt for '\(r.clientID)' on a connection authenticated as '\(authenticatedID)'")
         }
-        #endif
         checkReceiptRoundTrip(r)
     }
     check(engine.stats.received == receivedBefore + 1, "stats.received did not count the update")
@@ -330,10 +326,8 @@ public func fuzzOneInput(_ data: UnsafePointer<UInt8>?, _ size: Int) -> CInt {
         let setting = FuzzSetup.settings[Int(m.control >> 3) & 7]
         check(setting.rule.validationError() == nil, "harness setting is not a valid configuration")
         engine.rule = setting.rule
-        #if APIARY_FUZZ_NORM_POLICY
         engine.maxUpdateNorm = setting.normBound
         engine.normPolicy = setting.clip ? .clip : .reject
-        #endif
         if let header = fs.frames.first, Codec.isEvaluationReport(header) {
             // An evaluation report is recorded or rejected; it never touches the model.
             let versionBefore = engine.version, paramsBefore = snapshotParameters(engine), receivedBefore = engine.stats.received

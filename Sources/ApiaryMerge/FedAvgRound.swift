@@ -22,32 +22,32 @@ public struct FedAvgConfig: Sendable, Hashable {
 }
 
 /// The contributions of the round in progress.
-final class FedAvgRound {
-    let config: FedAvgConfig
-    private(set) var started: ContinuousClock.Instant?
+package final class FedAvgRound {
+    package let config: FedAvgConfig
+    package private(set) var started: ContinuousClock.Instant?
     private var sumDelta: [Float]
     private var totalWeight: Double = 0
     /// Client id -> its contribution's receipt (finished when the round closes) and ledger data.
-    private(set) var contributions: [String: (receipt: Receipt, weight: Double, norm: Double, samples: UInt64)] = [:]
+    package private(set) var contributions: [String: (receipt: Receipt, weight: Double, norm: Double, samples: UInt64)] = [:]
 
-    init(config: FedAvgConfig, parameterCount: Int) {
+    package init(config: FedAvgConfig, parameterCount: Int) {
         self.config = config
         sumDelta = [Float](repeating: 0, count: parameterCount)
     }
 
-    var count: Int { contributions.count }
+    package var count: Int { contributions.count }
 
     /// When the round may close on a quorum.
-    var deadline: ContinuousClock.Instant? { started.map { $0 + config.roundTimeout } }
+    package var deadline: ContinuousClock.Instant? { started.map { $0 + config.roundTimeout } }
 
-    func isReady(now: ContinuousClock.Instant) -> Bool {
+    package func isReady(now: ContinuousClock.Instant) -> Bool {
         if count >= config.expectedClients { return true }
         if let d = deadline, now >= d, count >= config.minClients { return true }
         return false
     }
 
     /// Adds `weight * clip * (update - model)` to the round's sum.
-    func add(_ payload: some Collection<UnsafeRawBufferPointer>, model: UnsafeBufferPointer<Float>, weight: Double, clip: Double,
+    package func add(_ payload: some Collection<UnsafeRawBufferPointer>, model: UnsafeBufferPointer<Float>, weight: Double, clip: Double,
              receipt: Receipt, norm: Double, samples: UInt64) {
         if started == nil { started = .now }
         let c = Float(weight * clip)
@@ -68,7 +68,7 @@ final class FedAvgRound {
     }
 
     /// Applies the average to `model` and returns the contributions; resets the round.
-    func close(into model: UnsafeMutableBufferPointer<Float>) -> [(receipt: Receipt, weight: Double, norm: Double, samples: UInt64)] {
+    package func close(into model: UnsafeMutableBufferPointer<Float>) -> [(receipt: Receipt, weight: Double, norm: Double, samples: UInt64)] {
         let scale = Float(1 / max(totalWeight, .leastNormalMagnitude))
         sumDelta.withUnsafeMutableBufferPointer { sum in
             for i in 0..<model.count {
@@ -91,7 +91,7 @@ final class FedAvgRound {
 extension MergeEngine {
     /// Sync mode: adds a validated update to the round instead of merging it. Its receipt is
     /// deferred to the close of the round (the outcome carries no receipt).
-    func contribute(_ h: UpdateHeader, payload: some Collection<UnsafeRawBufferPointer>, norm: Double, clip: Double) -> Outcome {
+    package func contribute(_ h: UpdateHeader, payload: some Collection<UnsafeRawBufferPointer>, norm: Double, clip: Double) -> Outcome {
         guard let round else { preconditionFailure("contribute outside sync mode") }
         if let existing = round.contributions[h.clientID] {
             if existing.receipt.seq == h.seq {
@@ -110,7 +110,7 @@ extension MergeEngine {
 
     /// Closes the round when it is ready: applies the average, bumps the version, records
     /// the contributions in the dedup table and returns their outcomes (with receipts).
-    func closeRoundIfReady(now: ContinuousClock.Instant) -> [Outcome] {
+    package func closeRoundIfReady(now: ContinuousClock.Instant) -> [Outcome] {
         guard let round, round.isReady(now: now) else { return [] }
         let done = round.close(into: parameters)
         version += 1

@@ -5,27 +5,27 @@ import Foundation
 /// The aggregator's model and its FedAsync merge path, without sockets: frames in,
 /// receipt out. Validation order: decode, run id, layout, payload size, dedup, staleness,
 /// finiteness; only then is the model touched. Owned by one thread.
-final class MergeEngine {
+package final class MergeEngine {
     /// The whole model's layout (what clients send in their layout frame).
-    let layout: ParameterLayout
+    package let layout: ParameterLayout
     /// The part of the flat vector held and merged here: a shard's range, or all of it.
-    let range: Range<Int>
+    package let range: Range<Int>
     /// The layout of `range` (what checkpoints store).
-    let storedLayout: ParameterLayout
-    let layoutFrame: [UInt8]
-    let runID: UInt64
-    var rule: FedAsync
-    var maxUpdateNorm: Double?
-    var normPolicy: NormPolicy = .reject
-    var version: UInt64
-    private(set) var parameters: UnsafeMutableBufferPointer<Float>
-    var dedup: DedupTable<UpdateOutcome>
+    package let storedLayout: ParameterLayout
+    package let layoutFrame: [UInt8]
+    package let runID: UInt64
+    package var rule: FedAsync
+    package var maxUpdateNorm: Double?
+    package var normPolicy: NormPolicy = .reject
+    package var version: UInt64
+    package private(set) var parameters: UnsafeMutableBufferPointer<Float>
+    package var dedup: DedupTable<UpdateOutcome>
     /// Sync mode (FedAvg rounds) when set; FedAsync otherwise.
-    var round: FedAvgRound?
-    var stats = AggregatorStats()
+    package var round: FedAvgRound?
+    package var stats = AggregatorStats()
 
     /// `initial` holds the parameters of `range` (all of the model when nil).
-    init(layout: ParameterLayout, range: Range<Int>? = nil, parameters initial: [Float], version: UInt64, runID: UInt64, rule: FedAsync, dedupWindow: UInt64) {
+    package init(layout: ParameterLayout, range: Range<Int>? = nil, parameters initial: [Float], version: UInt64, runID: UInt64, rule: FedAsync, dedupWindow: UInt64) {
         let range = range ?? 0..<layout.parameterCount
         precondition(initial.count == range.count)
         precondition(initial.allSatisfy(\.isFinite), "the initial model must be finite")
@@ -43,7 +43,7 @@ final class MergeEngine {
     }
 
     /// Resumes from a checkpoint.
-    convenience init(resuming c: CheckpointState, layout: ParameterLayout? = nil, range: Range<Int>? = nil, rule: FedAsync, dedupWindow: UInt64) {
+    package convenience init(resuming c: CheckpointState, layout: ParameterLayout? = nil, range: Range<Int>? = nil, rule: FedAsync, dedupWindow: UInt64) {
         self.init(layout: layout ?? c.layout, range: range, parameters: c.parameters, version: c.version, runID: c.runID, rule: rule, dedupWindow: dedupWindow)
         dedup = DedupTable(window: dedupWindow, clients: c.dedup)
     }
@@ -51,33 +51,33 @@ final class MergeEngine {
     deinit { parameters.deallocate() }
 
     /// Everything needed to resume at the current version (copies the model).
-    func checkpointState() -> CheckpointState {
+    package func checkpointState() -> CheckpointState {
         CheckpointState(runID: runID, version: version, layout: storedLayout, parameters: Array(parameters), rule: rule,
                         dedupWindow: dedup.window, dedup: dedup.clients,
                         createdAtMilliseconds: Int64(Date().timeIntervalSince1970 * 1000))
     }
 
     /// What came of one inbound message.
-    struct Outcome {
+    package struct Outcome {
         /// The receipt to publish, when the sender could be identified.
-        var receipt: Receipt?
-        var reason: RejectReason
+        package var receipt: Receipt?
+        package var reason: RejectReason
         /// Why it was rejected, for the log.
-        var detail: String
+        package var detail: String
         /// L2 norm of update - model, when it was computed.
-        var updateNorm: Double? = nil
-        var sampleCount: UInt64 = 0
+        package var updateNorm: Double? = nil
+        package var sampleCount: UInt64 = 0
         /// The metrics the update carried (merged updates only).
-        var metrics: [String: Double] = [:]
+        package var metrics: [String: Double] = [:]
         /// The recorded evaluation report, when the message was one.
-        var report: EvaluationReport? = nil
+        package var report: EvaluationReport? = nil
     }
 
     /// Validates and, when valid, merges one CLIENT_UPDATE given as its frames.
     /// `authenticatedID` is the client id the ZAP handler assigned to the connection (nil
     /// without authentication); an update claiming another id is rejected, and the receipt
     /// goes to the authenticated id, never to the one claimed.
-    func ingest(_ frames: [UnsafeRawBufferPointer], authenticatedID: String? = nil) -> Outcome {
+    package func ingest(_ frames: [UnsafeRawBufferPointer], authenticatedID: String? = nil) -> Outcome {
         stats.received += 1
         for f in frames { stats.bytesIn += UInt64(f.count) }
 
@@ -189,7 +189,7 @@ final class MergeEngine {
     /// Validates and records one EVALUATION_REPORT given as its frames: the sender is checked
     /// like an update's, the (client id, seq) dedup is shared with its updates, the model
     /// evaluated must be one of this run's versions. Nothing of the model changes.
-    func ingestReport(_ frames: [UnsafeRawBufferPointer], authenticatedID: String? = nil) -> Outcome {
+    package func ingestReport(_ frames: [UnsafeRawBufferPointer], authenticatedID: String? = nil) -> Outcome {
         for f in frames { stats.bytesIn += UInt64(f.count) }
         stats.reportsReceived += 1
         func refuse(_ id: String?, seq: UInt64, version: UInt64, _ reason: RejectReason, _ detail: String, record: Bool = false) -> Outcome {
@@ -242,7 +242,7 @@ final class MergeEngine {
         return Outcome(receipt: r, reason: .none, detail: "", sampleCount: report.exampleCount, metrics: report.metrics, report: report)
     }
 
-    func reject(_ h: UpdateHeader?, reason: RejectReason, detail: String, staleness: UInt64? = nil, record: Bool = true) -> Outcome {
+    package func reject(_ h: UpdateHeader?, reason: RejectReason, detail: String, staleness: UInt64? = nil, record: Bool = true) -> Outcome {
         stats.rejected[reason, default: 0] += 1
         guard let h else { return Outcome(receipt: nil, reason: reason, detail: detail) }
         let r = Receipt(clientID: h.clientID, runID: runID, seq: h.seq, baseVersion: h.baseVersion, modelVersion: version,
@@ -256,13 +256,13 @@ final class MergeEngine {
     /// The upstream model the local progress is measured from: `parameters - anchor` is what
     /// the devices contributed since. Nil after a resume: the first rebase then keeps the
     /// resumed model (its merges were acknowledged) and takes the upstream model as anchor.
-    var anchor: [Float]?
+    package var anchor: [Float]?
 
     /// Moves the model onto a newer upstream model `g`, keeping the local progress:
     /// `x = g + (x - anchor)`, then `anchor = g`; a new version. Returns false (and changes
     /// nothing) when `g` does not fit or is not finite. Where keeping the progress would not
     /// be finite, that parameter takes `g`'s value.
-    func rebase(onto g: [Float]) -> Bool {
+    package func rebase(onto g: [Float]) -> Bool {
         guard g.count == range.count, g.allSatisfy(\.isFinite) else { return false }
         if let anchor {
             for i in 0..<g.count {
@@ -279,7 +279,7 @@ final class MergeEngine {
 
     /// The model as local progress to push upstream; it becomes the new anchor's offset
     /// base, so the same progress is not counted again by the next rebase.
-    func takeProgress() -> RelayProgress {
+    package func takeProgress() -> RelayProgress {
         var p = RelayProgress(parameters: Array(parameters), version: version, merges: stats.unsentMerges, samples: stats.unsentSamples)
         if let a = anchor {
             p.delta = zip(p.parameters, a).map { $0 - $1 }
@@ -292,7 +292,7 @@ final class MergeEngine {
 
     /// A push the tier above did not merge: its progress (`delta`, over `ranges` of the
     /// vector) counts as unsent again, so the next rebase keeps it (`anchor -= delta`).
-    func restore(progress delta: [Float], in ranges: [Range<Int>]) {
+    package func restore(progress delta: [Float], in ranges: [Range<Int>]) {
         guard var a = anchor, delta.count == a.count else { return }
         for r in ranges {
             let r = r.clamped(to: 0..<a.count)
@@ -304,19 +304,19 @@ final class MergeEngine {
     }
 
     /// An immutable copy of the current model.
-    func publishable() -> PublishedModel {
+    package func publishable() -> PublishedModel {
         PublishedModel(version: version, runID: runID, layout: layout, range: range, copying: UnsafeBufferPointer(parameters))
     }
 }
 
-func hex(_ v: UInt64) -> String {
+package func hex(_ v: UInt64) -> String {
     let s = String(v, radix: 16)
     return String(repeating: "0", count: max(0, 16 - s.count)) + s
 }
 
 extension Receipt {
     /// The part of the receipt the dedup table keeps.
-    var outcome: UpdateOutcome {
+    package var outcome: UpdateOutcome {
         UpdateOutcome(decision: decision, reason: reason, baseVersion: baseVersion, modelVersion: modelVersion,
                       staleness: staleness, mixingWeight: mixingWeight)
     }

@@ -4,7 +4,7 @@ import ApiaryProtocol
 /// An update with more payload frames than the limit: rejected `malformed` before decoding.
 
 extension MergeEngine {
-    func rejectTooManyFrames(_ frames: [UnsafeRawBufferPointer], limit: Int) -> Outcome {
+    package func rejectTooManyFrames(_ frames: [UnsafeRawBufferPointer], limit: Int) -> Outcome {
         stats.received += 1
         stats.rejected[.malformed, default: 0] += 1
         let header = frames.first.flatMap { Codec.peekUpdateSender($0) }

@@ -12,9 +12,9 @@ public final class PublishedModel: @unchecked Sendable {
     public let layout: ParameterLayout
     /// The part of the flat vector held here: a shard's range, or the whole model.
     public let range: Range<Int>
-    let storage: UnsafeMutableBufferPointer<Float>
+    package let storage: UnsafeMutableBufferPointer<Float>
 
-    init(version: UInt64, runID: UInt64, layout: ParameterLayout, range: Range<Int>? = nil, copying source: UnsafeBufferPointer<Float>) {
+    package init(version: UInt64, runID: UInt64, layout: ParameterLayout, range: Range<Int>? = nil, copying source: UnsafeBufferPointer<Float>) {
         self.version = version
         self.runID = runID
         self.layout = layout
