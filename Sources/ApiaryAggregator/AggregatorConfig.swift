@@ -63,6 +63,11 @@ public struct AggregatorConfig: Sendable {
     public var insecure: Bool
     /// Synchronous FedAvg rounds instead of FedAsync (the baseline); nil: FedAsync.
     public var sync: FedAvgConfig?
+    /// Buffered asynchronous aggregation (FedBuff) instead of FedAsync; nil: FedAsync. The
+    /// rule's staleness function weights the buffered deltas (its alpha is not used).
+    public var buffer: FedBuffConfig? = nil
+    /// The algorithm these settings make (at most one of `sync` and `buffer` is set).
+    public var algorithm: Algorithm { sync != nil ? .fedavg : buffer != nil ? .fedbuff : .fedasync }
     /// Parameter shards: this aggregator owns one contiguous range of the flat parameter
     /// vector; nil: the whole model.
     public var shard: ShardConfig? = nil
@@ -139,6 +144,9 @@ public struct AggregatorConfig: Sendable {
         if updateQueueBytes < 1 { return "limits.update_queue_bytes must be positive" }
         if relay && shard != nil { return "a gateway (relay) aggregator cannot be a parameter shard" }
         if relay && sync != nil { return "a gateway (relay) aggregator merges with fedasync, not fedavg rounds" }
+        if relay && buffer != nil { return "a gateway (relay) aggregator merges with fedasync, not fedbuff" }
+        if sync != nil && buffer != nil { return "choose one algorithm: fedavg rounds or a fedbuff buffer" }
+        if let e = buffer?.validationError() { return e }
         if dedupWindow < 1 || dedupWindow > DedupTable<Int>.maxWindow { return "dedup_window must be in 1...\(DedupTable<Int>.maxWindow)" }
         return nil
     }

@@ -107,6 +107,9 @@ final class AggregatorLoop {
             engine.round = FedAvgRound(config: sync, parameterCount: range.count)
             engine.rule.maxStaleness = 0
         }
+        if let buffered = config.buffer {
+            engine.buffer = FedBuffer(config: buffered, parameterCount: range.count)
+        }
         durableVersion = engine.version
         submittedVersion = engine.version
         if let writer, resumed == nil {
@@ -117,7 +120,7 @@ final class AggregatorLoop {
         ledger = try config.ledgerPath.map { try Ledger(path: $0, logger: logger) }
 
         func seconds(_ d: Duration) -> Double { Double(d.components.seconds) + Double(d.components.attoseconds) / 1e18 }
-        var snapshotConfig = SnapshotConfig(algorithm: config.sync == nil ? "fedasync" : "fedavg", rule: engine.rule, training: config.training,
+        var snapshotConfig = SnapshotConfig(algorithm: config.algorithm, rule: engine.rule, training: config.training,
                                             chunkParameters: config.chunkParameters,
                                             maxFrameBytes: config.maxFrameBytes, receiptTimeoutSeconds: seconds(config.receiptTimeout),
                                             publishIntervalSeconds: seconds(config.publishInterval),
@@ -221,7 +224,7 @@ final class AggregatorLoop {
             var deadline = now + .milliseconds(100)
             if dirty { deadline = min(deadline, nextPublish) }
             if writer != nil && engine.version > submittedVersion { deadline = min(deadline, lastSubmit + config.checkpointInterval) }
-            if let roundDeadline = engine.round?.deadline { deadline = min(deadline, roundDeadline) }
+            if let roundDeadline = engine.round?.deadline ?? engine.buffer?.deadline { deadline = min(deadline, roundDeadline) }
             if config.heartbeatInterval > .zero && !dirty && now - lastBroadcast >= config.heartbeatInterval {
                 // Re-announce the current version now and then: late subscribers and clients
                 // of a previous run learn where the model is without asking.
@@ -310,8 +313,12 @@ final class AggregatorLoop {
     /// Sync mode: closes the FedAvg round when it has its clients (or its quorum after the
     /// timeout) and acknowledges its contributions.
     func closeRoundIfReady() throws {
-        guard engine.round != nil else { return }
-        for outcome in engine.closeRoundIfReady(now: .now) { try handle(outcome) }
+        if engine.round != nil {
+            for outcome in engine.closeRoundIfReady(now: .now) { try handle(outcome) }
+        }
+        if engine.buffer != nil {
+            for outcome in engine.flushBufferIfReady(now: .now) { try handle(outcome) }
+        }
     }
 
     /// Logs, receipts (now, or once durable) and records one outcome.
@@ -332,7 +339,7 @@ final class AggregatorLoop {
             return
         }
         if outcome.reason == .none {
-            // A sync-mode contribution is receipted when its round closes.
+            // A FedAvg contribution or a FedBuff delta is receipted when its round closes or its buffer is flushed.
             guard outcome.receipt != nil else { return }
             dirty = true
         } else if rejectLog.shouldLog(outcome.reason) {

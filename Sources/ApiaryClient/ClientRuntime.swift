@@ -43,8 +43,8 @@ public final class ClientRuntime: Service, Sendable {
         var training = TrainingConfig()
         var serverReceiptTimeout: Duration = .seconds(10)
         var chunkParameters = 262_144
-        /// "fedasync", or "fedavg" (synchronous rounds: train once per version).
-        var algorithm = "fedasync"
+        /// How the aggregator merges: fedavg trains once per version (rounds), fedbuff takes deltas.
+        var algorithm = Algorithm.fedasync
         /// Optional protocol features the aggregator listed (`ProtocolFeature`).
         var features: [String] = []
         var outbox: [OutgoingUpdate] = []
@@ -122,12 +122,13 @@ public final class ClientRuntime: Service, Sendable {
         while !Task.isCancelled && !stopRequested.load(ordering: .acquiring) {
             // Train on a model newer than the last base when one comes within `newModelWait`;
             // in synchronous rounds, only on a newer one (the next round's).
-            let rounds = state.withLock { $0.algorithm == "fedavg" }
+            let rounds = state.withLock { $0.algorithm == .fedavg }
             await waitForModel(newerThan: lastBase, timeout: lastBase == nil ? nil : (rounds ? .seconds(86_400 * 365) : config.newModelWait))
             if rounds, lastBase != nil, !hasModel(newerThan: lastBase) { continue }
             if let f = state.withLock({ $0.fatal }) { throw f }
             guard !Task.isCancelled, !stopRequested.load(ordering: .acquiring) else { break }
-            guard let (model, bases, training) = state.withLock({ s in s.model.map { ($0, s.bases, s.training) } }) else { continue }
+            // The algorithm comes with the model (the snapshot config): it says what to send.
+            guard let (model, bases, training, algorithm) = state.withLock({ s in s.model.map { ($0, s.bases, s.training, s.algorithm) } }) else { continue }
             await waitForPendingRoom()
             guard !Task.isCancelled, !stopRequested.load(ordering: .acquiring) else { break }
             round += 1
@@ -157,9 +158,14 @@ public final class ClientRuntime: Service, Sendable {
                 }
                 metrics = [:]
             }
+            // FedBuff takes what training changed (trained - base), flagged as a delta.
+            let deltas = algorithm.sendsDeltas
+            var payload = result.parameters
+            if deltas { for i in payload.indices { payload[i] -= model.parameters[i] } }
             let update = OutgoingUpdate(header: UpdateHeader(runID: model.runID, baseVersion: model.version, seq: seq,
-                                                             sampleCount: UInt64(max(0, result.sampleCount)), clientID: config.clientID),
-                                        parameters: ParameterBuffer(result.parameters), bases: bases, metrics: metrics)
+                                                             sampleCount: UInt64(max(0, result.sampleCount)), clientID: config.clientID,
+                                                             isDelta: deltas),
+                                        parameters: ParameterBuffer(payload), bases: bases, metrics: metrics)
             onEvent?(.updateQueued(seq: seq, round: round))  // before the I/O thread can see it
             state.withLock {
                 $0.outbox.append(update)
@@ -269,7 +275,7 @@ public final class ClientRuntime: Service, Sendable {
     // Called by the I/O thread.
 
     func adopt(_ model: ModelSnapshot, bases: [ShardBase], training: TrainingConfig, receiptTimeout: Duration, chunkParameters: Int, fromSnapshot: Bool,
-               algorithm: String, features: [String]) -> Bool {
+               algorithm: Algorithm, features: [String]) -> Bool {
         guard model.layout == role.layout else {
             state.withLock { $0.fatal = .layoutMismatch(server: "\(model.layout)", trainer: "\(role.layout)") }
             wakeAllWaiters()

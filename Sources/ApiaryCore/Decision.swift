@@ -46,6 +46,9 @@ public enum RejectReason: UInt8, Sendable, Hashable, Codable, CaseIterable, Cust
     case unsupportedCodec = 13
     /// The aggregator is shutting down or overloaded; resend later.
     case unavailable = 14
+    /// A full model where the algorithm takes deltas (fedbuff), or a delta where it takes
+    /// full models (fedasync, fedavg): header flag bit 1 against the snapshot config's algorithm.
+    case wrongUpdateKind = 15
 
     /// A stable snake_case name, used in logs and metrics labels.
     public var name: String {
@@ -65,6 +68,7 @@ public enum RejectReason: UInt8, Sendable, Hashable, Codable, CaseIterable, Cust
         case .identityMismatch: "identity_mismatch"
         case .unsupportedCodec: "unsupported_codec"
         case .unavailable: "unavailable"
+        case .wrongUpdateKind: "wrong_update_kind"
         }
     }
 

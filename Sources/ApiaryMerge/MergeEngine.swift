@@ -20,8 +20,12 @@ package final class MergeEngine {
     package var version: UInt64
     package private(set) var parameters: UnsafeMutableBufferPointer<Float>
     package var dedup: DedupTable<UpdateOutcome>
-    /// Sync mode (FedAvg rounds) when set; FedAsync otherwise.
+    /// Sync mode (FedAvg rounds) when set.
     package var round: FedAvgRound?
+    /// Buffered mode (FedBuff) when set; with neither, FedAsync.
+    package var buffer: FedBuffer?
+    /// The algorithm these settings make.
+    package var algorithm: Algorithm { round != nil ? .fedavg : buffer != nil ? .fedbuff : .fedasync }
     package var stats = AggregatorStats()
 
     /// `initial` holds the parameters of `range` (all of the model when nil).
@@ -139,7 +143,15 @@ package final class MergeEngine {
         guard rule.accepts(staleness: s) else {
             return reject(h, reason: .tooStale, detail: "staleness \(s) exceeds the maximum \(rule.maxStaleness)", staleness: s)
         }
-        let scan = PayloadScan.scan(view.payload, against: UnsafeBufferPointer(parameters))
+        guard h.isDelta == algorithm.sendsDeltas else {
+            let detail = h.isDelta
+                ? "update is a delta (header flag bit 1) but algorithm \(algorithm) takes the trained model"
+                : "update is a full model but algorithm \(algorithm) takes deltas (trained - base, header flag bit 1)"
+            return reject(h, reason: .wrongUpdateKind, detail: detail, staleness: s)
+        }
+        // The norm bound applies to what the update changes: `update - model`, or the delta.
+        let scan = buffer.map { b in b.zeros.withUnsafeBufferPointer { PayloadScan.scan(view.payload, against: $0) } }
+            ?? PayloadScan.scan(view.payload, against: UnsafeBufferPointer(parameters))
         guard scan.allFinite else {
             return reject(h, reason: .nonFinite, detail: "payload has NaN or infinite values", staleness: s)
         }
@@ -164,6 +176,14 @@ package final class MergeEngine {
         }
         if round != nil {
             return contribute(h, payload: view.payload, norm: scan.deltaNorm, clip: clip)
+        }
+        if let buffer {
+            if buffer.contains(client: h.clientID, seq: h.seq) {
+                // A resend of a delta still in the buffer: its receipt comes with the flush.
+                stats.rejected[.duplicate, default: 0] += 1
+                return Outcome(receipt: nil, reason: .none, detail: "deferred", sampleCount: h.sampleCount)
+            }
+            return self.buffer(h, payload: view.payload, staleness: s, norm: scan.deltaNorm, clip: clip)
         }
         var offset = 0
         for f in view.payload {

@@ -156,7 +156,7 @@ public final class AggregatorMonitor: Service, Sendable {
             checkpoint: .init(directory: config.checkpointDirectory, durableVersion: s.durableVersion,
                               ageSeconds: config.checkpointDirectory == nil ? nil : s.lastCheckpointAt.map { max(0, now.timeIntervalSince($0)) }),
             traffic: .init(bytesIn: s.bytesIn, bytesOut: s.bytesOut, snapshotsServed: s.snapshotsServed, broadcasts: s.broadcasts),
-            config: .init(rule: config.sync == nil ? "fedasync" : "fedavg", alpha: config.rule.alpha,
+            config: .init(rule: config.algorithm.rawValue, alpha: config.rule.alpha,
                           stalenessFunction: config.rule.staleness.description, maxStaleness: config.rule.maxStaleness,
                           endpoints: endpoints, checkpointDirectory: config.checkpointDirectory, ledgerPath: config.ledgerPath,
                           curve: config.curve != nil,

@@ -237,7 +237,7 @@ public enum Codec {
         w.u64(h.sampleCount)
         w.u8(h.codec.rawValue)
         w.u8(UInt8(truncatingIfNeeded: id.count))
-        w.u16(h.carriesMetrics ? 1 : 0)
+        w.u16((h.carriesMetrics ? 1 : 0) | (h.isDelta ? 2 : 0))
         w.raw(id)
         return w.bytes
     }
@@ -336,12 +336,12 @@ public enum Codec {
         let c = try r.u8()
         let idLength = Int(try r.u8())
         let flags = try r.u16()
-        guard flags & ~1 == 0 else { throw .reservedBitsSet }
+        guard flags & ~3 == 0 else { throw .reservedBitsSet }
         let id = try readClientID(&r, length: idLength, allowEmpty: false)
         try r.end()
         guard let codec = PayloadCodec(rawValue: c) else { throw .unsupportedCodec(c) }
         return UpdateHeader(runID: runID, baseVersion: base, seq: seq, sampleCount: samples, codec: codec, clientID: id,
-                            carriesMetrics: flags & 1 != 0)
+                            carriesMetrics: flags & 1 != 0, isDelta: flags & 2 != 0)
     }
 
     // MARK: EVALUATION_REPORT  [header] [report JSON]

@@ -132,9 +132,13 @@ public struct UpdateHeader: Sendable, Hashable {
     /// when the aggregator's snapshot config lists the feature `update_metrics` (an older
     /// aggregator rejects the update as malformed: reserved bits set).
     public var carriesMetrics: Bool
+    /// Flag bit 1: the payload is `trained - base` (a delta), not the trained model. Set it
+    /// exactly when the snapshot config's algorithm sends deltas (`Algorithm.sendsDeltas`):
+    /// an aggregator rejects the other kind as `wrong_update_kind`.
+    public var isDelta: Bool
 
     public init(runID: UInt64, baseVersion: UInt64, seq: UInt64, sampleCount: UInt64,
-                codec: PayloadCodec = .denseFloat32, clientID: String, carriesMetrics: Bool = false) {
+                codec: PayloadCodec = .denseFloat32, clientID: String, carriesMetrics: Bool = false, isDelta: Bool = false) {
         self.runID = runID
         self.baseVersion = baseVersion
         self.seq = seq
@@ -142,6 +146,7 @@ public struct UpdateHeader: Sendable, Hashable {
         self.codec = codec
         self.clientID = clientID
         self.carriesMetrics = carriesMetrics
+        self.isDelta = isDelta
     }
 }
 
@@ -152,8 +157,10 @@ public enum ProtocolFeature {
     public static let updateMetrics = "update_metrics"
     /// EVALUATION_REPORT messages are taken on the update socket.
     public static let evaluationReports = "evaluation_reports"
+    /// CLIENT_UPDATE may carry a delta (header flag bit 1), as algorithm `fedbuff` asks.
+    public static let deltaUpdates = "delta_updates"
     /// What this implementation's aggregator takes.
-    public static let all = [updateMetrics, evaluationReports]
+    public static let all = [updateMetrics, evaluationReports, deltaUpdates]
 }
 
 /// EVALUATION_REPORT: an evaluator (a client that does not train) measured model `version`

@@ -4,8 +4,8 @@ import Foundation
 /// The config frame of SNAPSHOT_REPLY: a UTF-8 JSON object with the training plan a client
 /// needs. Unknown keys are ignored, so servers may add keys without breaking clients.
 public struct SnapshotConfig: Sendable, Hashable, Codable {
-    /// "fedasync" in v1.
-    public var algorithm: String
+    /// How updates are merged, and so what a client sends (a delta for `fedbuff`).
+    public var algorithm: Algorithm
     public var alpha: Double
     /// "constant", "polynomial" or "hinge".
     public var stalenessFunction: String
@@ -32,7 +32,7 @@ public struct SnapshotConfig: Sendable, Hashable, Codable {
     /// from aggregators older than them, which take none.
     public var features: [String]?
 
-    public init(algorithm: String = "fedasync", rule: FedAsync, training: TrainingConfig,
+    public init(algorithm: Algorithm = .fedasync, rule: FedAsync, training: TrainingConfig,
                 chunkParameters: Int, maxFrameBytes: Int64, receiptTimeoutSeconds: Double,
                 publishIntervalSeconds: Double? = nil, heartbeatSeconds: Double? = nil) {
         self.algorithm = algorithm

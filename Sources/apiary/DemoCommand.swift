@@ -1,6 +1,7 @@
 import ApiaryAggregator
 import ApiaryClient
 import ApiaryCore
+import ApiaryProtocol
 import ApiaryGateway
 import ApiaryLearning
 import ArgumentParser
@@ -41,7 +42,7 @@ struct DemoCommand: AsyncParsableCommand {
     @Flag(name: .long, help: "Run without CURVE (by default the demo makes keys for the aggregator and every client in memory).")
     var insecure = false
 
-    @Option(name: .long, help: "async (FedAsync, the default) or sync (synchronous FedAvg rounds, the baseline); overrides demo.mode.")
+    @Option(name: .long, help: "async (FedAsync, the default), fedbuff (buffered asynchronous: fedbuff.* and server_optimizer.* keys) or sync (synchronous FedAvg rounds, the baseline); overrides demo.mode.")
     var mode: DemoMode?
 
     @Flag(name: .long, help: "Run async, then sync, on the same workload and compare them.")
@@ -84,8 +85,11 @@ struct DemoCommand: AsyncParsableCommand {
         )
         guard (1...16).contains(options.shards) else { throw ValidationError("shards must be in 1...16") }
         guard (0...n).contains(options.gateways) else { throw ValidationError("gateways must be in 0...\(n) (the number of clients)") }
-        if options.shards > 1 || options.gateways > 0 {
-            guard !compare, (mode ?? .async) == .async else { throw ValidationError("shards and gateways run FedAsync: leave out --compare and --mode sync") }
+        if options.gateways > 0 {
+            guard !compare, (mode ?? .async) == .async else { throw ValidationError("gateways run FedAsync: leave out --compare and --mode") }
+        }
+        if options.shards > 1 {
+            guard !compare, (mode ?? .async) != .sync else { throw ValidationError("shards run FedAsync or FedBuff (each shard flushes its own buffer): leave out --compare and --mode sync") }
         }
         let toStderr = json
         let out: @Sendable (String) -> Void = { line in
@@ -101,6 +105,9 @@ struct DemoCommand: AsyncParsableCommand {
         for m in compare ? [DemoMode.async, .sync] : [chosen] {
             var c = aggConfig
             var o = options
+            if m == .fedbuff {
+                c.buffer = try Settings.fedBuff(reader)
+            }
             if m == .sync {
                 c.sync = FedAvgConfig(expectedClients: n, minClients: reader.int(forKey: "sync.min_clients", default: n),
                                       roundTimeout: Settings.duration(reader, "sync.round_timeout_s", seconds: 60))
@@ -130,7 +137,7 @@ struct DemoCommand: AsyncParsableCommand {
 }
 
 enum DemoMode: String, ExpressibleByArgument, Sendable {
-    case async, sync
+    case async, sync, fedbuff
 }
 
 struct DemoOptions: Sendable {
@@ -208,7 +215,7 @@ struct DemoSummary: Sendable {
 
     /// `{"async": {...}, "sync": {...}, "speedup_to_target": x}` for `--compare --json`.
     static func comparisonJSON(_ s: [DemoSummary]) -> String {
-        var parts = s.map { "\"\($0.algorithm == "fedavg" ? "sync" : "async")\":\($0.jsonLine())" }
+        var parts = s.map { "\"\($0.algorithm == Algorithm.fedavg.rawValue ? "sync" : "async")\":\($0.jsonLine())" }
         if s.count == 2, let a = s[0].timeToTarget, let b = s[1].timeToTarget {
             parts.append(String(format: "\"speedup_to_target\":%.2f", b / a))
         } else {
@@ -333,7 +340,11 @@ struct FleetDemo {
             guard models.count == top.count else { return nil }
             return (models.reduce(0) { $0 + $1.version }, models.flatMap(\.parameters))
         }
-        let rule = config.sync == nil ? "FedAsync alpha=\(config.rule.alpha) staleness=\(config.rule.staleness)" : "synchronous FedAvg rounds"
+        let rule = switch config.algorithm {
+        case .fedasync: "FedAsync alpha=\(config.rule.alpha) staleness=\(config.rule.staleness)"
+        case .fedbuff: "FedBuff K=\(config.buffer!.bufferSize) staleness=\(config.rule.staleness) server step \(config.buffer!.optimizer.kind) lr=\(config.buffer!.optimizer.learningRate)"
+        case .fedavg: "synchronous FedAvg rounds"
+        }
         let shape = (options.shards > 1 ? ", \(options.shards) parameter shards" : "") + (g > 0 ? ", \(g) gateways" : "")
         say("apiary demo: \(rule)\(shape), \(options.clients) clients, target \(options.target), limit \(options.timeLimit) s, \(config.curve == nil ? "INSECURE (no CURVE)" : "CURVE with generated keys")")
         return try await withThrowingTaskGroup(of: Void.self) { group in
@@ -377,7 +388,7 @@ struct FleetDemo {
                 try await Task.sleep(for: .milliseconds(10))
             }
             let s = aggregator.stats
-            return DemoSummary(algorithm: config.sync == nil ? "fedasync" : "fedavg", clients: options.clients, finalAccuracy: accuracy, timeToTarget: timeToTarget,
+            return DemoSummary(algorithm: config.algorithm.rawValue, clients: options.clients, finalAccuracy: accuracy, timeToTarget: timeToTarget,
                                targetAccuracy: options.target, timeTo085: timeTo085, versions: s.version,
                                updatesMerged: s.merged, updatesRejected: s.rejectedTotal, meanStaleness: s.meanStaleness,
                                maxStaleness: s.maxStaleness, elapsed: seconds(), shards: options.shards, gateways: g, series: series)

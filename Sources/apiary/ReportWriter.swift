@@ -1,4 +1,5 @@
 import ApiaryObservability
+import ApiaryProtocol
 import Foundation
 
 /// The report `apiary demo` leaves behind: a folder with
@@ -42,11 +43,7 @@ enum DemoReport {
 
     /// How a run is named in the legend and tables.
     static func name(_ s: DemoSummary) -> String {
-        switch s.algorithm {
-        case "fedasync": "FedAsync (asynchronous)"
-        case "fedavg": "FedAvg (synchronous rounds)"
-        default: s.algorithm
-        }
+        Algorithm(rawValue: s.algorithm)?.title ?? s.algorithm
     }
 
     /// Test accuracy against wall-clock seconds, one line per summary, with the target dashed.

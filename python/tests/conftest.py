@@ -50,9 +50,9 @@ class Aggregator:
     def start(self) -> "Aggregator":
         path = self.directory / f"aggregator-{len(self.logs)}.log"
         self.logs.append(path)
-        out = open(path, "wb")
-        self.process = subprocess.Popen([apiary_bin(), "aggregator", *self.args], cwd=self.directory, env=self.env,
-                                        stdout=out, stderr=subprocess.STDOUT)
+        with open(path, "wb") as out:  # the child keeps its own copy of the descriptor
+            self.process = subprocess.Popen([apiary_bin(), "aggregator", *self.args], cwd=self.directory, env=self.env,
+                                            stdout=out, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             if self.process.poll() is not None:

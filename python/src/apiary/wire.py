@@ -41,7 +41,7 @@ REASONS = {
     0: "none", 1: "malformed", 2: "unsupported_protocol_version", 3: "unknown_message_type",
     4: "layout_mismatch", 5: "non_finite", 6: "too_stale", 7: "unknown_base", 8: "duplicate",
     9: "oversized", 10: "unknown_client", 11: "norm_too_large", 12: "identity_mismatch",
-    13: "unsupported_codec", 14: "unavailable",
+    13: "unsupported_codec", 14: "unavailable", 15: "wrong_update_kind",
 }
 DECISIONS = {1: "merged", 2: "rejected", 3: "duplicate", 4: "recorded"}
 

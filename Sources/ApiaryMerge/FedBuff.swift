@@ -1,0 +1,164 @@
+import ApiaryCore
+import ApiaryProtocol
+
+/// Buffered asynchronous aggregation (FedBuff; Nguyen et al., AISTATS 2022). Clients send
+/// deltas `trained - base` (header flag bit 1). Each valid delta `d_i` of staleness `s_i`
+/// (versions = buffer flushes since its base) goes into the buffer with weight
+/// `w_i = S(s_i) * e_i`, where `e_i` is 1, or with example weighting the client's example
+/// count capped at `exampleCap`. When the buffer holds `bufferSize` deltas (or, after
+/// `maxWait`, at least one), one server step takes the pseudo-gradient
+/// `D = sum(w_i d_i) / sum(e_i)` (`ServerOptimizer`: `x += lr * D` with sgd) and publishes a
+/// new version.
+///
+/// Receipts: a buffered delta is not acknowledged until its buffer is flushed (and, with
+/// checkpoints, the flushed version is durable); the receipt then says `merged` at the
+/// flushed version, its mixing weight `w_i / sum(e_i)`. A resend of a delta still in the
+/// buffer is answered with that receipt. A crash loses only an unacknowledged buffer, which
+/// clients resend; a flushed buffer is in the checkpoint with the dedup entries of its deltas,
+/// so it is never applied twice.
+public struct FedBuffConfig: Sendable, Hashable {
+    /// K: deltas per server step.
+    public var bufferSize: Int
+    /// A non-empty buffer is flushed this long after its first delta, even when not full
+    /// (so that a small fleet is never stuck below K); nil: only when full.
+    public var maxWait: Duration?
+    /// Weight deltas by their example counts (capped at `exampleCap`), not equally.
+    public var exampleWeighting: Bool
+    public var exampleCap: UInt64
+    /// The server step.
+    public var optimizer: ServerOptimizer.Config
+
+    public init(bufferSize: Int = 10, maxWait: Duration? = .seconds(30), exampleWeighting: Bool = false, exampleCap: UInt64 = 10_000,
+                optimizer: ServerOptimizer.Config = .init()) {
+        self.bufferSize = bufferSize
+        self.maxWait = maxWait
+        self.exampleWeighting = exampleWeighting
+        self.exampleCap = exampleCap
+        self.optimizer = optimizer
+    }
+
+    /// Why this configuration is invalid (nil when valid).
+    public func validationError() -> String? {
+        guard bufferSize >= 1 else { return "fedbuff.buffer_size must be >= 1, not \(bufferSize)" }
+        if let w = maxWait, w <= .zero { return "fedbuff.max_wait_s must be > 0" }
+        guard exampleCap >= 1 else { return "fedbuff.example_cap must be >= 1" }
+        return optimizer.validationError()
+    }
+}
+
+/// The deltas waiting for the next server step.
+package final class FedBuffer {
+    package typealias Contribution = (receipt: Receipt, weight: Double, norm: Double, samples: UInt64)
+    package let config: FedBuffConfig
+    package private(set) var optimizer: ServerOptimizer
+    package private(set) var started: ContinuousClock.Instant?
+    private var sum: [Float]
+    private var exampleTotal: Double = 0
+    /// What the norm of a delta is measured against.
+    package let zeros: [Float]
+    /// "client id \0 seq" -> its contribution; in arrival order in `order`.
+    package private(set) var contributions: [String: Contribution] = [:]
+    private var order: [String] = []
+    /// Server steps taken (flushes), for /status.
+    package private(set) var flushes: UInt64 = 0
+
+    package init(config: FedBuffConfig, parameterCount: Int) {
+        self.config = config
+        optimizer = ServerOptimizer(config.optimizer, parameterCount: parameterCount)
+        sum = [Float](repeating: 0, count: parameterCount)
+        zeros = [Float](repeating: 0, count: parameterCount)
+    }
+
+    package var count: Int { order.count }
+    package var deadline: ContinuousClock.Instant? { started.flatMap { s in config.maxWait.map { s + $0 } } }
+
+    package func isReady(now: ContinuousClock.Instant) -> Bool {
+        if count >= config.bufferSize { return true }
+        if count > 0, let d = deadline, now >= d { return true }
+        return false
+    }
+
+    static func key(_ client: String, _ seq: UInt64) -> String { client + "\u{0}" + String(seq) }
+
+    package func contains(client: String, seq: UInt64) -> Bool { contributions[Self.key(client, seq)] != nil }
+
+    /// The example weight `e_i` of an update with `samples` examples.
+    package func exampleWeight(samples: UInt64) -> Double {
+        config.exampleWeighting ? Double(min(max(samples, 1), config.exampleCap)) : 1
+    }
+
+    /// Adds `staleness weight * e_i * clip * delta` to the sum.
+    package func add(_ payload: some Collection<UnsafeRawBufferPointer>, stalenessWeight: Double, clip: Double, receipt: Receipt,
+                     norm: Double, samples: UInt64) {
+        if started == nil { started = .now }
+        let e = exampleWeight(samples: samples)
+        let c = Float(stalenessWeight * e * clip)
+        var offset = 0
+        sum.withUnsafeMutableBufferPointer { s in
+            for f in payload {
+                let n = f.count / 4
+                guard n > 0, let src = f.baseAddress else { continue }
+                for i in 0..<n { s[offset + i] += c * src.loadUnaligned(fromByteOffset: i &* 4, as: Float.self) }
+                offset += n
+            }
+        }
+        exampleTotal += e
+        let k = Self.key(receipt.clientID, receipt.seq)
+        contributions[k] = (receipt, stalenessWeight * e * clip, norm, samples)
+        order.append(k)
+    }
+
+    /// One server step on `model` with the buffer's average; returns the contributions (their
+    /// receipts at `version`) and empties the buffer.
+    package func flush(into model: UnsafeMutableBufferPointer<Float>, version: UInt64) -> [Contribution] {
+        let scale = Float(1 / max(exampleTotal, .leastNormalMagnitude))
+        sum.withUnsafeMutableBufferPointer { s in
+            for i in 0..<s.count { s[i] *= scale }
+            optimizer.step(model: model, pseudoGradient: UnsafeBufferPointer(s))
+            for i in 0..<s.count { s[i] = 0 }
+        }
+        let done = order.map { k -> Contribution in
+            let c = contributions[k]!
+            var r = c.receipt
+            r.modelVersion = version
+            r.mixingWeight = c.weight / exampleTotal
+            return (r, c.weight, c.norm, c.samples)
+        }
+        contributions = [:]
+        order = []
+        exampleTotal = 0
+        started = nil
+        flushes += 1
+        return done
+    }
+}
+
+extension MergeEngine {
+    /// FedBuff: adds a validated delta to the buffer. Its receipt is deferred to the flush.
+    package func buffer(_ h: UpdateHeader, payload: some Collection<UnsafeRawBufferPointer>, staleness s: UInt64, norm: Double,
+                        clip: Double) -> Outcome {
+        guard let buffer else { preconditionFailure("buffer outside fedbuff mode") }
+        let r = Receipt(clientID: h.clientID, runID: runID, seq: h.seq, baseVersion: h.baseVersion, modelVersion: version + 1,
+                        staleness: s, mixingWeight: 0, decision: .merged, reason: .none)
+        buffer.add(payload, stalenessWeight: rule.staleness.weight(staleness: s), clip: clip, receipt: r, norm: norm, samples: h.sampleCount)
+        return Outcome(receipt: nil, reason: .none, detail: "deferred", updateNorm: norm, sampleCount: h.sampleCount)
+    }
+
+    /// Flushes the buffer when it is full (or waited long enough): one server step, a new
+    /// version, the contributions recorded in the dedup table; returns their outcomes.
+    package func flushBufferIfReady(now: ContinuousClock.Instant) -> [Outcome] {
+        guard let buffer, buffer.isReady(now: now) else { return [] }
+        version += 1
+        let done = buffer.flush(into: parameters, version: version)
+        stats.version = version
+        var outcomes: [Outcome] = []
+        for c in done {
+            stats.merged += 1
+            stats.stalenessSum += c.receipt.staleness ?? 0
+            stats.maxStaleness = max(stats.maxStaleness, c.receipt.staleness ?? 0)
+            dedup.record(client: c.receipt.clientID, seq: c.receipt.seq, outcome: c.receipt.outcome)
+            outcomes.append(Outcome(receipt: c.receipt, reason: .none, detail: "", updateNorm: c.norm, sampleCount: c.samples))
+        }
+        return outcomes
+    }
+}
