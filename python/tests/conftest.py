@@ -97,6 +97,10 @@ security:
   insecure: {"false" if secure else "true"}
   secret_key_file: {directory}/keys/aggregator.secret
   authorized_keys: {directory}/keys/authorized_keys
+algorithm: {overrides.get("algorithm", "fedasync")}
+fedbuff:
+  buffer_size: {overrides.get("buffer_size", 10)}
+  max_wait_s: {overrides.get("max_wait_s", 30)}
 fedasync:
   alpha: 0.6
   max_staleness: 1000

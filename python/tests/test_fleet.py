@@ -91,6 +91,26 @@ def test_clients_train_and_their_updates_are_merged(make_aggregator: Callable[..
     assert "merged=15" in agg.log or "version=15" in agg.log
 
 
+def test_fedbuff_takes_deltas_and_receipts_them_at_the_flush(make_aggregator: Callable[..., Aggregator]) -> None:
+    # Three clients, K = 3: each flush holds a delta from each (or fewer after max_wait).
+    agg = make_aggregator(algorithm="fedbuff", buffer_size=3, max_wait_s=2)
+    trainers = [StepTrainer() for _ in range(3)]
+    clients = [apiary.Client(t, client_id=f"buf-{k}", aggregator=agg.snapshot, insecure=True) for k, t in enumerate(trainers)]
+    threads = [in_thread(c, max_rounds=4) for c in clients]
+    for t, _ in threads:
+        t.join(60)
+    for t, out in threads:
+        assert out and isinstance(out[0], apiary.Stats), out
+        s = out[0]
+        assert s.merged == 4 and s.rejected == 0 and s.pending == 0, s
+    # Every delta moved the model toward 1: the model the clients hold last is above 0 everywhere.
+    eventually("the last flush to be broadcast", lambda: clients[0]._model is not None and clients[0].stats.model_version >= 4)
+    model = clients[0]._model
+    assert model is not None and np.all(model.values > 0)
+    assert agg.stop() == 0
+    assert "wrong_update_kind" not in agg.log
+
+
 def test_chunked_broadcasts_are_followed(make_aggregator: Callable[..., Aggregator]) -> None:
     agg = make_aggregator(chunk_parameters=100)   # 650 parameters: 7 chunks per version
     trainer = StepTrainer()

@@ -145,6 +145,7 @@ class _Outgoing:
     dataset: str = ""
     slots: list[dict[str, Any]] = field(default_factory=list)
     buffer: np.ndarray | None = None    # the SDK's own buffer the segments are views of, for reuse
+    delta: bool = False                 # the segments are trained - base (header flag bit 1)
 
 
 class _Link:
@@ -338,8 +339,11 @@ class Client:
             spare = self._spare.pop() if self._spare else None
         buffer: np.ndarray | None = None
         try:
+            # FedBuff takes what training changed (header flag bit 1), the others the trained model.
+            deltas = model.config.get("algorithm") == "fedbuff"
             segments, buffer = _pieces(model.layout, result.parameters, own=named,
-                                       base=model.values if result.delta else None, out=spare)
+                                       base=model.values if result.delta else None, out=spare,
+                                       delta_from=model.values if deltas else None)
             metrics = dict(result.metrics)
             if metrics:
                 wire.metrics_frame(metrics)  # raises a clear ValueError before anything is sent
@@ -350,7 +354,7 @@ class Client:
         with self._lock:
             self.stats.rounds += 1
             self._outbox.append(_Outgoing(self._next_seq(), "update", list(model.bases), segments, max(0, int(result.num_examples)),
-                                          metrics, buffer=buffer))
+                                          metrics, buffer=buffer, delta=deltas))
         self._ring()
 
     def _evaluate(self, model: _Model, named: dict[str, np.ndarray], config: dict[str, Any]) -> None:
@@ -689,7 +693,7 @@ class Client:
         start, end = link.range or (0, sum(a.size for a in u.segments))
         features = self._model.config.get("features", []) if self._model else []
         with_metrics = bool(u.metrics) and "update_metrics" in features
-        header = wire.encode_update_header(run, base, u.seq, u.samples, self.client_id, with_metrics)
+        header = wire.encode_update_header(run, base, u.seq, u.samples, self.client_id, with_metrics, delta=u.delta)
         frames: list[Any] = [header, self._layout_frame]
         if with_metrics:
             frames.append(wire.metrics_frame(u.metrics))
@@ -759,11 +763,17 @@ def flatten(layout: wire.Layout, tensors: Mapping[str, np.ndarray], base: np.nda
 
 
 def _pieces(layout: wire.Layout, tensors: Mapping[str, np.ndarray], *, own: Mapping[str, np.ndarray] | None = None,
-            base: np.ndarray | None = None, out: np.ndarray | None = None) -> tuple[list[np.ndarray], np.ndarray | None]:
+            base: np.ndarray | None = None, out: np.ndarray | None = None,
+            delta_from: np.ndarray | None = None) -> tuple[list[np.ndarray], np.ndarray | None]:
     """The flat vector as 1-D float32 pieces in layout order, and the buffer they were copied
     into (``out`` when it fits; None when nothing was copied). A tensor that is the model's own
     array from ``own`` (returned unchanged) is sent from the model's memory, uncopied; a delta
-    (``base``) is always added into the buffer. Raises `TrainerOutputError` naming every tensor that does not fit."""
+    (``base``) is always added into the buffer. With ``delta_from`` (the model trained on; the
+    algorithm takes deltas) the result is ``tensors - delta_from``, or, when the tensors already
+    are a delta (``base`` given too), the tensors as they are. Raises `TrainerOutputError`
+    naming every tensor that does not fit."""
+    if base is not None and delta_from is not None:
+        base = delta_from = None  # a delta sent as a delta
     names = set(layout.names)
     problems: list[str] = []
     missing = [n for n in layout.names if n not in tensors]
@@ -787,7 +797,7 @@ def _pieces(layout: wire.Layout, tensors: Mapping[str, np.ndarray], *, own: Mapp
         if not np.issubdtype(a.dtype, np.floating):
             problems.append(f"{t.name} has dtype {a.dtype}, not a float")
             continue
-        if base is None and given is own.get(t.name):
+        if base is None and delta_from is None and given is own.get(t.name):
             pieces.append(a.reshape(-1))  # a view of the model the client holds (never changed)
             joined = -1
             continue
@@ -797,6 +807,8 @@ def _pieces(layout: wire.Layout, tensors: Mapping[str, np.ndarray], *, own: Mapp
         dst = buffer[o:o + t.count].reshape(t.shape)
         if base is not None:
             np.add(base[o:o + t.count].reshape(t.shape), a, out=dst, casting="unsafe")
+        elif delta_from is not None:
+            np.subtract(a, delta_from[o:o + t.count].reshape(t.shape), out=dst, casting="unsafe")
         else:
             np.copyto(dst, a, casting="unsafe")     # one copy, converting to float32 on the way
         if not np.isfinite(dst).all():

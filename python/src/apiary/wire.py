@@ -333,9 +333,11 @@ def metrics_frame(metrics: dict[str, float]) -> bytes:
     return data
 
 
-def encode_update_header(run_id: int, base_version: int, seq: int, samples: int, client_id: str, with_metrics: bool) -> bytes:
+def encode_update_header(run_id: int, base_version: int, seq: int, samples: int, client_id: str, with_metrics: bool,
+                         delta: bool = False) -> bytes:
+    """Flag bit 0: a metrics frame follows the layout; bit 1: the payload is a delta (fedbuff)."""
     cid = client_id.encode()
-    flags = 1 if with_metrics else 0
+    flags = (1 if with_metrics else 0) | (2 if delta else 0)
     return common_prefix(CLIENT_UPDATE) + struct.pack("<QQQQBBH", run_id, base_version, seq, samples, 0, len(cid), flags) + cid
 
 
