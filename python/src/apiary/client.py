@@ -26,6 +26,9 @@ from . import keys, wire
 
 log = logging.getLogger("apiary")
 
+# The snapshot config's `algorithm` values this client follows (docs/PROTOCOL.md 3.2, 4.7).
+ALGORITHMS = ("fedasync", "fedavg", "fedbuff")
+
 # MARK: the user's side
 
 
@@ -340,7 +343,11 @@ class Client:
         buffer: np.ndarray | None = None
         try:
             # FedBuff takes what training changed (header flag bit 1), the others the trained model.
-            deltas = model.config.get("algorithm") == "fedbuff"
+            algorithm = model.config.get("algorithm", "fedasync")
+            if algorithm not in ALGORITHMS:
+                raise ClientConfigError(f"the aggregator merges with algorithm {algorithm!r}, which this client does not know "
+                                        f"(it knows {', '.join(ALGORITHMS)}): upgrade apiary-client")
+            deltas = algorithm == "fedbuff"
             segments, buffer = _pieces(model.layout, result.parameters, own=named,
                                        base=model.values if result.delta else None, out=spare,
                                        delta_from=model.values if deltas else None)
