@@ -360,6 +360,13 @@ final class AggregatorLoop {
             return
         }
         activity.record(r, at: Date())
+        if let a = activity.clients[r.clientID], a.isStarved, a.received % 100 == ClientActivity.starvedAfter % 100 {
+            // Once at the 10th refused update, then once per 100 more: its data never reaches the model.
+            logger.warning("client has had every update refused", metadata: [
+                "client": "\(r.clientID)", "received": "\(a.received)", "last_reason": "\(r.reason)",
+                "hint": "\(r.reason == .tooStale ? "a slow client under fedasync: raise fedasync.max_staleness, or use algorithm fedbuff (staleness counts buffer flushes)" : "see the ledger for its rejections")",
+            ])
+        }
         if r.decision == .merged { metrics.recordMerged(r) }
         if r.decision == .merged && !outcome.metrics.isEmpty {
             aggregator.fleet.record(update: UpdateMetricsRecord(time: Date(), clientID: r.clientID, version: r.modelVersion,

@@ -15,6 +15,14 @@ public struct ClientActivity: Sendable, Hashable, Codable {
     public var merged: UInt64 = 0
     /// Of those, rejected or duplicate.
     public var rejected: UInt64 = 0
+    /// The sum of the mixing weights of its merged updates (FedAsync: a_t; FedBuff and FedAvg:
+    /// its share of the buffer or round it was merged in).
+    public var mixingWeight: Double = 0
+
+    /// Every update it sent was refused (at least `starvedAfter` of them): its data never
+    /// reaches the model (with FedAsync, typically a slow client whose updates are all too stale).
+    public var isStarved: Bool { merged == 0 && received >= Self.starvedAfter }
+    public static let starvedAfter: UInt64 = 10
 
     public init(lastSeen: Date) { self.lastSeen = lastSeen }
 }
@@ -48,10 +56,16 @@ public struct AggregatorActivity: Sendable, Hashable {
         clients[r.clientID]!.received += 1
         if r.decision == .merged {
             clients[r.clientID]!.merged += 1
+            clients[r.clientID]!.mixingWeight += r.mixingWeight
             stalenessCounts[Int(min(r.staleness ?? 0, UInt64(Self.stalenessSlots - 1)))] += 1
         } else {
             clients[r.clientID]!.rejected += 1
         }
+    }
+
+    /// Merges and mixing weight over every client remembered (the denominators of the shares).
+    public var totals: (merged: UInt64, mixingWeight: Double) {
+        clients.values.reduce((0, 0)) { ($0.0 + $1.merged, $0.1 + $1.mixingWeight) }
     }
 
     /// Clients whose last update arrived within `window` before `now`.

@@ -127,13 +127,17 @@ public final class AggregatorMonitor: Service, Sendable {
         var counts = activity.stalenessCounts
         while let last = counts.last, last == 0 { counts.removeLast() }
 
+        let totals = activity.totals
         let clients = activity.clients
             .sorted { $0.value.lastSeen != $1.value.lastSeen ? $0.value.lastSeen > $1.value.lastSeen : $0.key < $1.key }
             .prefix(StatusReport.clientListLimit)
             .map { id, a in
                 let ago = max(0, now.timeIntervalSince(a.lastSeen))
                 return StatusReport.Client(id: id, lastSeenSecondsAgo: ago, active: ago <= window,
-                                           received: a.received, merged: a.merged, rejected: a.rejected)
+                                           received: a.received, merged: a.merged, rejected: a.rejected,
+                                           mergeShare: totals.merged == 0 ? 0 : Double(a.merged) / Double(totals.merged),
+                                           weightShare: totals.mixingWeight > 0 ? a.mixingWeight / totals.mixingWeight : 0,
+                                           starved: a.isStarved)
             }
 
         let endpoints = aggregator.endpoints.map { StatusReport.Endpoints(model: $0.model, snapshot: $0.snapshot, update: $0.update) }

@@ -39,6 +39,11 @@ public struct StatusReport: Sendable, Codable, Hashable {
         public var received: UInt64
         public var merged: UInt64
         public var rejected: UInt64
+        /// Its merges over all clients' merges, and its mixing weight over all clients' (0 to 1).
+        public var mergeShare: Double = 0
+        public var weightShare: Double = 0
+        /// Every update it sent (at least 10) was refused: its data never reaches the model.
+        public var starved: Bool = false
     }
 
     /// Clients: distinct senders seen, and those seen within the window.

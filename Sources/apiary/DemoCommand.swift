@@ -175,6 +175,9 @@ struct DemoSummary: Sendable {
     var gateways = 0
     /// (seconds, version, accuracy) after every evaluated version.
     var series: [(Double, UInt64, Double)]
+    /// The slowest delay tier's clients: their share of all merges, and of their own updates
+    /// merged (nil when there are no delays, or behind gateways, where merges are pushes).
+    var slowestTier: (delay: Double, clients: Int, mergeShare: Double, mergedFraction: Double)? = nil
 
     /// One summary value: an integer, a number (printed with 4 decimals on the JSON line;
     /// null when missing) or a string.
@@ -206,7 +209,8 @@ struct DemoSummary: Sendable {
          ("time_to_target_s", .number(timeToTarget)), ("target_accuracy", .number(targetAccuracy)), ("time_to_0.85_s", .number(timeTo085)),
          ("versions", .int(versions)), ("updates_merged", .int(updatesMerged)), ("updates_rejected", .int(updatesRejected)),
          ("mean_staleness", .number(meanStaleness)), ("max_staleness", .int(maxStaleness)), ("elapsed_s", .number(elapsed)),
-         ("shards", .int(UInt64(shards))), ("gateways", .int(UInt64(gateways)))]
+         ("shards", .int(UInt64(shards))), ("gateways", .int(UInt64(gateways))),
+         ("slowest_tier_merge_share", .number(slowestTier?.mergeShare)), ("slowest_tier_merged_fraction", .number(slowestTier?.mergedFraction))]
     }
 
     func jsonLine() -> String {
@@ -232,7 +236,10 @@ struct DemoSummary: Sendable {
             \(algorithm): \(clients) clients\(shape), \(reached); final accuracy \(String(format: "%.4f", finalAccuracy)) \
             after \(versions) versions (\(updatesMerged) merged, \(updatesRejected) rejected, \
             staleness mean \(String(format: "%.2f", meanStaleness)) max \(maxStaleness)), \(String(format: "%.1f", elapsed)) s
-            """
+            """ + (slowestTier.map { t in
+                String(format: "\n  slowest tier (%d clients, %.1f s delay): %.1f %% of all merges, %.0f %% of its updates merged",
+                       t.clients, t.delay, 100 * t.mergeShare, 100 * t.mergedFraction)
+            } ?? "")
     }
 }
 
@@ -388,10 +395,22 @@ struct FleetDemo {
                 try await Task.sleep(for: .milliseconds(10))
             }
             let s = aggregator.stats
-            return DemoSummary(algorithm: config.algorithm.rawValue, clients: options.clients, finalAccuracy: accuracy, timeToTarget: timeToTarget,
-                               targetAccuracy: options.target, timeTo085: timeTo085, versions: s.version,
-                               updatesMerged: s.merged, updatesRejected: s.rejectedTotal, meanStaleness: s.meanStaleness,
-                               maxStaleness: s.maxStaleness, elapsed: seconds(), shards: options.shards, gateways: g, series: series)
+            var summary = DemoSummary(algorithm: config.algorithm.rawValue, clients: options.clients, finalAccuracy: accuracy, timeToTarget: timeToTarget,
+                                      targetAccuracy: options.target, timeTo085: timeTo085, versions: s.version,
+                                      updatesMerged: s.merged, updatesRejected: s.rejectedTotal, meanStaleness: s.meanStaleness,
+                                      maxStaleness: s.maxStaleness, elapsed: seconds(), shards: options.shards, gateways: g, series: series)
+            // Does the slowest tier's data reach the model? (The starved-client question.)
+            let delays = (0..<options.clients).map { workload.delaySeconds(client: $0) * options.delayScale }
+            if g == 0, let slowest = delays.max(), slowest > 0, delays.min()! < slowest {
+                let activity = aggregator.activity.clients
+                let tier = (0..<options.clients).filter { delays[$0] == slowest }.map { "client-\($0)" }
+                let all = activity.values.reduce(UInt64(0)) { $0 + $1.merged }
+                let merged = tier.reduce(UInt64(0)) { $0 + (activity[$1]?.merged ?? 0) }
+                let received = tier.reduce(UInt64(0)) { $0 + (activity[$1]?.received ?? 0) }
+                summary.slowestTier = (slowest, tier.count, all == 0 ? 0 : Double(merged) / Double(all),
+                                       received == 0 ? 0 : Double(merged) / Double(received))
+            }
+            return summary
         }
     }
 }

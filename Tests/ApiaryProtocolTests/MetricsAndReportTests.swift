@@ -33,10 +33,13 @@ struct MetricsAndReportTests {
         #expect(v1.payloadBytes == 8)
     }
 
-    @Test("flag bits other than bit 0 are refused as reserved")
+    @Test("flag bit 1 says delta; bits above 1 are refused as reserved")
     func otherFlags() throws {
-        var header = Codec.encode(UpdateHeader(runID: 1, baseVersion: 0, seq: 1, sampleCount: 1, clientID: "c1"))
-        header[42] = 2
+        var header = Codec.encode(UpdateHeader(runID: 1, baseVersion: 0, seq: 1, sampleCount: 1, clientID: "c1", isDelta: true))
+        #expect(header[42] == 2)
+        let delta = try withFrames([header, Codec.encodeLayout(layout), [0, 0, 0, 0, 0, 0, 0, 0]]) { v in try Codec.decodeUpdate(v) }
+        #expect(delta.header.isDelta && !delta.header.carriesMetrics)
+        header[42] = 4
         let e = withFrames([header, Codec.encodeLayout(layout), [0, 0, 0, 0, 0, 0, 0, 0]]) { v in
             Result { () throws(WireError) in try Codec.decodeUpdate(v) }
         }
