@@ -195,7 +195,10 @@ extension Ledger {
     /// Test hook: runs `sql` on a separate connection to the file at `path` (to break the
     /// schema under a running writer, for instance).
     package static func executeOnSeparateConnection(path: String, sql: String) throws {
-        let connection = try DatabaseQueue(path: path)
+        // Waits for a ledger that is closing (its last WAL checkpoint) instead of failing.
+        var config = Configuration()
+        config.busyMode = .timeout(5)
+        let connection = try DatabaseQueue(path: path, configuration: config)
         try connection.write { try $0.execute(sql: sql) }
         try connection.close()
     }

@@ -3,47 +3,57 @@
 /// dashboard: the one place that decides how.
 ///
 /// - Control characters (C0 including newline, carriage return, tab and ESC; DEL; C1), the
-///   Unicode line and paragraph separators and the bidirectional overrides and isolates are
-///   written as escapes (`\n`, `\r`, `\t`, `\u{1B}`), and a backslash as `\\`, so that a peer can
-///   neither start a forged log line nor send terminal escape sequences, and an escaped
-///   string is never mistaken for an unescaped one.
-/// - The result is at most `limit` characters (Unicode scalars) plus a marker
-///   `...(+N bytes)` saying how many bytes of the original were left out.
+///   Unicode line and paragraph separators, the byte-order mark and the bidirectional marks,
+///   overrides and isolates are written as escapes (`\n`, `\r`, `\t`, `\u{1B}`), so that a
+///   peer can neither start a forged log line nor send terminal escape sequences.
+/// - The result is at most `limit` characters (Unicode scalars), ending in `...(+N bytes)`
+///   (how many bytes of the original were left out) when it had to be cut.
 ///
-/// Strings Apiary validated itself (client ids of `A-Z a-z 0-9 . _ -`, metric names) pass
-/// unchanged; escaping them is cheap and harmless.
+/// Escaping is idempotent (`escaped(escaped(s)) == escaped(s)`), so a string escaped where it
+/// was quoted (a `WireError` message) and again where it is logged is escaped once.
 public enum PeerText {
     /// The default bound, in Unicode scalars.
     public static let defaultLimit = 200
 
     public static func escaped(_ s: String, limit: Int = defaultLimit) -> String {
-        // Fast path: printable ASCII without backslashes, within the bound.
-        if s.utf8.count <= limit, s.utf8.allSatisfy({ $0 >= 0x20 && $0 < 0x7F && $0 != 0x5C }) { return s }
-        var out = String.UnicodeScalarView()
-        var used = 0
-        var consumedBytes = 0
-        for scalar in s.unicodeScalars {
-            let piece = escape(scalar)
-            guard used + piece.count <= limit else { break }
-            out.append(contentsOf: piece)
-            used += piece.count
-            consumedBytes += String(scalar).utf8.count
+        let limit = max(limit, 40)
+        var scalars = 0
+        var clean = true
+        for c in s.unicodeScalars {
+            scalars += 1
+            if needsEscape(c) { clean = false; break }
         }
-        var result = String(out)
-        let left = s.utf8.count - consumedBytes
-        if left > 0 { result += "...(+\(left) bytes)" }
-        return result
+        if clean && scalars <= limit { return s }
+        // The full escaped form, if it fits; else as much as fits before the marker.
+        var full = String.UnicodeScalarView()
+        for c in s.unicodeScalars { full.append(contentsOf: escape(c)) }
+        if full.count <= limit { return String(full) }
+        let budget = limit - 32  // the longest marker: "...(+18446744073709551615 bytes)"
+        var out = String.UnicodeScalarView()
+        var consumedBytes = 0
+        for c in s.unicodeScalars {
+            let piece = escape(c)
+            guard out.count + piece.count <= budget else { break }
+            out.append(contentsOf: piece)
+            consumedBytes += String(c).utf8.count
+        }
+        return String(out) + "...(+\(s.utf8.count - consumedBytes) bytes)"
+    }
+
+    private static func needsEscape(_ c: Unicode.Scalar) -> Bool {
+        switch c.value {
+        case 0x00..<0x20, 0x7F...0x9F, 0x2028, 0x2029, 0x200E, 0x200F, 0x202A...0x202E, 0x2066...0x2069, 0xFEFF: true
+        default: false
+        }
     }
 
     private static func escape(_ c: Unicode.Scalar) -> [Unicode.Scalar] {
+        guard needsEscape(c) else { return [c] }
         switch c.value {
         case 0x0A: return ["\\", "n"]
         case 0x0D: return ["\\", "r"]
         case 0x09: return ["\\", "t"]
-        case 0x5C: return ["\\", "\\"]
-        case 0x00..<0x20, 0x7F...0x9F, 0x2028, 0x2029, 0x200E, 0x200F, 0x202A...0x202E, 0x2066...0x2069, 0xFEFF:
-            return Array("\\u{\(String(c.value, radix: 16, uppercase: true))}".unicodeScalars)
-        default: return [c]
+        default: return Array("\\u{\(String(c.value, radix: 16, uppercase: true))}".unicodeScalars)
         }
     }
 }
