@@ -56,16 +56,6 @@ final class AggregatorLoop {
         self.logger = logger
         metrics = AggregatorMetrics(factory: config.metricsFactory)
 
-        // The ledger opens first: a path it cannot use stops the start before the state
-        // directory is touched.
-        ledger = try config.ledgerPath.map { path in
-            do {
-                return try Ledger(path: path, retention: config.ledgerRetention, logger: logger)
-            } catch {
-                throw AggregatorError.startFailed("ledger.path \(path): \(Ledger.explainOpenFailure(path: path, error: error))")
-            }
-        }
-
         // Resume from the newest valid checkpoint, or start a new run.
         var resumed: CheckpointState?
         if let dir = config.checkpointDirectory {
@@ -105,6 +95,17 @@ final class AggregatorLoop {
         } else {
             writer = nil
         }
+        // The ledger opens before the first checkpoint of a new run is written: a path it
+        // cannot use stops the start with nothing written (the state directory, which may be
+        // the ledger's parent, exists by now).
+        ledger = try config.ledgerPath.map { path in
+            do {
+                return try Ledger(path: path, retention: config.ledgerRetention, logger: logger)
+            } catch {
+                throw AggregatorError.startFailed("ledger.path \(path): \(Ledger.explainOpenFailure(path: path, error: error))")
+            }
+        }
+
         if let resumed, let ledger {
             // Merges that were durable (and so receipted) but whose rows were still queued
             // when the process died: the checkpoint's dedup table knows them.

@@ -1,3 +1,4 @@
+import ApiaryCore
 import Foundation
 import Testing
 
@@ -111,7 +112,7 @@ struct StartupErrorTests {
         #expect(out.contains("ledger.path") && out.contains(ledger) && out.contains("does not exist"), "\(out)")
         #expect(!out.contains("SQLite error 14"), "\(out)")
         #expect(!out.contains("Server shutdown error") && !out.contains("CancellationError"), "\(out)")
-        #expect(!FileManager.default.fileExists(atPath: checkpoints.path), "a failed start wrote state")
+        #expect(Checkpoint.files(in: checkpoints).isEmpty, "a failed start wrote a checkpoint")
     }
 
     @Test("a port in use fails the start before the status server starts")
