@@ -138,7 +138,7 @@ public struct LedgerRetention: Sendable, Hashable {
     public var maxRows: Int?
     public var maxAge: Duration?
 
-    /// One million rows (about 190 MB of SQLite file, docs/OPERATIONS.md), no age limit.
+    /// One million rows (about 150 MB of SQLite file, measured: docs/OPERATIONS.md), no age limit.
     public static let `default` = LedgerRetention(maxRows: 1_000_000, maxAge: nil)
     /// Keeps everything.
     public static let unlimited = LedgerRetention(maxRows: nil, maxAge: nil)

@@ -96,3 +96,37 @@ import Testing
         }
     }
 }
+
+/// The disk a ledger needs per million updates (docs/OPERATIONS.md), measured on demand:
+/// `APIARY_MEASURE_LEDGER=1 swift test --skip-build --filter LedgerSizeMeasurement`.
+@Suite struct LedgerSizeMeasurement {
+    @Test("bytes per row of a ledger of one million merged updates, and the size under the default retention",
+          .enabled(if: ProcessInfo.processInfo.environment["APIARY_MEASURE_LEDGER"] != nil))
+    func measure() throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("apiary-ledger-size-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let path = dir.appendingPathComponent("l.sqlite").path
+        func size() -> Int {
+            ["", "-wal", "-shm"].reduce(0) { $0 + ((try? FileManager.default.attributesOfItem(atPath: path + $1)[.size] as? Int) ?? 0) ?? 0 }
+        }
+        let n = 1_000_000, clients = 500
+        let t0 = Date()
+        // Twice the default bound: the file stops growing at the bound.
+        let ledger = try Ledger(path: path, logger: quietLogger())
+        var version: UInt64 = 0
+        for start in stride(from: 0, to: 2 * n, by: 10_000) {
+            ledger.append(contentsOf: (start..<(start + 10_000)).map { i in
+                version += 1
+                return LedgerRow(time: t0.addingTimeInterval(Double(i) / 1000), clientID: "device-\(String(format: "%05d", i % clients))",
+                                 seq: 1_764_000_000_000_000 + UInt64(i), baseVersion: version &- 3, staleness: 3, mixingWeight: 0.3,
+                                 updateNorm: 1.2345, sampleCount: 64, decision: .merged, reason: .none, modelVersion: version)
+            })
+            ledger.flush()
+            if start + 10_000 == n { print("ledger size after \(n) rows: \(size()) bytes (\(size() / n) bytes per row)") }
+        }
+        try ledger.applyRetention()
+        ledger.close()
+        print("ledger size after \(2 * n) rows with the default retention (\(LedgerRetention.default.maxRows!) rows kept): \(size()) bytes, \(try ledger.count()) rows, \(Date().timeIntervalSince(t0)) s")
+    }
+}
