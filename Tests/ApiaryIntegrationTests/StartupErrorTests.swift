@@ -82,6 +82,21 @@ struct StartupErrorTests {
         }
     }
 
+    @Test("every key the commands read is one the strict check knows (Sources/apiary/SettingsSchema.swift)")
+    func schemaCoversReads() throws {
+        let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+        let dir = root.appendingPathComponent("Sources/apiary")
+        let schema = try String(contentsOf: dir.appendingPathComponent("SettingsSchema.swift"), encoding: .utf8)
+        let read = try Regex(#"(?:forKey: |Settings\.duration\((?:r|reader), |positive\(r, )"([a-z_.]+)""#)
+        var keys: Set<String> = []
+        for name in try FileManager.default.contentsOfDirectory(atPath: dir.path) where name.hasSuffix(".swift") && name != "SettingsSchema.swift" {
+            let text = try String(contentsOf: dir.appendingPathComponent(name), encoding: .utf8)
+            for m in text.matches(of: read) { if let k = m.output[1].substring { keys.insert(String(k)) } }
+        }
+        #expect(keys.count > 60)
+        for k in keys.sorted() { #expect(schema.contains("\"\(k)\""), "\(k) is read but not in SettingsSchema.keys") }
+    }
+
     @Test("a checkpoint directory that cannot be created is named with its key, path and cause, before anything listens")
     func uncreatableCheckpointDirectory() throws {
         let dir = try tempDir()
