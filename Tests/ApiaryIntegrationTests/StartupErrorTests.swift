@@ -6,8 +6,10 @@ import Testing
 /// stops the process at start with status 1 and one line naming the key and the cause.
 @Suite("Start-up: config mistakes and unusable paths stop the process with one clear line", .serialized)
 struct StartupErrorTests {
-    /// Runs `apiary ARGS` in `dir` with `environment` added; returns status and output.
-    func run(_ args: [String], in dir: URL, environment: [String: String] = [:]) throws -> (status: Int32, output: String) {
+    /// Runs `apiary ARGS` in `dir` with `environment` added; returns status and output. A
+    /// process still running after `timeout` seconds (one that started although it should not
+    /// have) is killed and reported as status -1.
+    func run(_ args: [String], in dir: URL, environment: [String: String] = [:], timeout: Double = 10) throws -> (status: Int32, output: String) {
         let p = Process()
         p.executableURL = URL(fileURLWithPath: try apiaryBinary())
         p.arguments = args
@@ -15,13 +17,25 @@ struct StartupErrorTests {
         var env = ProcessInfo.processInfo.environment
         env.merge(environment) { $1 }
         p.environment = env
-        let pipe = Pipe()
-        p.standardOutput = pipe
-        p.standardError = pipe
+        let output = dir.appendingPathComponent("..").appendingPathComponent("apiary-startup-\(UUID().uuidString).log").standardizedFileURL
+        FileManager.default.createFile(atPath: output.path, contents: nil)
+        defer { try? FileManager.default.removeItem(at: output) }
+        let handle = try FileHandle(forWritingTo: output)
+        defer { try? handle.close() }
+        p.standardOutput = handle
+        p.standardError = handle
         try p.run()
-        let out = String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-        p.waitUntilExit()
-        return (p.terminationStatus, out)
+        let deadline = Date().addingTimeInterval(timeout)
+        while p.isRunning && Date() < deadline { Thread.sleep(forTimeInterval: 0.01) }
+        var status: Int32 = -1
+        if p.isRunning {
+            kill(p.processIdentifier, SIGKILL)
+            p.waitUntilExit()
+        } else {
+            p.waitUntilExit()
+            status = p.terminationStatus
+        }
+        return (status, (try? String(contentsOf: output, encoding: .utf8)) ?? "")
     }
 
     func tempDir() throws -> URL {
