@@ -108,6 +108,9 @@ public final class Aggregator: Service, Sendable {
     /// The newest published model (nil before the aggregator started).
     public var latestModel: PublishedModel? { shared.withLock { $0.latest } }
 
+    /// Whether `start` succeeded and the aggregator has not stopped yet.
+    public var isRunning: Bool { shared.withLock { $0.endpoints != nil && !$0.finished } }
+
     /// The bound endpoints (nil before `start` returned).
     public var endpoints: Endpoints? { shared.withLock { $0.endpoints } }
 
@@ -140,7 +143,9 @@ public final class Aggregator: Service, Sendable {
     /// (SIGTERM, SIGINT), then stops: no more updates are taken, the final version is
     /// published, and the sockets are closed with a finite linger.
     public func run() async throws {
-        try start()
+        // Started already (`AggregatorServer.run` starts it before the status server, so
+        // that a start-up error comes before anything else listens): just run.
+        if !isRunning { try start() }
         await withGracefulShutdownHandler {
             await withTaskCancellationHandler {
                 while !Task.isCancelled && !shared.withLock({ $0.finished }) {

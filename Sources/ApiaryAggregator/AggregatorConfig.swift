@@ -51,6 +51,8 @@ public struct AggregatorConfig: Sendable {
     public var checkpointKeep: Int
     /// SQLite file of the contribution ledger (one row per received update); nil: none.
     public var ledgerPath: String?
+    /// How much of the ledger is kept (rows, age); the per-client totals count every row.
+    public var ledgerRetention: LedgerRetention = .default
     /// Bound on the L2 norm of `update - model`; nil: no bound.
     public var maxUpdateNorm: Double?
     /// What to do with an update over the bound.

@@ -21,7 +21,7 @@ extension AggregatorLoop {
             do {
                 request = try frames.last!.withUnsafeBytes { b throws(WireError) in try Codec.decodeSnapshotRequest(b) }
             } catch {
-                if rejectLog.shouldLog(.malformed) { logger.warning("malformed snapshot request: \(error)") }
+                if rejectLog.shouldLog(.malformed) { logger.warning("malformed snapshot request: \(PeerText.escaped("\(error)"))") }
                 continue
             }
             let model = currentPublishable()
@@ -43,7 +43,7 @@ extension AggregatorLoop {
             try router.send(multipart: reply, dontWait: true)
             engine.stats.snapshotsServed += 1
             engine.stats.bytesOut += UInt64(model.range.count * 4)
-            logger.debug("snapshot served", metadata: ["client": "\(request.clientID)", "version": "\(model.version)"])
+            logger.debug("snapshot served", metadata: ["client": "\(PeerText.escaped(request.clientID))", "version": "\(model.version)"])
         }
     }
 }

@@ -63,6 +63,22 @@ final class AggregatorLoop {
             // One aggregator per state directory: two (say, shards given the same config)
             // would resume and prune each other's checkpoints.
             stateLock = try StateDirectoryLock(directory: url)
+            // Partial files of a crashed write go; corrupt checkpoints move to corrupt/, so that
+            // they neither count toward checkpoint.keep nor push this run's files out.
+            let tidied: Checkpoint.Tidied
+            do {
+                tidied = try Checkpoint.tidy(directory: url)
+            } catch {
+                throw AggregatorError.startFailed("checkpoint.directory \(url.path): \(error)")
+            }
+            for t in tidied.removedTemporary {
+                logger.notice("removed a partial checkpoint left by an interrupted write", metadata: ["file": "\(t.path)"])
+            }
+            for q in tidied.quarantined {
+                logger.error("skipping corrupt checkpoint: moved aside", metadata: [
+                    "file": "\(q.from.path)", "moved_to": "\(q.to.path)", "error": "\(q.error)",
+                ])
+            }
             if let found = Checkpoint.latestValid(in: url) {
                 for (bad, error) in found.skipped {
                     logger.error("skipping corrupt checkpoint", metadata: ["file": "\(bad.path)", "error": "\(error)"])
@@ -74,21 +90,38 @@ final class AggregatorLoop {
                 }
                 resumed = found.state
                 logger.notice("resuming from checkpoint", metadata: ["file": "\(found.url.lastPathComponent)", "version": "\(found.state.version)"])
-            } else {
-                // No valid checkpoint: say why each file that looks like one was not used.
-                let names = (try? FileManager.default.contentsOfDirectory(atPath: url.path)) ?? []
-                for name in names.sorted() where name.hasPrefix("checkpoint-") && name.hasSuffix(".safetensors") {
-                    let file = url.appendingPathComponent(name)
-                    do {
-                        _ = try Checkpoint.read(file)
-                    } catch {
-                        logger.error("skipping corrupt checkpoint", metadata: ["file": "\(file.path)", "error": "\(error)"])
-                    }
-                }
             }
             writer = CheckpointWriter(directory: url, keep: config.checkpointKeep, logger: logger)
         } else {
             writer = nil
+        }
+        // The ledger opens before the first checkpoint of a new run is written: a path it
+        // cannot use stops the start with nothing written (the state directory, which may be
+        // the ledger's parent, exists by now).
+        ledger = try config.ledgerPath.map { path in
+            do {
+                return try Ledger(path: path, retention: config.ledgerRetention, logger: logger)
+            } catch {
+                throw AggregatorError.startFailed("ledger.path \(path): \(Ledger.explainOpenFailure(path: path, error: error))")
+            }
+        }
+
+        if let resumed, let ledger {
+            // Merges that were durable (and so receipted) but whose rows were still queued
+            // when the process died: the checkpoint's dedup table knows them.
+            let merged = resumed.dedup.flatMap { client, entry in
+                entry.outcomes.map { (clientID: client, seq: $0.key, outcome: $0.value) }
+            }
+            do {
+                let added = try ledger.catchUp(merged: merged, time: Date(timeIntervalSince1970: Double(resumed.createdAtMilliseconds) / 1000))
+                if added > 0 {
+                    logger.notice("ledger caught up from the checkpoint: merged rows lost in a crash added", metadata: [
+                        "rows": "\(added)", "version": "\(resumed.version)",
+                    ])
+                }
+            } catch {
+                logger.error("ledger catch-up from the checkpoint failed", metadata: ["error": "\(error)"])
+            }
         }
         if let resumed {
             engine = MergeEngine(resuming: resumed, layout: layout, range: range, rule: config.rule, dedupWindow: config.dedupWindow)
@@ -117,7 +150,6 @@ final class AggregatorLoop {
             let r = writer.writeNow(engine.checkpointState())
             if let e = r.error { throw AggregatorError.startFailed("cannot write the first checkpoint: \(e)") }
         }
-        ledger = try config.ledgerPath.map { try Ledger(path: $0, logger: logger) }
 
         func seconds(_ d: Duration) -> Double { Double(d.components.seconds) + Double(d.components.attoseconds) / 1e18 }
         var snapshotConfig = SnapshotConfig(algorithm: config.algorithm, rule: engine.rule, training: config.training,
@@ -323,13 +355,19 @@ final class AggregatorLoop {
 
     /// Logs, receipts (now, or once durable) and records one outcome.
     func handle(_ outcome: MergeEngine.Outcome) throws {
+        // Peer-supplied text (a reject detail quoting the payload, a report's dataset) is
+        // escaped and bounded once, here, for the log, the ledger, the dashboard and the
+        // metric labels alike.
+        var outcome = outcome
+        outcome.detail = PeerText.escaped(outcome.detail)
+        if let dataset = outcome.report?.dataset { outcome.report?.dataset = PeerText.escaped(dataset, limit: UpdateMetrics.maxDatasetBytes) }
         if let report = outcome.report, let r = outcome.receipt {
             // Recorded at once: a report changes no model, so there is nothing to make durable.
             let now = Date()
             aggregator.fleet.record(report: EvaluationRecord(time: now, evaluator: report.clientID, dataset: report.dataset,
                                                              version: report.version, examples: report.exampleCount, metrics: report.metrics))
             logger.info("evaluation reported", metadata: [
-                "evaluator": "\(report.clientID)", "dataset": "\(report.dataset)", "version": "\(report.version)",
+                "evaluator": "\(PeerText.escaped(report.clientID))", "dataset": "\(report.dataset)", "version": "\(report.version)",
                 "metrics": "\(report.metrics.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: " "))",
             ])
             try sendReceipt(r)
@@ -348,7 +386,7 @@ final class AggregatorLoop {
             let routine: Set<RejectReason> = [.tooStale, .duplicate, .unknownBase]
             logger.log(level: routine.contains(outcome.reason) ? .info : .warning, "update rejected", metadata: [
                 "reason": "\(outcome.reason)", "detail": "\(outcome.detail)",
-                "client": "\(outcome.receipt?.clientID ?? "?")", "version": "\(engine.version)",
+                "client": "\(PeerText.escaped(outcome.receipt?.clientID ?? "?"))", "version": "\(engine.version)",
                 "suppressed": "\(rejectLog.suppressed(outcome.reason))",
             ])
         }

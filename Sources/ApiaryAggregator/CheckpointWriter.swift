@@ -94,7 +94,9 @@ final class CheckpointWriter: Sendable {
     private func write(_ s: CheckpointState) -> Result {
         do {
             let url = try Checkpoint.write(s, to: directory)
-            _ = try? Checkpoint.prune(directory: directory, keep: keep)
+            // Corrupt files were moved aside at start (`Checkpoint.tidy`); the file just
+            // written is this run's newest durable state and is never pruned.
+            _ = try? Checkpoint.prune(directory: directory, keep: keep, protecting: url)
             return Result(version: s.version, url: url, error: nil)
         } catch {
             logger.error("checkpoint write failed", metadata: ["version": "\(s.version)", "error": "\(error)"])

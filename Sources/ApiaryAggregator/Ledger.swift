@@ -33,6 +33,8 @@ public final class Ledger: Sendable {
     public let queueLimit: Int
     /// Most rows per transaction; queuing this many also wakes the writer early.
     public let batchSize: Int
+    /// What is kept.
+    public let retention: LedgerRetention
     private let pool: DatabasePool
     private let writer: LedgerWriter
 
@@ -43,8 +45,10 @@ public final class Ledger: Sendable {
     ///   - batchSize: most rows per transaction (at least 1); this many queued rows wake the writer at once.
     ///   - flushInterval: the writer writes whatever is queued at least this often.
     /// - Throws: a GRDB `DatabaseError` when the file cannot be opened, created or migrated.
+    ///   - retention: how many rows, or how old, are kept (`LedgerRetention`); the writer thread
+    ///     deletes older rows in short transactions between batches, after adding them to the totals.
     public init(path: String, queueLimit: Int = 100_000, batchSize: Int = 1000, flushInterval: Duration = .milliseconds(100),
-                logger: Logger) throws {
+                retention: LedgerRetention = .default, logger: Logger) throws {
         let queueLimit = max(1, queueLimit)
         let batchSize = max(1, batchSize)
         var config = Configuration()
@@ -60,7 +64,9 @@ public final class Ledger: Sendable {
         self.pool = pool
         var l = logger
         l[metadataKey: "ledger"] = "\(path)"
-        writer = LedgerWriter(pool: pool, queueLimit: queueLimit, batchSize: batchSize, flushInterval: flushInterval, logger: l)
+        self.retention = retention
+        writer = LedgerWriter(pool: pool, queueLimit: queueLimit, batchSize: batchSize, flushInterval: flushInterval,
+                              retention: retention, logger: l)
         writer.start()
     }
 
@@ -96,6 +102,26 @@ public final class Ledger: Sendable {
         writer.close()
     }
 
+    /// Adds the merged rows a crash lost: for each merged outcome of a checkpoint's dedup table
+    /// (`clientID`, `seq`, outcome) that has no merged row of that (client, seq, model
+    /// version), a row with `LedgerRow.recoveredDetail` and time `time`. Rows retention already
+    /// deleted are not added back. Synchronous: call it at start, before appending. Returns the
+    /// rows added.
+    @discardableResult
+    public func catchUp(merged: [(clientID: String, seq: UInt64, outcome: UpdateOutcome)], time: Date) throws -> Int {
+        try pool.write { try LedgerSchema.catchUp($0, merged: merged, time: time) }
+    }
+
+    /// Applies the retention now, on the calling thread (the writer thread does it by itself
+    /// every few seconds). Returns the rows deleted. For tests and tools.
+    @discardableResult
+    public func applyRetention(now: Date = Date()) throws -> Int {
+        try LedgerWriter.applyRetention(pool: pool, retention: retention, now: now)
+    }
+
+    /// Rows deleted by retention since the ledger opened.
+    public var prunedRows: Int { writer.counters.pruned }
+
     /// Rows dropped: appended beyond `queueLimit` or after `close()`.
     public var droppedRows: Int { writer.counters.dropped }
     /// Rows written to the file so far.
@@ -130,6 +156,28 @@ public final class Ledger: Sendable {
 }
 
 extension Ledger {
+    /// Why the ledger at `path` could not be opened, in plain words: a missing or unwritable
+    /// directory, an unwritable file or a directory in its place, else SQLite's message.
+    public static func explainOpenFailure(path: String, error: any Error) -> String {
+        let url = URL(fileURLWithPath: path)
+        let parent = url.deletingLastPathComponent().path
+        var isDir: ObjCBool = false
+        if FileManager.default.fileExists(atPath: path, isDirectory: &isDir) {
+            if isDir.boolValue { return "cannot open the ledger: \(path) is a directory, not an SQLite file" }
+            if access(path, R_OK | W_OK) != 0 { return "cannot open the ledger file for writing: \(String(cString: strerror(errno)))" }
+        } else if !FileManager.default.fileExists(atPath: parent, isDirectory: &isDir) {
+            return "cannot create the ledger: its directory \(parent) does not exist"
+        } else if !isDir.boolValue {
+            return "cannot create the ledger: \(parent) is not a directory"
+        } else if access(parent, W_OK | X_OK) != 0 {
+            return "cannot create the ledger in \(parent): \(String(cString: strerror(errno)))"
+        }
+        if let e = error as? DatabaseError {
+            return "cannot open the ledger: \(e.message ?? "SQLite error \(e.resultCode.rawValue)")"
+        }
+        return "cannot open the ledger: \(error)"
+    }
+
     /// Test hook: runs `body` while a separate connection holds the write lock of the file at
     /// `path`, so that a ledger's writer thread blocks on disk as it would on a stuck disk.
     /// Keep `body` well under the writer's 10 s busy timeout.
@@ -147,7 +195,10 @@ extension Ledger {
     /// Test hook: runs `sql` on a separate connection to the file at `path` (to break the
     /// schema under a running writer, for instance).
     package static func executeOnSeparateConnection(path: String, sql: String) throws {
-        let connection = try DatabaseQueue(path: path)
+        // Waits for a ledger that is closing (its last WAL checkpoint) instead of failing.
+        var config = Configuration()
+        config.busyMode = .timeout(5)
+        let connection = try DatabaseQueue(path: path, configuration: config)
         try connection.write { try $0.execute(sql: sql) }
         try connection.close()
     }
@@ -156,6 +207,7 @@ extension Ledger {
 /// The queue and the writer thread behind `Ledger`.
 final class LedgerWriter: Sendable {
     struct Counters {
+        var pruned = 0
         var dropped = 0
         var written = 0
         var failed = 0
@@ -173,6 +225,7 @@ final class LedgerWriter: Sendable {
         var written = 0
         var failed = 0
         var dropped = 0
+        var pruned = 0
         var closing = false
         var finished = false
         var flushWaiters: [(target: Int, semaphore: DispatchSemaphore)] = []
@@ -191,7 +244,14 @@ final class LedgerWriter: Sendable {
     private static let dropWarningInterval: Duration = .seconds(10)
     private static let attempts = 3
 
-    init(pool: DatabasePool, queueLimit: Int, batchSize: Int, flushInterval: Duration, logger: Logger) {
+    private let retention: LedgerRetention
+    /// How often the writer applies the retention.
+    private static let retentionInterval: Duration = .seconds(5)
+    /// Most rows deleted per transaction (a few milliseconds of write lock each).
+    static let pruneBatch = 20_000
+
+    init(pool: DatabasePool, queueLimit: Int, batchSize: Int, flushInterval: Duration, retention: LedgerRetention, logger: Logger) {
+        self.retention = retention
         self.pool = pool
         self.queueLimit = queueLimit
         self.batchSize = batchSize
@@ -207,7 +267,7 @@ final class LedgerWriter: Sendable {
 
     var counters: Counters {
         state.withLock { s in
-            Counters(dropped: s.dropped, written: s.written, failed: s.failed, pending: s.queue.count + s.inFlight)
+            Counters(pruned: s.pruned, dropped: s.dropped, written: s.written, failed: s.failed, pending: s.queue.count + s.inFlight)
         }
     }
 
@@ -279,10 +339,40 @@ final class LedgerWriter: Sendable {
 
     // MARK: The writer thread
 
+    /// Deletes what `retention` no longer keeps, in transactions of at most `pruneBatch` rows.
+    static func applyRetention(pool: DatabasePool, retention: LedgerRetention, now: Date) throws -> Int {
+        guard !retention.isUnlimited else { return 0 }
+        let nowMs = LedgerTime.milliseconds(now)
+        let cut = try pool.read { try LedgerSchema.pruneCut($0, retention: retention, nowMs: nowMs) }
+        var total = 0
+        while true {
+            let n = try pool.write { try LedgerSchema.prune($0, through: cut, limit: pruneBatch) }
+            total += n
+            if n < pruneBatch { return total }
+        }
+    }
+
+    /// One retention pass between batches: rows queued meanwhile wait in memory (the merge
+    /// path never does). Errors are logged, not fatal (the next pass retries).
+    private func retain(log: inout ErrorLog) {
+        do {
+            let n = try Self.applyRetention(pool: pool, retention: retention, now: Date())
+            if n > 0 { state.withLock { $0.pruned += n } }
+        } catch {
+            let now = ContinuousClock.now
+            if log.last.map({ now - $0 >= Self.dropWarningInterval }) ?? true {
+                logger.error("ledger retention failed", metadata: ["error": "\(error)"])
+                log.last = now
+            }
+        }
+    }
+
     private func run() {
         let interval = Double(flushInterval.components.seconds) + Double(flushInterval.components.attoseconds) / 1e18
         var failing = false
         var errorLog = ErrorLog()
+        var retentionLog = ErrorLog()
+        var lastRetention = ContinuousClock.now - Self.retentionInterval
         while true {
             _ = wake.wait(timeout: .now() + interval)
             // Take the whole queue at once (O(1) under the lock: producers never wait for a
@@ -303,6 +393,10 @@ final class LedgerWriter: Sendable {
                 finished(given, ok: ok)
                 failing = !ok
                 start += given
+            }
+            if !retention.isUnlimited && ContinuousClock.now - lastRetention >= Self.retentionInterval {
+                lastRetention = ContinuousClock.now
+                retain(log: &retentionLog)
             }
             let closeWaiters: [DispatchSemaphore]? = state.withLock { s in
                 guard s.closing && s.queue.isEmpty else { return nil }

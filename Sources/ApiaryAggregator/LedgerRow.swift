@@ -122,3 +122,35 @@ enum LedgerTime {
         Date(timeIntervalSince1970: Double(ms) / 1000)
     }
 }
+
+extension LedgerRow {
+    /// The `detail` of a merged row added at start from the checkpoint's dedup table: the
+    /// merge was durable and receipted, but its row was still queued when the process died.
+    /// Such a row has the checkpoint's time, sample count 0 and no update norm (the
+    /// checkpoint does not keep them).
+    public static let recoveredDetail = "recovered at start from the checkpoint's dedup table (row lost in a crash)"
+}
+
+/// How much of the ledger is kept: rows beyond `maxRows` (the oldest first) and rows older
+/// than `maxAge` are deleted by the writer thread, after their counts were added to the
+/// per-client totals (`Ledger.totals()` keeps counting them). Nil: no bound of that kind.
+public struct LedgerRetention: Sendable, Hashable {
+    public var maxRows: Int?
+    public var maxAge: Duration?
+
+    /// One million rows (about 150 MB of SQLite file, measured: docs/OPERATIONS.md), no age limit.
+    public static let `default` = LedgerRetention(maxRows: 1_000_000, maxAge: nil)
+    /// Keeps everything.
+    public static let unlimited = LedgerRetention(maxRows: nil, maxAge: nil)
+
+    public init(maxRows: Int?, maxAge: Duration?) {
+        self.maxRows = maxRows.map { max(1, $0) }
+        self.maxAge = maxAge
+    }
+
+    var maxAgeMilliseconds: Int64? {
+        maxAge.map { $0.components.seconds * 1000 + $0.components.attoseconds / 1_000_000_000_000_000 }
+    }
+
+    var isUnlimited: Bool { maxRows == nil && maxAge == nil }
+}

@@ -57,6 +57,24 @@ enum LedgerSchema {
         m.registerMigration("v2-metrics") { db in
             try db.execute(sql: "ALTER TABLE updates ADD COLUMN metrics TEXT NOT NULL DEFAULT ''")
         }
+        m.registerMigration("v3-retention") { db in
+            // What retention deleted, summed per (client, decision, reason), so that the
+            // per-client totals cover every row ever written; and the highest merged model
+            // version deleted (catch-up at start never re-adds a row retention removed).
+            try db.execute(sql: """
+                CREATE TABLE pruned_totals (
+                    client_id TEXT NOT NULL,
+                    decision TEXT NOT NULL,
+                    reason TEXT NOT NULL,
+                    n INTEGER NOT NULL,
+                    staleness_n INTEGER NOT NULL,
+                    staleness_sum REAL NOT NULL,
+                    last_ms INTEGER NOT NULL,
+                    PRIMARY KEY (client_id, decision, reason)
+                );
+                CREATE TABLE ledger_state (key TEXT PRIMARY KEY NOT NULL, value INTEGER NOT NULL);
+                """)
+        }
         return m
     }
 
@@ -157,14 +175,22 @@ enum LedgerSchema {
         try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM updates") ?? 0
     }
 
+    /// Staleness is a UInt64 bit pattern: add 2^64 to negative values before summing (as
+    /// REAL, so the sum cannot overflow).
+    static let stalenessSumSQL = "TOTAL(CASE WHEN staleness < 0 THEN staleness + 18446744073709551616.0 ELSE staleness END)"
+
     static func totals(_ db: Database) throws -> [ClientTotals] {
-        // Staleness is a UInt64 bit pattern: add 2^64 to negative values before summing (as
-        // REAL, so the sum cannot overflow).
+        // The live rows, plus what retention pruned (a ledger written before retention has no
+        // pruned_totals table; readers open it without migrating).
+        let live = """
+            SELECT client_id, decision, reason, COUNT(*) AS n, COUNT(staleness) AS sn, \(stalenessSumSQL) AS ss,
+                   MAX(time_ms) AS last, MIN(id) AS first FROM updates GROUP BY client_id, decision, reason
+            """
+        let pruned = try db.tableExists("pruned_totals")
+            ? " UNION ALL SELECT client_id, decision, reason, n, staleness_n, staleness_sum, last_ms, 0 FROM pruned_totals" : ""
         let groups = try Row.fetchAll(db, sql: """
-            SELECT client_id, decision, reason, COUNT(*), COUNT(staleness),
-                   TOTAL(CASE WHEN staleness < 0 THEN staleness + 18446744073709551616.0 ELSE staleness END),
-                   MAX(time_ms), MIN(id)
-            FROM updates GROUP BY client_id, decision, reason ORDER BY client_id
+            SELECT client_id, decision, reason, SUM(n), SUM(sn), TOTAL(ss), MAX(last), MIN(first)
+            FROM (\(live)\(pruned)) GROUP BY client_id, decision, reason ORDER BY client_id
             """)
         var byClient: [String: ClientTotals] = [:]
         var stalenessSum: [String: (sum: Double, count: Int)] = [:]
@@ -197,6 +223,69 @@ enum LedgerSchema {
             byClient[client]?.meanStaleness = s.sum / Double(s.count)
         }
         return byClient.values.sorted { $0.clientID < $1.clientID }
+    }
+
+    // MARK: Retention and catch-up
+
+    static let prunedMergedVersionKey = "pruned_max_merged_version"
+
+    /// The id at or below which rows are due for deletion under `retention` (0: none).
+    static func pruneCut(_ db: Database, retention: LedgerRetention, nowMs: Int64) throws -> Int64 {
+        var cut: Int64 = 0
+        if let maxRows = retention.maxRows {
+            let maxID = try Int64.fetchOne(db, sql: "SELECT MAX(id) FROM updates") ?? 0
+            cut = max(cut, maxID - Int64(maxRows))
+        }
+        if let age = retention.maxAgeMilliseconds {
+            let old = try Int64.fetchOne(db, sql: "SELECT MAX(id) FROM updates WHERE time_ms < ?", arguments: [nowMs - age]) ?? 0
+            cut = max(cut, old)
+        }
+        return cut
+    }
+
+    /// Deletes the oldest rows (by id) up to `cut`, at most `limit` of them, after adding them to
+    /// `pruned_totals`; the caller provides the transaction. Returns the rows deleted.
+    static func prune(_ db: Database, through cut: Int64, limit: Int) throws -> Int {
+        guard let first = try Int64.fetchOne(db, sql: "SELECT MIN(id) FROM updates"), first <= cut else { return 0 }
+        let upTo = min(cut, first + Int64(limit) - 1)
+        try db.execute(sql: """
+            INSERT INTO pruned_totals (client_id, decision, reason, n, staleness_n, staleness_sum, last_ms)
+            SELECT client_id, decision, reason, COUNT(*), COUNT(staleness), \(stalenessSumSQL), MAX(time_ms)
+            FROM updates WHERE id <= ? GROUP BY client_id, decision, reason
+            ON CONFLICT (client_id, decision, reason) DO UPDATE SET
+                n = n + excluded.n, staleness_n = staleness_n + excluded.staleness_n,
+                staleness_sum = staleness_sum + excluded.staleness_sum, last_ms = MAX(last_ms, excluded.last_ms)
+            """, arguments: [upTo])
+        if let v = try Int64.fetchOne(db, sql: "SELECT MAX(model_version) FROM updates WHERE id <= ? AND decision = 'merged'", arguments: [upTo]) {
+            try db.execute(sql: """
+                INSERT INTO ledger_state (key, value) VALUES (?, ?)
+                ON CONFLICT (key) DO UPDATE SET value = MAX(value, excluded.value)
+                """, arguments: [prunedMergedVersionKey, v])
+        }
+        try db.execute(sql: "DELETE FROM updates WHERE id <= ?", arguments: [upTo])
+        return db.changesCount
+    }
+
+    /// Inserts a `merged` row for each of `merged` (from a checkpoint's dedup table) that the
+    /// file lacks: no merged row of that (client, seq, model version), and a model version above
+    /// the highest one retention pruned. The caller provides the transaction. Returns the rows added.
+    static func catchUp(_ db: Database, merged: [(clientID: String, seq: UInt64, outcome: UpdateOutcome)], time: Date) throws -> Int {
+        let pruned = try Int64.fetchOne(db, sql: "SELECT value FROM ledger_state WHERE key = ?", arguments: [prunedMergedVersionKey])
+        let exists = try db.cachedStatement(sql: """
+            SELECT 1 FROM updates WHERE client_id = ? AND seq = ? AND model_version = ? AND decision = 'merged' LIMIT 1
+            """)
+        var missing: [LedgerRow] = []
+        for m in merged where m.outcome.decision == .merged {
+            if let pruned, bits(m.outcome.modelVersion) <= pruned { continue }
+            guard try Int.fetchOne(exists, arguments: [m.clientID, bits(m.seq), bits(m.outcome.modelVersion)]) == nil else { continue }
+            missing.append(LedgerRow(time: time, clientID: m.clientID, seq: m.seq, baseVersion: m.outcome.baseVersion,
+                                     staleness: m.outcome.staleness, mixingWeight: m.outcome.mixingWeight, updateNorm: nil,
+                                     sampleCount: 0, decision: .merged, reason: m.outcome.reason, modelVersion: m.outcome.modelVersion,
+                                     detail: LedgerRow.recoveredDetail))
+        }
+        missing.sort { $0.modelVersion < $1.modelVersion }
+        try insert(missing, in: db)
+        return missing.count
     }
 
     static func journalMode(_ db: Database) throws -> String {

@@ -1,3 +1,4 @@
+import ApiaryCore
 import Foundation
 
 /// An exclusive `flock` on `aggregator.lock` in a state directory, held while the aggregator
@@ -6,7 +7,11 @@ final class StateDirectoryLock {
     private var fd: Int32
 
     init(directory: URL) throws {
-        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        do {
+            try Checkpoint.createDirectory(directory)
+        } catch {
+            throw AggregatorError.startFailed("checkpoint.directory: \(error)")
+        }
         let path = directory.appendingPathComponent("aggregator.lock").path
         fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0o644)
         guard fd >= 0 else { throw AggregatorError.startFailed("cannot open \(path): \(String(cString: strerror(errno)))") }

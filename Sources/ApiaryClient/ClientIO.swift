@@ -465,7 +465,7 @@ final class ClientIO {
             var entry = rejectionLog[key] ?? (last: nil, suppressed: 0)
             if entry.last.map({ now - $0 >= .seconds(30) }) ?? true {
                 logger.warning("update rejected: \(receipt.reason)", metadata: [
-                    "seq": "\(receipt.seq)", "reason": "\(receipt.reason)", "detail": "\(receipt.message)",
+                    "seq": "\(receipt.seq)", "reason": "\(receipt.reason)", "detail": "\(PeerText.escaped(receipt.message))",
                     "endpoint": "\(l.snapshotEndpoint)", "shard": "\(l.index)", "more_since_last_log": "\(entry.suppressed)",
                 ])
                 entry = (now, 0)

@@ -17,11 +17,7 @@ extension Checkpoint {
     @discardableResult
     public static func write(_ state: CheckpointState, to directory: URL) throws(CheckpointError) -> URL {
         let bytes = try encode(state)
-        do {
-            try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
-        } catch {
-            throw .io("cannot create \(directory.path): \(error.localizedDescription)")
-        }
+        try createDirectory(directory)
         let name = fileName(version: state.version)
         let final = directory.appendingPathComponent(name)
         let temp = directory.appendingPathComponent(
@@ -100,11 +96,88 @@ extension Checkpoint {
         }
     }
 
+    /// Creates `directory` and its missing parents (`mkdir -p`). The error names the path that
+    /// could not be created and the system's reason ("Permission denied", "Not a directory",
+    /// "Read-only file system"), not an opaque Foundation code.
+    public static func createDirectory(_ directory: URL) throws(CheckpointError) {
+        let path = directory.standardizedFileURL.path
+        var isDir: ObjCBool = false
+        if FileManager.default.fileExists(atPath: path, isDirectory: &isDir) {
+            guard isDir.boolValue else { throw .io("cannot create directory \(path): a file of that name exists") }
+            return
+        }
+        var prefix = path.hasPrefix("/") ? "" : "."
+        for part in path.split(separator: "/", omittingEmptySubsequences: true) {
+            prefix += "/" + part
+            if mkdir(prefix, 0o755) != 0 && errno != EEXIST {
+                let cause = String(cString: strerror(errno))
+                throw .io("cannot create directory \(path): \(cause)" + (prefix == path ? "" : " (at \(prefix))"))
+            }
+        }
+        guard FileManager.default.fileExists(atPath: path, isDirectory: &isDir), isDir.boolValue else {
+            throw .io("cannot create directory \(path): a part of the path is not a directory")
+        }
+    }
+
+    /// The subdirectory of a state directory that invalid checkpoint files are moved to.
+    public static let corruptDirectoryName = "corrupt"
+
+    /// What `tidy(directory:)` did.
+    public struct Tidied: Sendable {
+        /// Partial files of interrupted writes (`.tmp-...`), removed.
+        public var removedTemporary: [URL] = []
+        /// Invalid checkpoint files, moved from `from` to `to` (in `corrupt/`), with the reason.
+        public var quarantined: [(from: URL, to: URL, error: CheckpointError)] = []
+    }
+
+    /// Start-up housekeeping of a state directory, before it is resumed from: removes the
+    /// partial files a crash left behind (`.tmp-checkpoint-...`) and moves every checkpoint
+    /// file that does not read back valid into `directory/corrupt/` (never deleted: they are
+    /// the operator's to inspect), so that invalid files can neither be resumed from nor count
+    /// toward `keep` in `prune`. Call it only while holding the directory (one aggregator per
+    /// state directory), since it removes temporary files of any writer.
+    public static func tidy(directory: URL) throws(CheckpointError) -> Tidied {
+        var done = Tidied()
+        guard let names = try? FileManager.default.contentsOfDirectory(atPath: directory.path) else { return done }
+        for name in names.sorted() where name.hasPrefix(tempFilePrefix) {
+            let url = directory.appendingPathComponent(name)
+            guard unlink(url.path) == 0 || errno == ENOENT else { throw posixError("cannot remove the partial checkpoint", url) }
+            done.removedTemporary.append(url)
+        }
+        let corrupt = directory.appendingPathComponent(corruptDirectoryName)
+        for (url, version) in files(in: directory) {
+            guard case .failure(let error) = validate(url, version: version) else { continue }
+            if mkdir(corrupt.path, 0o755) != 0 && errno != EEXIST { throw posixError("cannot create", corrupt) }
+            var target = corrupt.appendingPathComponent(url.lastPathComponent)
+            var n = 1
+            while FileManager.default.fileExists(atPath: target.path) {
+                target = corrupt.appendingPathComponent("\(url.lastPathComponent).\(n)")
+                n += 1
+            }
+            guard rename(url.path, target.path) == 0 else { throw posixError("cannot move the corrupt checkpoint to \(target.path):", url) }
+            done.quarantined.append((url, target, error))
+        }
+        if !done.quarantined.isEmpty || !done.removedTemporary.isEmpty {
+            let dfd = open(directory.path, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+            if dfd >= 0 {
+                fsync(dfd)
+                close(dfd)
+            }
+        }
+        return done
+    }
+
     /// Deletes all but the newest `keep` checkpoint files (by name; at least one is kept).
+    /// `protecting` (the file a run just wrote, its newest durable state) is never deleted and
+    /// counts as one of the `keep`, whatever the versions of the other files.
     /// Returns the deleted files.
     @discardableResult
-    public static func prune(directory: URL, keep: Int) throws(CheckpointError) -> [URL] {
-        let doomed = files(in: directory).dropFirst(max(1, keep)).map(\.url)
+    public static func prune(directory: URL, keep: Int, protecting: URL? = nil) throws(CheckpointError) -> [URL] {
+        let all = files(in: directory)
+        let protected = protecting.map(\.standardizedFileURL.path)
+        let others = all.filter { $0.url.standardizedFileURL.path != protected }
+        let kept = max(1, keep) - (others.count < all.count ? 1 : 0)
+        let doomed = others.dropFirst(kept).map(\.url)
         for url in doomed where unlink(url.path) != 0 && errno != ENOENT {
             throw posixError("cannot delete", url)
         }

@@ -213,7 +213,7 @@ public enum UpdateMetrics {
     public static func validationError(_ metrics: [String: Double]) -> String? {
         guard metrics.count <= maxEntries else { return "\(metrics.count) metrics (at most \(maxEntries))" }
         for (k, v) in metrics.sorted(by: { $0.key < $1.key }) {
-            guard isValidName(k) else { return "metric name '\(k.prefix(80))' is not 1 to 64 characters of A-Z a-z 0-9 . _ - /" }
+            guard isValidName(k) else { return "metric name '\(PeerText.escaped(k, limit: 80))' is not 1 to 64 characters of A-Z a-z 0-9 . _ - /" }
             guard v.isFinite else { return "metric '\(k)' is not finite" }
         }
         return nil

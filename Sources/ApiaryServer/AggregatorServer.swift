@@ -150,7 +150,17 @@ public final class AggregatorServer: Sendable {
     /// finishes the requests in flight. Throws what made a service fail (an address in use,
     /// say). Call it once.
     public func run() async throws {
-        try await group.run()
+        // Bind the sockets, resume the checkpoint and open the ledger first: an error there
+        // (a port in use, a state directory that cannot be created) is reported alone,
+        // before the status server and the other services start.
+        if !aggregator.isRunning { try aggregator.start() }
+        do {
+            try await group.run()
+        } catch {
+            aggregator.stop()
+            throw error
+        }
+        aggregator.stop()
     }
 
     /// Shuts a running server down gracefully (what SIGTERM does); `run()` then returns.

@@ -66,10 +66,10 @@ private enum LedgerText {
         guard !rows.isEmpty else { return title }
         let header = ["TIME", "CLIENT", "SEQ", "BASE", "STALENESS", "WEIGHT", "NORM", "DECISION", "REASON", "METRICS"]
         let body = rows.map { r in
-            [timestamp(r.time), r.clientID, "\(r.seq)", "\(r.baseVersion)", r.staleness.map { "\($0)" } ?? "-",
+            [timestamp(r.time), PeerText.escaped(r.clientID), "\(r.seq)", "\(r.baseVersion)", r.staleness.map { "\($0)" } ?? "-",
              number(r.mixingWeight, "%.4f"), r.updateNorm.map { number($0, "%.4g") } ?? "-",
              r.decision.description, r.reason == .none ? "-" : r.reason.name,
-             r.metrics.isEmpty ? "-" : (r.decision == .recorded ? "\(r.detail): " : "")
+             r.metrics.isEmpty ? "-" : (r.decision == .recorded ? "\(PeerText.escaped(r.detail)): " : "")
                 + r.metrics.sorted { $0.key < $1.key }.map { "\($0.key)=\(number($0.value, "%.4g"))" }.joined(separator: " ")]
         }
         return title + "\n" + table(header, body, rightAligned: [2, 3, 4, 5, 6])
@@ -80,7 +80,7 @@ private enum LedgerText {
         guard !totals.isEmpty else { return title }
         let header = ["CLIENT", "RECEIVED", "MERGED", "REJECTED", "DUPLICATES", "MEAN_STALENESS", "LAST_SEEN", "REJECTED_BY_REASON"]
         let body = totals.map { t in
-            [t.clientID, "\(t.received)", "\(t.merged)", "\(t.rejectedTotal)", "\(t.duplicates)",
+            [PeerText.escaped(t.clientID), "\(t.received)", "\(t.merged)", "\(t.rejectedTotal)", "\(t.duplicates)",
              t.meanStaleness.map { number($0, "%.2f") } ?? "-", timestamp(t.lastSeen),
              t.rejected.isEmpty ? "-" : t.rejected.sorted { $0.key.rawValue < $1.key.rawValue }.map { "\($0.key.name)=\($0.value)" }
                 .joined(separator: " ")]

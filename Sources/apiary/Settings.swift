@@ -14,10 +14,23 @@ import ZeroMQ
 /// overridden by the variable `FEDASYNC_ALPHA`. Every key has a default, so a missing key
 /// (or no file at all) gives the documented default.
 enum Settings {
-    static func reader(file: String?) async throws -> ConfigReader {
+    ///
+    /// Strict: before anything is read, every key of the file must be a known one and every
+    /// value (of the file, and of the environment variable of a known key) of the key's type
+    /// (`SettingsSchema`); otherwise this throws a `SettingsError` naming the key.
+    static func reader(file: String?, environment: [String: String] = ProcessInfo.processInfo.environment) async throws -> ConfigReader {
         var providers: [any ConfigProvider] = [EnvironmentVariablesProvider()]
+        var text: String?
         if let file {
             guard FileManager.default.fileExists(atPath: file) else { throw SettingsError("config file not found: \(file)") }
+            do {
+                text = try String(contentsOfFile: file, encoding: .utf8)
+            } catch {
+                throw SettingsError("cannot read config file \(file): \(error.localizedDescription)")
+            }
+        }
+        try SettingsSchema.check(yaml: text, file: file, environment: environment)
+        if let file {
             do {
                 providers.append(try await FileProvider<YAMLSnapshot>(filePath: FilePath(file)))
             } catch {
@@ -129,6 +142,12 @@ enum Settings {
             normPolicy: try normPolicy(r)
         )
         var config = c
+        let maxRows = r.int(forKey: "ledger.max_rows", default: LedgerRetention.default.maxRows ?? 0)
+        guard maxRows >= 0 else { throw SettingsError("ledger.max_rows must be 0 (keep every row) or positive, got \(maxRows)") }
+        let maxAge = r.double(forKey: "ledger.max_age_s", default: 0)
+        guard maxAge >= 0 else { throw SettingsError("ledger.max_age_s must be 0 (no age limit) or positive, got \(maxAge)") }
+        config.ledgerRetention = LedgerRetention(maxRows: maxRows == 0 ? nil : maxRows,
+                                                 maxAge: maxAge == 0 ? nil : .milliseconds(Int64((maxAge * 1000).rounded())))
         let queueBytes = r.int(forKey: "limits.update_queue_bytes", default: 256 << 20)
         guard queueBytes >= 1 else { throw SettingsError("limits.update_queue_bytes must be positive") }
         config.updateQueueBytes = Int64(queueBytes)

@@ -138,4 +138,36 @@ struct CheckpointFileTests {
             #expect(try Checkpoint.prune(directory: dir.appendingPathComponent("missing"), keep: 1) == [])
         }
     }
+
+    @Test("prune never deletes the file a run just wrote, even when other files have higher versions")
+    func pruneProtects() throws {
+        try withCheckpointTempDirectory { (dir: URL) throws in
+            for v: UInt64 in [50, 60, 70] { try Checkpoint.write(sampleCheckpointState(version: v), to: dir) }
+            let mine = try Checkpoint.write(sampleCheckpointState(version: 3), to: dir)
+            try Checkpoint.prune(directory: dir, keep: 1, protecting: mine)
+            #expect(try names(dir) == [Checkpoint.fileName(version: 3)])
+            for v: UInt64 in [50, 60] { try Checkpoint.write(sampleCheckpointState(version: v), to: dir) }
+            try Checkpoint.prune(directory: dir, keep: 2, protecting: mine)
+            #expect(try names(dir) == [Checkpoint.fileName(version: 3), Checkpoint.fileName(version: 60)])
+        }
+    }
+
+    @Test("tidy removes .tmp- files and moves invalid checkpoints to corrupt/, leaving valid ones and other files")
+    func tidy() throws {
+        try withCheckpointTempDirectory { (dir: URL) throws in
+            try Checkpoint.write(sampleCheckpointState(version: 1), to: dir)
+            try Data("junk".utf8).write(to: dir.appendingPathComponent(Checkpoint.fileName(version: 2)))
+            try Data("partial".utf8).write(to: dir.appendingPathComponent(".tmp-\(Checkpoint.fileName(version: 3)).1.ab"))
+            try Data("x".utf8).write(to: dir.appendingPathComponent("notes.txt"))
+            let done = try Checkpoint.tidy(directory: dir)
+            #expect(done.removedTemporary.count == 1)
+            #expect(done.quarantined.map(\.from.lastPathComponent) == [Checkpoint.fileName(version: 2)])
+            #expect(try names(dir) == [Checkpoint.fileName(version: 1), "corrupt", "notes.txt"])
+            #expect(try names(dir.appendingPathComponent("corrupt")) == [Checkpoint.fileName(version: 2)])
+            // A second corrupt file of the same name does not overwrite the first.
+            try Data("junk 2".utf8).write(to: dir.appendingPathComponent(Checkpoint.fileName(version: 2)))
+            _ = try Checkpoint.tidy(directory: dir)
+            #expect(try names(dir.appendingPathComponent("corrupt")).count == 2)
+        }
+    }
 }

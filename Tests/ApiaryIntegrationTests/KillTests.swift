@@ -1,3 +1,4 @@
+import ApiaryAggregator
 import ApiaryCore
 import ApiaryLearning
 import ApiaryProtocol
@@ -116,5 +117,11 @@ struct KillTests {
         }
         #expect(missing.isEmpty, "receipted as merged but not in the final state: \(missing.prefix(5))")
         #expect(auditor.merged.count > 50)
+        // Every receipted merge has its ledger row, including those whose rows were still
+        // queued when a SIGKILL came (caught up from the checkpoint at the next start).
+        let rows = try LedgerReader(path: dir.appendingPathComponent("ledger.sqlite").path).recent(limit: 10_000_000)
+        let inLedger = Set(rows.filter { $0.decision == .merged }.map { "\($0.clientID)#\($0.seq)#\($0.modelVersion)" })
+        let notInLedger = auditor.merged.flatMap { key, versions in versions.map { "\(key)#\($0)" } }.filter { !inLedger.contains($0) }
+        #expect(notInLedger.isEmpty, "receipted merges without a ledger row: \(notInLedger.count), \(notInLedger.prefix(5))")
     }
 }

@@ -1,0 +1,216 @@
+import ApiaryCore
+import Foundation
+import Yams
+
+/// Every config key Apiary reads, with the type of its value: the strict check that runs
+/// before anything else at start. A key of the file that is not listed (`fedasync.alpah`, a
+/// misspelt section `checkpont:`) or a value of the wrong type, in the file or in its
+/// environment variable (`fedasync.alpha: high`, `FEDASYNC_ALPHA=abc`, `max_staleness: 1.5`),
+/// stops the process with one line naming the key (or the variable) and what was expected,
+/// instead of being ignored for the default.
+///
+/// Keep this table in step with the reads in `Settings` (and `Configs/*.yaml`, which document
+/// every key).
+enum SettingsSchema {
+    enum Kind: Sendable {
+        case int, double, bool, string, stringList
+        /// A map of the user's own keys (`training.extra`): its contents are checked where it is read.
+        case userMap
+
+        var expected: String {
+            switch self {
+            case .int: "an integer"
+            case .double: "a number"
+            case .bool: "true or false"
+            case .string: "a string"
+            case .stringList: "a list of strings (in the environment: comma-separated)"
+            case .userMap: "a map of keys to numbers, strings or bools"
+            }
+        }
+    }
+
+    /// Keys of a client (and of a gateway's `upstream:` section, where they are read again).
+    static let clientKeys: [String: Kind] = [
+        "client.id": .string, "client.max_backoff_s": .double, "client.max_pending_updates": .int,
+        "client.new_model_wait_s": .double, "client.receipt_timeout_s": .double, "client.snapshot_timeout_s": .double,
+        "endpoints.model": .string, "endpoints.snapshot": .string, "endpoints.update": .string,
+        "security.insecure": .bool, "security.secret_key_file": .string, "security.server_public_key_file": .string,
+    ]
+
+    static let keys: [String: Kind] = {
+        var k: [String: Kind] = [
+            "algorithm": .string,
+            "checkpoint.directory": .string, "checkpoint.every_versions": .int, "checkpoint.interval_s": .double, "checkpoint.keep": .int,
+            "data.delay_s": .double, "data.partition": .int, "data.shuffle_seed": .int,
+            "demo.clients": .int, "demo.delay_scale": .double, "demo.gateways": .int, "demo.mode": .string,
+            "demo.progress_interval_s": .double, "demo.report_dir": .string, "demo.shards": .int, "demo.sync_time_limit_s": .double,
+            "demo.target_accuracy": .double, "demo.time_limit_s": .double,
+            "evaluation.enabled": .bool, "evaluation.every_versions": .int, "evaluation.history": .int, "evaluation.interval_s": .double,
+            "fedasync.alpha": .double, "fedasync.max_staleness": .int,
+            "fedasync.staleness.a": .double, "fedasync.staleness.b": .double, "fedasync.staleness.function": .string,
+            "gateway.push_every_merges": .int, "gateway.push_interval_s": .double,
+            "http.active_window_s": .double, "http.host": .string, "http.port": .int,
+            "ledger.path": .string, "ledger.max_rows": .int, "ledger.max_age_s": .double,
+            "limits.dedup_window": .int, "limits.max_frame_bytes": .int, "limits.max_payload_frames": .int,
+            "limits.max_update_norm": .double, "limits.norm_policy": .string, "limits.receipt_timeout_s": .double,
+            "limits.update_queue": .int, "limits.update_queue_bytes": .int,
+            "log.level": .string,
+            "model.exclude": .stringList, "model.initial": .string,
+            "progress.interval_s": .double,
+            "publish.chunk_parameters": .int, "publish.heartbeat_s": .double, "publish.interval_s": .double,
+            "security.authorized_keys": .string,
+            "shards.boundaries": .stringList, "shards.index": .int, "shards.model": .stringList, "shards.snapshot": .stringList,
+            "shards.update": .stringList,
+            "sync.expected_clients": .int, "sync.max_rounds": .int, "sync.min_clients": .int, "sync.round_timeout_s": .double,
+            "training.batch_size": .int, "training.extra": .userMap, "training.learning_rate": .double,
+            "training.local_epochs": .int, "training.proximal_mu": .double,
+            "zmq.io_threads": .int,
+        ]
+        for (key, kind) in clientKeys {
+            k[key] = kind
+            k["upstream." + key] = kind
+        }
+        return k
+    }()
+
+    /// The environment variable of `key`: `fedasync.alpha` -> `FEDASYNC_ALPHA`.
+    static func environmentName(_ key: String) -> String {
+        key.uppercased().replacingOccurrences(of: ".", with: "_")
+    }
+
+    /// Checks the YAML text of a config file (named `file` in messages) and the environment
+    /// variables of known keys. Throws a `SettingsError` naming the first problem.
+    static func check(yaml text: String?, file: String?, environment: [String: String]) throws {
+        if let text {
+            let root: Any?
+            do {
+                root = try Yams.load(yaml: text)
+            } catch {
+                throw SettingsError("config file \(file ?? "?") is not valid YAML: \(error)")
+            }
+            if let root {
+                guard let map = root as? [String: Any] else {
+                    throw SettingsError("config file \(file ?? "?") must be a map of sections and keys, not \(describe(root))")
+                }
+                try check(map: map, prefix: "", file: file ?? "?")
+            }
+        }
+        for (key, kind) in keys.sorted(by: { $0.key < $1.key }) {
+            let name = environmentName(key)
+            guard let value = environment[name], !value.isEmpty else { continue }
+            if let problem = problem(environmentValue: value, kind: kind) {
+                throw SettingsError("environment variable \(name) (\(key)): expected \(kind.expected), got '\(PeerText.escaped(value))'\(problem)")
+            }
+        }
+    }
+
+    private static func check(map: [String: Any], prefix: String, file: String) throws {
+        for key in map.keys.sorted() {
+            let full = prefix + key
+            let value = map[key]!
+            if let kind = keys[full] {
+                if let problem = problem(yamlValue: value, kind: kind) {
+                    throw SettingsError("config file \(file): \(full): expected \(kind.expected), got \(problem)")
+                }
+                continue
+            }
+            let isSection = keys.keys.contains { $0.hasPrefix(full + ".") }
+            if isSection, let sub = value as? [String: Any] {
+                try check(map: sub, prefix: full + ".", file: file)
+                continue
+            }
+            if isSection {
+                throw SettingsError("config file \(file): \(full) is a section: expected a map of its keys, got \(describe(value))")
+            }
+            let what = value is [String: Any] ? "section" : "key"
+            let hint = suggestion(for: full, section: value is [String: Any]).map { " (did you mean '\($0)'?)" } ?? ""
+            throw SettingsError("config file \(file): unknown \(what) '\(full)'\(hint); the keys are documented in Configs/*.yaml")
+        }
+    }
+
+    /// Nil when `value` (as Yams loaded it) fits `kind`; else what it is.
+    private static func problem(yamlValue value: Any, kind: Kind) -> String? {
+        if value is NSNull { return nil }
+        switch kind {
+        case .int:
+            if value is Int { return nil }
+        case .double:
+            if let d = value as? Double, !d.isFinite { return "\(d)" }
+            if value is Int || value is Double { return nil }
+        case .bool:
+            if value is Bool { return nil }
+        case .string:
+            if value is String || value is Int || value is Double { return nil }
+        case .stringList:
+            if let list = value as? [Any], list.allSatisfy({ $0 is String || $0 is Int || $0 is Double }) { return nil }
+        case .userMap:
+            if value is [String: Any] { return nil }
+        }
+        return describe(value)
+    }
+
+    /// Nil when an environment variable's text fits `kind`; else a short note (may be empty).
+    private static func problem(environmentValue s: String, kind: Kind) -> String? {
+        switch kind {
+        case .int: return Int(s) == nil ? "" : nil
+        case .double:
+            guard let d = Double(s) else { return "" }
+            return d.isFinite ? nil : " (not finite)"
+        case .bool: return ["true", "false", "yes", "no", "1", "0"].contains(s.lowercased()) ? nil : ""
+        case .string, .stringList, .userMap: return nil
+        }
+    }
+
+    private static func describe(_ value: Any) -> String {
+        switch value {
+        case let b as Bool: return "the bool \(b)"
+        case let i as Int: return "the integer \(i)"
+        case let d as Double: return "the number \(d)"
+        case let s as String: return "'\(PeerText.escaped(s))'"
+        case is [Any]: return "a list"
+        case is [String: Any]: return "a map"
+        default: return "\(type(of: value))"
+        }
+    }
+
+    /// The known key (or section, for a misspelt section) nearest to `key`, when it is close.
+    private static func suggestion(for key: String, section: Bool) -> String? {
+        var candidates = Set(keys.keys)
+        if section {
+            for k in keys.keys {
+                var parts = k.split(separator: ".")
+                while parts.count > 1 {
+                    parts.removeLast()
+                    candidates.insert(parts.joined(separator: "."))
+                }
+            }
+        }
+        var best: (key: String, distance: Int)?
+        for candidate in candidates.sorted() {
+            let d = distance(key, candidate)
+            if best == nil || d < best!.distance { best = (candidate, d) }
+        }
+        guard let best, best.distance <= Swift.max(2, key.count / 4) else { return nil }
+        return best.key
+    }
+
+    /// Levenshtein distance.
+    private static func distance(_ a: String, _ b: String) -> Int {
+        let a = Array(a.utf8), b = Array(b.utf8)
+        if a.isEmpty { return b.count }
+        var row = Array(0...b.count)
+        for i in 1...a.count {
+            var previous = row[0]
+            row[0] = i
+            for j in stride(from: 1, through: b.count, by: 1) {
+                let saved = row[j]
+                let substitution: Int = previous + (a[i - 1] == b[j - 1] ? 0 : 1)
+                let insertion: Int = row[j - 1] + 1
+                let deletion: Int = row[j] + 1
+                row[j] = Swift.min(deletion, insertion, substitution)
+                previous = saved
+            }
+        }
+        return row[b.count]
+    }
+}

@@ -1,0 +1,165 @@
+import ApiaryCore
+import Foundation
+import Testing
+
+/// Issue 15, items 3 and 4, through the `apiary` binary: a config mistake or an unusable path
+/// stops the process at start with status 1 and one line naming the key and the cause.
+@Suite("Start-up: config mistakes and unusable paths stop the process with one clear line", .serialized)
+struct StartupErrorTests {
+    /// Runs `apiary ARGS` in `dir` with `environment` added; returns status and output. A
+    /// process still running after `timeout` seconds (one that started although it should not
+    /// have) is killed and reported as status -1.
+    func run(_ args: [String], in dir: URL, environment: [String: String] = [:], timeout: Double = 10) throws -> (status: Int32, output: String) {
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: try apiaryBinary())
+        p.arguments = args
+        p.currentDirectoryURL = dir
+        var env = ProcessInfo.processInfo.environment
+        env.merge(environment) { $1 }
+        p.environment = env
+        let output = dir.appendingPathComponent("..").appendingPathComponent("apiary-startup-\(UUID().uuidString).log").standardizedFileURL
+        FileManager.default.createFile(atPath: output.path, contents: nil)
+        defer { try? FileManager.default.removeItem(at: output) }
+        let handle = try FileHandle(forWritingTo: output)
+        defer { try? handle.close() }
+        p.standardOutput = handle
+        p.standardError = handle
+        try p.run()
+        let deadline = Date().addingTimeInterval(timeout)
+        while p.isRunning && Date() < deadline { Thread.sleep(forTimeInterval: 0.01) }
+        var status: Int32 = -1
+        if p.isRunning {
+            kill(p.processIdentifier, SIGKILL)
+            p.waitUntilExit()
+        } else {
+            p.waitUntilExit()
+            status = p.terminationStatus
+        }
+        return (status, (try? String(contentsOf: output, encoding: .utf8)) ?? "")
+    }
+
+    func tempDir() throws -> URL {
+        let d = FileManager.default.temporaryDirectory.appendingPathComponent("apiary-startup-\(getpid())-\(UInt32.random(in: 0...UInt32.max))")
+        try FileManager.default.createDirectory(at: d, withIntermediateDirectories: true)
+        return d
+    }
+
+    /// Loopback endpoints on free ports, no CURVE, and the given extra environment.
+    func insecureEnv(_ extra: [String: String] = [:]) throws -> [String: String] {
+        let ports = try freePorts(3)
+        return ["ENDPOINTS_MODEL": "tcp://127.0.0.1:\(ports[0])", "ENDPOINTS_SNAPSHOT": "tcp://127.0.0.1:\(ports[1])",
+                "ENDPOINTS_UPDATE": "tcp://127.0.0.1:\(ports[2])", "SECURITY_INSECURE": "true"].merging(extra) { $1 }
+    }
+
+    static let mistakes: [(yaml: String, env: [String: String], names: [String])] = [
+        ("fedasync:\n  alpah: 0.5\n", [:], ["fedasync.alpah", "did you mean 'fedasync.alpha'"]),
+        ("checkpont:\n  directory: state\n", [:], ["checkpont", "did you mean 'checkpoint'"]),
+        ("fedasync:\n  alpha: high\n", [:], ["fedasync.alpha", "expected a number", "'high'"]),
+        ("fedasync:\n  max_staleness: 1.5\n", [:], ["fedasync.max_staleness", "expected an integer", "1.5"]),
+        ("http:\n  port: abc\n", [:], ["http.port", "expected an integer", "'abc'"]),
+        ("fedasync:\n  alpha: 0.5\n", ["FEDASYNC_ALPHA": "abc"], ["FEDASYNC_ALPHA", "fedasync.alpha", "expected a number", "'abc'"]),
+        ("log:\n  level: info\n", ["SECURITY_INSECURE": "maybe"], ["SECURITY_INSECURE", "security.insecure", "true or false"]),
+    ]
+
+    @Test("an unknown key or a value of the wrong type (file or environment) stops the aggregator: status 1, one line naming it",
+          arguments: mistakes.indices)
+    func configMistake(index: Int) throws {
+        let m = Self.mistakes[index]
+        let dir = try tempDir()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let file = dir.appendingPathComponent("bad.yaml")
+        try Data(m.yaml.utf8).write(to: file)
+        let env = try insecureEnv(m.env)
+        for command in [["aggregator"], ["client", "--id", "c1"], ["config", "check"]] {
+            let (status, out) = try run(command + ["--config", file.path], in: dir, environment: env)
+            #expect(status == 1, "\(command): \(out)")
+            let lines = out.split(separator: "\n")
+            #expect(lines.count == 1, "\(command): \(out)")
+            for name in m.names { #expect(out.contains(name), "\(command): \(out)") }
+        }
+        // Nothing was started or written.
+        #expect(try FileManager.default.contentsOfDirectory(atPath: dir.path) == ["bad.yaml"])
+    }
+
+    @Test("every shipped config passes the strict check")
+    func shippedConfigs() throws {
+        let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+        var files: [String] = []
+        for sub in ["Configs", "Deploy/config"] {
+            let d = root.appendingPathComponent(sub)
+            files += try FileManager.default.contentsOfDirectory(atPath: d.path).filter { $0.hasSuffix(".yaml") }.map { d.appendingPathComponent($0).path }
+        }
+        #expect(files.count >= 9)
+        for f in files {
+            let (status, out) = try run(["config", "check", "--config", f], in: root)
+            #expect(status == 0, "\(f): \(out)")
+        }
+    }
+
+    @Test("every key the commands read is one the strict check knows (Sources/apiary/SettingsSchema.swift)")
+    func schemaCoversReads() throws {
+        let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+        let dir = root.appendingPathComponent("Sources/apiary")
+        let schema = try String(contentsOf: dir.appendingPathComponent("SettingsSchema.swift"), encoding: .utf8)
+        let read = try Regex(#"(?:forKey: |Settings\.duration\((?:r|reader), |positive\(r, )"([a-z_.]+)""#)
+        var keys: Set<String> = []
+        for name in try FileManager.default.contentsOfDirectory(atPath: dir.path) where name.hasSuffix(".swift") && name != "SettingsSchema.swift" {
+            let text = try String(contentsOf: dir.appendingPathComponent(name), encoding: .utf8)
+            for m in text.matches(of: read) { if let k = m.output[1].substring { keys.insert(String(k)) } }
+        }
+        #expect(keys.count > 60)
+        for k in keys.sorted() { #expect(schema.contains("\"\(k)\""), "\(k) is read but not in SettingsSchema.keys") }
+    }
+
+    @Test("a checkpoint directory that cannot be created is named with its key, path and cause, before anything listens")
+    func uncreatableCheckpointDirectory() throws {
+        let dir = try tempDir()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        try Data("a file, not a directory".utf8).write(to: dir.appendingPathComponent("blocker"))
+        let statusPort = try freePorts(1)[0]
+        let env = try insecureEnv(["CHECKPOINT_DIRECTORY": dir.appendingPathComponent("blocker/checkpoints").path,
+                                   "HTTP_PORT": "\(statusPort)"])
+        let (status, out) = try run(["aggregator"], in: dir, environment: env)
+        #expect(status == 1, "\(out)")
+        #expect(out.contains("checkpoint.directory"), "\(out)")
+        #expect(out.contains("blocker/checkpoints") && out.contains("Not a directory"), "\(out)")
+        #expect(!out.contains("NSCocoaErrorDomain"), "\(out)")
+        // The status server never came up: no Hummingbird shutdown noise before the error.
+        #expect(!out.contains("Server shutdown error") && !out.contains("CancellationError") && !out.contains("status server listening"), "\(out)")
+        #expect(out.split(separator: "\n").filter { $0.contains("error") || $0.hasPrefix("Error") }.count == 1, "\(out)")
+    }
+
+    @Test("an unusable ledger path is named with its key, path and cause; the state directory is left untouched")
+    func unwritableLedger() throws {
+        let dir = try tempDir()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let ledger = dir.appendingPathComponent("missing/ledger.sqlite").path
+        let checkpoints = dir.appendingPathComponent("state")
+        let env = try insecureEnv(["LEDGER_PATH": ledger, "CHECKPOINT_DIRECTORY": checkpoints.path, "HTTP_PORT": "\(try freePorts(1)[0])"])
+        let (status, out) = try run(["aggregator"], in: dir, environment: env)
+        #expect(status == 1, "\(out)")
+        #expect(out.contains("ledger.path") && out.contains(ledger) && out.contains("does not exist"), "\(out)")
+        #expect(!out.contains("SQLite error 14"), "\(out)")
+        #expect(!out.contains("Server shutdown error") && !out.contains("CancellationError"), "\(out)")
+        #expect(Checkpoint.files(in: checkpoints).isEmpty, "a failed start wrote a checkpoint")
+    }
+
+    @Test("a port in use fails the start before the status server starts")
+    func portInUse() throws {
+        let dir = try tempDir()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let env = try insecureEnv(["HTTP_PORT": "\(try freePorts(1)[0])"])
+        // The first aggregator holds the ports; the second cannot bind them.
+        let first = try Child(["aggregator"], environment: env, name: "holder")
+        defer { first.terminate() }
+        let deadline = Date().addingTimeInterval(20)
+        while !first.log.contains("aggregator started") && Date() < deadline { Thread.sleep(forTimeInterval: 0.02) }
+        var env2 = env
+        env2["HTTP_PORT"] = "\(try freePorts(1)[0])"
+        let (status, out) = try run(["aggregator"], in: dir, environment: env2)
+        #expect(status == 1, "\(out)")
+        #expect(out.contains("Address already in use"), "\(out)")
+        #expect(!out.contains("Server shutdown error") && !out.contains("CancellationError") && !out.contains("status server listening"), "\(out)")
+        #expect(first.terminate() == 0)
+    }
+}
