@@ -45,6 +45,20 @@ struct DemoCommand: AsyncParsableCommand {
     @Option(name: .long, help: "async (FedAsync, the default), fedbuff (buffered asynchronous: fedbuff.* and server_optimizer.* keys) or sync (synchronous FedAvg rounds, the baseline); overrides demo.mode.")
     var mode: DemoMode?
 
+    @Option(name: .long, help: "fedasync, fedbuff or fedavg: the same as --mode async, fedbuff or sync.")
+    var algorithm: Algorithm?
+
+    /// `--mode`, or `--algorithm` in its words.
+    var chosenMode: DemoMode? {
+        mode ?? algorithm.map { a in
+            switch a {
+            case .fedasync: .async
+            case .fedbuff: .fedbuff
+            case .fedavg: .sync
+            }
+        }
+    }
+
     @Flag(name: .long, help: "Run async, then sync, on the same workload and compare them.")
     var compare = false
 
@@ -86,10 +100,10 @@ struct DemoCommand: AsyncParsableCommand {
         guard (1...16).contains(options.shards) else { throw ValidationError("shards must be in 1...16") }
         guard (0...n).contains(options.gateways) else { throw ValidationError("gateways must be in 0...\(n) (the number of clients)") }
         if options.gateways > 0 {
-            guard !compare, (mode ?? .async) == .async else { throw ValidationError("gateways run FedAsync: leave out --compare and --mode") }
+            guard !compare, (chosenMode ?? .async) == .async else { throw ValidationError("gateways run FedAsync: leave out --compare and --mode") }
         }
         if options.shards > 1 {
-            guard !compare, (mode ?? .async) != .sync else { throw ValidationError("shards run FedAsync or FedBuff (each shard flushes its own buffer): leave out --compare and --mode sync") }
+            guard !compare, (chosenMode ?? .async) != .sync else { throw ValidationError("shards run FedAsync or FedBuff (each shard flushes its own buffer): leave out --compare and --mode sync") }
         }
         let toStderr = json
         let out: @Sendable (String) -> Void = { line in
@@ -100,7 +114,7 @@ struct DemoCommand: AsyncParsableCommand {
                 FileHandle.standardOutput.synchronizeFile()
             }
         }
-        let chosen = mode ?? DemoMode(rawValue: reader.string(forKey: "demo.mode", default: "async")) ?? .async
+        let chosen = chosenMode ?? DemoMode(rawValue: reader.string(forKey: "demo.mode", default: "async")) ?? .async
         var summaries: [DemoSummary] = []
         for m in compare ? [DemoMode.async, .sync] : [chosen] {
             var c = aggConfig
@@ -414,3 +428,5 @@ struct FleetDemo {
         }
     }
 }
+
+extension Algorithm: @retroactive ExpressibleByArgument {}
