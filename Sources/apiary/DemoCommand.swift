@@ -429,4 +429,4 @@ struct FleetDemo {
     }
 }
 
-extension Algorithm: @retroactive ExpressibleByArgument {}
+extension Algorithm: ExpressibleByArgument {}
