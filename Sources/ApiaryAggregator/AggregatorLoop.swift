@@ -141,7 +141,11 @@ final class AggregatorLoop {
             engine.rule.maxStaleness = 0
         }
         if let buffered = config.buffer {
-            engine.buffer = FedBuffer(config: buffered, parameterCount: range.count)
+            engine.buffer = FedBuffer(config: buffered, parameterCount: range.count, resuming: resumed?.optimizer)
+            if let saved = resumed?.optimizer, saved.kind != buffered.optimizer.kind.rawValue {
+                logger.warning("the checkpoint's server optimizer state is not used: it is of another kind",
+                               metadata: ["checkpoint": "\(saved.kind)", "configured": "\(buffered.optimizer.kind)"])
+            }
         }
         durableVersion = engine.version
         submittedVersion = engine.version

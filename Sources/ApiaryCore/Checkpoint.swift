@@ -11,6 +11,24 @@ public struct CheckpointState: Sendable, Equatable {
     public var dedup: [String: DedupTable<UpdateOutcome>.Entry]
     /// When the state was taken, milliseconds since the Unix epoch.
     public var createdAtMilliseconds: Int64
+    /// The server optimizer's state (FedBuff): its kind, steps and moments; nil without one.
+    public var optimizer: OptimizerState? = nil
+
+    /// What a `ServerOptimizer` needs to resume: `m` and `v` (each empty, or one value per
+    /// parameter of `layout`), stored as the tensors `__optimizer__.m` / `__optimizer__.v`
+    /// after the model's, with the kind and step count in the `optimizer` metadata entry.
+    public struct OptimizerState: Sendable, Equatable {
+        public var kind: String
+        public var steps: UInt64
+        public var m: [Float]
+        public var v: [Float]
+        public init(kind: String, steps: UInt64, m: [Float], v: [Float]) {
+            self.kind = kind
+            self.steps = steps
+            self.m = m
+            self.v = v
+        }
+    }
 
     public init(runID: UInt64, version: UInt64, layout: ParameterLayout, parameters: [Float], rule: FedAsync,
                 dedupWindow: UInt64, dedup: [String: DedupTable<UpdateOutcome>.Entry], createdAtMilliseconds: Int64) {
@@ -32,7 +50,7 @@ public struct CheckpointState: Sendable, Equatable {
         guard a.runID == b.runID, a.version == b.version, a.layout == b.layout, a.rule == b.rule,
               a.dedupWindow == b.dedupWindow, a.createdAtMilliseconds == b.createdAtMilliseconds,
               a.parameters.elementsEqual(b.parameters, by: { $0.bitPattern == $1.bitPattern }),
-              a.dedup.count == b.dedup.count
+              a.dedup.count == b.dedup.count, a.optimizer == b.optimizer
         else { return false }
         for (client, e) in a.dedup {
             guard let f = b.dedup[client], e.highest == f.highest, e.outcomes == f.outcomes else { return false }
@@ -126,6 +144,9 @@ public enum Checkpoint {
     static let keyDedupWindow = "dedup_window"
     static let keyDedup = "dedup"
     static let keyChecksum = "checksum"
+    static let keyOptimizer = "optimizer"
+    /// Names of the optimizer's tensors, after the model's (not part of the model layout).
+    static let optimizerPrefix = "__optimizer__."
 
     /// The file name of the checkpoint of `version`.
     public static func fileName(version: UInt64) -> String {
@@ -160,10 +181,23 @@ public enum Checkpoint {
             keyDedupWindow: String(state.dedupWindow),
             keyDedup: dedupJSON(state.dedup),
         ]
-        let crc = Safetensors.withLittleEndianBytes(state.parameters) { checksum(data: $0, metadata: metadata) }
+        var layout = state.layout
+        var values = state.parameters
+        if let o = state.optimizer {
+            let n = state.layout.parameterCount
+            guard (o.m.isEmpty || o.m.count == n), (o.v.isEmpty || o.v.count == n) else {
+                throw .invalidState("optimizer moments of \(o.m.count) / \(o.v.count) values for \(n) parameters")
+            }
+            metadata[keyOptimizer] = #"{"kind":"\#(o.kind)","steps":\#(o.steps)}"#
+            var tensors = state.layout.tensors
+            if !o.m.isEmpty { tensors.append(TensorSpec(name: optimizerPrefix + "m", shape: [n])); values += o.m }
+            if !o.v.isEmpty { tensors.append(TensorSpec(name: optimizerPrefix + "v", shape: [n])); values += o.v }
+            do { layout = try ParameterLayout(tensors) } catch { throw .invalidState("\(error)") }
+        }
+        let crc = Safetensors.withLittleEndianBytes(values) { checksum(data: $0, metadata: metadata) }
         metadata[keyChecksum] = hex32(crc)
         do {
-            return try Safetensors.encode(layout: state.layout, parameters: state.parameters, metadata: metadata)
+            return try Safetensors.encode(layout: layout, parameters: values, metadata: metadata)
         } catch {
             throw .invalidState("\(error)")
         }
@@ -254,8 +288,19 @@ public enum Checkpoint {
         return result
     }
 
-    static func state(from d: Safetensors.Decoded) throws(CheckpointError) -> CheckpointState {
-        let meta = d.metadata
+    static func state(from decoded: Safetensors.Decoded) throws(CheckpointError) -> CheckpointState {
+        let meta = decoded.metadata
+        // The optimizer's tensors (after the model's) are peeled off before the layout checks.
+        var d = decoded
+        var moments: [String: [Float]] = [:]
+        while let last = d.layout.tensors.last, last.name.hasPrefix(optimizerPrefix) {
+            let n = last.count
+            moments[String(last.name.dropFirst(optimizerPrefix.count))] = Array(d.parameters.suffix(n))
+            d.parameters.removeLast(n)
+            do { d.layout = try ParameterLayout(Array(d.layout.tensors.dropLast())) } catch {
+                throw .badMetadata(key: keyOptimizer, reason: "a checkpoint of optimizer tensors only")
+            }
+        }
         func value(_ key: String) throws(CheckpointError) -> String {
             guard let v = meta[key] else { throw .badMetadata(key: key, reason: "missing") }
             return v
@@ -283,8 +328,24 @@ public enum Checkpoint {
         let window = try decimal(keyDedupWindow)
         let rule = try parseRule(try value(keyRule))
         let dedup = try parseDedup(try value(keyDedup))
-        return CheckpointState(runID: runID, version: version, layout: d.layout, parameters: d.parameters, rule: rule,
-                               dedupWindow: window, dedup: dedup, createdAtMilliseconds: created)
+        var state = CheckpointState(runID: runID, version: version, layout: d.layout, parameters: d.parameters, rule: rule,
+                                    dedupWindow: window, dedup: dedup, createdAtMilliseconds: created)
+        if let text = meta[keyOptimizer] {
+            func bad(_ r: String) -> CheckpointError { .badMetadata(key: keyOptimizer, reason: r) }
+            let v: JSONValue
+            do { v = try JSONText.parse(text) } catch { throw bad(error.description) }
+            guard let kind = v["kind"]?.string, let steps = v["steps"].flatMap(JSONText.double), steps >= 0, steps == steps.rounded() else {
+                throw bad("needs kind and steps")
+            }
+            let m = moments["m"] ?? [], vv = moments["v"] ?? []
+            guard (m.isEmpty || m.count == d.parameters.count), (vv.isEmpty || vv.count == d.parameters.count) else {
+                throw bad("moments do not match the model's \(d.parameters.count) parameters")
+            }
+            state.optimizer = CheckpointState.OptimizerState(kind: kind, steps: UInt64(steps), m: m, v: vv)
+        } else if !moments.isEmpty {
+            throw .badMetadata(key: keyOptimizer, reason: "missing, but the file has optimizer tensors")
+        }
+        return state
     }
 
     static func parseRule(_ text: String) throws(CheckpointError) -> FedAsync {

@@ -62,9 +62,14 @@ package final class FedBuffer {
     /// Server steps taken (flushes), for /status.
     package private(set) var flushes: UInt64 = 0
 
-    package init(config: FedBuffConfig, parameterCount: Int) {
+    /// `resuming`: the optimizer state of a checkpoint; used when it is of the configured kind.
+    package init(config: FedBuffConfig, parameterCount: Int, resuming saved: CheckpointState.OptimizerState? = nil) {
         self.config = config
-        optimizer = ServerOptimizer(config.optimizer, parameterCount: parameterCount)
+        if let saved, saved.kind == config.optimizer.kind.rawValue {
+            optimizer = ServerOptimizer(config.optimizer, parameterCount: parameterCount, m: saved.m, v: saved.v, steps: saved.steps)
+        } else {
+            optimizer = ServerOptimizer(config.optimizer, parameterCount: parameterCount)
+        }
         sum = [Float](repeating: 0, count: parameterCount)
         zeros = [Float](repeating: 0, count: parameterCount)
     }

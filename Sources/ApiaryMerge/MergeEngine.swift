@@ -56,9 +56,15 @@ package final class MergeEngine {
 
     /// Everything needed to resume at the current version (copies the model).
     package func checkpointState() -> CheckpointState {
-        CheckpointState(runID: runID, version: version, layout: storedLayout, parameters: Array(parameters), rule: rule,
-                        dedupWindow: dedup.window, dedup: dedup.clients,
-                        createdAtMilliseconds: Int64(Date().timeIntervalSince1970 * 1000))
+        var s = CheckpointState(runID: runID, version: version, layout: storedLayout, parameters: Array(parameters), rule: rule,
+                                dedupWindow: dedup.window, dedup: dedup.clients,
+                                createdAtMilliseconds: Int64(Date().timeIntervalSince1970 * 1000))
+        // The server optimizer's moments survive a restart (the buffer itself is never
+        // checkpointed: its deltas are not acknowledged until it is flushed).
+        if let o = buffer?.optimizer {
+            s.optimizer = .init(kind: o.config.kind.rawValue, steps: o.steps, m: o.m, v: o.v)
+        }
+        return s
     }
 
     /// What came of one inbound message.

@@ -63,6 +63,21 @@ struct CheckpointEncodingTests {
         #expect(try Checkpoint.encode(back) == bytes)
     }
 
+    @Test("the server optimizer's kind, steps and moments round-trip; the model layout stays the model's")
+    func optimizerStateRoundTrip() throws {
+        var s = sampleCheckpointState()
+        s.optimizer = .init(kind: "adam", steps: 17, m: (0..<8).map { Float($0) * 0.5 }, v: (0..<8).map { Float($0) * 0.25 })
+        let back = try Checkpoint.decode(try Checkpoint.encode(s))
+        #expect(back.optimizer == s.optimizer)
+        #expect(back.layout == s.layout && back.parameters == s.parameters)
+        // Momentum keeps no second moment: one tensor only.
+        s.optimizer = .init(kind: "momentum", steps: 3, m: [Float](repeating: 1, count: 8), v: [])
+        #expect(try Checkpoint.decode(try Checkpoint.encode(s)).optimizer == s.optimizer)
+        // Moments that do not match the model are refused at write time.
+        s.optimizer = .init(kind: "adam", steps: 1, m: [1, 2], v: [1, 2])
+        #expect(checkpointError { try Checkpoint.encode(s) } != nil)
+    }
+
     @Test("round trip of every staleness function and extreme values")
     func rules() throws {
         for f in [StalenessFunction.constant, .polynomial(a: 0.5), .hinge(a: 1e-300, b: 1e300)] {

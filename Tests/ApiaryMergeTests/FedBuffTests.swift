@@ -51,6 +51,25 @@ struct FedBuffTests {
         #expect(done.first { $0.receipt?.clientID == "stale" }?.receipt?.staleness == 1)
     }
 
+    @Test func theOptimizerStateSurvivesACheckpointAndTheNextStepIsTheUninterruptedOne() throws {
+        let momentum = ServerOptimizer.Config(kind: .momentum, learningRate: 0.5, beta1: 0.9)
+        let e = Self.engine(k: 1, optimizer: momentum)
+        _ = Self.delta(e, "a", seq: 1, [1, 1, 1, 1, 1, 1])
+        #expect(e.flushBufferIfReady(now: .now).count == 1)
+        let saved = try Checkpoint.decode(try Checkpoint.encode(e.checkpointState()))
+        #expect(saved.optimizer?.kind == "momentum" && saved.optimizer?.steps == 1)
+        // Restart: an engine from the checkpoint, its buffer resuming the moments.
+        let r = MergeEngine(resuming: saved, rule: e.rule, dedupWindow: 64)
+        r.buffer = FedBuffer(config: FedBuffConfig(bufferSize: 1, maxWait: nil, optimizer: momentum), parameterCount: 6, resuming: saved.optimizer)
+        for x in [e, r] {
+            _ = Self.delta(x, "a", seq: 2, base: 1, [1, 1, 1, 1, 1, 1])
+            #expect(x.flushBufferIfReady(now: .now).count == 1)
+        }
+        // m2 = 0.9 * 1 + 1 = 1.9: x = 0.5 + 0.95 = 1.45 in both; without the moments it would be 1.0.
+        #expect(Array(r.parameters) == Array(e.parameters))
+        for p in r.parameters { #expect(abs(p - 1.45) < 1e-6) }
+    }
+
     @Test func aFullModelIsTheWrongKindForFedBuff() {
         let e = Self.engine(k: 1)
         let o = MergeEngineTests.ingest(e, seq: 1, values: [1, 1, 1, 1, 1, 1])
