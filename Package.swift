@@ -116,6 +116,8 @@ let package = Package(
             ],
             swiftSettings: strict
         ),
+        // What the test targets share: child processes, ports, waiting without blocking.
+        .target(name: "ApiaryTesting", dependencies: ["ZeroMQ"], path: "Tests/ApiaryTesting", swiftSettings: strict),
         .testTarget(name: "ZeroMQTests", dependencies: ["ZeroMQ"], swiftSettings: strict),
         .testTarget(name: "ApiaryCoreTests", dependencies: ["ApiaryCore"], swiftSettings: strict),
         .testTarget(name: "ApiaryProtocolTests", dependencies: ["ApiaryProtocol", "ApiaryCore"], swiftSettings: strict),
@@ -124,7 +126,7 @@ let package = Package(
         .testTarget(
             name: "ApiaryObservabilityTests",
             dependencies: [
-                "ApiaryObservability", "ApiaryServer", "ApiaryAggregator", "ApiaryCore", "ApiaryProtocol", "ZeroMQ",
+                "ApiaryObservability", "ApiaryServer", "ApiaryAggregator", "ApiaryCore", "ApiaryProtocol", "ZeroMQ", "ApiaryTesting",
                 .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: strict
@@ -132,7 +134,7 @@ let package = Package(
         .testTarget(
             name: "ApiaryIntegrationTests",
             dependencies: [
-                "ApiaryAggregator", "ApiaryClient", "ApiaryGateway", "ApiaryLearning", "ApiaryCore", "ApiaryProtocol", "ZeroMQ",
+                "ApiaryAggregator", "ApiaryClient", "ApiaryGateway", "ApiaryLearning", "ApiaryCore", "ApiaryProtocol", "ZeroMQ", "ApiaryTesting",
                 .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: strict

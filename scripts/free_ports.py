@@ -10,20 +10,37 @@ by another process before the caller binds it; the callers bind at once and test
 
 from __future__ import annotations
 
+import random
 import socket
+
+# Below the kernel's ephemeral range (32768-60999 on Linux): a port from bind(0) is ephemeral,
+# and the kernel hands that range to every outgoing connection's source port and to every
+# "tcp://127.0.0.1:*" bind as well, so it is often taken again before the caller binds it.
+_RANGE = (10_000, 32_000)
+
+
+def _free(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+            return True
+        except OSError:
+            return False
 
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    for _ in range(2000):
+        port = random.randrange(*_RANGE)
+        if _free(port):
+            return port
+    raise RuntimeError("no free port on 127.0.0.1")
 
 
 def consecutive_ports(n: int = 3) -> int:
     """A free port P with P+1 ... P+n-1 free as well."""
     for _ in range(200):
         base = free_port()
-        if base + n > 65535:
+        if base + n > _RANGE[1]:
             continue
         held: list[socket.socket] = []
         try:

@@ -4,6 +4,7 @@ import ApiaryProtocol
 import Foundation
 import Testing
 import ZeroMQ
+import ApiaryTesting
 
 @Suite("Aggregator over real tcp loopback sockets", .serialized)
 struct AggregatorTests {

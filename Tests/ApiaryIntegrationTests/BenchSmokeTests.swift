@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+import ApiaryTesting
 
 /// `apiary bench --quick --json` runs every benchmark for a moment and prints one JSON object
 /// as its last line. No timing is asserted: only that every benchmark reports a figure next
@@ -8,39 +9,21 @@ import Testing
 struct BenchSmokeTests {
     /// Runs `apiary ARGS` to the end (at most `timeout` seconds) and returns its JSON line;
     /// nil (with an issue recorded) when it did not finish.
-    func benchJSON(_ arguments: [String], timeout: Double = 150) throws -> [String: Any]? {
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: try apiaryBinary())
-        p.arguments = arguments
-        var env = ProcessInfo.processInfo.environment
-        env["SWIFT_BACKTRACE"] = "enable=no"
-        p.environment = env
-        let out = Pipe(), err = Pipe()
-        p.standardOutput = out
-        p.standardError = err
-        // Drain stderr as it comes, so a chatty child never blocks on a full pipe.
-        let errText = LockedText()
-        err.fileHandleForReading.readabilityHandler = { h in errText.append(h.availableData) }
-        try p.run()
-        let deadline = Date().addingTimeInterval(timeout)
-        while p.isRunning && Date() < deadline { Thread.sleep(forTimeInterval: 0.1) }
-        if p.isRunning {
-            p.terminate()
-            Thread.sleep(forTimeInterval: 1)
-            if p.isRunning { kill(p.processIdentifier, SIGKILL) }
-            Issue.record("apiary \(arguments.joined(separator: " ")) did not finish within \(Int(timeout)) s; stderr:\n\(errText.value)")
+    func benchJSON(_ arguments: [String], timeout: Double = 150) async throws -> [String: Any]? {
+        let p = try Child(arguments, environment: ["SWIFT_BACKTRACE": "enable=no"], name: "bench", separateErrors: true)
+        guard let status = await p.exit(within: timeout) else {
+            await p.terminate(grace: 1)
+            Issue.record("apiary \(arguments.joined(separator: " ")) did not finish within \(Int(timeout)) s; stderr:\n\(p.errorLog)")
             return nil
         }
-        err.fileHandleForReading.readabilityHandler = nil
-        let stdout = String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-        #expect(p.terminationStatus == 0, "stderr:\n\(errText.value)")
-        let last = try #require(stdout.split(separator: "\n").last, "no output; stderr:\n\(errText.value)")
+        #expect(status == 0, "stderr:\n\(p.errorLog)")
+        let last = try #require(p.log.split(separator: "\n").last, "no output; stderr:\n\(p.errorLog)")
         return try #require(try JSONSerialization.jsonObject(with: Data(last.utf8)) as? [String: Any], "last line is not a JSON object: \(last)")
     }
 
     @Test("every benchmark reports a figure, a bound and a ratio in the JSON line")
-    func quickJSON() throws {
-        guard let object = try benchJSON(["bench", "--quick", "--json"]) else { return }
+    func quickJSON() async throws {
+        guard let object = try await benchJSON(["bench", "--quick", "--json"]) else { return }
 
         let machine = try #require(object["machine"] as? [String: Any])
         #expect((machine["cores"] as? Int ?? 0) >= 1)
@@ -78,8 +61,8 @@ struct BenchSmokeTests {
     }
 
     @Test("shards: one aggregator process and two shard processes each report complete updates/s and their slices")
-    func quickShards() throws {
-        guard let object = try benchJSON(["bench", "--quick", "--only", "shards", "--json"], timeout: 90) else { return }
+    func quickShards() async throws {
+        guard let object = try await benchJSON(["bench", "--quick", "--only", "shards", "--json"], timeout: 90) else { return }
         let benchmarks = try #require(object["benchmarks"] as? [[String: Any]])
         #expect(benchmarks.map { $0["name"] as? String ?? "?" } == ["shards/100k-S1", "shards/100k-S2"], "\(benchmarks)")
         for b in benchmarks {
@@ -101,14 +84,4 @@ struct BenchSmokeTests {
             }
         }
     }
-}
-
-/// Text collected from another thread.
-final class LockedText: @unchecked Sendable {
-    // @unchecked Sendable: every access holds `lock`.
-    private let lock = NSLock()
-    private var data = Data()
-
-    func append(_ d: Data) { lock.withLock { data.append(d) } }
-    var value: String { lock.withLock { String(decoding: data, as: UTF8.self) } }
 }

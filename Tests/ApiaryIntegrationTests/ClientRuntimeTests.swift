@@ -6,6 +6,7 @@ import Foundation
 import Synchronization
 import Testing
 import ZeroMQ
+import ApiaryTesting
 
 @Suite("Client runtime against a real aggregator", .serialized)
 struct ClientRuntimeTests {

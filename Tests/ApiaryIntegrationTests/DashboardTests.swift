@@ -3,6 +3,7 @@ import Foundation
 import FoundationNetworking
 #endif
 import Testing
+import ApiaryTesting
 
 /// GET http://127.0.0.1:PORT/PATH; nil when nothing answers.
 private func get(_ port: Int, _ path: String) async -> (status: Int, type: String, body: Data)? {
@@ -12,13 +13,6 @@ private func get(_ port: Int, _ path: String) async -> (status: Int, type: Strin
     request.timeoutInterval = 5
     guard let (data, response) = try? await session.data(for: request), let http = response as? HTTPURLResponse else { return nil }
     return (http.statusCode, http.value(forHTTPHeaderField: "Content-Type") ?? "", data)
-}
-
-/// Runs blocking work on a thread of its own, off the cooperative pool other tests share.
-private func offPool<T: Sendable>(_ work: @escaping @Sendable () throws -> T) async throws -> T {
-    try await withCheckedThrowingContinuation { continuation in
-        Thread { continuation.resume(with: Result { try work() }) }.start()
-    }
 }
 
 private func object(_ data: Data) -> [String: Any]? {
@@ -80,33 +74,17 @@ struct DashboardTests {
         #expect(page.status == 200 && String(decoding: page.body, as: UTF8.self).contains("id=\"accuracy-chart\""),
                 "the dashboard ships in the resource bundle next to the executable")
 
-        for c in clients { #expect(c.terminate() == 0) }
-        #expect(agg.terminate() == 0, "graceful shutdown on SIGTERM:\n\(agg.log)")
+        for c in clients { #expect(await c.terminate() == 0) }
+        #expect(await agg.terminate() == 0, "graceful shutdown on SIGTERM:\n\(agg.log)")
         #expect(agg.log.contains("status server listening") && agg.log.contains("aggregator stopped"))
         #expect(agg.log.contains("accuracy="), "progress lines carry the evaluator's accuracy")
         #expect(await get(http, "/status") == nil, "the status server is gone")
     }
 
     /// Runs `apiary ARGS` in `directory`; returns (status, stdout, stderr).
-    func apiary(_ args: [String], in directory: String) throws -> (Int32, String, String) {
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: try apiaryBinary())
-        p.arguments = args
-        p.currentDirectoryURL = URL(fileURLWithPath: directory)
-        let out = Pipe(), err = Pipe()
-        p.standardOutput = out
-        p.standardError = err
-        try p.run()
-        nonisolated(unsafe) var errText = ""
-        let done = DispatchSemaphore(value: 0)
-        DispatchQueue.global().async {
-            errText = String(decoding: err.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-            done.signal()
-        }
-        let outText = String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-        p.waitUntilExit()
-        done.wait()
-        return (p.terminationStatus, outText, errText)
+    func apiary(_ args: [String], in directory: String) async throws -> (Int32, String, String) {
+        let r = try await Child.run(args, directory: URL(fileURLWithPath: directory), separateErrors: true, timeout: 300)
+        return (r.status, r.output, r.errors)
     }
 
     @Test("apiary demo writes its report (HTML with an SVG chart, CSV, JSON) and names it last; with --json the JSON stays last")
@@ -117,7 +95,7 @@ struct DashboardTests {
         let quick = ["demo", "--clients", "4", "--target", "0.5", "--time-limit", "30", "--delay-scale", "0.2", "--insecure"]
 
         // Text mode, default folder: reports/demo-<timestamp>/ in the current directory.
-        let (status, out, err) = try await offPool { try self.apiary(quick, in: dir) }
+        let (status, out, err) = try await apiary(quick, in: dir)
         #expect(status == 0, "\(out)\n\(err)")
         let last = try #require(out.split(separator: "\n").last.map(String.init))
         #expect(last.hasPrefix("report: reports/demo-") && last.hasSuffix("/index.html"), "last line: \(last)")
@@ -137,7 +115,7 @@ struct DashboardTests {
 
         // --json: the JSON summary is the last line of stdout; the report path goes to stderr.
         let chosen = URL(fileURLWithPath: dir).appendingPathComponent("mine").path
-        let (status2, out2, err2) = try await offPool { try self.apiary(quick + ["--json", "--report-dir", chosen], in: dir) }
+        let (status2, out2, err2) = try await apiary(quick + ["--json", "--report-dir", chosen], in: dir)
         #expect(status2 == 0, "\(out2)\n\(err2)")
         let lastOut = try #require(out2.split(separator: "\n").last.map(String.init))
         #expect(lastOut.hasPrefix("{\"algorithm\":\"fedasync\""))
@@ -152,7 +130,7 @@ struct DashboardTests {
         defer { try? FileManager.default.removeItem(atPath: dir) }
         let args = ["demo", "--clients", "6", "--shards", "2", "--gateways", "2", "--target", "0.6", "--time-limit", "60",
                     "--delay-scale", "0.2", "--json", "--no-report"]
-        let (status, out, err) = try await offPool { try self.apiary(args, in: dir) }
+        let (status, out, err) = try await apiary(args, in: dir)
         #expect(status == 0, "\(out)\n\(err)")
         let last = try #require(out.split(separator: "\n").last.map(String.init))
         let summary = try #require(try JSONSerialization.jsonObject(with: Data(last.utf8)) as? [String: Any])
@@ -161,7 +139,7 @@ struct DashboardTests {
         #expect(summary["time_to_target_s"] as? Double != nil)
         #expect(err.contains("2 parameter shards, 2 gateways") && err.contains("CURVE with generated keys"))
         // Bad shapes are refused before anything starts.
-        let (bad, _, badErr) = try await offPool { try self.apiary(["demo", "--gateways", "2", "--mode", "sync", "--no-report"], in: dir) }
+        let (bad, _, badErr) = try await apiary(["demo", "--gateways", "2", "--mode", "sync", "--no-report"], in: dir)
         #expect(bad != 0 && badErr.contains("gateways run FedAsync"))
     }
 }

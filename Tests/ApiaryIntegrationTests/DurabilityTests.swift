@@ -4,6 +4,7 @@ import ApiaryProtocol
 import Foundation
 import Testing
 import ZeroMQ
+import ApiaryTesting
 
 @Suite("Aggregator state on disk and the remaining bad-input reasons", .serialized)
 struct DurabilityTests {

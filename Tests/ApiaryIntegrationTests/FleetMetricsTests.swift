@@ -4,6 +4,7 @@ import ApiaryCore
 import ApiaryProtocol
 import Foundation
 import Testing
+import ApiaryTesting
 
 /// A trainer that reports metrics with each update: loss falls with the round.
 struct MetricsTrainer: Trainer {

@@ -6,6 +6,7 @@ import ApiaryLearning
 import ApiaryProtocol
 import Foundation
 import Testing
+import ApiaryTesting
 
 @Suite("Gateways: relay mode and the gateway as a whole", .serialized)
 struct GatewayTests {
@@ -140,7 +141,7 @@ struct GatewayProcessTests {
         var accuracy = 0.0
         var deadline = Date().addingTimeInterval(120)
         while Date() < deadline {
-            try watcher.pump(seconds: 0.5)
+            try await watcher.pump(seconds: 0.5)
             if let m = watcher.latest {
                 accuracy = Evaluation.accuracy(parameters: m.parameters, on: test)
                 if accuracy >= 0.90 { break }
@@ -151,11 +152,11 @@ struct GatewayProcessTests {
         // The uplink drops: the top aggregator dies. Gateway 1 keeps merging its devices.
         let topVersion = watcher.latest?.version ?? 0
         let runID = watcher.latest?.runID ?? 0
-        top.kill9()
+        await top.kill9()
         let local = try ModelWatcher(endpoint: ep(1, 0))
-        try local.pump(seconds: 1)
+        try await local.pump(seconds: 1)
         let before = local.latest?.version ?? 0
-        try local.pump(seconds: 3)
+        try await local.pump(seconds: 3)
         let after = local.latest?.version ?? 0
         #expect(after >= before + 20, "gateway-1 merged \(after - before) versions while cut off\n\(gateways[0].log)")
 
@@ -164,7 +165,7 @@ struct GatewayProcessTests {
         deadline = Date().addingTimeInterval(60)
         var resumed: UInt64 = 0
         while Date() < deadline {
-            try watcher.pump(seconds: 0.5)
+            try await watcher.pump(seconds: 0.5)
             if let m = watcher.latest, m.runID == runID, m.version >= topVersion + 20 { resumed = m.version; break }
         }
         #expect(resumed >= topVersion + 20, "top after restart:\n\(top.log)\ngateway log:\n\(gateways[0].log)")
@@ -172,23 +173,23 @@ struct GatewayProcessTests {
 
         // Gateway 2 crashes and restarts from its checkpoint: its devices carry on through it.
         let g2 = try ModelWatcher(endpoint: ep(2, 0))
-        try g2.pump(seconds: 1)
+        try await g2.pump(seconds: 1)
         let g2Before = try #require(g2.latest)
-        gateways[1].kill9()
+        await gateways[1].kill9()
         gateways[1] = try Child(["gateway"], environment: gatewayEnv(2), name: "gateway-2b")
         deadline = Date().addingTimeInterval(60)
         while Date() < deadline {
-            try g2.pump(seconds: 0.5)
+            try await g2.pump(seconds: 0.5)
             if let m = g2.latest, m.runID == g2Before.runID, m.version >= g2Before.version + 20 { break }
         }
         #expect(g2.latest?.runID == g2Before.runID && (g2.latest?.version ?? 0) >= g2Before.version + 20,
                 "restarted gateway log:\n\(gateways[1].log)")
         #expect(gateways[1].log.contains("resuming from checkpoint"))
-        for d in devices { #expect(d.terminate() == 0, "device log:\n\(d.log)") }
+        for d in devices { #expect(await d.terminate() == 0, "device log:\n\(d.log)") }
         for g in gateways {
-            #expect(g.terminate() == 0, "gateway log:\n\(g.log)")
+            #expect(await g.terminate() == 0, "gateway log:\n\(g.log)")
             #expect(g.log.contains("gateway started"))
         }
-        #expect(top.terminate() == 0)
+        #expect(await top.terminate() == 0)
     }
 }

@@ -5,6 +5,7 @@ import ApiaryProtocol
 import Foundation
 import Testing
 import ZeroMQ
+import ApiaryTesting
 
 /// Watches every receipt and broadcast of a fleet, as an auditor would.
 final class FleetAuditor {
@@ -28,11 +29,12 @@ final class FleetAuditor {
 
     /// Reads everything that arrives for `seconds`; returns the broadcast versions seen.
     @discardableResult
-    func pump(seconds: Double) throws -> [UInt64] {
+    func pump(seconds: Double) async throws -> [UInt64] {
         var versions: [UInt64] = []
         let deadline = Date().addingTimeInterval(seconds)
         repeat {
-            guard try poller.poll(timeoutMilliseconds: 20) > 0 else { continue }
+            // Never block the cooperative pool: look, then sleep asynchronously.
+            guard try poller.poll(timeoutMilliseconds: 0) > 0 else { try await Task.sleep(for: .milliseconds(10)); continue }
             while let m = try sub.receiveMultipart(dontWait: true) {
                 let isModel = m.frames[0].withUnsafeBytes { $0.elementsEqual(Topic.model) }
                 if isModel {
@@ -79,14 +81,14 @@ struct KillTests {
 
         for kill in 0..<Self.kills {
             // Train for a random while, then kill the aggregator mid-flight.
-            try auditor.pump(seconds: 0.5 + Double(rng.next() % 1500) / 1000)
-            aggregator.kill9()
-            try auditor.pump(seconds: 0.05)  // whatever the dead process had sent
+            try await auditor.pump(seconds: 0.5 + Double(rng.next() % 1500) / 1000)
+            await aggregator.kill9()
+            try await auditor.pump(seconds: 0.05)  // whatever the dead process had sent
             let acknowledged = auditor.maxReceiptedVersion
             aggregator = try Child(["aggregator"], environment: env, name: "kill-aggregator-\(kill + 1)")
             var first: UInt64?
             let deadline = Date().addingTimeInterval(20)
-            while first == nil && Date() < deadline { first = try auditor.pump(seconds: 0.1).first }
+            while first == nil && Date() < deadline { first = try await auditor.pump(seconds: 0.1).first }
             let resumed = try #require(first, "no broadcast after restart \(kill + 1):\n\(aggregator.log)")
             // Versions never go back past the last durable receipt.
             #expect(resumed >= acknowledged, "restart \(kill + 1) resumed at \(resumed), below acknowledged \(acknowledged)")
@@ -97,13 +99,13 @@ struct KillTests {
         var accuracy = 0.0
         let deadline = Date().addingTimeInterval(60)
         while Date() < deadline && accuracy < 0.85 {
-            try auditor.pump(seconds: 0.3)
+            try await auditor.pump(seconds: 0.3)
             if let m = auditor.latestModel { accuracy = Evaluation.accuracy(parameters: m.parameters, on: test) }
         }
         #expect(accuracy >= 0.85)
-        for c in clients { c.terminate() }
-        #expect(aggregator.terminate() == 0, "aggregator log:\n\(aggregator.log)")
-        try auditor.pump(seconds: 0.1)
+        for c in clients { await c.terminate() }
+        #expect(await aggregator.terminate() == 0, "aggregator log:\n\(aggregator.log)")
+        try await auditor.pump(seconds: 0.1)
 
         // No update was merged twice, and every merged receipt is in the final state.
         let twice = auditor.merged.filter { $0.value.count > 1 }

@@ -2,6 +2,7 @@ import ApiaryAggregator
 import ApiaryCore
 import Foundation
 import Testing
+import ApiaryTesting
 
 /// Ledger retention (issue 15, item 5): bounded rows and age, totals that still count every row.
 @Suite struct LedgerRetentionTests {

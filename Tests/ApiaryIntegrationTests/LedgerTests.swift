@@ -2,6 +2,7 @@ import ApiaryAggregator
 import ApiaryCore
 import Foundation
 import Testing
+import ApiaryTesting
 
 /// The contribution ledger, on real SQLite files in a temporary directory.
 @Suite struct LedgerTests {

@@ -5,6 +5,7 @@ import Foundation
 import Logging
 import Testing
 import ZeroMQ
+import ApiaryTesting
 
 /// Issue 15: what an operator relies on after a bad disk, a crash, a config mistake or a
 /// hostile peer.
@@ -133,7 +134,7 @@ struct OperatorTrustTests {
         let header = Codec.encode(UpdateHeader(runID: 1, baseVersion: 0, seq: 1, sampleCount: 1, clientID: forged))
         try push.send(multipart: [header, Codec.encodeLayout(testLayout), [UInt8](repeating: 0, count: 60)].map { Message($0) })
         try await eventually("the rejection to be logged", within: 20) { agg.log.contains("update rejected") }
-        #expect(agg.terminate() == 0)
+        #expect(await agg.terminate() == 0)
         let log = agg.log
         #expect(!log.contains("\u{1b}"), "raw ESC in the log")
         #expect(!log.split(separator: "\n").contains { $0.hasPrefix("2026-12-02T00:00:00+0000") }, "forged line:\n\(log)")

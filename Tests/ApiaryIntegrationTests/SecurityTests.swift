@@ -5,6 +5,7 @@ import ApiaryProtocol
 import Foundation
 import Testing
 import ZeroMQ
+import ApiaryTesting
 
 @Suite("CurveZMQ and the ZAP allowlist", .serialized)
 struct SecurityTests {
@@ -188,7 +189,7 @@ struct SecurityTests {
     }
 
     @Test("an update whose payload claims another client's id is rejected and receipted to the sender")
-    func spoofing() throws {
+    func spoofing() async throws {
         let (agg, e) = try start(allow: [alice: "alice", bob: "bob"])
         defer { agg.stop() }
         let ctx = try Context()
@@ -204,7 +205,7 @@ struct SecurityTests {
         try sub.set(.subscribe, Topic.receipt(clientID: "bob"))
         try sub.set(.receiveTimeout, 5000)
         try sub.connect(e.model)
-        Thread.sleep(forTimeInterval: 0.3)
+        try await Task.sleep(for: .milliseconds(300))
         // Bob, authenticated as bob, claims to be alice.
         let header = Codec.encode(UpdateHeader(runID: agg.runID, baseVersion: 0, seq: 1, sampleCount: 1, clientID: "alice"))
         try push.send(multipart: [Message(header), Message(Codec.encodeLayout(testLayout)),

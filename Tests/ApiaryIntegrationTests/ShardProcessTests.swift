@@ -3,6 +3,7 @@ import ApiaryCore
 import ApiaryLearning
 import Foundation
 import Testing
+import ApiaryTesting
 
 /// A trainer that never trains: a client runtime with it only follows the model.
 struct FollowOnly: Trainer {
@@ -59,7 +60,7 @@ struct ShardProcessTests {
         // Halfway, kill shard 1 and restart it: it resumes its slice from its own checkpoint.
         let half = try await accuracyReached(0.6, within: 90)
         #expect(half >= 0.6, "shard 0 log:\n\(shards[0].log)")
-        shards[1].kill9()
+        await shards[1].kill9()
         shards[1] = try Child(["aggregator"], environment: shardEnv(1), name: "shard-1b")
         let accuracy = try await accuracyReached(0.90, within: 120)
         #expect(accuracy >= 0.90, "shard 1 log:\n\(shards[1].log)")
@@ -68,7 +69,7 @@ struct ShardProcessTests {
         for (i, s) in shards.enumerated() {
             #expect(s.log.contains("shard=\"\(i) of 3") || s.log.contains("shard=\(i) of 3"), "shard \(i) log:\n\(s.log)")
         }
-        for c in clients { #expect(c.terminate() == 0, "client log:\n\(c.log)") }
-        for s in shards { #expect(s.terminate() == 0) }
+        for c in clients { #expect(await c.terminate() == 0, "client log:\n\(c.log)") }
+        for s in shards { #expect(await s.terminate() == 0) }
     }
 }

@@ -6,6 +6,7 @@ import ApiaryProtocol
 import Foundation
 import Testing
 import ZeroMQ
+import ApiaryTesting
 
 /// Shard endpoints on ipc files in a fresh directory (known before binding, unlike `:*`).
 struct ShardSet {

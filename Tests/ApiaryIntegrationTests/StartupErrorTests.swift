@@ -1,6 +1,7 @@
 import ApiaryCore
 import Foundation
 import Testing
+import ApiaryTesting
 
 /// Issue 15, items 3 and 4, through the `apiary` binary: a config mistake or an unusable path
 /// stops the process at start with status 1 and one line naming the key and the cause.
@@ -9,33 +10,9 @@ struct StartupErrorTests {
     /// Runs `apiary ARGS` in `dir` with `environment` added; returns status and output. A
     /// process still running after `timeout` seconds (one that started although it should not
     /// have) is killed and reported as status -1.
-    func run(_ args: [String], in dir: URL, environment: [String: String] = [:], timeout: Double = 10) throws -> (status: Int32, output: String) {
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: try apiaryBinary())
-        p.arguments = args
-        p.currentDirectoryURL = dir
-        var env = ProcessInfo.processInfo.environment
-        env.merge(environment) { $1 }
-        p.environment = env
-        let output = dir.appendingPathComponent("..").appendingPathComponent("apiary-startup-\(UUID().uuidString).log").standardizedFileURL
-        FileManager.default.createFile(atPath: output.path, contents: nil)
-        defer { try? FileManager.default.removeItem(at: output) }
-        let handle = try FileHandle(forWritingTo: output)
-        defer { try? handle.close() }
-        p.standardOutput = handle
-        p.standardError = handle
-        try p.run()
-        let deadline = Date().addingTimeInterval(timeout)
-        while p.isRunning && Date() < deadline { Thread.sleep(forTimeInterval: 0.01) }
-        var status: Int32 = -1
-        if p.isRunning {
-            kill(p.processIdentifier, SIGKILL)
-            p.waitUntilExit()
-        } else {
-            p.waitUntilExit()
-            status = p.terminationStatus
-        }
-        return (status, (try? String(contentsOf: output, encoding: .utf8)) ?? "")
+    func run(_ args: [String], in dir: URL, environment: [String: String] = [:], timeout: Double = 10) async throws -> (status: Int32, output: String) {
+        let r = try await Child.run(args, environment: environment, directory: dir, timeout: timeout)
+        return (r.status, r.output)
     }
 
     func tempDir() throws -> URL {
@@ -63,7 +40,7 @@ struct StartupErrorTests {
 
     @Test("an unknown key or a value of the wrong type (file or environment) stops the aggregator: status 1, one line naming it",
           arguments: mistakes.indices)
-    func configMistake(index: Int) throws {
+    func configMistake(index: Int) async throws {
         let m = Self.mistakes[index]
         let dir = try tempDir()
         defer { try? FileManager.default.removeItem(at: dir) }
@@ -71,7 +48,7 @@ struct StartupErrorTests {
         try Data(m.yaml.utf8).write(to: file)
         let env = try insecureEnv(m.env)
         for command in [["aggregator"], ["client", "--id", "c1"], ["config", "check"]] {
-            let (status, out) = try run(command + ["--config", file.path], in: dir, environment: env)
+            let (status, out) = try await run(command + ["--config", file.path], in: dir, environment: env)
             #expect(status == 1, "\(command): \(out)")
             let lines = out.split(separator: "\n")
             #expect(lines.count == 1, "\(command): \(out)")
@@ -82,7 +59,7 @@ struct StartupErrorTests {
     }
 
     @Test("every shipped config passes the strict check")
-    func shippedConfigs() throws {
+    func shippedConfigs() async throws {
         let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
         var files: [String] = []
         for sub in ["Configs", "Deploy/config"] {
@@ -91,13 +68,13 @@ struct StartupErrorTests {
         }
         #expect(files.count >= 9)
         for f in files {
-            let (status, out) = try run(["config", "check", "--config", f], in: root)
+            let (status, out) = try await run(["config", "check", "--config", f], in: root)
             #expect(status == 0, "\(f): \(out)")
         }
     }
 
     @Test("every key the commands read is one the strict check knows (Sources/apiary/SettingsSchema.swift)")
-    func schemaCoversReads() throws {
+    func schemaCoversReads() async throws {
         let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
         let dir = root.appendingPathComponent("Sources/apiary")
         let schema = try String(contentsOf: dir.appendingPathComponent("SettingsSchema.swift"), encoding: .utf8)
@@ -112,14 +89,14 @@ struct StartupErrorTests {
     }
 
     @Test("a checkpoint directory that cannot be created is named with its key, path and cause, before anything listens")
-    func uncreatableCheckpointDirectory() throws {
+    func uncreatableCheckpointDirectory() async throws {
         let dir = try tempDir()
         defer { try? FileManager.default.removeItem(at: dir) }
         try Data("a file, not a directory".utf8).write(to: dir.appendingPathComponent("blocker"))
         let statusPort = try freePorts(1)[0]
         let env = try insecureEnv(["CHECKPOINT_DIRECTORY": dir.appendingPathComponent("blocker/checkpoints").path,
                                    "HTTP_PORT": "\(statusPort)"])
-        let (status, out) = try run(["aggregator"], in: dir, environment: env)
+        let (status, out) = try await run(["aggregator"], in: dir, environment: env)
         #expect(status == 1, "\(out)")
         #expect(out.contains("checkpoint.directory"), "\(out)")
         #expect(out.contains("blocker/checkpoints") && out.contains("Not a directory"), "\(out)")
@@ -130,13 +107,13 @@ struct StartupErrorTests {
     }
 
     @Test("an unusable ledger path is named with its key, path and cause; the state directory is left untouched")
-    func unwritableLedger() throws {
+    func unwritableLedger() async throws {
         let dir = try tempDir()
         defer { try? FileManager.default.removeItem(at: dir) }
         let ledger = dir.appendingPathComponent("missing/ledger.sqlite").path
         let checkpoints = dir.appendingPathComponent("state")
         let env = try insecureEnv(["LEDGER_PATH": ledger, "CHECKPOINT_DIRECTORY": checkpoints.path, "HTTP_PORT": "\(try freePorts(1)[0])"])
-        let (status, out) = try run(["aggregator"], in: dir, environment: env)
+        let (status, out) = try await run(["aggregator"], in: dir, environment: env)
         #expect(status == 1, "\(out)")
         #expect(out.contains("ledger.path") && out.contains(ledger) && out.contains("does not exist"), "\(out)")
         #expect(!out.contains("SQLite error 14"), "\(out)")
@@ -145,21 +122,19 @@ struct StartupErrorTests {
     }
 
     @Test("a port in use fails the start before the status server starts")
-    func portInUse() throws {
+    func portInUse() async throws {
         let dir = try tempDir()
         defer { try? FileManager.default.removeItem(at: dir) }
         let env = try insecureEnv(["HTTP_PORT": "\(try freePorts(1)[0])"])
         // The first aggregator holds the ports; the second cannot bind them.
         let first = try Child(["aggregator"], environment: env, name: "holder")
-        defer { first.terminate() }
-        let deadline = Date().addingTimeInterval(20)
-        while !first.log.contains("aggregator started") && Date() < deadline { Thread.sleep(forTimeInterval: 0.02) }
+        try await eventually("the first aggregator to start", within: 20) { first.log.contains("aggregator started") }
         var env2 = env
         env2["HTTP_PORT"] = "\(try freePorts(1)[0])"
-        let (status, out) = try run(["aggregator"], in: dir, environment: env2)
+        let (status, out) = try await run(["aggregator"], in: dir, environment: env2)
         #expect(status == 1, "\(out)")
         #expect(out.contains("Address already in use"), "\(out)")
         #expect(!out.contains("Server shutdown error") && !out.contains("CancellationError") && !out.contains("status server listening"), "\(out)")
-        #expect(first.terminate() == 0)
+        #expect(await first.terminate() == 0)
     }
 }

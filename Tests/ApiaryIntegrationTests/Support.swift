@@ -5,6 +5,7 @@ import ApiaryProtocol
 import Foundation
 import Logging
 import ZeroMQ
+import ApiaryTesting
 
 /// A trainer for protocol tests: moves every parameter toward `target` by `step`.
 struct StepTrainer: Trainer {
@@ -36,21 +37,6 @@ func anyPortConfig(_ rule: FedAsync = FedAsync(alpha: 0.5, staleness: .constant,
 func clientConfig(_ id: String, _ e: Aggregator.Endpoints) -> ClientConfig {
     ClientConfig(clientID: id, modelEndpoint: e.model, snapshotEndpoint: e.snapshot, updateEndpoint: e.update,
                  snapshotTimeout: .milliseconds(300), newModelWait: .milliseconds(200), maxBackoff: .seconds(1), insecure: true)
-}
-
-struct Timeout: Error, CustomStringConvertible {
-    let what: String
-    var description: String { "timed out waiting for \(what)" }
-}
-
-/// Polls `condition` every 10 ms until it holds or `seconds` pass.
-func eventually(_ what: String, within seconds: Double = 40, _ condition: () throws -> Bool) async throws {
-    let deadline = Date().addingTimeInterval(seconds)
-    while Date() < deadline {
-        if try condition() { return }
-        try await Task.sleep(for: .milliseconds(10))
-    }
-    throw Timeout(what: what)
 }
 
 /// A test peer speaking the wire protocol with raw sockets: pushes hand-made updates and

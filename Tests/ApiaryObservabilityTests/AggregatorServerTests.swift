@@ -3,6 +3,7 @@ import Foundation
 import Synchronization
 import Testing
 import ZeroMQ
+import ApiaryTesting
 
 @Suite("AggregatorServer: the embedding entry point")
 struct AggregatorServerTests {

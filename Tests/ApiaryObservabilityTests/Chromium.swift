@@ -1,4 +1,5 @@
 import Foundation
+import ApiaryTesting
 
 /// Headless Chromium (Debian's `chromium`, installed by `make test`) for tests of real pages.
 /// Every run gets its own profile directory; every process of a run is stopped before

@@ -3,6 +3,7 @@ import ApiaryCore
 import ApiaryObservability
 import Foundation
 import Testing
+import ApiaryTesting
 
 @Suite("The live dashboard in headless Chromium", .serialized, .enabled(if: Chromium.executable != nil, Comment(rawValue: Chromium.missing)))
 struct DashboardBrowserTests {

@@ -1,6 +1,7 @@
 import ApiaryObservability
 import Foundation
 import Testing
+import ApiaryTesting
 
 @Suite("Deploy files and operator docs agree with the metrics catalog")
 struct DeployFilesTests {

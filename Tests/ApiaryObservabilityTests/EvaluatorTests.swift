@@ -5,6 +5,7 @@ import Foundation
 import Synchronization
 import Testing
 import ZeroMQ
+import ApiaryTesting
 
 @Suite("Server-side evaluation off the merge path")
 struct EvaluatorTests {

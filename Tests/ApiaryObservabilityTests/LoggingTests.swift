@@ -6,6 +6,7 @@ import Logging
 import Synchronization
 import Testing
 import ZeroMQ
+import ApiaryTesting
 
 /// A log handler that keeps every line, for tests that count them.
 final class CapturedLog: Sendable {

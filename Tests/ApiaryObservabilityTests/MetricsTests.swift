@@ -4,6 +4,7 @@ import ApiaryObservability
 import Foundation
 import Testing
 import ZeroMQ
+import ApiaryTesting
 
 @Suite("Prometheus metrics of the aggregator")
 struct MetricsTests {

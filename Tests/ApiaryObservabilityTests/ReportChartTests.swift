@@ -4,6 +4,7 @@ import Foundation
 import FoundationXML
 #endif
 import Testing
+import ApiaryTesting
 
 @Suite("SVG line charts (the demo report's accuracy chart)")
 struct ReportChartTests {

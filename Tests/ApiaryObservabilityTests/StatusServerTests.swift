@@ -4,6 +4,7 @@ import ApiaryObservability
 import Foundation
 import Testing
 import ZeroMQ
+import ApiaryTesting
 
 @Suite("The status server: /status, /history, /metrics and / over real HTTP")
 struct StatusServerTests {

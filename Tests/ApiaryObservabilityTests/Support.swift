@@ -9,6 +9,7 @@ import FoundationNetworking
 import Logging
 import Synchronization
 import ZeroMQ
+import ApiaryTesting
 
 let testLayout = try! ParameterLayout([TensorSpec(name: "w", shape: [4, 3]), TensorSpec(name: "b", shape: [3])])
 
@@ -36,22 +37,6 @@ func temporaryDirectory(_ name: String) -> String {
         .appendingPathComponent("apiary-\(name)-\(getpid())-\(UInt32.random(in: 0...UInt32.max))").path
     try? FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
     return dir
-}
-
-struct Timeout: Error, CustomStringConvertible {
-    let what: String
-    var description: String { "timed out waiting for \(what)" }
-}
-
-/// Polls `condition` every 10 ms until it holds or `seconds` pass.
-/// The whole suite runs tests in parallel on two cores: give conditions time.
-func eventually(_ what: String, within seconds: Double = 30, _ condition: () throws -> Bool) async throws {
-    let deadline = Date().addingTimeInterval(seconds)
-    while Date() < deadline {
-        if try condition() { return }
-        try await Task.sleep(for: .milliseconds(10))
-    }
-    throw Timeout(what: what)
 }
 
 /// A client speaking the wire protocol with a raw PUSH socket: it sends updates that move
@@ -208,14 +193,3 @@ struct Exposition {
 
     subscript(_ series: String) -> Double? { samples[series] }
 }
-
-/// Runs blocking work (a child process, a browser) on a thread of its own, so that the test
-/// does not hold one of the few threads of the cooperative pool that other tests run on.
-func offPool<T: Sendable>(_ work: @escaping @Sendable () throws -> T) async throws -> T {
-    try await withCheckedThrowingContinuation { continuation in
-        Thread { continuation.resume(with: Result { try work() }) }.start()
-    }
-}
-
-/// The repository root (three levels above this file).
-let repositoryRoot = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
