@@ -68,6 +68,8 @@ public struct AggregatorConfig: Sendable {
     /// Buffered asynchronous aggregation (FedBuff) instead of FedAsync; nil: FedAsync. The
     /// rule's staleness function weights the buffered deltas (its alpha is not used).
     public var buffer: FedBuffConfig? = nil
+    /// The update codec the snapshot config asks clients for (every codec is accepted).
+    public var compression = UpdateCompression()
     /// The algorithm these settings make (at most one of `sync` and `buffer` is set).
     public var algorithm: Algorithm { sync != nil ? .fedavg : buffer != nil ? .fedbuff : .fedasync }
     /// Parameter shards: this aggregator owns one contiguous range of the flat parameter
@@ -149,6 +151,7 @@ public struct AggregatorConfig: Sendable {
         if relay && buffer != nil { return "a gateway (relay) aggregator merges with fedasync, not fedbuff" }
         if sync != nil && buffer != nil { return "choose one algorithm: fedavg rounds or a fedbuff buffer" }
         if let e = buffer?.validationError() { return e }
+        if let e = compression.validationError(algorithm: algorithm) { return e }
         if dedupWindow < 1 || dedupWindow > DedupTable<Int>.maxWindow { return "dedup_window must be in 1...\(DedupTable<Int>.maxWindow)" }
         return nil
     }

@@ -164,6 +164,11 @@ final class AggregatorLoop {
         snapshotConfig.shards = shardMap
         snapshotConfig.shardIndex = shardMap == nil ? nil : config.shard?.index
         snapshotConfig.features = ProtocolFeature.all
+        if config.compression != UpdateCompression() {
+            snapshotConfig.codec = config.compression.codec.name
+            snapshotConfig.codecBlock = config.compression.block
+            snapshotConfig.topkFraction = config.compression.topKFraction
+        }
         snapshotConfigFrame = snapshotConfig.encoded()
         context = try Context(ioThreads: config.ioThreads)
         if let curve = config.curve, curve.startsZAPHandler {

@@ -58,6 +58,10 @@ final class ClientIO {
         var lastSilenceLog: ContinuousClock.Instant?
         /// Run and version of the slice in `values`; nil before the first one arrived.
         var base: ShardBase?
+        /// Error feedback (PROTOCOL.md 3.4.1): what the lossy codec left out of the deltas
+        /// sent to this shard so far, and the run and codec it belongs to.
+        var residual: [Float] = []
+        var residualKey: (runID: UInt64, codec: PayloadCodec)?
 
         init(index: Int, sub: Socket, dealer: Socket, push: Socket, monitor: SocketMonitor, modelEndpoint: String, snapshotEndpoint: String) {
             self.index = index
@@ -86,6 +90,10 @@ final class ClientIO {
             var attempts = 0
             var deadline: ContinuousClock.Instant
             var receipt: Receipt?
+            /// The codec and, unless float32 (sent from the update's storage), the payload
+            /// frames, fixed at the first attempt: a resend sends the same bytes.
+            var codec: PayloadCodec?
+            var encoded: [[UInt8]] = []
         }
     }
     private var pending: [UInt64: Pending] = [:]
@@ -289,6 +297,13 @@ final class ClientIO {
                     "expected": "\(l.index)", "got": "\(reply.config.shardIndex.map(String.init) ?? "none")", "endpoint": "\(l.snapshotEndpoint)",
                 ])
                 continue
+            }
+            do {
+                _ = try reply.config.compression()
+            } catch {
+                logger.error("the aggregator asks for what this client cannot send: \(error); not training until it asks for something else",
+                             metadata: ["endpoint": "\(l.snapshotEndpoint)"])
+                continue  // asked again after the snapshot timeout
             }
             l.snapshotOutstanding = false
             if l.unanswered > 0 {
@@ -496,7 +511,7 @@ final class ClientIO {
             var p = Pending(update: u, slots: Array(repeating: Pending.Slot(deadline: now), count: links.count))
             var sentAll = true
             for l in links {
-                if try send(u, via: l) {
+                if try send(u, via: l, slot: &p.slots[l.index]) {
                     p.slots[l.index].attempts = 1
                     p.slots[l.index].deadline = now + (config.receiptTimeout ?? timeout)
                 } else {
@@ -512,7 +527,7 @@ final class ClientIO {
 
     /// Sends link `l`'s slice of one update; false when its PUSH queue is full or no
     /// aggregator is connected.
-    private func send(_ u: OutgoingUpdate, via l: Link) throws -> Bool {
+    private func send(_ u: OutgoingUpdate, via l: Link, slot: inout Pending.Slot) throws -> Bool {
         if var report = u.report {
             // Each shard is told the version of its own slice that was evaluated.
             report.runID = u.bases[l.index].runID
@@ -526,15 +541,50 @@ final class ClientIO {
         header.baseVersion = u.bases[l.index].version
         // Metrics only to an aggregator that takes them: an older one would reject the update.
         header.carriesMetrics = !u.metrics.isEmpty && serverConfig?.supports(ProtocolFeature.updateMetrics) == true
+        if slot.codec == nil { encode(u, for: l, range: range, chunk: chunk, into: &slot) }
+        header.codec = slot.codec ?? .denseFloat32
         var frames = [Message(Codec.encode(header)), Message(layoutFrame)]
         if header.carriesMetrics { frames.append(Message(Codec.encodeMetrics(u.metrics))) }
-        var off = range.lowerBound
-        repeat {
-            let c = min(chunk, range.upperBound - off)
-            frames.append(Message(noCopy: UnsafeRawPointer(u.parameters.storage.baseAddress! + off), count: c * 4, owner: u.parameters))
-            off += c
-        } while off < range.upperBound
+        if header.codec == .denseFloat32 {
+            var off = range.lowerBound
+            repeat {
+                let c = min(chunk, range.upperBound - off)
+                frames.append(Message(noCopy: UnsafeRawPointer(u.parameters.storage.baseAddress! + off), count: c * 4, owner: u.parameters))
+                off += c
+            } while off < range.upperBound
+        } else {
+            frames += slot.encoded.map { Message($0) }
+        }
         return try l.push.send(multipart: frames, dontWait: true)
+    }
+
+    /// Fixes the codec of `u`'s slice for link `l` (the one the aggregator asks for; float32
+    /// when it asks for none, or for top-k and `u` is a full model) and encodes it. A delta
+    /// with a lossy codec carries the link's residual: `x = d + r` is encoded, and
+    /// `r = x - decode(encode(x))` is kept for the next delta (error feedback).
+    private func encode(_ u: OutgoingUpdate, for l: Link, range: Range<Int>, chunk: Int, into slot: inout Pending.Slot) {
+        let compression = (try? serverConfig?.compression()) ?? UpdateCompression()
+        var codec = compression.codec
+        if codec.isSparse && !u.header.isDelta { codec = .denseFloat32 }
+        slot.codec = codec
+        guard codec != .denseFloat32 else { return }
+        var x = Array(u.parameters.storage[range])
+        let feedback = u.header.isDelta
+        if feedback {
+            let run = u.bases[l.index].runID
+            if l.residualKey.map({ $0.runID != run || $0.codec != codec }) ?? true || l.residual.count != x.count {
+                l.residual = [Float](repeating: 0, count: x.count)
+                l.residualKey = (run, codec)
+            }
+            for i in x.indices { x[i] += l.residual[i] }
+        }
+        slot.encoded = x.withUnsafeBufferPointer {
+            UpdateCodec.encode($0, codec: codec, chunk: chunk, block: compression.block, fraction: compression.topKFraction)
+        }
+        if feedback {
+            let sent = UpdateCodec.decode(slot.encoded, codec: codec, count: x.count)
+            for i in x.indices { l.residual[i] = x[i] - sent[i] }
+        }
     }
 
     private func checkTimers() throws {
@@ -563,7 +613,7 @@ final class ClientIO {
             var changed = false
             for l in links where p.slots[l.index].receipt == nil && now >= p.slots[l.index].deadline {
                 changed = true
-                if try send(p.update, via: l) {
+                if try send(p.update, via: l, slot: &p.slots[l.index]) {
                     if p.slots[l.index].attempts > 0 { resent += 1 }
                     p.slots[l.index].attempts += 1
                     let factor = min(32, 1 << min(5, p.slots[l.index].attempts - 1))

@@ -49,6 +49,9 @@ public enum RejectReason: UInt8, Sendable, Hashable, Codable, CaseIterable, Cust
     /// A full model where the algorithm takes deltas (fedbuff), or a delta where it takes
     /// full models (fedasync, fedavg): header flag bit 1 against the snapshot config's algorithm.
     case wrongUpdateKind = 15
+    /// The payload breaks its codec's rules: frame sizes, an int8 scale that is not finite,
+    /// a top-k index out of range or repeated, top-k on a full model.
+    case badEncoding = 16
 
     /// A stable snake_case name, used in logs and metrics labels.
     public var name: String {
@@ -69,6 +72,7 @@ public enum RejectReason: UInt8, Sendable, Hashable, Codable, CaseIterable, Cust
         case .unsupportedCodec: "unsupported_codec"
         case .unavailable: "unavailable"
         case .wrongUpdateKind: "wrong_update_kind"
+        case .badEncoding: "bad_encoding"
         }
     }
 

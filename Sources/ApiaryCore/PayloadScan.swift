@@ -7,8 +7,9 @@ public struct PayloadScan: Sendable, Hashable {
     public var deltaNorm: Double
 
     /// Scans `frames` (float32 little-endian, concatenated = the flat vector) against `model`.
-    /// The frames must add up to `model.count` values (the codec checks that first).
-    public static func scan(_ frames: some Collection<UnsafeRawBufferPointer>, against model: UnsafeBufferPointer<Float>) -> PayloadScan {
+    /// The frames must add up to `model.count` values (the codec checks that first). A
+    /// sequence that decodes on the fly (`DenseBlocks`) is iterated twice at most.
+    public static func scan(_ frames: some Sequence<UnsafeRawBufferPointer>, against model: UnsafeBufferPointer<Float>) -> PayloadScan {
         // Fast pass: only the sum of squared differences, with eight independent accumulators
         // (one accumulator is a chain of dependent additions that runs about 3.5 times
         // slower). The sum is finite exactly when every difference is: a NaN or infinite
@@ -49,7 +50,7 @@ public struct PayloadScan: Sendable, Hashable {
     }
 
     /// Value by value: which values are finite, and the norm (NaN or infinity when not finite).
-    static func carefulScan(_ frames: some Collection<UnsafeRawBufferPointer>, against model: UnsafeBufferPointer<Float>) -> PayloadScan {
+    static func carefulScan(_ frames: some Sequence<UnsafeRawBufferPointer>, against model: UnsafeBufferPointer<Float>) -> PayloadScan {
         var offset = 0
         var sum: Double = 0
         var finite = true
@@ -67,6 +68,17 @@ public struct PayloadScan: Sendable, Hashable {
             }
             if bad { finite = false }
             offset += n
+        }
+        return PayloadScan(allFinite: finite, deltaNorm: finite ? sum.squareRoot() : .nan)
+    }
+
+    /// A sparse delta's values (top-k entries): finiteness and the L2 norm.
+    public static func scan(sparseValues each: ((Float) -> Void) -> Void) -> PayloadScan {
+        var sum: Double = 0
+        var finite = true
+        each { v in
+            finite = finite && v.isFinite
+            sum += Double(v) * Double(v)
         }
         return PayloadScan(allFinite: finite, deltaNorm: finite ? sum.squareRoot() : .nan)
     }

@@ -47,7 +47,7 @@ package final class FedAvgRound {
     }
 
     /// Adds `weight * clip * (update - model)` to the round's sum.
-    package func add(_ payload: some Collection<UnsafeRawBufferPointer>, model: UnsafeBufferPointer<Float>, weight: Double, clip: Double,
+    package func add(_ payload: some Sequence<UnsafeRawBufferPointer>, model: UnsafeBufferPointer<Float>, weight: Double, clip: Double,
              receipt: Receipt, norm: Double, samples: UInt64) {
         if started == nil { started = .now }
         let c = Float(weight * clip)
@@ -91,7 +91,7 @@ package final class FedAvgRound {
 extension MergeEngine {
     /// Sync mode: adds a validated update to the round instead of merging it. Its receipt is
     /// deferred to the close of the round (the outcome carries no receipt).
-    package func contribute(_ h: UpdateHeader, payload: some Collection<UnsafeRawBufferPointer>, norm: Double, clip: Double) -> Outcome {
+    package func contribute(_ h: UpdateHeader, payload: some Sequence<UnsafeRawBufferPointer>, norm: Double, clip: Double) -> Outcome {
         guard let round else { preconditionFailure("contribute outside sync mode") }
         if let existing = round.contributions[h.clientID] {
             if existing.receipt.seq == h.seq {

@@ -93,7 +93,7 @@ package final class FedBuffer {
     }
 
     /// Adds `staleness weight * e_i * clip * delta` to the sum.
-    package func add(_ payload: some Collection<UnsafeRawBufferPointer>, stalenessWeight: Double, clip: Double, receipt: Receipt,
+    package func add(_ payload: some Sequence<UnsafeRawBufferPointer>, stalenessWeight: Double, clip: Double, receipt: Receipt,
                      norm: Double, samples: UInt64) {
         if started == nil { started = .now }
         let e = exampleWeight(samples: samples)
@@ -106,6 +106,21 @@ package final class FedBuffer {
                 for i in 0..<n { s[offset + i] += c * src.loadUnaligned(fromByteOffset: i &* 4, as: Float.self) }
                 offset += n
             }
+        }
+        exampleTotal += e
+        let k = Self.key(receipt.clientID, receipt.seq)
+        contributions[k] = (receipt, stalenessWeight * e * clip, norm, samples)
+        order.append(k)
+    }
+
+    /// Adds `staleness weight * e_i * clip * delta` for a sparse delta (top-k entries).
+    package func add(sparse frames: some Collection<UnsafeRawBufferPointer>, stalenessWeight: Double, clip: Double, receipt: Receipt,
+                     norm: Double, samples: UInt64) {
+        if started == nil { started = .now }
+        let e = exampleWeight(samples: samples)
+        let c = Float(stalenessWeight * e * clip)
+        sum.withUnsafeMutableBufferPointer { s in
+            UpdateCodec.forEachEntry(frames) { i, v in s[i] += c * v }
         }
         exampleTotal += e
         let k = Self.key(receipt.clientID, receipt.seq)
@@ -140,12 +155,16 @@ package final class FedBuffer {
 
 extension MergeEngine {
     /// FedBuff: adds a validated delta to the buffer. Its receipt is deferred to the flush.
-    package func buffer(_ h: UpdateHeader, payload: some Collection<UnsafeRawBufferPointer>, staleness s: UInt64, norm: Double,
-                        clip: Double) -> Outcome {
+    package func buffer(_ h: UpdateHeader, view: Codec.UpdateView, staleness s: UInt64, norm: Double, clip: Double) -> Outcome {
         guard let buffer else { preconditionFailure("buffer outside fedbuff mode") }
         let r = Receipt(clientID: h.clientID, runID: runID, seq: h.seq, baseVersion: h.baseVersion, modelVersion: version + 1,
                         staleness: s, mixingWeight: 0, decision: .merged, reason: .none)
-        buffer.add(payload, stalenessWeight: rule.staleness.weight(staleness: s), clip: clip, receipt: r, norm: norm, samples: h.sampleCount)
+        let w = rule.staleness.weight(staleness: s)
+        if h.codec.isSparse {
+            buffer.add(sparse: view.payload, stalenessWeight: w, clip: clip, receipt: r, norm: norm, samples: h.sampleCount)
+        } else {
+            buffer.add(denseBlocks(view), stalenessWeight: w, clip: clip, receipt: r, norm: norm, samples: h.sampleCount)
+        }
         return Outcome(receipt: nil, reason: .none, detail: "deferred", updateNorm: norm, sampleCount: h.sampleCount)
     }
 

@@ -52,7 +52,19 @@ package final class MergeEngine {
         dedup = DedupTable(window: dedupWindow, clients: c.dedup)
     }
 
-    deinit { parameters.deallocate() }
+    deinit {
+        parameters.deallocate()
+        scratch.deallocate()
+    }
+
+    /// Where dense codecs other than float32 are decoded, a piece at a time (never the whole
+    /// update: PROTOCOL.md 3.4.1).
+    private let scratch = UnsafeMutableBufferPointer<Float>.allocate(capacity: 16_384)
+
+    /// The update's dense values as float32 buffers (float32 frames in place).
+    package func denseBlocks(_ view: Codec.UpdateView) -> DenseBlocks<ArraySlice<UnsafeRawBufferPointer>> {
+        DenseBlocks(view.payload, codec: view.header.codec, scratch: scratch)
+    }
 
     /// Everything needed to resume at the current version (copies the model).
     package func checkpointState() -> CheckpointState {
@@ -139,9 +151,16 @@ package final class MergeEngine {
             }
             return reject(h, reason: .layoutMismatch, detail: detail)
         }
-        guard view.payloadBytes == range.count * 4 else {
+        if h.codec.isSparse {
+            guard view.shape.extent <= range.count else {
+                return reject(h, reason: .badEncoding, detail: "top-k index \(view.shape.extent - 1) is out of range: the \(range.count == layout.parameterCount ? "model" : "shard \(range)") has \(range.count) values")
+            }
+        } else if view.shape.count != range.count {
             let part = range.count == layout.parameterCount ? "the layout needs" : "shard \(range) needs"
-            return reject(h, reason: .layoutMismatch, detail: "payload is \(view.payloadBytes) bytes, \(part) \(range.count * 4)")
+            if h.codec == .denseFloat32 {
+                return reject(h, reason: .layoutMismatch, detail: "payload is \(view.payloadBytes) bytes, \(part) \(range.count * 4)")
+            }
+            return reject(h, reason: .layoutMismatch, detail: "\(h.codec.name) payload holds \(view.shape.count) values, \(part) \(range.count)")
         }
         guard let s = FedAsync.staleness(currentVersion: version, baseVersion: h.baseVersion) else {
             return reject(h, reason: .unknownBase, detail: "base version \(h.baseVersion) is newer than the model (\(version))")
@@ -156,8 +175,14 @@ package final class MergeEngine {
             return reject(h, reason: .wrongUpdateKind, detail: detail, staleness: s)
         }
         // The norm bound applies to what the update changes: `update - model`, or the delta.
-        let scan = buffer.map { b in b.zeros.withUnsafeBufferPointer { PayloadScan.scan(view.payload, against: $0) } }
-            ?? PayloadScan.scan(view.payload, against: UnsafeBufferPointer(parameters))
+        let scan: PayloadScan
+        if h.codec.isSparse {
+            scan = PayloadScan.scan { each in UpdateCodec.forEachEntry(view.payload) { _, v in each(v) } }
+        } else if let b = buffer {
+            scan = b.zeros.withUnsafeBufferPointer { PayloadScan.scan(denseBlocks(view), against: $0) }
+        } else {
+            scan = PayloadScan.scan(denseBlocks(view), against: UnsafeBufferPointer(parameters))
+        }
         guard scan.allFinite else {
             return reject(h, reason: .nonFinite, detail: "payload has NaN or infinite values", staleness: s)
         }
@@ -181,7 +206,7 @@ package final class MergeEngine {
             }
         }
         if round != nil {
-            return contribute(h, payload: view.payload, norm: scan.deltaNorm, clip: clip)
+            return contribute(h, payload: denseBlocks(view), norm: scan.deltaNorm, clip: clip)
         }
         if let buffer {
             if buffer.contains(client: h.clientID, seq: h.seq) {
@@ -189,10 +214,10 @@ package final class MergeEngine {
                 stats.rejected[.duplicate, default: 0] += 1
                 return Outcome(receipt: nil, reason: .none, detail: "deferred", sampleCount: h.sampleCount)
             }
-            return self.buffer(h, payload: view.payload, staleness: s, norm: scan.deltaNorm, clip: clip)
+            return self.buffer(h, view: view, staleness: s, norm: scan.deltaNorm, clip: clip)
         }
         var offset = 0
-        for f in view.payload {
+        for f in denseBlocks(view) {
             let n = f.count / 4
             guard n > 0 else { continue }
             FedAsync.mix(into: UnsafeMutableBufferPointer(rebasing: parameters[offset..<(offset + n)]), update: f, weight: weight)

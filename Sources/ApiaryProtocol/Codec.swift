@@ -287,6 +287,8 @@ public enum Codec {
         public var payload: ArraySlice<UnsafeRawBufferPointer>
         /// Total payload bytes.
         public var payloadBytes: Int
+        /// What the payload holds under its codec (values, or top-k entries and extent).
+        public var shape: PayloadShape
     }
 
     /// Decodes a CLIENT_UPDATE's header and frames. The payload is checked for frame
@@ -302,12 +304,13 @@ public enum Codec {
             metrics = try decodeMetrics(frames[2])
             first = 3
         }
-        var total = 0
-        for (i, f) in frames[first...].enumerated() {
-            guard f.count % 4 == 0 else { throw .misalignedPayloadFrame(index: i, bytes: f.count) }
-            total += f.count
+        let payload = frames[first...]
+        let shape = try UpdateCodec.check(payload, codec: header.codec)
+        if header.codec.isSparse, !header.isDelta {
+            throw .badEncoding("top-k carries a delta (header flag bit 1), not a full model")
         }
-        return UpdateView(header: header, metrics: metrics, layoutFrame: frames[1], payload: frames[first...], payloadBytes: total)
+        let total = payload.reduce(0) { $0 + $1.count }
+        return UpdateView(header: header, metrics: metrics, layoutFrame: frames[1], payload: payload, payloadBytes: total, shape: shape)
     }
 
     /// The sender of a CLIENT_UPDATE whose header is otherwise invalid (wrong version,

@@ -28,10 +28,18 @@ public enum MessageType: UInt8, Sendable, Hashable, CustomStringConvertible {
     }
 }
 
-/// Payload codecs of a client update.
-public enum PayloadCodec: UInt8, Sendable, Hashable {
-    /// The full locally trained parameter vector, float32 little-endian, layout order.
+/// Payload codecs of a client update (PROTOCOL.md 3.4.1; `UpdateCodec`).
+public enum PayloadCodec: UInt8, Sendable, Hashable, CaseIterable {
+    /// float32 little-endian, layout order.
     case denseFloat32 = 0
+    /// IEEE-754 binary16.
+    case float16 = 1
+    /// The upper 16 bits of the float32.
+    case bfloat16 = 2
+    /// One block per frame: an f32 scale, then int8 values.
+    case int8 = 3
+    /// Sparse: (u32 index, bfloat16 value) entries; deltas only.
+    case topK = 4
 }
 
 /// Topics on the model PUB socket (first frame of every published message).
@@ -160,7 +168,9 @@ public enum ProtocolFeature {
     /// CLIENT_UPDATE may carry a delta (header flag bit 1), as algorithm `fedbuff` asks.
     public static let deltaUpdates = "delta_updates"
     /// What this implementation's aggregator takes.
-    public static let all = [updateMetrics, evaluationReports, deltaUpdates]
+    /// CLIENT_UPDATE may use the codecs 1-4 (PROTOCOL.md 3.4.1).
+    public static let codecs = "codecs"
+    public static let all = [updateMetrics, evaluationReports, deltaUpdates, codecs]
 }
 
 /// EVALUATION_REPORT: an evaluator (a client that does not train) measured model `version`

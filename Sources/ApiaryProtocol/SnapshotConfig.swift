@@ -31,6 +31,22 @@ public struct SnapshotConfig: Sendable, Hashable, Codable {
     /// Optional protocol features the aggregator takes (`ProtocolFeature`); nil or absent
     /// from aggregators older than them, which take none.
     public var features: [String]?
+    /// The update codec asked for (`PayloadCodec.name`); nil or absent: float32.
+    public var codec: String?
+    /// int8 values per block; nil: `UpdateCodec.defaultBlock`.
+    public var codecBlock: Int?
+    /// top-k fraction; nil: `UpdateCodec.defaultTopKFraction`.
+    public var topkFraction: Double?
+
+    /// The compression these keys ask for; throws on an unknown codec name or bad values.
+    public func compression() throws(WireError) -> UpdateCompression {
+        guard let c = PayloadCodec(name: codec ?? "float32") else {
+            throw .invalidConfig("unknown codec '\(codec ?? "")' (this client knows \(PayloadCodec.allCases.map(\.name).joined(separator: ", ")))")
+        }
+        let u = UpdateCompression(codec: c, block: codecBlock ?? UpdateCodec.defaultBlock, topKFraction: topkFraction ?? UpdateCodec.defaultTopKFraction)
+        if let e = u.validationError(algorithm: algorithm) { throw .invalidConfig(e) }
+        return u
+    }
 
     public init(algorithm: Algorithm = .fedasync, rule: FedAsync, training: TrainingConfig,
                 chunkParameters: Int, maxFrameBytes: Int64, receiptTimeoutSeconds: Double,
@@ -66,6 +82,9 @@ public struct SnapshotConfig: Sendable, Hashable, Codable {
         case shards
         case shardIndex = "shard_index"
         case features
+        case codec
+        case codecBlock = "codec_block"
+        case topkFraction = "topk_fraction"
     }
 
     /// Whether the aggregator listed `feature`.

@@ -21,6 +21,8 @@ public enum WireError: Error, Hashable, CustomStringConvertible, Sendable {
     case invalidChunk(String)
     case invalidField(String)
     case invalidConfig(String)
+    /// The payload breaks its codec's rules (PROTOCOL.md 3.4.1).
+    case badEncoding(String)
 
     /// The receipt reason this error maps to.
     public var reason: RejectReason {
@@ -29,6 +31,7 @@ public enum WireError: Error, Hashable, CustomStringConvertible, Sendable {
         case .unknownMessageType, .unexpectedMessageType: .unknownMessageType
         case .invalidLayout, .unsupportedDType: .layoutMismatch
         case .unsupportedCodec: .unsupportedCodec
+        case .badEncoding: .badEncoding
         case .invalidClientID: .unknownClient
         default: .malformed
         }
@@ -48,7 +51,8 @@ public enum WireError: Error, Hashable, CustomStringConvertible, Sendable {
         case .invalidTopic(let t): "invalid topic '\(PeerText.escaped(t, limit: 80))'"
         case .invalidLayout(let r): "invalid layout frame: \(r)"
         case .unsupportedDType(let d): "unsupported dtype code \(d) (v1 carries float32 = 1 only)"
-        case .unsupportedCodec(let c): "unsupported payload codec \(c) (v1 carries dense = 0 only)"
+        case .unsupportedCodec(let c): "unsupported payload codec \(c) (this aggregator takes 0 float32, 1 float16, 2 bfloat16, 3 int8, 4 top-k)"
+        case .badEncoding(let r): "bad encoding: \(r)"
         case .payloadSize(let e, let g): "payload is \(g) bytes, the layout needs \(e)"
         case .misalignedPayloadFrame(let i, let b): "payload frame \(i) has \(b) bytes, not a multiple of 4"
         case .invalidChunk(let r): "invalid model chunk: \(r)"

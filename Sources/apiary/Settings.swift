@@ -1,5 +1,6 @@
 import ArgumentParser
 import ApiaryAggregator
+import ApiaryProtocol
 import ApiaryClient
 import ApiaryCore
 import ApiaryObservability
@@ -163,6 +164,12 @@ enum Settings {
         case let other: throw SettingsError("algorithm must be fedasync, fedavg or fedbuff, not '\(other)'")
         }
         config.shard = try shard(r)
+        let codecName = r.string(forKey: "compression.codec", default: "float32")
+        guard let codec = PayloadCodec(name: codecName) else {
+            throw SettingsError("compression.codec must be one of \(PayloadCodec.allCases.map(\.name).joined(separator: ", ")), not '\(codecName)'")
+        }
+        config.compression = UpdateCompression(codec: codec, block: r.int(forKey: "compression.int8_block", default: UpdateCodec.defaultBlock),
+                                               topKFraction: r.double(forKey: "compression.topk_fraction", default: UpdateCodec.defaultTopKFraction))
         if let e = config.validationError() { throw SettingsError(e) }
         return config
     }

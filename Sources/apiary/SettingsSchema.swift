@@ -62,6 +62,7 @@ enum SettingsSchema {
             "shards.boundaries": .stringList, "shards.index": .int, "shards.model": .stringList, "shards.snapshot": .stringList,
             "shards.update": .stringList,
             "sync.expected_clients": .int, "sync.max_rounds": .int, "sync.min_clients": .int, "sync.round_timeout_s": .double,
+            "compression.codec": .string, "compression.int8_block": .int, "compression.topk_fraction": .double,
             "fedbuff.buffer_size": .int, "fedbuff.max_wait_s": .double, "fedbuff.example_weighting": .bool, "fedbuff.example_cap": .int,
             "server_optimizer.kind": .string, "server_optimizer.learning_rate": .double, "server_optimizer.beta1": .double,
             "server_optimizer.beta2": .double, "server_optimizer.epsilon": .double,

@@ -83,7 +83,7 @@ extension WireError {
     enum Kind: Hashable {
         case wrongFrameCount, truncated, trailingBytes, badMagic, unsupportedProtocolVersion, unknownMessageType
         case unexpectedMessageType, reservedBitsSet, invalidClientID, invalidTopic, invalidLayout, unsupportedDType
-        case unsupportedCodec, payloadSize, misalignedPayloadFrame, invalidChunk, invalidField, invalidConfig
+        case unsupportedCodec, payloadSize, misalignedPayloadFrame, invalidChunk, invalidField, invalidConfig, badEncoding
     }
 
     var kind: Kind {
@@ -97,6 +97,7 @@ extension WireError {
         case .unexpectedMessageType: .unexpectedMessageType
         case .reservedBitsSet: .reservedBitsSet
         case .invalidClientID: .invalidClientID
+        case .badEncoding: .badEncoding
         case .invalidTopic: .invalidTopic
         case .invalidLayout: .invalidLayout
         case .unsupportedDType: .unsupportedDType
