@@ -62,6 +62,9 @@ struct DemoCommand: AsyncParsableCommand {
     @Flag(name: .long, help: "Run async, then sync, on the same workload and compare them.")
     var compare = false
 
+    @Option(name: .long, help: "The update codec the aggregator asks clients for: float32 (default), float16, bfloat16, int8 or topk (with --algorithm fedbuff); overrides compression.codec.")
+    var codec: PayloadCodec?
+
     @Option(name: .long, help: "Split the model across this many parameter shards (aggregators), 1 = one aggregator; overrides demo.shards.")
     var shards: Int?
 
@@ -83,6 +86,10 @@ struct DemoCommand: AsyncParsableCommand {
         aggConfig.modelEndpoint = reader.string(forKey: "endpoints.model", default: "tcp://127.0.0.1:*")
         aggConfig.snapshotEndpoint = reader.string(forKey: "endpoints.snapshot", default: "tcp://127.0.0.1:*")
         aggConfig.updateEndpoint = reader.string(forKey: "endpoints.update", default: "tcp://127.0.0.1:*")
+        let codecName = codec?.name ?? reader.string(forKey: "compression.codec", default: "float32")
+        guard let chosenCodec = PayloadCodec(name: codecName) else { throw ValidationError("compression.codec: unknown codec '\(codecName)'") }
+        aggConfig.compression = UpdateCompression(codec: chosenCodec, block: reader.int(forKey: "compression.int8_block", default: UpdateCodec.defaultBlock),
+                                                  topKFraction: reader.double(forKey: "compression.topk_fraction", default: UpdateCodec.defaultTopKFraction))
         let workload = try DigitsModel.workload()
         let n = clients ?? reader.int(forKey: "demo.clients", default: workload.clientCount)
         guard (1...workload.clientCount).contains(n) else { throw ValidationError("clients must be in 1...\(workload.clientCount)") }
@@ -116,6 +123,9 @@ struct DemoCommand: AsyncParsableCommand {
         }
         let chosen = chosenMode ?? DemoMode(rawValue: reader.string(forKey: "demo.mode", default: "async")) ?? .async
         var summaries: [DemoSummary] = []
+        if chosenCodec.isSparse && (compare || chosen != .fedbuff) {
+            throw ValidationError("--codec topk sends sparse deltas: use it with --algorithm fedbuff (and without --compare)")
+        }
         for m in compare ? [DemoMode.async, .sync] : [chosen] {
             var c = aggConfig
             var o = options
@@ -192,6 +202,9 @@ struct DemoSummary: Sendable {
     /// The slowest delay tier's clients: their share of all merges, and of their own updates
     /// merged (nil when there are no delays, or behind gateways, where merges are pushes).
     var slowestTier: (delay: Double, clients: Int, mergeShare: Double, mergedFraction: Double)? = nil
+    /// The update codec and the bytes the aggregator received (updates, reports, all frames).
+    var codec = "float32"
+    var bytesReceived: UInt64 = 0
 
     /// One summary value: an integer, a number (printed with 4 decimals on the JSON line;
     /// null when missing) or a string.
@@ -224,7 +237,8 @@ struct DemoSummary: Sendable {
          ("versions", .int(versions)), ("updates_merged", .int(updatesMerged)), ("updates_rejected", .int(updatesRejected)),
          ("mean_staleness", .number(meanStaleness)), ("max_staleness", .int(maxStaleness)), ("elapsed_s", .number(elapsed)),
          ("shards", .int(UInt64(shards))), ("gateways", .int(UInt64(gateways))),
-         ("slowest_tier_merge_share", .number(slowestTier?.mergeShare)), ("slowest_tier_merged_fraction", .number(slowestTier?.mergedFraction))]
+         ("slowest_tier_merge_share", .number(slowestTier?.mergeShare)), ("slowest_tier_merged_fraction", .number(slowestTier?.mergedFraction)),
+         ("codec", .text(codec)), ("bytes_received", .int(bytesReceived))]
     }
 
     func jsonLine() -> String {
@@ -249,7 +263,9 @@ struct DemoSummary: Sendable {
         return """
             \(algorithm): \(clients) clients\(shape), \(reached); final accuracy \(String(format: "%.4f", finalAccuracy)) \
             after \(versions) versions (\(updatesMerged) merged, \(updatesRejected) rejected, \
-            staleness mean \(String(format: "%.2f", meanStaleness)) max \(maxStaleness)), \(String(format: "%.1f", elapsed)) s
+            staleness mean \(String(format: "%.2f", meanStaleness)) max \(maxStaleness)), \(String(format: "%.1f", elapsed)) s; \
+            updates in \(codec), \(String(format: "%.2f", Double(bytesReceived) / 1_048_576)) MiB received\
+            \(updatesMerged > 0 ? String(format: " (%.0f bytes per merged update)", Double(bytesReceived) / Double(updatesMerged)) : "")
             """ + (slowestTier.map { t in
                 String(format: "\n  slowest tier (%d clients, %.1f s delay): %.1f %% of all merges, %.0f %% of its updates merged",
                        t.clients, t.delay, 100 * t.mergeShare, 100 * t.mergedFraction)
@@ -413,6 +429,8 @@ struct FleetDemo {
                                       targetAccuracy: options.target, timeTo085: timeTo085, versions: s.version,
                                       updatesMerged: s.merged, updatesRejected: s.rejectedTotal, meanStaleness: s.meanStaleness,
                                       maxStaleness: s.maxStaleness, elapsed: seconds(), shards: options.shards, gateways: g, series: series)
+            summary.codec = config.compression.codec.name
+            summary.bytesReceived = top.reduce(UInt64(0)) { $0 + $1.stats.bytesIn }
             // Does the slowest tier's data reach the model? (The starved-client question.)
             let delays = (0..<options.clients).map { workload.delaySeconds(client: $0) * options.delayScale }
             if g == 0, let slowest = delays.max(), slowest > 0, delays.min()! < slowest {
@@ -430,3 +448,8 @@ struct FleetDemo {
 }
 
 extension Algorithm: ExpressibleByArgument {}
+
+extension PayloadCodec: ExpressibleByArgument {
+    public init?(argument: String) { self.init(name: argument) }
+    public static var allValueStrings: [String] { allCases.map(\.name) }
+}

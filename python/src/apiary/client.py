@@ -28,6 +28,8 @@ log = logging.getLogger("apiary")
 
 # The snapshot config's `algorithm` values this client follows (docs/PROTOCOL.md 3.2, 4.7).
 ALGORITHMS = ("fedasync", "fedavg", "fedbuff")
+# The snapshot config's `codec` values (3.4.1): float32, float16, bfloat16, int8, topk.
+CODECS = tuple(wire.CODECS)
 
 # MARK: the user's side
 
@@ -104,6 +106,9 @@ class Stats:
     handshake_failures: int = 0
     last_reject_reason: str | None = None
     last_handshake_failure: str | None = None
+    codec: str = "float32"        # the codec of the last update made (3.4.1)
+    payload_bytes: int = 0        # payload bytes of the updates made, every shard's slice once (resends not counted)
+    float32_bytes: int = 0        # what the same payloads take as float32 (4 bytes per value)
 
 
 def endpoints_from(aggregator: str) -> tuple[str, str, str]:
@@ -131,6 +136,7 @@ class _Model:
     values: np.ndarray            # the whole flat vector
     bases: list[tuple[int, int]]  # (run id, version) per shard
     config: dict[str, Any]
+    ranges: list[tuple[int, int]] = field(default_factory=list)  # [start, end) per shard ([] : the whole vector)
 
     @property
     def version(self) -> int:
@@ -149,6 +155,96 @@ class _Outgoing:
     slots: list[dict[str, Any]] = field(default_factory=list)
     buffer: np.ndarray | None = None    # the SDK's own buffer the segments are views of, for reuse
     delta: bool = False                 # the segments are trained - base (header flag bit 1)
+    codec: int = wire.FLOAT32           # header byte 40 (3.4.1)
+    # With a codec other than float32: the payload frames of each shard's slice, encoded once
+    # (a resend sends these same bytes), for the shard ranges in `ranges`.
+    encoded: list[list[memoryview]] | None = None
+    ranges: list[tuple[int, int]] | None = None
+
+
+@dataclass
+class CodecSettings:
+    """What the snapshot config asks of an update's payload (docs/PROTOCOL.md 3.2, 3.4.1)."""
+
+    codec: int = wire.FLOAT32
+    codec_block: int = wire.DEFAULT_CODEC_BLOCK
+    topk_fraction: float = wire.DEFAULT_TOPK_FRACTION
+
+    @property
+    def name(self) -> str:
+        return wire.CODEC_NAMES[self.codec]
+
+    @property
+    def lossy(self) -> bool:
+        return self.codec != wire.FLOAT32
+
+
+def codec_settings(config: Mapping[str, Any], deltas: bool) -> CodecSettings:
+    """The config's ``codec`` (float32 when absent), ``codec_block`` and ``topk_fraction``;
+    `ClientConfigError` for a codec this client does not know (named, like an unknown
+    algorithm), for bad settings, and for top-k when the algorithm takes full models (top-k
+    sends a few values of a delta: only ``fedbuff``)."""
+    name = config.get("codec")
+    name = "float32" if name is None else name
+    if not isinstance(name, str) or name not in wire.CODECS:
+        raise ClientConfigError(f"the aggregator asks for update codec {name!r}, which this client does not know "
+                                f"(it knows {', '.join(CODECS)}): upgrade apiary-client")
+    block = config.get("codec_block", wire.DEFAULT_CODEC_BLOCK)
+    if isinstance(block, bool) or not isinstance(block, int) or block < 1:
+        raise ClientConfigError(f"the aggregator's codec_block {block!r} is not a whole number of values of at least 1")
+    fraction = config.get("topk_fraction", wire.DEFAULT_TOPK_FRACTION)
+    if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0 < fraction <= 1:
+        raise ClientConfigError(f"the aggregator's topk_fraction {fraction!r} is not a number in (0, 1]")
+    codec = wire.CODECS[name]
+    if codec == wire.TOPK and not deltas:
+        algorithm = config.get("algorithm", "fedasync")
+        raise ClientConfigError(f"the aggregator asks for codec 'topk' with algorithm {algorithm!r}: top-k sends a few values of a "
+                                "delta and is allowed only with algorithm fedbuff (docs/PROTOCOL.md 3.4.1); the aggregator's "
+                                "compression.codec must be another codec, or its algorithm fedbuff")
+    return CodecSettings(codec, int(block), float(fraction))
+
+
+class ErrorFeedback:
+    """The residuals of error feedback (docs/PROTOCOL.md 3.4.1): per shard slice, what a lossy
+    codec left out of the deltas sent so far. Each delta ``d`` goes out as ``u = d + r``
+    encoded, and ``r = u - decode(encode(u))`` stays for the next one.
+
+    The residuals start at zero, and again on a new run id (per slice), a new layout or
+    shard map, and a change of codec. They live in memory only: a new process starts at
+    zero."""
+
+    def __init__(self) -> None:
+        self._key: tuple[Any, ...] | None = None
+        self._slices: dict[int, tuple[int, np.ndarray]] = {}  # slice index -> (run id, residual)
+
+    def reset(self) -> None:
+        self._key = None
+        self._slices.clear()
+
+    def residual(self, index: int) -> np.ndarray | None:
+        """The residual of slice ``index`` (None before its first lossy delta)."""
+        kept = self._slices.get(index)
+        return None if kept is None else kept[1]
+
+    def encode(self, index: int, run_id: int, key: tuple[Any, ...], delta: np.ndarray, settings: CodecSettings,
+               chunk_parameters: int, max_frame_bytes: int | None = None) -> wire.EncodedPayload:
+        """Encodes slice ``index``'s delta plus its residual, keeps the new residual. ``key``
+        names the layout and shard map (a different one resets every slice), ``run_id`` the
+        run the slice was trained in; the codec is ``settings``' own."""
+        key = (settings.codec, *key)
+        if key != self._key:
+            self.reset()
+            self._key = key
+        kept = self._slices.get(index)
+        u = np.array(delta, dtype=np.float32, copy=True).reshape(-1)
+        if kept is not None and kept[0] == run_id and kept[1].size == u.size:
+            u += kept[1]
+        encoded = wire.encode_payload(u, settings.codec, chunk_parameters=chunk_parameters, codec_block=settings.codec_block,
+                                      topk_fraction=settings.topk_fraction, with_decoded=True, max_frame_bytes=max_frame_bytes)
+        assert encoded.decoded is not None
+        np.subtract(u, encoded.decoded, out=u)  # the frames are buffers of their own: u becomes the residual
+        self._slices[index] = (run_id, u)
+        return encoded
 
 
 class _Link:
@@ -265,6 +361,8 @@ class Client:
         # new version replaces the vector, never writes into it: the worker's model views it.
         self._values = np.zeros(0, dtype=np.float32)
         self._config: dict[str, Any] = {}
+        # Error feedback for lossy codecs under fedbuff (3.4.1): touched by the worker only.
+        self._feedback = ErrorFeedback()
 
     # -- lifecycle
 
@@ -338,6 +436,16 @@ class Client:
     def _train(self, model: _Model, named: dict[str, np.ndarray], config: dict[str, Any], round_: int) -> None:
         assert self.trainer is not None
         result = self.trainer.train(named, config)
+        update = self._prepare(model, named, result)
+        with self._lock:
+            self.stats.rounds += 1
+            update.seq = self._next_seq()
+            self._outbox.append(update)
+        self._ring()
+
+    def _prepare(self, model: _Model, named: dict[str, np.ndarray], result: TrainResult) -> _Outgoing:
+        """The update a training result makes (seq still 0): checked, flattened, a delta under
+        fedbuff, encoded in the config's codec (with error feedback for deltas)."""
         with self._lock:
             spare = self._spare.pop() if self._spare else None
         buffer: np.ndarray | None = None
@@ -348,21 +456,64 @@ class Client:
                 raise ClientConfigError(f"the aggregator merges with algorithm {algorithm!r}, which this client does not know "
                                         f"(it knows {', '.join(ALGORITHMS)}): upgrade apiary-client")
             deltas = algorithm == "fedbuff"
+            settings = codec_settings(model.config, deltas)
             segments, buffer = _pieces(model.layout, result.parameters, own=named,
                                        base=model.values if result.delta else None, out=spare,
                                        delta_from=model.values if deltas else None)
             metrics = dict(result.metrics)
             if metrics:
                 wire.metrics_frame(metrics)  # raises a clear ValueError before anything is sent
+            encoded: list[list[memoryview]] | None = None
+            ranges = list(model.ranges) or [(0, model.layout.parameter_count)]
+            count = sum(end - start for start, end in ranges)
+            if settings.lossy:
+                encoded = self._encode(model, segments, ranges, settings, deltas)
+                nbytes = sum(len(f) for frames in encoded for f in frames)
+                # The payload is in the encoded frames now (buffers of their own): ours is free at once.
+                segments = []
+                if buffer is not None and buffer is not spare:
+                    with self._lock:
+                        if len(self._spare) < 2:
+                            self._spare.append(buffer)
+                buffer = None  # (the spare, if it was used, goes back below)
+            else:
+                self._feedback.reset()  # float32 loses nothing: no residual
+                nbytes = 4 * count
         finally:
-            if spare is not None and buffer is not spare:  # not used (or an error): back to the pool
+            if spare is not None and buffer is not spare:  # not used (or an error, or encoded): back to the pool
                 with self._lock:
                     self._spare.append(spare)
         with self._lock:
-            self.stats.rounds += 1
-            self._outbox.append(_Outgoing(self._next_seq(), "update", list(model.bases), segments, max(0, int(result.num_examples)),
-                                          metrics, buffer=buffer, delta=deltas))
-        self._ring()
+            self.stats.codec = settings.name
+            self.stats.payload_bytes += nbytes
+            self.stats.float32_bytes += 4 * count
+        return _Outgoing(0, "update", list(model.bases), segments, max(0, int(result.num_examples)), metrics, buffer=buffer,
+                         delta=deltas, codec=settings.codec, encoded=encoded, ranges=ranges)
+
+    def _encode(self, model: _Model, segments: list[np.ndarray], ranges: list[tuple[int, int]], settings: CodecSettings,
+                deltas: bool) -> list[list[memoryview]]:
+        """Each shard slice of the flat vector, encoded once (3.4.1). Deltas go through error
+        feedback (per slice); a full model is encoded as it is."""
+        if not deltas:
+            self._feedback.reset()  # a full-model update has no residual
+        chunk = int(model.config.get("chunk_parameters", 262_144))
+        limit = model.config.get("max_frame_bytes")
+        max_frame = int(limit) if isinstance(limit, int) and not isinstance(limit, bool) and limit > 0 else None
+        key = (model.layout, tuple(ranges))
+        out: list[list[memoryview]] = []
+        for k, (start, end) in enumerate(ranges):
+            values = _gather(segments, start, end)
+            try:
+                if deltas:
+                    run_id = model.bases[k][0] if k < len(model.bases) else 0
+                    encoded = self._feedback.encode(k, run_id, key, values, settings, chunk, max_frame)
+                else:
+                    encoded = wire.encode_payload(values, settings.codec, chunk_parameters=chunk, codec_block=settings.codec_block,
+                                                  topk_fraction=settings.topk_fraction, max_frame_bytes=max_frame)
+            except ValueError as e:
+                raise ClientConfigError(f"cannot encode the update as {settings.name} as the aggregator asks: {e}") from None
+            out.append(encoded.frames)
+        return out
 
     def _evaluate(self, model: _Model, named: dict[str, np.ndarray], config: dict[str, Any]) -> None:
         assert self.evaluator is not None
@@ -612,7 +763,7 @@ class Client:
         with self._lock:
             first = self._model is None
             self._model = _Model(self._layout, self._layout_frame, self._values, [l.base for l in self._links if l.base],
-                                 self._config)
+                                 self._config, [l.range or (0, count) for l in self._links])
             self.stats.model_version = self._model.version
             self.stats.shards = len(self._links)
             if reply is None:
@@ -687,6 +838,13 @@ class Client:
     def _send_outbox(self) -> None:
         with self._lock:
             ready, self._outbox = self._outbox, []
+            if self._layout is not None:
+                count = self._layout.parameter_count
+                ranges = [l.range or (0, count) for l in self._links]
+                stale = [u for u in ready if u.encoded is not None and u.ranges != ranges]
+                if stale:  # encoded for another shard map (it changed while training): its slices no longer fit
+                    log.warning("shard map changed: dropping %d encoded updates made for the old one", len(stale))
+                    ready = [u for u in ready if all(u is not x for x in stale)]
             for u in ready:
                 u.slots = [{"attempts": 0, "deadline": 0.0, "receipt": None} for _ in self._links]
                 self._pending[u.seq] = u
@@ -697,13 +855,16 @@ class Client:
         if u.kind == "report":
             return list(wire.encode_report(run, base, u.seq, u.samples, self.client_id, u.dataset, u.metrics))
         assert u.segments is not None
-        start, end = link.range or (0, sum(a.size for a in u.segments))
         features = self._model.config.get("features", []) if self._model else []
         with_metrics = bool(u.metrics) and "update_metrics" in features
-        header = wire.encode_update_header(run, base, u.seq, u.samples, self.client_id, with_metrics, delta=u.delta)
+        header = wire.encode_update_header(run, base, u.seq, u.samples, self.client_id, with_metrics, delta=u.delta, codec=u.codec)
         frames: list[Any] = [header, self._layout_frame]
         if with_metrics:
             frames.append(wire.metrics_frame(u.metrics))
+        if u.encoded is not None:
+            frames.extend(u.encoded[link.index])  # encoded once: every resend sends the same bytes
+            return frames
+        start, end = link.range or (0, sum(a.size for a in u.segments))
         chunk = int((self._model.config if self._model else {}).get("chunk_parameters", 262_144))
         frames.extend(wire.segment_frames(u.segments, start, end, chunk))
         return frames
@@ -748,6 +909,21 @@ class Client:
         if resent:
             with self._lock:
                 self.stats.resends += resent
+
+
+def _gather(segments: list[np.ndarray], start: int, end: int) -> np.ndarray:
+    """The values ``[start, end)`` of a flat vector held as 1-D float32 pieces in order: a view
+    when one piece holds them, else one new array."""
+    parts: list[np.ndarray] = []
+    at = 0
+    for piece in segments:
+        lo, hi = max(start, at), min(end, at + piece.size)
+        if lo < hi:
+            parts.append(piece[lo - at:hi - at])
+        at += piece.size
+    if len(parts) == 1:
+        return parts[0]
+    return np.concatenate(parts) if parts else np.empty(0, dtype=np.float32)
 
 
 def _by_name(layout: wire.Layout, values: np.ndarray) -> dict[str, np.ndarray]:

@@ -26,6 +26,17 @@ RECEIPT = 5
 EVALUATION_REPORT = 6
 
 DTYPE_FLOAT32 = 1
+
+# Update codecs (3.4.1): the value of CLIENT_UPDATE header byte 40, by the config's `codec` name.
+FLOAT32, FLOAT16, BFLOAT16, INT8, TOPK = 0, 1, 2, 3, 4
+CODECS = {"float32": FLOAT32, "float16": FLOAT16, "bfloat16": BFLOAT16, "int8": INT8, "topk": TOPK}
+CODEC_NAMES = {code: name for name, code in CODECS.items()}
+DEFAULT_CODEC_BLOCK = 4096
+DEFAULT_TOPK_FRACTION = 0.01
+FLOAT16_MAX = 65504.0
+MAX_PAYLOAD_FRAMES = 65536  # per update (5)
+# A top-k entry: u32 index, then the value's bfloat16 bits; 6 bytes, no padding.
+TOPK_ENTRY = np.dtype([("index", "<u4"), ("value", "<u2")])
 MAX_TENSORS = 4096
 MAX_RANK = 8
 MAX_CLIENT_ID = 64
@@ -41,7 +52,7 @@ REASONS = {
     0: "none", 1: "malformed", 2: "unsupported_protocol_version", 3: "unknown_message_type",
     4: "layout_mismatch", 5: "non_finite", 6: "too_stale", 7: "unknown_base", 8: "duplicate",
     9: "oversized", 10: "unknown_client", 11: "norm_too_large", 12: "identity_mismatch",
-    13: "unsupported_codec", 14: "unavailable", 15: "wrong_update_kind",
+    13: "unsupported_codec", 14: "unavailable", 15: "wrong_update_kind", 16: "bad_encoding",
 }
 DECISIONS = {1: "merged", 2: "rejected", 3: "duplicate", 4: "recorded"}
 
@@ -334,11 +345,14 @@ def metrics_frame(metrics: dict[str, float]) -> bytes:
 
 
 def encode_update_header(run_id: int, base_version: int, seq: int, samples: int, client_id: str, with_metrics: bool,
-                         delta: bool = False) -> bytes:
-    """Flag bit 0: a metrics frame follows the layout; bit 1: the payload is a delta (fedbuff)."""
+                         delta: bool = False, codec: int = FLOAT32) -> bytes:
+    """Flag bit 0: a metrics frame follows the layout; bit 1: the payload is a delta (fedbuff);
+    byte 40: the payload's codec (3.4.1)."""
+    if codec not in CODEC_NAMES:
+        raise ValueError(f"codec {codec} is not one of {sorted(CODEC_NAMES)}")
     cid = client_id.encode()
     flags = (1 if with_metrics else 0) | (2 if delta else 0)
-    return common_prefix(CLIENT_UPDATE) + struct.pack("<QQQQBBH", run_id, base_version, seq, samples, 0, len(cid), flags) + cid
+    return common_prefix(CLIENT_UPDATE) + struct.pack("<QQQQBBH", run_id, base_version, seq, samples, codec, len(cid), flags) + cid
 
 
 def encode_report(run_id: int, version: int, seq: int, examples: int, client_id: str, dataset: str,
@@ -379,6 +393,257 @@ def segment_frames(segments: Sequence[np.ndarray], start: int, end: int, chunk_p
             frames.extend(payload_frames(piece[lo - at:hi - at], chunk_parameters))
         at += piece.size
     return frames or payload_frames(np.empty(0, dtype="<f4"), chunk_parameters)
+
+
+# MARK: update codecs (3.4.1)
+
+
+def bfloat16_bits(values: np.ndarray) -> np.ndarray:
+    """float32 -> bfloat16 bits (uint16), round to nearest even,
+    ``(bits + 0x7FFF + ((bits >> 16) & 1)) >> 16``; a finite value that would round to
+    infinity is truncated instead (3.4.1). A NaN stays a (quiet) NaN."""
+    v = np.ascontiguousarray(values, dtype="<f4").reshape(-1)
+    bits = v.view("<u4")
+    # Finite values never overflow 32 bits here: the largest, 0xFF7FFFFF, + 0x8000 fits.
+    rounded = bits >> np.uint32(16)
+    np.bitwise_and(rounded, np.uint32(1), out=rounded)
+    rounded += np.uint32(0x7FFF)
+    rounded += bits
+    rounded >>= np.uint32(16)
+    out = rounded.astype("<u2")
+    # Exponent all ones after rounding: an infinity (kept), a NaN, or a finite value that
+    # rounded up to infinity (truncated).
+    special = (out & np.uint16(0x7F80)) == np.uint16(0x7F80)
+    if special.any():
+        where = np.flatnonzero(special)
+        b = bits[where]
+        finite = (b & np.uint32(0x7F800000)) != np.uint32(0x7F800000)
+        nan = ((b & np.uint32(0x7F800000)) == np.uint32(0x7F800000)) & ((b & np.uint32(0x007FFFFF)) != 0)
+        fixed = out[where]
+        fixed[finite] = (b[finite] >> np.uint32(16)).astype("<u2")
+        fixed[nan] = ((b[nan] >> np.uint32(16)) | np.uint32(0x0040)).astype("<u2")
+        out[where] = fixed
+    return out
+
+
+def bfloat16_to_float32(bits: np.ndarray) -> np.ndarray:
+    """bfloat16 bits -> float32: ``bits << 16`` (3.4.1)."""
+    return (np.asarray(bits, dtype="<u2").astype("<u4") << np.uint32(16)).view("<f4")
+
+
+def float16_values(values: np.ndarray) -> np.ndarray:
+    """float32 -> IEEE binary16, round to nearest even, clamped to ±65504 (3.4.1)."""
+    v = np.ascontiguousarray(values, dtype="<f4").reshape(-1)
+    clamped: np.ndarray = np.clip(v, np.float32(-FLOAT16_MAX), np.float32(FLOAT16_MAX))
+    return clamped.astype("<f2")
+
+
+def _round_half_away(y: np.ndarray) -> np.ndarray:
+    """Rounds float32 values to integers, halves away from zero, exactly: ``trunc(y)``, plus
+    1 where ``y - trunc(y) >= 0.5``, minus 1 where it is ``<= -0.5`` (that difference is
+    exact; ``trunc(y + 0.5)`` would not be in float32). Overwrites ``y``; returns the result."""
+    t: np.ndarray = np.trunc(y)
+    np.subtract(y, t, out=y)                # the fraction, with y's sign (or 0)
+    t += y >= np.float32(0.5)
+    t -= y <= np.float32(-0.5)
+    return t
+
+
+def int8_quantize(blocks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Rows of float32 values (one block each) -> (scales float32, q int8): ``s = max|v| /
+    127`` (0 for an all-zero block), ``q = round(v / s)`` half away from zero, clamped to
+    ±127, all in float32 (3.4.1)."""
+    b = np.asarray(blocks, dtype=np.float32)
+    if b.ndim != 2:
+        raise ValueError("int8_quantize takes a 2-D array, one block per row")
+    if b.shape[1] == 0:
+        return np.zeros(b.shape[0], np.float32), np.zeros(b.shape, np.int8)
+    scales = np.abs(b).max(axis=1)
+    scales /= np.float32(127)
+    zero = scales == 0  # an all-zero block (or one below 127 x 2^-149): every q is 0
+    y = b / np.where(zero, np.float32(1), scales)[:, None]
+    q = _round_half_away(y)
+    if zero.any():
+        q[zero] = 0
+    np.clip(q, np.float32(-127), np.float32(127), out=q)
+    return scales, q.astype(np.int8)
+
+
+def topk_count(n: int, fraction: float) -> int:
+    """k for top-k of n values: ``max(1, ceil(fraction x n))``, at most n (3.4.1)."""
+    if n <= 0:
+        return 0
+    return min(n, max(1, math.ceil(fraction * n)))
+
+
+def topk_indices(values: np.ndarray, k: int) -> np.ndarray:
+    """The indices of the k values of largest magnitude, ties to the lower index, ascending
+    (int64)."""
+    v = np.asarray(values, dtype=np.float32).reshape(-1)
+    n = v.size
+    k = max(0, min(k, n))
+    if k == n:
+        return np.arange(n, dtype=np.int64)
+    if k == 0:
+        return np.empty(0, dtype=np.int64)
+    mags = np.abs(v)
+    threshold = np.partition(mags, n - k)[n - k]  # the k-th largest magnitude
+    chosen = mags > threshold
+    ties = np.flatnonzero(mags == threshold)[:k - int(np.count_nonzero(chosen))]
+    chosen[ties] = True
+    return np.flatnonzero(chosen)
+
+
+@dataclass
+class EncodedPayload:
+    """An update's payload frames in one codec (3.4.1), and, when asked for, the float32
+    values they decode to (what the aggregator will see; error feedback keeps the rest)."""
+
+    codec: int
+    frames: list[memoryview]
+    decoded: np.ndarray | None = None
+
+    @property
+    def nbytes(self) -> int:
+        return sum(len(f) for f in self.frames)
+
+
+def _split(buffer: np.ndarray, item_bytes: int, per_frame: int) -> list[memoryview]:
+    view = np.ascontiguousarray(buffer).data.cast("B")
+    step = max(1, per_frame) * item_bytes
+    if len(view) == 0:
+        return [view]
+    return [view[i:i + step] for i in range(0, len(view), step)]
+
+
+def encode_payload(values: np.ndarray, codec: int, *, chunk_parameters: int = 262_144, codec_block: int = DEFAULT_CODEC_BLOCK,
+                   topk_fraction: float = DEFAULT_TOPK_FRACTION, with_decoded: bool = False,
+                   max_frame_bytes: int | None = None) -> EncodedPayload:
+    """Encodes the n float32 ``values`` of an update (or of one shard's slice) as payload
+    frames of ``codec`` (3.4.1), the way senders do:
+
+    - float32: views of ``values`` (no copy), ``chunk_parameters`` values per frame;
+    - float16, bfloat16: 2 bytes per value, ``chunk_parameters`` values per frame;
+    - int8: one frame per block of ``codec_block`` values (the last one shorter): the block's
+      f32 scale, then its int8 values;
+    - top-k: ``topk_count(n, topk_fraction)`` entries of (u32 index, bfloat16 value), in index
+      order, at most ``chunk_parameters`` entries per frame (and, with ``max_frame_bytes``, no
+      more than fit in a frame).
+
+    With ``with_decoded`` the result also holds what a receiver decodes the frames to.
+    Raises ValueError for settings no receiver could take (a block of 0, a fraction outside
+    (0, 1], an int8 block larger than ``max_frame_bytes``, more than 65,536 frames)."""
+    v = np.ascontiguousarray(values, dtype="<f4").reshape(-1)
+    n = v.size
+    chunk = max(1, int(chunk_parameters))
+    decoded: np.ndarray | None = None
+    if codec == FLOAT32:
+        frames = payload_frames(v, chunk)
+        decoded = v if with_decoded else None
+    elif codec == FLOAT16:
+        half = float16_values(v)
+        frames = _split(half, 2, chunk)
+        decoded = half.astype(np.float32) if with_decoded else None
+    elif codec == BFLOAT16:
+        bits = bfloat16_bits(v)
+        frames = _split(bits, 2, chunk)
+        decoded = bfloat16_to_float32(bits) if with_decoded else None
+    elif codec == INT8:
+        block = int(codec_block)
+        if block < 1:
+            raise ValueError(f"int8 codec_block {codec_block} must be at least 1")
+        if max_frame_bytes is not None and block + 4 > max_frame_bytes:
+            raise ValueError(f"int8 codec_block {block} makes frames of {block + 4} bytes, over max_frame_bytes {max_frame_bytes}")
+        full, tail = divmod(n, block)
+        count = full + (1 if tail else 0)
+        buffer = np.empty(n + 4 * count, dtype=np.uint8)
+        decoded = np.empty(n, dtype=np.float32) if with_decoded else None
+        # Rows of blocks a group at a time (about 64 Ki values): the temporaries stay in cache.
+        group = max(1, 65536 // block)
+        spans = [(r, min(full, r + group), block) for r in range(0, full, group)]
+        if tail:
+            spans.append((full, full + 1, tail))
+        for first_row, end_row, width in spans:
+            rows = end_row - first_row
+            first = first_row * block
+            scales, q = int8_quantize(v[first:first + rows * width].reshape(rows, width))
+            at = first_row * (block + 4)
+            grid = buffer[at:at + rows * (width + 4)].reshape(rows, width + 4)
+            grid[:, :4] = scales.astype("<f4").view(np.uint8).reshape(rows, 4)
+            grid[:, 4:] = q.view(np.uint8)
+            if decoded is not None:
+                np.multiply(q, scales[:, None], out=decoded[first:first + rows * width].reshape(rows, width), dtype=np.float32)
+        view = buffer.data.cast("B")
+        frames = [view[i * (block + 4):(i + 1) * (block + 4)] for i in range(full)]
+        if tail:
+            frames.append(view[full * (block + 4):])
+        if not frames:
+            frames = [memoryview(b"")]
+    elif codec == TOPK:
+        if not 0 < topk_fraction <= 1:
+            raise ValueError(f"topk_fraction {topk_fraction} is not in (0, 1]")
+        idx = topk_indices(v, topk_count(n, topk_fraction))
+        entries = np.empty(idx.size, dtype=TOPK_ENTRY)
+        entries["index"] = idx
+        entries["value"] = bfloat16_bits(v[idx])
+        per_frame = chunk if max_frame_bytes is None else max(1, min(chunk, max_frame_bytes // TOPK_ENTRY.itemsize))
+        frames = _split(entries, TOPK_ENTRY.itemsize, per_frame)
+        if with_decoded:
+            decoded = np.zeros(n, dtype=np.float32)
+            decoded[idx] = bfloat16_to_float32(entries["value"])
+    else:
+        raise ValueError(f"unknown codec {codec} (known: {', '.join(f'{c} {name}' for c, name in CODEC_NAMES.items())})")
+    if len(frames) > MAX_PAYLOAD_FRAMES:
+        raise ValueError(f"{CODEC_NAMES[codec]} makes {len(frames)} payload frames of {n} values, over the limit of {MAX_PAYLOAD_FRAMES} "
+                         "(a larger codec_block or chunk_parameters)")
+    return EncodedPayload(codec, frames, decoded)
+
+
+def decode_payload(codec: int, frames: Sequence[bytes | memoryview], n: int) -> np.ndarray:
+    """The n float32 values payload frames of ``codec`` decode to, checked as a receiver
+    checks them (3.4.1): ProtocolError for what an aggregator rejects as ``bad_encoding``
+    (or ``unsupported_codec``, or a size that is not n values: ``layout_mismatch``)."""
+    raw = [bytes(f) for f in frames]
+    if codec == FLOAT32:
+        out = payload_to_array(raw)
+    elif codec in (FLOAT16, BFLOAT16):
+        for i, f in enumerate(raw):
+            if len(f) % 2:
+                raise ProtocolError(f"bad_encoding: {CODEC_NAMES[codec]} payload frame {i} has {len(f)} bytes, not a multiple of 2")
+        joined = b"".join(raw)
+        out = (np.frombuffer(joined, dtype="<f2").astype(np.float32) if codec == FLOAT16
+               else bfloat16_to_float32(np.frombuffer(joined, dtype="<u2")))
+    elif codec == INT8:
+        parts: list[np.ndarray] = []
+        for i, f in enumerate(raw):
+            if not f:
+                continue
+            if len(f) <= 4:
+                raise ProtocolError(f"bad_encoding: int8 payload frame {i} has {len(f)} bytes (a 4-byte scale and at least one value)")
+            (scale,) = struct.unpack_from("<f", f, 0)
+            if not math.isfinite(scale) or scale < 0:
+                raise ProtocolError(f"bad_encoding: int8 block {i} has scale {scale} (must be finite and >= 0)")
+            q = np.frombuffer(f, dtype=np.int8, offset=4)
+            if (q == -128).any():
+                raise ProtocolError(f"bad_encoding: int8 block {i} holds -128")
+            parts.append(q.astype(np.float32) * np.float32(scale))
+        out = np.concatenate(parts) if parts else np.empty(0, np.float32)
+    elif codec == TOPK:
+        for i, f in enumerate(raw):
+            if len(f) % TOPK_ENTRY.itemsize:
+                raise ProtocolError(f"bad_encoding: top-k payload frame {i} has {len(f)} bytes, not a multiple of 6")
+        entries = np.frombuffer(b"".join(raw), dtype=TOPK_ENTRY)
+        idx = entries["index"].astype(np.int64)
+        if idx.size and (np.any(np.diff(idx) <= 0) or idx[-1] >= n):
+            raise ProtocolError("bad_encoding: top-k indices are not strictly increasing and below the value count")
+        out = np.zeros(n, dtype=np.float32)
+        out[idx] = bfloat16_to_float32(entries["value"])
+        return out
+    else:
+        raise ProtocolError(f"unsupported_codec: codec byte {codec}")
+    if out.size != n:
+        raise ProtocolError(f"layout_mismatch: the payload decodes to {out.size} values, expected {n}")
+    return out
 
 
 # MARK: receipt (3.5)
