@@ -411,17 +411,16 @@ def bfloat16_bits(values: np.ndarray) -> np.ndarray:
     rounded += bits
     rounded >>= np.uint32(16)
     out = rounded.astype("<u2")
-    # Exponent all ones after rounding: an infinity (kept), a NaN, or a finite value that
-    # rounded up to infinity (truncated).
-    special = (out & np.uint16(0x7F80)) == np.uint16(0x7F80)
+    # Exponent all ones after rounding (a finite value that rounded up to infinity) or before
+    # (an infinity, a NaN, whose rounding may carry out of 32 bits): truncated, and a NaN keeps
+    # a mantissa bit.
+    special = ((out & np.uint16(0x7F80)) == np.uint16(0x7F80)) | ((bits & np.uint32(0x7F800000)) == np.uint32(0x7F800000))
     if special.any():
         where = np.flatnonzero(special)
         b = bits[where]
-        finite = (b & np.uint32(0x7F800000)) != np.uint32(0x7F800000)
-        nan = ((b & np.uint32(0x7F800000)) == np.uint32(0x7F800000)) & ((b & np.uint32(0x007FFFFF)) != 0)
-        fixed = out[where]
-        fixed[finite] = (b[finite] >> np.uint32(16)).astype("<u2")
-        fixed[nan] = ((b[nan] >> np.uint32(16)) | np.uint32(0x0040)).astype("<u2")
+        fixed = (b >> np.uint32(16)).astype("<u2")
+        nan = (b & np.uint32(0x7FFFFFFF)) > np.uint32(0x7F800000)
+        fixed[nan] |= np.uint16(0x0040)
         out[where] = fixed
     return out
 
