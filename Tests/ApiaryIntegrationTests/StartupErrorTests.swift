@@ -58,6 +58,23 @@ struct StartupErrorTests {
         #expect(try FileManager.default.contentsOfDirectory(atPath: dir.path) == ["bad.yaml"])
     }
 
+    @Test("an unknown update codec, or top-k without fedbuff, stops the aggregator: status 1, one line naming it")
+    func codecMistake() async throws {
+        let dir = try tempDir()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        for (yaml, names) in [("compression:\n  codec: zstd\n", ["compression.codec", "'zstd'", "int8"]),
+                              ("compression:\n  codec: topk\n", ["compression.codec topk", "needs algorithm fedbuff"]),
+                              ("algorithm: fedbuff\ncompression:\n  codec: topk\n  topk_fraction: 2\n", ["compression.topk_fraction", "(0, 1]"])] {
+            let file = dir.appendingPathComponent("bad.yaml")
+            try Data(yaml.utf8).write(to: file)
+            let (status, out) = try await run(["aggregator", "--config", file.path], in: dir, environment: try insecureEnv())
+            #expect(status == 1, "\(yaml): \(out)")
+            let errors = out.split(separator: "\n").filter { !$0.contains("INSECURE") }
+            #expect(errors.count == 1, "\(yaml): \(out)")
+            for name in names { #expect(out.contains(name), "\(yaml): \(out)") }
+        }
+    }
+
     @Test("every shipped config passes the strict check")
     func shippedConfigs() async throws {
         let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
