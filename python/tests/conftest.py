@@ -122,9 +122,17 @@ checkpoint:
 ledger:
   path: {directory}/ledger.sqlite
 evaluation:
-  enabled: false
-progress:
+  enabled: {"true" if overrides.get("evaluate") else "false"}
+  every_versions: {overrides.get("evaluate_every", 50)}
   interval_s: 1
+progress:
+  interval_s: {overrides.get("progress_s", 1)}
+"""
+    if "codec" in overrides:  # the update codec the aggregator asks clients for (PROTOCOL 3.4.1)
+        text += f"""compression:
+  codec: {overrides["codec"]}
+  int8_block: {overrides.get("int8_block", 4096)}
+  topk_fraction: {overrides.get("topk_fraction", 0.01)}
 """
     path = directory / "aggregator.yaml"
     path.write_text(text)
