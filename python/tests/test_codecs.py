@@ -105,6 +105,23 @@ def test_int8_blocks_by_hand_with_an_all_zero_block_and_a_short_last_one() -> No
     assert np.array_equal(wire.decode_payload(wire.INT8, e.frames, v.size), e.decoded)
 
 
+def test_the_vectors_of_the_swift_runtimes_tests_give_the_same_bytes() -> None:
+    # Tests/ApiaryProtocolTests/UpdateCodecTests.swift: the two implementations agree.
+    f16 = wire.encode_payload(np.array([1, -2, 1e6], np.float32), wire.FLOAT16)
+    assert payload(f16.frames) == bytes([0x00, 0x3C, 0x00, 0xC0, 0xFF, 0x7B])
+    bf16 = wire.encode_payload(np.array([1, -2], np.float32), wire.BFLOAT16)
+    assert payload(bf16.frames) == bytes([0x80, 0x3F, 0x00, 0xC0])
+    # blocks of 2: [0.5, -1] -> s = 1/127, 0.5 / s = 63.5 in float32 -> 64; [0.25, 0] -> 127, 0; [0]
+    i8 = wire.encode_payload(np.array([0.5, -1, 0.25, 0, 0], np.float32), wire.INT8, codec_block=2)
+    s0 = struct.pack("<f", np.float32(1) / np.float32(127))
+    assert [bytes(f) for f in i8.frames] == [s0 + bytes([64, 0x81]), struct.pack("<f", np.float32(0.25) / np.float32(127)) + bytes([127, 0]),
+                                             bytes(5)]
+    tk = wire.encode_payload(np.array([0.1, -3, 2, 0.5, -2], np.float32), wire.TOPK, topk_fraction=0.4)
+    assert payload(tk.frames) == struct.pack("<IHIH", 1, 0xC040, 2, 0x4000)
+    split = wire.encode_payload(np.arange(10, dtype=np.float32), wire.TOPK, chunk_parameters=3, topk_fraction=1)
+    assert [len(f) for f in split.frames] == [18, 18, 18, 6]
+
+
 def test_int8_scales_and_values_on_random_blocks() -> None:
     rng = np.random.default_rng(2)
     v = (rng.standard_normal(10_000) * rng.choice([1e-3, 1, 1e3], size=10_000)).astype(np.float32)
