@@ -9,7 +9,7 @@ struct BenchCommand: AsyncParsableCommand {
         commandName: "bench",
         abstract: "Measure merge, ingest, sharded ingest, broadcast, fleet size and client footprint against raw bounds measured in the same run.",
         discussion: """
-            Benchmarks: merge, ingest, shards, broadcast, fleet, footprint, time-to-accuracy. Measure in a \
+            Benchmarks: merge, ingest, shards, broadcast, fleet, footprint, time-to-accuracy, algorithms (FedAsync, FedBuff, FedBuff+Adam, FedAvg on three workloads; update codecs). Measure in a \
             release build: swift build -c release --product apiary --scratch-path .build-release, \
             then .build-release/release/apiary bench. See docs/BENCHMARKS.md.
             """,
@@ -24,13 +24,16 @@ struct BenchSuiteCommand: AsyncParsableCommand {
     @Flag(name: .long, help: "Print one JSON object as the last line of stdout (the table goes to stderr).")
     var json = false
 
-    @Option(name: .long, help: "Comma-separated benchmarks (merge, ingest, shards, broadcast, fleet, footprint, time-to-accuracy) or cases (ingest/1M, shards/4M).")
+    @Option(name: .long, help: "Comma-separated benchmarks (merge, ingest, shards, broadcast, fleet, footprint, time-to-accuracy, algorithms) or cases (ingest/1M, shards/4M).")
     var only: String?
 
     @Flag(name: .long, help: "Run each benchmark for a moment on small sizes (a smoke test; figures are not meaningful).")
     var quick = false
 
-    static let groups = ["merge", "ingest", "shards", "broadcast", "fleet", "footprint", "time-to-accuracy"]
+    @Option(name: .long, help: "algorithms: wall time of each run in seconds (default 60; 3 with --quick).")
+    var algorithmSeconds: Double?
+
+    static let groups = ["merge", "ingest", "shards", "broadcast", "fleet", "footprint", "time-to-accuracy", "algorithms"]
 
     func validate() throws {
         for s in selection where !Self.groups.contains(s.split(separator: "/").first.map(String.init) ?? s) {
@@ -132,6 +135,19 @@ struct BenchSuiteCommand: AsyncParsableCommand {
                 emit([BenchResult(name: "time-to-accuracy/async-vs-sync", group: "time-to-accuracy", status: "failed",
                                   unit: "s", boundUnit: "s", ratioMeaning: "sync time / async time", goal: nil, met: nil,
                                   note: "\(error)")])
+            }
+        }
+
+        if wants("algorithms") {
+            let json = self.json
+            let say: @Sendable (String) -> Void = { line in
+                if json { FileHandle.standardError.write(Data((line + "\n").utf8)) } else { print(line) }
+            }
+            do {
+                emit(try await AlgorithmsBench.run(quick: quick, seconds: algorithmSeconds, logger: logger, say: say, progress: progress))
+            } catch {
+                emit([BenchResult(name: "algorithms", group: "algorithms", status: "failed", unit: "s", boundUnit: "s",
+                                  ratioMeaning: "", goal: nil, met: nil, note: "\(error)")])
             }
         }
 

@@ -179,6 +179,8 @@ struct DemoOptions: Sendable {
     var maxVersions: UInt64? = nil
     /// Stop once the target is reached (otherwise run to the time limit, recording when it was).
     var stopAtTarget = true
+    /// The lower milestone whose time is recorded too (`time_to_0.85_s` in the summary).
+    var lowerTarget = 0.85
 }
 
 /// What a demo run came to; the keys of `jsonLine()` are a stable interface.
@@ -285,6 +287,10 @@ struct FleetDemo {
     func run() async throws -> DemoSummary {
         var config = self.config
         let g = options.gateways
+        // Softmax regression on the workload's features and classes, from zero (the digits
+        // model on the shared workload).
+        let layout = SoftmaxRegression.layout(featureCount: workload.dataset.featureCount, classCount: workload.dataset.classCount)
+        let initial = [Float](repeating: 0, count: layout.parameterCount)
         // The demo's own keys, all in memory: one pair for the top tier (shared by its shards),
         // one per gateway (its server key toward its devices, and its client key upward), one
         // per client.
@@ -317,10 +323,10 @@ struct FleetDemo {
                 var c = config
                 (c.modelEndpoint, c.snapshotEndpoint, c.updateEndpoint) = (map[i].model, map[i].snapshot, map[i].update)
                 c.shard = ShardConfig(index: i, map: map)
-                top.append(try Aggregator(config: c, layout: DigitsModel.layout, initialParameters: DigitsModel.initialParameters, logger: logger))
+                top.append(try Aggregator(config: c, layout: layout, initialParameters: initial, logger: logger))
             }
         } else {
-            top = [try Aggregator(config: config, layout: DigitsModel.layout, initialParameters: DigitsModel.initialParameters, logger: logger)]
+            top = [try Aggregator(config: config, layout: layout, initialParameters: initial, logger: logger)]
         }
         let topEndpoints = try top.map { try $0.start() }
         defer {
@@ -346,7 +352,7 @@ struct FleetDemo {
                 up.curve = CurveClientConfig(keyPair: gatewayKeys[i], serverPublicKey: curve.keyPair.publicKey)
             }
             let gw = try Gateway(config: GatewayConfig(downstream: down, upstream: up, pushEveryMerges: 10, pushInterval: .milliseconds(500)),
-                                 layout: DigitsModel.layout, initialParameters: DigitsModel.initialParameters, logger: logger)
+                                 layout: layout, initialParameters: initial, logger: logger)
             gatewayEndpoints.append(try gw.startDownstream())
             gatewayList.append(gw)
         }
@@ -409,7 +415,7 @@ struct FleetDemo {
                     accuracy = Evaluation.accuracy(parameters: m.parameters, on: workload.testSet)
                     let t = seconds()
                     series.append((t, m.version, accuracy))
-                    if timeTo085 == nil && accuracy >= 0.85 { timeTo085 = t }
+                    if timeTo085 == nil && accuracy >= options.lowerTarget { timeTo085 = t }
                     if timeToTarget == nil && accuracy >= options.target { timeToTarget = t }
                 }
                 let t = seconds()
