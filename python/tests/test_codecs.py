@@ -208,6 +208,19 @@ def test_topk_on_random_values_takes_the_largest_magnitudes_in_increasing_order(
     assert e.decoded is not None and np.array_equal(wire.decode_payload(wire.TOPK, e.frames, v.size), e.decoded)
 
 
+@pytest.mark.parametrize("kind", ["normal", "few distinct", "all equal", "zeros", "one bucket", "huge"])
+def test_topk_threshold_is_the_kth_largest_magnitude(kind: str) -> None:
+    rng = np.random.default_rng(8)
+    v = {"normal": rng.standard_normal(20_000), "few distinct": rng.integers(-3, 4, 20_000) * 0.01,
+         "all equal": np.full(20_000, -0.5), "zeros": np.zeros(20_000),
+         "one bucket": 1 + rng.integers(0, 50, 20_000) * 2.0**-23, "huge": rng.standard_normal(20_000) * 5e37}[kind].astype(np.float32)
+    for k in (1, 2, 199, 10_000, 19_999, 20_000):
+        idx = wire.topk_indices(v, k)
+        assert idx.size == k and np.all(np.diff(idx) > 0)
+        order = np.lexsort((np.arange(v.size), -np.abs(v)))  # by magnitude, then the lower index
+        assert np.array_equal(idx, np.sort(order[:k])), (kind, k)
+
+
 def test_topk_frames_fit_max_frame_bytes() -> None:
     v = np.arange(1, 101, dtype=np.float32)
     e = wire.encode_payload(v, wire.TOPK, topk_fraction=1.0, chunk_parameters=1000, max_frame_bytes=60)

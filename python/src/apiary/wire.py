@@ -475,6 +475,21 @@ def topk_count(n: int, fraction: float) -> int:
     return min(n, max(1, math.ceil(fraction * n)))
 
 
+def _kth_largest(magnitudes: np.ndarray, k: int) -> np.float32:
+    """The k-th largest (1 <= k <= n) of non-negative float32 values, by a two-pass radix
+    select on their bits (ordered like the values): O(n) whatever the data. (np.partition
+    takes 10 times longer on vectors of few distinct values, as deltas often are.)"""
+    bits = magnitudes.view(np.uint32)
+    high = (bits >> np.uint32(16)).astype(np.uint16)
+    from_top = np.cumsum(np.bincount(high, minlength=65536)[::-1])
+    bucket = 65535 - int(np.searchsorted(from_top, k))          # the high half of the k-th largest
+    above = int(from_top[65534 - bucket]) if bucket < 65535 else 0  # values in higher buckets
+    low = (bits[high == bucket] & np.uint32(0xFFFF)).astype(np.uint16)
+    from_top = np.cumsum(np.bincount(low, minlength=65536)[::-1])
+    low_half = 65535 - int(np.searchsorted(from_top, k - above))
+    return np.float32(np.array([(bucket << 16) | low_half], dtype=np.uint32).view(np.float32)[0])
+
+
 def topk_indices(values: np.ndarray, k: int) -> np.ndarray:
     """The indices of the k values of largest magnitude, ties to the lower index, ascending
     (int64)."""
@@ -486,7 +501,7 @@ def topk_indices(values: np.ndarray, k: int) -> np.ndarray:
     if k == 0:
         return np.empty(0, dtype=np.int64)
     mags = np.abs(v)
-    threshold = np.partition(mags, n - k)[n - k]  # the k-th largest magnitude
+    threshold = _kth_largest(mags, k)
     chosen = mags > threshold
     ties = np.flatnonzero(mags == threshold)[:k - int(np.count_nonzero(chosen))]
     chosen[ties] = True
