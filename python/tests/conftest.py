@@ -118,7 +118,7 @@ limits:
   receipt_timeout_s: {overrides.get("receipt_timeout_s", 1)}
 checkpoint:
   directory: {directory}/state
-  interval_s: 0.05
+  interval_s: {overrides.get("checkpoint_interval_s", 0.05)}
 ledger:
   path: {directory}/ledger.sqlite
 evaluation:

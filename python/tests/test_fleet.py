@@ -4,6 +4,7 @@ restarts, CURVE, evaluators, sequence numbers across client restarts."""
 from __future__ import annotations
 
 import logging
+import signal
 import threading
 import time
 from pathlib import Path
@@ -151,6 +152,73 @@ def test_broadcasts_reach_a_waiting_client(make_aggregator: Callable[..., Aggreg
     ev.stop()
     t.join(10)
     assert len(evaluations) >= 2
+    # An evaluator counts reports, not training rounds, and its summary line says so.
+    s = ev.stats
+    assert s.role == "evaluator" and s.rounds == 0 and s.updates_sent == 0, s
+    assert s.reports == len(evaluations) and s.reports_sent >= 2 and s.reports_recorded >= 2, s
+    assert str(s).startswith(f"reports={s.reports} reports_sent=") and "rounds=" not in str(s) and "merged=" not in str(s)
+    assert str(worker.stats).startswith("rounds=5 updates_sent=5 merged=5 ")
+
+
+class StopAt(StepTrainer):
+    """Stops its client from inside its ``at``-th training run: that update, and those before
+    it still without receipts, are in flight when the client stops."""
+
+    def __init__(self, at: int, before: Callable[[], None] = lambda: None) -> None:
+        super().__init__()
+        self.at, self.before = at, before
+        self.client: apiary.Client | None = None
+
+    def train(self, model: dict[str, np.ndarray], config: dict[str, Any]) -> apiary.TrainResult:
+        result = super().train(model, config)
+        if self.runs == self.at and self.client is not None:
+            self.before()
+            self.client.stop()
+        return result
+
+
+def test_stop_waits_for_the_receipts_of_updates_in_flight(make_aggregator: Callable[..., Aggregator],
+                                                           apiary_log: Collect) -> None:
+    # Checkpoints every 0.5 s: a merged receipt comes only once a checkpoint holds the merge,
+    # so the updates of the last half second are still without receipts when stop() is called.
+    agg = make_aggregator(checkpoint_interval_s=0.5)
+    trainer = StopAt(6)
+    c = apiary.Client(trainer, client_id="stopper", aggregator=agg.snapshot, insecure=True, new_model_wait=0.01,
+                      stop_wait=20)
+    trainer.client = c
+    started = time.monotonic()
+    s = c.run(handle_signals=False)
+    # Trained no more after stop(), and every update made was receipted before run() returned.
+    assert trainer.runs == 6 and s.rounds == 6 and s.updates_sent == 6, s
+    assert s.merged == 6 and s.pending == 0, s
+    assert time.monotonic() - started < 15
+    text = "\n".join(apiary_log.lines)
+    assert "in flight were all receipted" in text and "not confirmed" not in text, text
+    assert agg.stop() == 0
+
+
+def test_stop_gives_up_after_stop_wait_and_says_how_many_stayed_unconfirmed(make_aggregator: Callable[..., Aggregator],
+                                                                            apiary_log: Collect) -> None:
+    agg = make_aggregator()
+
+    def freeze() -> None:  # the connection stays, nothing answers
+        assert agg.process is not None
+        agg.process.send_signal(signal.SIGSTOP)
+
+    # The aggregator freezes before the third update is sent: that one gets no receipt.
+    trainer = StopAt(3, before=freeze)
+    c = apiary.Client(trainer, client_id="orphan", aggregator=agg.snapshot, insecure=True, new_model_wait=0.01,
+                      stop_wait=0.5, max_pending=1)
+    trainer.client = c
+    s = c.run(handle_signals=False)
+    stopped = time.monotonic()
+    assert s.rounds == 3 and s.merged == 2 and s.pending == 1, s
+    lines = [l for l in apiary_log.lines if "not confirmed" in l]
+    assert lines and lines[0].startswith("WARNING 1 update sent but not confirmed"), apiary_log.lines
+    assert "may have merged them" in lines[0]
+    assert time.monotonic() - stopped < 5
+    with pytest.raises(apiary.ClientConfigError, match="stop_wait"):
+        apiary.Client(StepTrainer(), client_id="x", aggregator=agg.snapshot, insecure=True, stop_wait=-1)
 
 
 def test_a_client_carries_on_through_kill_9_and_nothing_acknowledged_is_lost(make_aggregator: Callable[..., Aggregator]) -> None:

@@ -91,8 +91,22 @@ class ClientConfigError(ValueError):
 
 @dataclass
 class Stats:
+    """What a client did, as `Client.stats` and the return value of `run()` / `evaluate()`.
+
+    A trainer counts ``rounds`` (training runs) and ``updates_sent`` (updates pushed, each once;
+    ``resends`` counts the repeats); an evaluator counts ``reports`` (evaluations made) and
+    ``reports_sent`` instead. Receipts: ``merged``, ``rejected`` (``last_reject_reason``),
+    ``duplicates`` and, for reports, ``reports_recorded``. ``pending`` is how many are still
+    without a receipt (after `run()` returns: those that stayed unconfirmed). ``model_version``
+    is the newest model held, ``snapshots`` and ``broadcasts`` how it came. ``str(stats)`` is
+    the one-line summary the console command logs when it stops.
+    """
+
+    role: str = "trainer"         # "trainer" or "evaluator"
     rounds: int = 0
     updates_sent: int = 0
+    reports: int = 0
+    reports_sent: int = 0
     resends: int = 0
     merged: int = 0
     rejected: int = 0
@@ -109,6 +123,21 @@ class Stats:
     codec: str = "float32"        # the codec of the last update made (3.4.1)
     payload_bytes: int = 0        # payload bytes of the updates made, every shard's slice once (resends not counted)
     float32_bytes: int = 0        # what the same payloads take as float32 (4 bytes per value)
+
+    def __str__(self) -> str:
+        if self.role == "evaluator":
+            keys = ["reports", "reports_sent", "reports_recorded", "rejected", "duplicates", "resends", "pending"]
+        else:
+            keys = ["rounds", "updates_sent", "merged", "rejected", "duplicates", "resends", "pending"]
+        keys += ["model_version", "snapshots", "broadcasts", "shards", "handshake_failures"]
+        parts = [f"{k}={getattr(self, k)}" for k in keys]
+        if self.rejected and self.last_reject_reason:
+            parts.append(f"last_reject_reason={self.last_reject_reason}")
+        if self.handshake_failures and self.last_handshake_failure:
+            parts.append(f"last_handshake_failure={self.last_handshake_failure}")
+        if self.role != "evaluator":
+            parts.append(f"codec={self.codec} payload_bytes={self.payload_bytes} float32_bytes={self.float32_bytes}")
+        return " ".join(parts)
 
 
 def endpoints_from(aggregator: str) -> tuple[str, str, str]:
@@ -301,8 +330,13 @@ class Client:
     two ports), or give ``model_endpoint``/``snapshot_endpoint``/``update_endpoint``. CURVE is
     on unless ``insecure=True``: ``secret_key_file`` defaults to ``keys/<client_id>.secret``,
     ``server_public_key_file`` to ``keys/aggregator.public`` (what `apiary keys generate` writes).
-    ``state_dir`` keeps the last sequence number, so that seqs increase across restarts even if
-    the clock steps back.
+    ``state_dir`` (default None) keeps the last sequence number in ``<state_dir>/<client_id>.seq``,
+    so that seqs increase across restarts even if the clock steps back; without it the first seq
+    of a process is the Unix time in microseconds.
+
+    On `stop()` (or SIGTERM/SIGINT) the client trains no more and waits up to ``stop_wait``
+    seconds for the receipts of updates already made (default: the receipt timeout, at most 5
+    s; 0: no wait), then logs how many stayed unconfirmed. A second signal stops it at once.
     """
 
     def __init__(self, trainer: Trainer | None = None, *, client_id: str, aggregator: str | None = None,
@@ -310,7 +344,8 @@ class Client:
                  secret_key_file: str | None = None, server_public_key_file: str | None = None, insecure: bool = False,
                  evaluator: Evaluator | None = None, state_dir: str | None = None, snapshot_timeout: float = 2.0,
                  new_model_wait: float = 2.0, max_pending: int = 8, max_backoff: float = 30.0,
-                 receipt_timeout: float | None = None, context: zmq.Context[Any] | None = None) -> None:
+                 receipt_timeout: float | None = None, stop_wait: float | None = None,
+                 context: zmq.Context[Any] | None = None) -> None:
         if (trainer is None) == (evaluator is None):
             raise ClientConfigError("give a trainer or an evaluator (exactly one)")
         if not wire.valid_client_id(client_id):
@@ -339,14 +374,19 @@ class Client:
         self.max_pending, self.max_backoff = max(1, max_pending), max_backoff
         self.max_backoff_ms = int(max_backoff * 1000)
         self.receipt_timeout = receipt_timeout
+        if stop_wait is not None and not stop_wait >= 0:
+            raise ClientConfigError(f"stop_wait must be a number of seconds of at least 0, got {stop_wait!r}")
+        self.stop_wait = stop_wait
         self.state_dir = state_dir
         self.context: zmq.Context[Any] = context or zmq.Context.instance()
-        self.stats = Stats()
+        self.stats = Stats(role="trainer" if trainer is not None else "evaluator")
         self._lock = threading.Condition()
         self._model: _Model | None = None
         self._outbox: list[_Outgoing] = []
         self._pending: dict[int, _Outgoing] = {}
-        self._stop = threading.Event()
+        self._stop = threading.Event()      # train (or evaluate) no more
+        self._hurry = threading.Event()     # and do not wait for receipts either
+        self._io_stop = threading.Event()   # the I/O thread ends
         self._fatal: BaseException | None = None
         self._seq = self._first_seq()
         self._reject_log: dict[str, float] = {}
@@ -366,19 +406,38 @@ class Client:
 
     # -- lifecycle
 
-    def stop(self) -> None:
-        """Asks `run()` to return (after the training run in progress)."""
+    def stop(self, wait_for_receipts: bool = True) -> None:
+        """Asks `run()` to return: after the training run in progress, and after waiting up to
+        ``stop_wait`` seconds for the receipts of the updates already made (not at all with
+        ``wait_for_receipts=False``)."""
+        if not wait_for_receipts:
+            self._hurry.set()
         self._stop.set()
         with self._lock:
             self._lock.notify_all()
 
+    def _on_signal(self, signum: int, _frame: Any) -> None:
+        if self._stop.is_set():  # a second signal: no more waiting
+            self.stop(wait_for_receipts=False)
+            return
+        log.info("%s: stopping (waiting up to %.1f s for receipts of updates sent; again to stop at once)",
+                 signal.Signals(signum).name, self._stop_wait_seconds())
+        self.stop()
+
+    def _stop_wait_seconds(self) -> float:
+        if self.stop_wait is not None:
+            return self.stop_wait
+        advice = float((self._model.config if self._model else {}).get("receipt_timeout_s", 10.0))
+        return min(5.0, self.receipt_timeout or advice)
+
     def run(self, max_rounds: int | None = None, handle_signals: bool = True) -> Stats:
         """Trains (or evaluates) until `stop()`, SIGTERM/SIGINT (when called from the main
-        thread and ``handle_signals``), or ``max_rounds`` runs whose updates were all answered."""
+        thread and ``handle_signals``), or ``max_rounds`` runs (training runs, or reports of an
+        evaluator) whose updates were all answered. Returns the client's `Stats`."""
         previous: dict[signal.Signals, Any] = {}
         if handle_signals and threading.current_thread() is threading.main_thread():
             for sig in (signal.SIGTERM, signal.SIGINT):
-                previous[sig] = signal.signal(sig, lambda *_: self.stop())
+                previous[sig] = signal.signal(sig, self._on_signal)
         # The worker rings this pipe when it queued an update: the I/O thread sends at once
         # instead of at its next poll timeout. (The I/O thread closes it when it ends.)
         self._bell_r, self._bell_w = os.pipe()
@@ -391,12 +450,48 @@ class Client:
             self._work_loop(max_rounds)
         finally:
             self._stop.set()
-            io.join(timeout=10)
-            for sig, handler in previous.items():
-                signal.signal(sig, handler)
+            try:
+                self._wait_for_receipts()
+            finally:
+                self._io_stop.set()
+                io.join(timeout=10)
+                for sig, handler in previous.items():
+                    signal.signal(sig, handler)
         if self._fatal is not None:
             raise self._fatal
         return self.stats
+
+    def _wait_for_receipts(self) -> None:
+        """Stopping: the I/O thread still runs (sends what was made, reads receipts, resends);
+        wait up to ``stop_wait`` seconds until every update has its receipt, then say how
+        many did not."""
+        with self._lock:
+            waiting = len(self._pending) + len(self._outbox)
+        if not waiting or self._fatal is not None:
+            return
+        limit = self._stop_wait_seconds()
+        deadline = time.monotonic() + limit
+        with self._lock:
+            while (self._pending or self._outbox) and self._fatal is None and not self._hurry.is_set():
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                self._lock.wait(timeout=min(0.05, left))
+            left_over = list(self._pending.values()) + list(self._outbox)
+            self.stats.pending = len(left_over)
+        what = "report" if self.evaluator else "update"
+        if not left_over:
+            log.info("stopping: the %s in flight %s all receipted", _count(waiting, what), "was" if waiting == 1 else "were")
+            return
+        sent = sum(1 for u in left_over if any(slot.get("attempts") for slot in u.slots))
+        if sent:
+            log.warning("%s sent but not confirmed (no receipt within %.1f s of stopping): the aggregator may have "
+                        "merged them (it receipts a merge once a checkpoint holds it; `apiary ledger` lists what it "
+                        "received); they are not resent: a restarted client trains on the newest model",
+                        _count(sent, what), limit)
+        if len(left_over) > sent:
+            log.warning("%s made but never sent (the aggregator did not take them within %.1f s): dropped",
+                        _count(len(left_over) - sent, what), limit)
 
     # -- the worker (caller's thread)
 
@@ -524,7 +619,7 @@ class Client:
         r = self.evaluator.evaluate(named, config)
         wire.encode_report(0, 0, 0, 0, self.client_id, self.evaluator.dataset, dict(r.metrics))  # validate first
         with self._lock:
-            self.stats.rounds += 1
+            self.stats.reports += 1
             self._outbox.append(_Outgoing(self._next_seq(), "report", list(model.bases), None, max(0, int(r.num_examples)),
                                           dict(r.metrics), dataset=self.evaluator.dataset))
         self._ring()
@@ -589,7 +684,7 @@ class Client:
             self._request_snapshot(self._links[0])
             poller = zmq.Poller()
             polled: tuple[Any, ...] = ()
-            while not self._stop.is_set():
+            while not self._io_stop.is_set():
                 sockets = tuple(s for link in self._links for s in (link.sub, link.dealer, link.monitor))
                 if sockets != polled:  # rebuilt only when a link or a snapshot DEALER was replaced
                     poller, polled = zmq.Poller(), sockets
@@ -901,7 +996,10 @@ class Client:
                     resent += 1
                 else:
                     with self._lock:
-                        self.stats.updates_sent += 1
+                        if u.kind == "report":
+                            self.stats.reports_sent += 1
+                        else:
+                            self.stats.updates_sent += 1
                 slot["attempts"] += 1
                 slot["deadline"] = now + min(self.max_backoff, timeout * min(32, 2 ** (slot["attempts"] - 1)))
                 if slot["attempts"] >= 3 and not link.outstanding:
@@ -909,6 +1007,10 @@ class Client:
         if resent:
             with self._lock:
                 self.stats.resends += resent
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
 def _gather(segments: list[np.ndarray], start: int, end: int) -> np.ndarray:
