@@ -420,8 +420,8 @@ class Client:
         if self._stop.is_set():  # a second signal: no more waiting
             self.stop(wait_for_receipts=False)
             return
-        log.info("%s: stopping (waiting up to %.1f s for receipts of updates sent; again to stop at once)",
-                 signal.Signals(signum).name, self._stop_wait_seconds())
+        log.info("%s: stopping (waiting up to %.1f s for receipts of the %s in flight; again to stop at once)",
+                 signal.Signals(signum).name, self._stop_wait_seconds(), "reports" if self.evaluator else "updates")
         self.stop()
 
     def _stop_wait_seconds(self) -> float:
