@@ -221,6 +221,32 @@ def test_stop_gives_up_after_stop_wait_and_says_how_many_stayed_unconfirmed(make
         apiary.Client(StepTrainer(), client_id="x", aggregator=agg.snapshot, insecure=True, stop_wait=-1)
 
 
+def test_a_client_starts_whatever_inproc_monitor_addresses_are_taken() -> None:
+    # pyzmq's default monitor address is inproc://monitor.s-<fd>: a client made right after
+    # another one in the same process could find it still bound ("Address already in use").
+    # Here every such address is taken; the client must still start its sockets.
+    import resource
+    import zmq
+
+    from conftest import consecutive_ports
+
+    limit = min(resource.getrlimit(resource.RLIMIT_NOFILE)[0], 65536)
+    blocker = zmq.Context.instance().socket(zmq.PAIR)
+    try:
+        for fd in range(limit):
+            blocker.bind(f"inproc://monitor.s-{fd}")
+        c = apiary.Client(StepTrainer(), client_id="after-another", aggregator=f"tcp://127.0.0.1:{consecutive_ports(3)}",
+                          insecure=True)
+        t, out = in_thread(c)
+        eventually("the client's sockets", lambda: bool(c._links) or bool(out))
+        time.sleep(0.2)
+        c.stop()
+        t.join(10)
+        assert out and isinstance(out[0], apiary.Stats), out
+    finally:
+        blocker.close(linger=0)
+
+
 def test_a_client_carries_on_through_kill_9_and_nothing_acknowledged_is_lost(make_aggregator: Callable[..., Aggregator]) -> None:
     agg = make_aggregator()
     c = apiary.Client(StepTrainer(), client_id="survivor", aggregator=agg.snapshot, insecure=True, new_model_wait=0.1)

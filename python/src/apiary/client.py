@@ -10,6 +10,7 @@ calls `run()`.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import signal
@@ -276,6 +277,9 @@ class ErrorFeedback:
         return encoded
 
 
+_MONITOR_IDS = itertools.count(1)
+
+
 class _Link:
     """One aggregator (or shard): its three sockets and what the client knows of it."""
 
@@ -300,9 +304,13 @@ class _Link:
         self.sub.setsockopt(zmq.RECONNECT_IVL_MAX, client.max_backoff_ms)
         self.sub.setsockopt(zmq.SUBSCRIBE, b"model")
         self.sub.setsockopt(zmq.SUBSCRIBE, f"receipt/{client.client_id}/".encode())
+        # An address of our own: pyzmq's default, inproc://monitor.s-<socket fd>, is taken again
+        # by a later socket that gets the same fd while the closed one's endpoint is still bound
+        # (the context releases it asynchronously): "Address already in use" when a client is
+        # made right after another in one process.
         self.monitor = self.sub.get_monitor_socket(
             zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL | zmq.EVENT_HANDSHAKE_FAILED_AUTH
-            | zmq.EVENT_HANDSHAKE_SUCCEEDED)
+            | zmq.EVENT_HANDSHAKE_SUCCEEDED, addr=f"inproc://apiary.monitor.{os.getpid()}.{next(_MONITOR_IDS)}")
         self.sub.connect(model)
         self.dealer = client._make_dealer(snapshot)
         self.push = ctx.socket(zmq.PUSH)
