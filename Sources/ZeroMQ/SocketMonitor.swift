@@ -91,6 +91,8 @@ public enum HandshakeFailure: Sendable, Hashable, CustomStringConvertible {
 public final class SocketMonitor {
     /// The PAIR socket the events arrive on.
     public let socket: Socket
+    private let watched: Socket
+    private var closed = false
     private static let counter = Atomic<UInt64>(0)
 
     /// Starts monitoring `watched` for `events` (`ZMQ_EVENT_*` bits) over a fresh inproc endpoint.
@@ -102,6 +104,7 @@ public final class SocketMonitor {
         try s.set(.linger, 0)
         try s.connect(endpoint)
         socket = s
+        self.watched = watched
     }
 
     /// The events queued so far (none when nothing happened); never blocks.
@@ -113,8 +116,16 @@ public final class SocketMonitor {
         return out
     }
 
-    /// Closes the monitor's socket (the monitored socket's close stops the monitor itself).
+    /// Stops the monitor, then closes its socket. In that order: libzmq 4.3 writes events to
+    /// the monitor's PAIR with a blocking send from the I/O thread, so an event of a socket
+    /// still monitored into a closed PAIR (a disconnect, say) would stall every socket of the
+    /// context. (Closing the monitored socket first stops the monitor as well.)
+    deinit { close() }
+
     public func close() {
+        guard !closed else { return }
+        closed = true
+        if let h = watched.handle { _ = zmq_socket_monitor(h, nil, 0) }
         socket.close()
     }
 }

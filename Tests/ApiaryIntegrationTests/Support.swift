@@ -47,16 +47,28 @@ final class RawPeer {
     let sub: Socket
     let clientID: String
 
-    init(_ e: Aggregator.Endpoints, clientID: String) throws {
+    convenience init(_ e: Aggregator.Endpoints, clientID: String) throws {
+        try self.init(model: e.model, update: e.update, clientID: clientID)
+    }
+
+    init(model: String, update: String, clientID: String) throws {
         context = try Context()
         self.clientID = clientID
         push = try context.socket(.push)
-        try push.connect(e.update)
+        try push.connect(update)
         sub = try context.socket(.sub)
         try sub.set(.subscribe, Topic.receipt(clientID: clientID))
-        try sub.set(.receiveTimeout, 5000)
-        try sub.connect(e.model)
-        Thread.sleep(forTimeInterval: 0.2)  // let the subscription reach the PUB
+        try sub.set(.receiveTimeout, 15_000)
+        // The subscription goes out right after the ZMTP handshake: wait for that (up to
+        // 10 s on a loaded machine), then give the PUB's I/O thread a moment to apply it.
+        let monitor = try SocketMonitor(sub, events: Int32(SocketEvent.handshakeSucceeded))
+        defer { monitor.close() }
+        try sub.connect(model)
+        let deadline = Date().addingTimeInterval(10)
+        while Date() < deadline, !monitor.drain().contains(where: { $0.event == SocketEvent.handshakeSucceeded }) {
+            Thread.sleep(forTimeInterval: 0.005)
+        }
+        Thread.sleep(forTimeInterval: 0.05)
     }
 
     func send(frames: [[UInt8]]) throws {

@@ -24,6 +24,32 @@ struct ZeroMQTests {
         #expect(!m.truncated)
     }
 
+    @Test("a closed socket monitor does not stall the context when its socket's connection drops")
+    func monitorClosedFirst() throws {
+        // libzmq 4.3 sends monitor events with a blocking send from the I/O thread: an event
+        // into a monitor whose PAIR was closed without stopping it stalled every socket.
+        let ctx = try Context()
+        let server = try Context()
+        var pub: Socket? = try server.socket(.pub)
+        try pub!.bind("tcp://127.0.0.1:*")
+        let endpoint = try pub!.lastEndpoint
+        let sub = try ctx.socket(.sub)
+        let monitor = try SocketMonitor(sub, events: 0xFFFF)
+        try sub.connect(endpoint)
+        Thread.sleep(forTimeInterval: 0.2)
+        monitor.close()
+        pub = nil  // the SUB's connection drops: events (disconnected, retried) for the monitor
+        Thread.sleep(forTimeInterval: 0.3)
+        // Another socket of the same context still works.
+        let pull = try server.socket(.pull)
+        try pull.set(.receiveTimeout, 5000)
+        try pull.bind("tcp://127.0.0.1:*")
+        let push = try ctx.socket(.push)
+        try push.connect(try pull.lastEndpoint)
+        #expect(try push.send(multipart: [Message(string: "still alive")]))
+        #expect(try pull.receiveMultipart()?.frames.first?.bytes == Array("still alive".utf8))
+    }
+
     @Test("a zero-copy frame is delivered intact and its owner is released")
     func zeroCopy() throws {
         final class Owner {
