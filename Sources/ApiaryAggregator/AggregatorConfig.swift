@@ -151,6 +151,7 @@ public struct AggregatorConfig: Sendable {
         if relay && buffer != nil { return "a gateway (relay) aggregator merges with fedasync, not fedbuff" }
         if sync != nil && buffer != nil { return "choose one algorithm: fedavg rounds or a fedbuff buffer" }
         if let e = buffer?.validationError() { return e }
+        if let e = sync?.optimizer.validationError() { return e }
         if let e = compression.validationError(algorithm: algorithm) { return e }
         if dedupWindow < 1 || dedupWindow > DedupTable<Int>.maxWindow { return "dedup_window must be in 1...\(DedupTable<Int>.maxWindow)" }
         return nil

@@ -5,19 +5,24 @@ import Foundation
 /// Synchronous FedAvg over the same sockets: the baseline every speed claim is measured
 /// against. Round r trains on version r; the aggregator waits for the expected clients (or,
 /// after `roundTimeout`, a quorum of `minClients`), then sets
-/// `x = x + sum(w_i (x_i - x)) / sum(w_i)` with `w_i` the sample counts, and publishes
-/// version r + 1. Receipts of a round go out when it closes.
+/// `d = sum(w_i (x_i - x)) / sum(w_i)` with `w_i` the sample counts, takes the server step
+/// (`ServerOptimizer`; `sgd` with learning rate 1, the default, is plain FedAvg `x += d`;
+/// `momentum` is FedAvgM, `adam` FedAdam, `yogi` FedYogi), and publishes version r + 1.
+/// Receipts of a round go out when it closes.
 public struct FedAvgConfig: Sendable, Hashable {
     /// Clients a round waits for.
     public var expectedClients: Int
     /// After `roundTimeout`, a round closes with at least this many contributions.
     public var minClients: Int
     public var roundTimeout: Duration
+    /// The server step with the round's average.
+    public var optimizer: ServerOptimizer.Config
 
-    public init(expectedClients: Int, minClients: Int = 1, roundTimeout: Duration = .seconds(60)) {
+    public init(expectedClients: Int, minClients: Int = 1, roundTimeout: Duration = .seconds(60), optimizer: ServerOptimizer.Config = .init()) {
         self.expectedClients = max(1, expectedClients)
         self.minClients = max(1, min(minClients, expectedClients))
         self.roundTimeout = roundTimeout
+        self.optimizer = optimizer
     }
 }
 
@@ -30,9 +35,17 @@ package final class FedAvgRound {
     /// Client id -> its contribution's receipt (finished when the round closes) and ledger data.
     package private(set) var contributions: [String: (receipt: Receipt, weight: Double, norm: Double, samples: UInt64)] = [:]
 
-    package init(config: FedAvgConfig, parameterCount: Int) {
+    package private(set) var optimizer: ServerOptimizer
+
+    /// `resuming`: the optimizer state of a checkpoint; used when it is of the configured kind.
+    package init(config: FedAvgConfig, parameterCount: Int, resuming saved: CheckpointState.OptimizerState? = nil) {
         self.config = config
         sumDelta = [Float](repeating: 0, count: parameterCount)
+        if let saved, saved.kind == config.optimizer.kind.rawValue {
+            optimizer = ServerOptimizer(config.optimizer, parameterCount: parameterCount, m: saved.m, v: saved.v, steps: saved.steps)
+        } else {
+            optimizer = ServerOptimizer(config.optimizer, parameterCount: parameterCount)
+        }
     }
 
     package var count: Int { contributions.count }
@@ -71,10 +84,9 @@ package final class FedAvgRound {
     package func close(into model: UnsafeMutableBufferPointer<Float>) -> [(receipt: Receipt, weight: Double, norm: Double, samples: UInt64)] {
         let scale = Float(1 / max(totalWeight, .leastNormalMagnitude))
         sumDelta.withUnsafeMutableBufferPointer { sum in
-            for i in 0..<model.count {
-                model[i] += sum[i] * scale
-                sum[i] = 0
-            }
+            for i in 0..<sum.count { sum[i] *= scale }
+            optimizer.step(model: model, pseudoGradient: UnsafeBufferPointer(sum))
+            for i in 0..<sum.count { sum[i] = 0 }
         }
         let done = contributions.values.map { c -> (receipt: Receipt, weight: Double, norm: Double, samples: UInt64) in
             var r = c.receipt

@@ -73,7 +73,7 @@ package final class MergeEngine {
                                 createdAtMilliseconds: Int64(Date().timeIntervalSince1970 * 1000))
         // The server optimizer's moments survive a restart (the buffer itself is never
         // checkpointed: its deltas are not acknowledged until it is flushed).
-        if let o = buffer?.optimizer {
+        if let o = buffer?.optimizer ?? round?.optimizer {
             s.optimizer = .init(kind: o.config.kind.rawValue, steps: o.steps, m: o.m, v: o.v)
         }
         return s

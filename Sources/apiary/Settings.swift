@@ -158,7 +158,7 @@ enum Settings {
             let expected = r.int(forKey: "sync.expected_clients", default: 0)
             guard expected >= 1 else { throw SettingsError("algorithm fedavg needs sync.expected_clients >= 1") }
             config.sync = FedAvgConfig(expectedClients: expected, minClients: { let m = r.int(forKey: "sync.min_clients", default: 0); return m > 0 ? m : expected }(),
-                                       roundTimeout: duration(r, "sync.round_timeout_s", seconds: 60))
+                                       roundTimeout: duration(r, "sync.round_timeout_s", seconds: 60), optimizer: try serverOptimizer(r))
         case "fedbuff":
             config.buffer = try fedBuff(r)
         case let other: throw SettingsError("algorithm must be fedasync, fedavg or fedbuff, not '\(other)'")
@@ -176,15 +176,8 @@ enum Settings {
 
     /// `fedbuff.*` and `server_optimizer.*`: the buffer and its server step (defaults: FedBuffConfig's).
     static func fedBuff(_ r: ConfigReader) throws -> FedBuffConfig {
-        let d = FedBuffConfig(), o = d.optimizer
-        let kindName = r.string(forKey: "server_optimizer.kind", default: o.kind.rawValue)
-        guard let kind = ServerOptimizer.Kind(rawValue: kindName) else {
-            throw SettingsError("server_optimizer.kind must be one of \(ServerOptimizer.Kind.allCases.map(\.rawValue).joined(separator: ", ")), not '\(kindName)'")
-        }
-        let optimizer = ServerOptimizer.Config(kind: kind, learningRate: r.double(forKey: "server_optimizer.learning_rate", default: o.learningRate),
-                                               beta1: r.double(forKey: "server_optimizer.beta1", default: o.beta1),
-                                               beta2: r.double(forKey: "server_optimizer.beta2", default: o.beta2),
-                                               epsilon: r.double(forKey: "server_optimizer.epsilon", default: o.epsilon))
+        let d = FedBuffConfig()
+        let optimizer = try serverOptimizer(r)
         let wait = r.double(forKey: "fedbuff.max_wait_s", default: d.maxWait.map { Double($0.components.seconds) } ?? 0)
         let cap = r.int(forKey: "fedbuff.example_cap", default: Int(d.exampleCap))
         guard cap >= 1 else { throw SettingsError("fedbuff.example_cap must be >= 1, not \(cap)") }
@@ -194,6 +187,21 @@ enum Settings {
                               exampleCap: UInt64(cap), optimizer: optimizer)
         if let e = c.validationError() { throw SettingsError(e) }
         return c
+    }
+
+    /// `server_optimizer.*`: the server step of fedbuff and of fedavg rounds.
+    static func serverOptimizer(_ r: ConfigReader) throws -> ServerOptimizer.Config {
+        let o = ServerOptimizer.Config()
+        let kindName = r.string(forKey: "server_optimizer.kind", default: o.kind.rawValue)
+        guard let kind = ServerOptimizer.Kind(rawValue: kindName) else {
+            throw SettingsError("server_optimizer.kind must be one of \(ServerOptimizer.Kind.allCases.map(\.rawValue).joined(separator: ", ")), not '\(kindName)'")
+        }
+        let optimizer = ServerOptimizer.Config(kind: kind, learningRate: r.double(forKey: "server_optimizer.learning_rate", default: o.learningRate),
+                                               beta1: r.double(forKey: "server_optimizer.beta1", default: o.beta1),
+                                               beta2: r.double(forKey: "server_optimizer.beta2", default: o.beta2),
+                                               epsilon: r.double(forKey: "server_optimizer.epsilon", default: o.epsilon))
+        if let e = optimizer.validationError() { throw SettingsError(e) }
+        return optimizer
     }
 
     /// `shards.*`: this aggregator's place among parameter shards; nil for one aggregator

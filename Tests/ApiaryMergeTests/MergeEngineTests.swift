@@ -129,6 +129,25 @@ struct MergeEngineTests {
         #expect(Array(e.parameters) == [3, 3, 3, 3, 3, 3] && e.version == 1)
     }
 
+    @Test func aFedAvgRoundTakesTheServerOptimizersStepAndItsStateIsCheckpointed() throws {
+        // FedAvgM: momentum lr 0.5, beta 0.9, one client per round, all its samples equal.
+        let momentum = ServerOptimizer.Config(kind: .momentum, learningRate: 0.5, beta1: 0.9)
+        let e = Self.engine()
+        e.round = FedAvgRound(config: FedAvgConfig(expectedClients: 1, optimizer: momentum), parameterCount: 6)
+        // Round 1: d = 2 - 0 = 2; m = 2; x = 0 + 0.5 * 2 = 1.
+        _ = Self.ingest(e, client: "a", seq: 1, values: [2, 2, 2, 2, 2, 2])
+        #expect(e.closeRoundIfReady(now: .now).count == 1 && Array(e.parameters) == [1, 1, 1, 1, 1, 1])
+        // A restart: the momentum comes back from the checkpoint.
+        let saved = try Checkpoint.decode(try Checkpoint.encode(e.checkpointState()))
+        #expect(saved.optimizer?.kind == "momentum" && saved.optimizer?.m == [2, 2, 2, 2, 2, 2])
+        let r = MergeEngine(resuming: saved, rule: e.rule, dedupWindow: 8)
+        r.round = FedAvgRound(config: FedAvgConfig(expectedClients: 1, optimizer: momentum), parameterCount: 6, resuming: saved.optimizer)
+        // Round 2 (base version 1): d = 2 - 1 = 1; m = 0.9 * 2 + 1 = 2.8; x = 1 + 0.5 * 2.8 = 2.4.
+        _ = Self.ingest(r, client: "a", seq: 2, base: 1, values: [2, 2, 2, 2, 2, 2])
+        #expect(r.closeRoundIfReady(now: .now).count == 1)
+        for p in r.parameters { #expect(abs(p - 2.4) < 1e-6) }
+    }
+
     @Test func aCheckpointResumesTheModelAndTheDedupTable() {
         let e = Self.engine()
         _ = Self.ingest(e, seq: 1, values: [2, 2, 2, 2, 2, 2])
