@@ -26,6 +26,9 @@ final class AggregatorLoop {
     var nextPublish = ContinuousClock.now
     var lastBroadcast = ContinuousClock.now
     var rejectLog = RateLimitedLog(interval: .seconds(5))
+    /// Evaluators (id and dataset) whose first report was logged at info; later ones go to
+    /// debug (the progress line carries the latest of each).
+    var announcedEvaluators: Set<String> = []
     // Observability: swift-metrics instruments, and client activity published twice a second.
     let metrics: AggregatorMetrics
     var activity = AggregatorActivity()
@@ -137,15 +140,15 @@ final class AggregatorLoop {
         engine.normPolicy = config.normPolicy
         if let sync = config.sync {
             // Round r takes only updates trained on version r.
-            engine.round = FedAvgRound(config: sync, parameterCount: range.count)
+            engine.round = FedAvgRound(config: sync, parameterCount: range.count, resuming: resumed?.optimizer)
             engine.rule.maxStaleness = 0
         }
         if let buffered = config.buffer {
             engine.buffer = FedBuffer(config: buffered, parameterCount: range.count, resuming: resumed?.optimizer)
-            if let saved = resumed?.optimizer, saved.kind != buffered.optimizer.kind.rawValue {
-                logger.warning("the checkpoint's server optimizer state is not used: it is of another kind",
-                               metadata: ["checkpoint": "\(saved.kind)", "configured": "\(buffered.optimizer.kind)"])
-            }
+        }
+        if let kind = config.sync?.optimizer.kind ?? config.buffer?.optimizer.kind, let saved = resumed?.optimizer, saved.kind != kind.rawValue {
+            logger.warning("the checkpoint's server optimizer state is not used: it is of another kind",
+                           metadata: ["checkpoint": "\(saved.kind)", "configured": "\(kind)"])
         }
         durableVersion = engine.version
         submittedVersion = engine.version
@@ -346,6 +349,9 @@ final class AggregatorLoop {
                 }
             }
             try handle(outcome)
+            // A buffer flushes at exactly K deltas (a round closes at its expected clients),
+            // not at whatever the batch brought in.
+            try closeRoundIfReady()
         }
         try closeRoundIfReady()
         aggregator.publish(stats: engine.stats, latest: nil)
@@ -375,7 +381,8 @@ final class AggregatorLoop {
             let now = Date()
             aggregator.fleet.record(report: EvaluationRecord(time: now, evaluator: report.clientID, dataset: report.dataset,
                                                              version: report.version, examples: report.exampleCount, metrics: report.metrics))
-            logger.info("evaluation reported", metadata: [
+            let first = announcedEvaluators.count < 1024 && announcedEvaluators.insert(report.clientID + "\u{0}" + report.dataset).inserted
+            logger.log(level: first ? .info : .debug, first ? "evaluation reported (first from this evaluator; later ones at debug, the latest in the progress lines)" : "evaluation reported", metadata: [
                 "evaluator": "\(PeerText.escaped(report.clientID))", "dataset": "\(report.dataset)", "version": "\(report.version)",
                 "metrics": "\(report.metrics.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: " "))",
             ])

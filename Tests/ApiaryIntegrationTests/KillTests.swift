@@ -16,6 +16,9 @@ final class FleetAuditor {
     var merged: [String: [UInt64]] = [:]
     var maxReceiptedVersion: UInt64 = 0
     var latestModel: (version: UInt64, parameters: [Float])?
+    var runID: UInt64?
+    /// Every receipt seen, in order.
+    var receipts: [Receipt] = []
 
     init(endpoint: String) throws {
         context = try Context()
@@ -43,9 +46,12 @@ final class FleetAuditor {
                         return (h, Array(p.bindMemory(to: Float.self)))
                     }), h.chunkCount == 1 {
                         latestModel = (h.version, values)
+                        runID = h.runID
                         versions.append(h.version)
                     }
-                } else if let r = try? m.withFrameBytes({ f throws(WireError) in try Codec.decodeReceipt(f) }), r.decision == .merged {
+                } else if let r = try? m.withFrameBytes({ f throws(WireError) in try Codec.decodeReceipt(f) }) {
+                    receipts.append(r)
+                    guard r.decision == .merged else { continue }
                     merged["\(r.clientID)#\(r.seq)", default: []].append(r.modelVersion)
                     maxReceiptedVersion = max(maxReceiptedVersion, r.modelVersion)
                 }
@@ -125,5 +131,73 @@ struct KillTests {
         let inLedger = Set(rows.filter { $0.decision == .merged }.map { "\($0.clientID)#\($0.seq)#\($0.modelVersion)" })
         let notInLedger = auditor.merged.flatMap { key, versions in versions.map { "\(key)#\($0)" } }.filter { !inLedger.contains($0) }
         #expect(notInLedger.isEmpty, "receipted merges without a ledger row: \(notInLedger.count), \(notInLedger.prefix(5))")
+    }
+
+    @Test("FedBuff: deltas in a buffer when the aggregator is killed are not acknowledged and are merged once when resent; a flushed buffer is never applied twice")
+    func fedBuffKill() async throws {
+        let ports = try freePorts(3)
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("apiary-killbuf-\(getpid())-\(UInt32.random(in: 0...UInt32.max))")
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let env = [
+            "ENDPOINTS_MODEL": "tcp://127.0.0.1:\(ports[0])", "ENDPOINTS_SNAPSHOT": "tcp://127.0.0.1:\(ports[1])",
+            "ENDPOINTS_UPDATE": "tcp://127.0.0.1:\(ports[2])", "LOG_LEVEL": "notice", "PROGRESS_INTERVAL_S": "0",
+            "CHECKPOINT_DIRECTORY": dir.appendingPathComponent("checkpoints").path, "CHECKPOINT_INTERVAL_S": "0.05",
+            "ALGORITHM": "fedbuff", "FEDBUFF_BUFFER_SIZE": "4", "FEDBUFF_MAX_WAIT_S": "0", "FEDASYNC_STALENESS_FUNCTION": "constant",
+            "PUBLISH_HEARTBEAT_S": "0.2", "SECURITY_INSECURE": "true",
+        ]
+        let auditor = try FleetAuditor(endpoint: env["ENDPOINTS_MODEL"]!)
+        var aggregator = try Child(["aggregator"], environment: env, name: "killbuf-0")
+        func waitForModel() async throws -> UInt64 {
+            auditor.runID = nil
+            let deadline = Date().addingTimeInterval(40)
+            while auditor.runID == nil && Date() < deadline { try await auditor.pump(seconds: 0.1) }
+            return try #require(auditor.runID, "no broadcast; aggregator log:\n\(aggregator.log)")
+        }
+        let run = try await waitForModel()
+        #expect(auditor.latestModel?.version == 0)
+        let layout = DigitsModel.layout
+        let peers = try (0..<4).map { try RawPeer(model: env["ENDPOINTS_MODEL"]!, update: env["ENDPOINTS_UPDATE"]!, clientID: "b\($0)") }
+        let delta = [Float](repeating: 0.01, count: layout.parameterCount)
+        func send(_ k: Int) throws {
+            try peers[k].send(frames: [Codec.encode(UpdateHeader(runID: run, baseVersion: 0, seq: 1, sampleCount: 1, clientID: "b\(k)", isDelta: true)),
+                                       Codec.encodeLayout(layout), delta.withUnsafeBytes { Array($0) }])
+        }
+        // Three deltas in a buffer of four: nothing is acknowledged. Then SIGKILL.
+        for k in 0..<3 { try send(k) }
+        try await auditor.pump(seconds: 1)
+        #expect(auditor.receipts.isEmpty, "a buffered delta has no receipt before its flush")
+        await aggregator.kill9()
+        aggregator = try Child(["aggregator"], environment: env, name: "killbuf-1")
+        #expect(try await waitForModel() == run, "the same run, from its checkpoint")
+        #expect(auditor.latestModel?.version == 0, "the lost buffer was never applied")
+
+        // The clients resend (same seqs) and a fourth delta fills the buffer: one flush. Like a
+        // client they resend until receipted: what a PUSH writes into the connection of a
+        // process that was just killed is lost.
+        func sendUntilReceipted() async throws {
+            let deadline = Date().addingTimeInterval(40)
+            while auditor.receipts.count < 4 && Date() < deadline {
+                for k in 0..<4 where !auditor.receipts.contains(where: { $0.clientID == "b\(k)" }) { try send(k) }
+                try await auditor.pump(seconds: 1)
+            }
+        }
+        try await sendUntilReceipted()
+        #expect(auditor.receipts.count == 4 && auditor.receipts.allSatisfy { $0.decision == .merged && $0.modelVersion == 1 },
+                "\(auditor.receipts)\n\(aggregator.log)")
+        try await auditor.pump(seconds: 0.5)
+        let model = try #require(auditor.latestModel)
+        #expect(model.version == 1 && model.parameters.allSatisfy { abs($0 - 0.01) < 1e-7 }, "x = 0 + 1 * mean of the four deltas")
+
+        // Killed after the flush was receipted: the restart has it, and resends are duplicates.
+        await aggregator.kill9()
+        aggregator = try Child(["aggregator"], environment: env, name: "killbuf-2")
+        #expect(try await waitForModel() == run)
+        auditor.receipts = []
+        try await sendUntilReceipted()
+        #expect(auditor.receipts.count == 4 && auditor.receipts.allSatisfy { $0.decision == .duplicate && $0.modelVersion == 1 })
+        try await auditor.pump(seconds: 0.5)
+        #expect(auditor.latestModel?.version == 1 && auditor.latestModel?.parameters.allSatisfy { abs($0 - 0.01) < 1e-7 } == true,
+                "a flushed buffer is applied once")
+        #expect(await aggregator.terminate() == 0)
     }
 }

@@ -88,6 +88,68 @@ struct ShardTests {
         #expect(one != initial)
     }
 
+    @Test("FedBuff with Adam: the same deltas in the same order give bit-identical models with 1 and with 3 shards, each shard flushing its own buffer")
+    func fedBuffEquivalence() async throws {
+        let shards = try ShardSet(count: 3)
+        defer { shards.remove() }
+        var rng = SplitMix64(seed: 0xFEDB)
+        let initial = (0..<testLayout.parameterCount).map { _ in Float(rng.nextDouble() * 2 - 1) }
+        let buffered = FedBuffConfig(bufferSize: 3, maxWait: nil, optimizer: .init(kind: .adam, learningRate: 0.05))
+        var wholeConfig = anyPortConfig(rule)
+        wholeConfig.buffer = buffered
+        let whole = try Aggregator(config: wholeConfig, layout: testLayout, initialParameters: initial, logger: quietLogger())
+        let parts = try (0..<3).map { i in
+            var c = shards.config(i, rule: rule, boundaries: [0, 4, 11, 15])
+            c.buffer = buffered
+            return try Aggregator(config: c, layout: testLayout, initialParameters: initial, logger: quietLogger())
+        }
+        let wholeEndpoints = try whole.start()
+        let partEndpoints = try parts.map { try $0.start() }
+        defer {
+            whole.stop()
+            parts.forEach { $0.stop() }
+        }
+        // One peer sends every delta, so that they reach each buffer in the same order (sums
+        // in another order round differently); it stands for three devices by its seqs.
+        let clients = ["c0"]
+        let wholePeers = try clients.map { try RawPeer(wholeEndpoints, clientID: $0) }
+        let partPeers = try partEndpoints.map { e in try clients.map { try RawPeer(e, clientID: $0) } }
+        func frames(_ run: UInt64, base: UInt64, seq: UInt64, client: String, _ d: [Float]) -> [[UInt8]] {
+            [Codec.encode(UpdateHeader(runID: run, baseVersion: base, seq: seq, sampleCount: 1, clientID: client, isDelta: true)),
+             Codec.encodeLayout(testLayout), d.withUnsafeBytes { Array($0) }]
+        }
+        var version: UInt64 = 0
+        for flush in 0..<8 {
+            // Three deltas per flush; one of them from the version before (staleness 1).
+            for c in 0..<3 {
+                let base = (c == 2 && version > 0) ? version - 1 : version
+                let seq = UInt64(flush * 3 + c + 1)
+                let d = (0..<testLayout.parameterCount).map { _ in Float(rng.nextDouble() - 0.5) }
+                try wholePeers[0].send(frames: frames(whole.runID, base: base, seq: seq, client: "c0", d))
+                for (i, agg) in parts.enumerated() {
+                    try partPeers[i][0].send(frames: frames(agg.runID, base: base, seq: seq, client: "c0", Array(d[agg.range])))
+                }
+            }
+            // The receipts come with the flush: merged at the same version, the same weight.
+            for _ in 0..<3 {
+                let r = try wholePeers[0].receipt()
+                #expect(r.decision == .merged && r.modelVersion == version + 1)
+                for i in 0..<3 {
+                    let pr = try partPeers[i][0].receipt()
+                    #expect(pr.decision == .merged && pr.modelVersion == r.modelVersion && pr.mixingWeight == r.mixingWeight && pr.staleness == r.staleness)
+                }
+            }
+            version += 1
+        }
+        try await eventually("the last version published") {
+            whole.latestModel?.version == version && parts.allSatisfy { $0.latestModel?.version == version }
+        }
+        let one = try #require(whole.latestModel).parameters
+        let three = parts.flatMap { $0.latestModel!.parameters }
+        #expect(one.map(\.bitPattern) == three.map(\.bitPattern))
+        #expect(one != initial)
+    }
+
     @Test("a shard refuses a slice of the wrong size, and a shard map that does not split the model")
     func badSlicesAndMaps() async throws {
         let shards = try ShardSet(count: 3)
