@@ -38,7 +38,7 @@ extension AggregatorLoop {
             case .mechanismMismatch?: config.curve == nil
                 ? "a peer uses CURVE but this aggregator runs --insecure" : "a peer connects without CURVE (--insecure) to this CURVE aggregator"
             case .noDetail?: config.curve == nil
-                ? "a peer closed the connection during the handshake" : "a peer closed the connection during the handshake: often a client running --insecure against this CURVE aggregator"
+                ? "a peer closed the connection during the handshake" : "a peer closed the connection during the handshake: often a client running --insecure against this CURVE aggregator, or one whose security.server_public_key_file is not this aggregator's public key"
             default: "a peer's handshake failed"
             }
             logger.warning("handshake failed: \(hint)", metadata: [

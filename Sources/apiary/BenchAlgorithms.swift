@@ -148,7 +148,10 @@ enum AlgorithmsBench {
                                        "clients": .int(s.clients)]
         if let t = s.timeToTarget { p["time_to_target_s"] = .double(t) }
         if let t = s.timeTo085 { p["time_to_\(low)_s"] = .double(t) }
-        if let t = s.slowestTier { p["slowest_tier_merge_share"] = .double(t.mergeShare) }
+        if let t = s.slowestTier {
+            p["slowest_tier_merge_share"] = .double(t.mergeShare)
+            p["slowest_tier_merged_fraction"] = .double(t.mergedFraction)
+        }
         return p
     }
 
@@ -166,14 +169,14 @@ enum AlgorithmsBench {
                       workloads: [(String, Double, Double)]) -> String {
         func t(_ v: Double?) -> String { v.map { String(format: "%.1f", $0) } ?? "-" }
         var lines = [String(format: "algorithms (each run %.0f s wall time; times in s, '-' = not reached):", wall),
-                     "| workload | algorithm | to low | to high | final acc | merges | slowest tier share | MiB up |",
+                     "| workload | algorithm | to low | to high | final acc | merges | slowest tier: share of merges, its updates merged | MiB up |",
                      "|---|---|---|---|---|---|---|---|"]
         for r in runs {
             let w = workloads.first { $0.0 == r.workload }!
             let s = r.summary
             lines.append("| \(r.workload) (\(w.1)/\(w.2)) | \(r.variant) | \(t(s.timeTo085)) | \(t(s.timeToTarget)) | "
                          + String(format: "%.4f | %llu | %@ | %.2f |", s.finalAccuracy, s.updatesMerged,
-                                  s.slowestTier.map { String(format: "%.1f %%", 100 * $0.mergeShare) } ?? "-",
+                                  s.slowestTier.map { String(format: "%.1f %%, %.0f %%", 100 * $0.mergeShare, 100 * $0.mergedFraction) } ?? "-",
                                   Double(s.bytesReceived) / 1_048_576))
         }
         lines += ["", "codecs (fedbuff, shared workload):", "| codec | bytes/update | vs float32 | final acc | to 0.90 |", "|---|---|---|---|---|"]

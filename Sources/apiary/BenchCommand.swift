@@ -164,6 +164,9 @@ struct BenchSuiteCommand: AsyncParsableCommand {
 
     static func line(_ r: BenchResult) -> String {
         func pad(_ s: String, _ n: Int) -> String { s.count >= n ? s : s + String(repeating: " ", count: n - s.count) }
+        if r.status == "measured", r.figure == nil {
+            return "\(pad(r.name, 30)) not reached; bound \(BenchResult.short(r.bound ?? 0)) \(r.boundUnit)\(r.note.map { ": \($0)" } ?? "")"
+        }
         guard r.status == "measured" else {
             return "\(pad(r.name, 30)) \(r.status == "failed" ? "FAILED" : "not yet measured"): \(r.note ?? "")"
         }

@@ -134,7 +134,8 @@ struct DemoCommand: AsyncParsableCommand {
             }
             if m == .sync {
                 c.sync = FedAvgConfig(expectedClients: n, minClients: reader.int(forKey: "sync.min_clients", default: n),
-                                      roundTimeout: Settings.duration(reader, "sync.round_timeout_s", seconds: 60))
+                                      roundTimeout: Settings.duration(reader, "sync.round_timeout_s", seconds: 60),
+                                      optimizer: try Settings.serverOptimizer(reader))
                 // Synchronous rounds wait for the slowest device: give them the workload's 60 rounds.
                 o.timeLimit = timeLimit ?? reader.double(forKey: "demo.sync_time_limit_s", default: 600)
                 o.maxVersions = UInt64(reader.int(forKey: "sync.max_rounds", default: 60))

@@ -78,15 +78,20 @@ private enum LedgerText {
     static func totals(_ totals: [ClientTotals]) -> String {
         let title = "Totals per client: \(totals.count)"
         guard !totals.isEmpty else { return title }
-        let header = ["CLIENT", "RECEIVED", "MERGED", "REJECTED", "DUPLICATES", "MEAN_STALENESS", "LAST_SEEN", "REJECTED_BY_REASON"]
+        let header = ["CLIENT", "RECEIVED", "MERGED", "MERGE_SHARE", "REJECTED", "DUPLICATES", "MEAN_STALENESS", "LAST_SEEN", "REJECTED_BY_REASON"]
+        let all = totals.reduce(0) { $0 + $1.merged }
         let body = totals.map { t in
-            [PeerText.escaped(t.clientID), "\(t.received)", "\(t.merged)", "\(t.rejectedTotal)", "\(t.duplicates)",
+            [PeerText.escaped(t.clientID), "\(t.received)", "\(t.merged)", number(mergeShare(t, of: all) * 100, "%.1f") + " %",
+             "\(t.rejectedTotal)", "\(t.duplicates)",
              t.meanStaleness.map { number($0, "%.2f") } ?? "-", timestamp(t.lastSeen),
              t.rejected.isEmpty ? "-" : t.rejected.sorted { $0.key.rawValue < $1.key.rawValue }.map { "\($0.key.name)=\($0.value)" }
                 .joined(separator: " ")]
         }
-        return title + "\n" + table(header, body, rightAligned: [1, 2, 3, 4, 5])
+        return title + "\n" + table(header, body, rightAligned: [1, 2, 3, 4, 5, 6])
     }
+
+    /// The client's share of every merge the ledger counts (its data's part in the model).
+    static func mergeShare(_ t: ClientTotals, of all: Int) -> Double { all == 0 ? 0 : Double(t.merged) / Double(all) }
 
     static func table(_ header: [String], _ rows: [[String]], rightAligned: Set<Int>) -> String {
         var widths = header.map(\.count)
@@ -155,6 +160,7 @@ private enum LedgerJSON {
         var client: String
         var received: Int
         var merged: Int
+        var mergeShare: Double
         var rejected: Int
         var rejectedByReason: [String: Int]
         var duplicates: Int
@@ -166,6 +172,7 @@ private enum LedgerJSON {
             try c.encode(client, forKey: .client)
             try c.encode(received, forKey: .received)
             try c.encode(merged, forKey: .merged)
+            try c.encode(mergeShare, forKey: .mergeShare)
             try c.encode(rejected, forKey: .rejected)
             try c.encode(rejectedByReason, forKey: .rejectedByReason)
             try c.encode(duplicates, forKey: .duplicates)
@@ -174,7 +181,7 @@ private enum LedgerJSON {
         }
 
         enum CodingKeys: String, CodingKey {
-            case client, received, merged, rejected, rejectedByReason = "rejected_by_reason", duplicates
+            case client, received, merged, mergeShare = "merge_share", rejected, rejectedByReason = "rejected_by_reason", duplicates
             case meanStaleness = "mean_staleness", lastSeen = "last_seen"
         }
     }
@@ -188,7 +195,8 @@ private enum LedgerJSON {
                         reason: r.reason.name, modelVersion: r.modelVersion, detail: r.detail, metrics: r.metrics)
             },
             totals: totals.map { t in
-                TotalsJSON(client: t.clientID, received: t.received, merged: t.merged, rejected: t.rejectedTotal,
+                TotalsJSON(client: t.clientID, received: t.received, merged: t.merged,
+                           mergeShare: LedgerText.mergeShare(t, of: totals.reduce(0) { $0 + $1.merged }), rejected: t.rejectedTotal,
                            rejectedByReason: Dictionary(uniqueKeysWithValues: t.rejected.map { ($0.key.name, $0.value) }),
                            duplicates: t.duplicates, meanStaleness: t.meanStaleness, lastSeen: timestamp(t.lastSeen))
             })

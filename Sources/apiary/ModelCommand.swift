@@ -220,8 +220,12 @@ struct ModelInspectCommand: ParsableCommand {
             lines.append("served:       nothing: an aggregator refuses this file (see the error)")
         }
         if !r.metadata.isEmpty {
-            let shown = r.metadata.keys.sorted().prefix(8).map { "\($0)=\(r.metadata[$0]!.prefix(40))" }.joined(separator: " ")
-            lines.append("metadata:     \(shown)\(r.metadata.count > 8 ? " ..." : "")")
+            // One line each, long values cut at 120 characters (--json has them whole).
+            for k in r.metadata.keys.sorted().prefix(8) {
+                let v = r.metadata[k]!
+                lines.append("metadata:     \(k)=\(v.count > 120 ? v.prefix(120) + "..." : Substring(v))")
+            }
+            if r.metadata.count > 8 { lines.append("metadata:     ... \(r.metadata.count - 8) more (--json shows all)") }
         }
         let nameWidth = min(60, r.tensors.map(\.name.count).max() ?? 0)
         let shapeWidth = r.tensors.map { "\($0.shape)".count }.max() ?? 0

@@ -248,7 +248,7 @@ struct MalformedInputTests {
         #expect(Decoder.snapshotRequest.error([h.bytes])?.kind == .invalidClientID)
     }
 
-    @Test("CLIENT_UPDATE with an unsupported payload codec", arguments: [UInt8(1), 2, 255])
+    @Test("CLIENT_UPDATE with an unsupported payload codec", arguments: [UInt8(5), 9, 255])
     func codec(code: UInt8) {
         var h = Codec.encode(Sample.updateHeader)
         h[40] = code
@@ -454,7 +454,7 @@ struct MalformedInputTests {
         #expect(Decoder.receipt.error(frames) == .invalidField("decision code \(code)"))
     }
 
-    @Test("RECEIPT with an unknown reason code", arguments: [UInt8(16), 200, 255])
+    @Test("RECEIPT with an unknown reason code", arguments: [UInt8(17), 200, 255])
     func receiptReason(code: UInt8) {
         var frames = Codec.encode(Sample.receipt)
         frames[1][57] = code
