@@ -71,6 +71,8 @@ public struct ClientTotals: Sendable, Hashable {
     public var evaluations: Int = 0
     /// Mean staleness of the merged rows; nil when none was merged.
     public var meanStaleness: Double?
+    /// Sum of the mixing weights of the merged rows (the client's part of the model).
+    public var mixingWeight: Double = 0
     /// Time of the newest row.
     public var lastSeen: Date
 

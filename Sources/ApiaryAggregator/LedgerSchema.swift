@@ -75,6 +75,10 @@ enum LedgerSchema {
                 CREATE TABLE ledger_state (key TEXT PRIMARY KEY NOT NULL, value INTEGER NOT NULL);
                 """)
         }
+        m.registerMigration("v4-weight-totals") { db in
+            // The mixing weight of pruned merged rows, for each client's share of the total.
+            try db.execute(sql: "ALTER TABLE pruned_totals ADD COLUMN weight_sum REAL NOT NULL DEFAULT 0")
+        }
         return m
     }
 
@@ -184,12 +188,16 @@ enum LedgerSchema {
         // pruned_totals table; readers open it without migrating).
         let live = """
             SELECT client_id, decision, reason, COUNT(*) AS n, COUNT(staleness) AS sn, \(stalenessSumSQL) AS ss,
-                   MAX(time_ms) AS last, MIN(id) AS first FROM updates GROUP BY client_id, decision, reason
+                   MAX(time_ms) AS last, MIN(id) AS first, TOTAL(mixing_weight) AS ws FROM updates GROUP BY client_id, decision, reason
             """
-        let pruned = try db.tableExists("pruned_totals")
-            ? " UNION ALL SELECT client_id, decision, reason, n, staleness_n, staleness_sum, last_ms, 0 FROM pruned_totals" : ""
+        var pruned = ""
+        if try db.tableExists("pruned_totals") {
+            // (A ledger from before v4 has no weight_sum: its pruned rows count no weight.)
+            let weights = try db.columns(in: "pruned_totals").contains { $0.name == "weight_sum" } ? "weight_sum" : "0.0"
+            pruned = " UNION ALL SELECT client_id, decision, reason, n, staleness_n, staleness_sum, last_ms, 0, \(weights) FROM pruned_totals"
+        }
         let groups = try Row.fetchAll(db, sql: """
-            SELECT client_id, decision, reason, SUM(n), SUM(sn), TOTAL(ss), MAX(last), MIN(first)
+            SELECT client_id, decision, reason, SUM(n), SUM(sn), TOTAL(ss), MAX(last), MIN(first), TOTAL(ws)
             FROM (\(live)\(pruned)) GROUP BY client_id, decision, reason ORDER BY client_id
             """)
         var byClient: [String: ClientTotals] = [:]
@@ -208,6 +216,7 @@ enum LedgerSchema {
             switch decision {
             case .merged:
                 t.merged += n
+                t.mixingWeight += try g.decode(Double.self, atIndex: 8)
                 let s = stalenessSum[client] ?? (0, 0)
                 stalenessSum[client] = (s.sum + (try g.decode(Double.self, atIndex: 5)), s.count + (try g.decode(Int.self, atIndex: 4)))
             case .rejected:
@@ -249,12 +258,13 @@ enum LedgerSchema {
         guard let first = try Int64.fetchOne(db, sql: "SELECT MIN(id) FROM updates"), first <= cut else { return 0 }
         let upTo = min(cut, first + Int64(limit) - 1)
         try db.execute(sql: """
-            INSERT INTO pruned_totals (client_id, decision, reason, n, staleness_n, staleness_sum, last_ms)
-            SELECT client_id, decision, reason, COUNT(*), COUNT(staleness), \(stalenessSumSQL), MAX(time_ms)
+            INSERT INTO pruned_totals (client_id, decision, reason, n, staleness_n, staleness_sum, last_ms, weight_sum)
+            SELECT client_id, decision, reason, COUNT(*), COUNT(staleness), \(stalenessSumSQL), MAX(time_ms), TOTAL(mixing_weight)
             FROM updates WHERE id <= ? GROUP BY client_id, decision, reason
             ON CONFLICT (client_id, decision, reason) DO UPDATE SET
                 n = n + excluded.n, staleness_n = staleness_n + excluded.staleness_n,
-                staleness_sum = staleness_sum + excluded.staleness_sum, last_ms = MAX(last_ms, excluded.last_ms)
+                staleness_sum = staleness_sum + excluded.staleness_sum, last_ms = MAX(last_ms, excluded.last_ms),
+                weight_sum = weight_sum + excluded.weight_sum
             """, arguments: [upTo])
         if let v = try Int64.fetchOne(db, sql: "SELECT MAX(model_version) FROM updates WHERE id <= ? AND decision = 'merged'", arguments: [upTo]) {
             try db.execute(sql: """

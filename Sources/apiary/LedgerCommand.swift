@@ -78,16 +78,19 @@ private enum LedgerText {
     static func totals(_ totals: [ClientTotals]) -> String {
         let title = "Totals per client: \(totals.count)"
         guard !totals.isEmpty else { return title }
-        let header = ["CLIENT", "RECEIVED", "MERGED", "MERGE_SHARE", "REJECTED", "DUPLICATES", "MEAN_STALENESS", "LAST_SEEN", "REJECTED_BY_REASON"]
+        let header = ["CLIENT", "RECEIVED", "MERGED", "MERGE_SHARE", "WEIGHT_SHARE", "REJECTED", "DUPLICATES", "MEAN_STALENESS", "LAST_SEEN",
+                      "REJECTED_BY_REASON"]
         let all = totals.reduce(0) { $0 + $1.merged }
+        let weight = totals.reduce(0) { $0 + $1.mixingWeight }
         let body = totals.map { t in
             [PeerText.escaped(t.clientID), "\(t.received)", "\(t.merged)", number(mergeShare(t, of: all) * 100, "%.1f") + " %",
+             number(weight > 0 ? 100 * t.mixingWeight / weight : 0, "%.1f") + " %",
              "\(t.rejectedTotal)", "\(t.duplicates)",
              t.meanStaleness.map { number($0, "%.2f") } ?? "-", timestamp(t.lastSeen),
              t.rejected.isEmpty ? "-" : t.rejected.sorted { $0.key.rawValue < $1.key.rawValue }.map { "\($0.key.name)=\($0.value)" }
                 .joined(separator: " ")]
         }
-        return title + "\n" + table(header, body, rightAligned: [1, 2, 3, 4, 5, 6])
+        return title + "\n" + table(header, body, rightAligned: [1, 2, 3, 4, 5, 6, 7])
     }
 
     /// The client's share of every merge the ledger counts (its data's part in the model).
@@ -161,6 +164,7 @@ private enum LedgerJSON {
         var received: Int
         var merged: Int
         var mergeShare: Double
+        var weightShare: Double
         var rejected: Int
         var rejectedByReason: [String: Int]
         var duplicates: Int
@@ -173,6 +177,7 @@ private enum LedgerJSON {
             try c.encode(received, forKey: .received)
             try c.encode(merged, forKey: .merged)
             try c.encode(mergeShare, forKey: .mergeShare)
+            try c.encode(weightShare, forKey: .weightShare)
             try c.encode(rejected, forKey: .rejected)
             try c.encode(rejectedByReason, forKey: .rejectedByReason)
             try c.encode(duplicates, forKey: .duplicates)
@@ -181,7 +186,7 @@ private enum LedgerJSON {
         }
 
         enum CodingKeys: String, CodingKey {
-            case client, received, merged, mergeShare = "merge_share", rejected, rejectedByReason = "rejected_by_reason", duplicates
+            case client, received, merged, mergeShare = "merge_share", weightShare = "weight_share", rejected, rejectedByReason = "rejected_by_reason", duplicates
             case meanStaleness = "mean_staleness", lastSeen = "last_seen"
         }
     }
@@ -196,7 +201,9 @@ private enum LedgerJSON {
             },
             totals: totals.map { t in
                 TotalsJSON(client: t.clientID, received: t.received, merged: t.merged,
-                           mergeShare: LedgerText.mergeShare(t, of: totals.reduce(0) { $0 + $1.merged }), rejected: t.rejectedTotal,
+                           mergeShare: LedgerText.mergeShare(t, of: totals.reduce(0) { $0 + $1.merged }),
+                           weightShare: { let w = totals.reduce(0) { $0 + $1.mixingWeight }; return w > 0 ? t.mixingWeight / w : 0 }(),
+                           rejected: t.rejectedTotal,
                            rejectedByReason: Dictionary(uniqueKeysWithValues: t.rejected.map { ($0.key.name, $0.value) }),
                            duplicates: t.duplicates, meanStaleness: t.meanStaleness, lastSeen: timestamp(t.lastSeen))
             })
