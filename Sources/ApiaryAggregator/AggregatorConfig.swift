@@ -153,6 +153,9 @@ public struct AggregatorConfig: Sendable {
         if let e = buffer?.validationError() { return e }
         if let e = sync?.optimizer.validationError() { return e }
         if let e = compression.validationError(algorithm: algorithm) { return e }
+        if compression.codec == .int8, Int64(compression.block) + 4 > maxFrameBytes {
+            return "compression.int8_block (\(compression.block) values, \(compression.block + 4) bytes a frame) must fit limits.max_frame_bytes (\(maxFrameBytes))"
+        }
         if dedupWindow < 1 || dedupWindow > DedupTable<Int>.maxWindow { return "dedup_window must be in 1...\(DedupTable<Int>.maxWindow)" }
         return nil
     }

@@ -578,8 +578,11 @@ final class ClientIO {
             }
             for i in x.indices { x[i] += l.residual[i] }
         }
+        // Top-k entries are 6 bytes: a frame of `chunk` of them may not fit max_frame_bytes.
+        let limit = Int(serverConfig?.maxFrameBytes ?? Int64(chunk) * 4)
+        let frameValues = codec == .topK ? max(1, min(chunk, limit / 6)) : chunk
         slot.encoded = x.withUnsafeBufferPointer {
-            UpdateCodec.encode($0, codec: codec, chunk: chunk, block: compression.block, fraction: compression.topKFraction)
+            UpdateCodec.encode($0, codec: codec, chunk: frameValues, block: compression.block, fraction: compression.topKFraction)
         }
         if feedback {
             let sent = UpdateCodec.decode(slot.encoded, codec: codec, count: x.count)
