@@ -109,6 +109,35 @@ public struct StatusServer: Service {
 }
 
 /// The status server could not start (the address is in use, say).
+extension StatusServer {
+    /// Throws when `config`'s address cannot be bound now (in use, not this host's, no
+    /// permission), naming it and the config keys; port 0 (any) always passes. Binds with
+    /// SO_REUSEADDR, as the server itself does, and closes the socket at once.
+    public static func checkAddress(_ config: StatusServerConfig) throws {
+        guard config.port != 0 else { return }
+        func fail(_ why: String) -> StatusServerError {
+            StatusServerError(description: "status server cannot listen on \(config.host):\(config.port) (http.host, http.port): \(why)")
+        }
+        var hints = addrinfo()
+        hints.ai_family = AF_UNSPEC
+        hints.ai_socktype = Int32(SOCK_STREAM.rawValue)
+        hints.ai_flags = AI_PASSIVE
+        var list: UnsafeMutablePointer<addrinfo>?
+        let rc = getaddrinfo(config.host, String(config.port), &hints, &list)
+        guard rc == 0, let first = list else { throw fail("cannot resolve the host: \(String(cString: gai_strerror(rc)))") }
+        defer { freeaddrinfo(list) }
+        let fd = socket(first.pointee.ai_family, first.pointee.ai_socktype, first.pointee.ai_protocol)
+        guard fd >= 0 else { throw fail(String(cString: strerror(errno))) }
+        defer { close(fd) }
+        var one: Int32 = 1
+        _ = setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, socklen_t(MemoryLayout<Int32>.size))
+        guard bind(fd, first.pointee.ai_addr, first.pointee.ai_addrlen) == 0 else {
+            let e = errno
+            throw fail("\(String(cString: strerror(e))) (errno \(e))")
+        }
+    }
+}
+
 public struct StatusServerError: Error, CustomStringConvertible {
     /// What went wrong, naming the address and the config keys.
     public let description: String

@@ -87,6 +87,7 @@ public final class AggregatorServer: Sendable {
     /// The aggregator and its observers, in start order.
     public let services: [any Service]
     private let group: ServiceGroup
+    private let status: StatusServerConfig?
 
     /// A server for `layout`, starting from `initialParameters` (or from the newest valid
     /// checkpoint in `config.checkpointDirectory`, which must hold the same layout).
@@ -99,6 +100,7 @@ public final class AggregatorServer: Sendable {
         let aggregator = try Aggregator(config: config, layout: layout, initialParameters: initialParameters, logger: logger)
         let observers = Self.observers(of: aggregator, options: options, exporter: exporter, logger: logger, onListening: onListening)
         self.aggregator = aggregator
+        self.status = options.status
         self.exporter = exporter
         self.evaluator = observers.evaluator
         self.monitor = observers.monitor
@@ -153,6 +155,10 @@ public final class AggregatorServer: Sendable {
         // Bind the sockets, resume the checkpoint and open the ledger first: an error there
         // (a port in use, a state directory that cannot be created) is reported alone,
         // before the status server and the other services start.
+        // The status server's address too, before anything starts (the server binds it later,
+        // in the service group: a port in use would otherwise stop an aggregator that had
+        // already started a run).
+        if let status, !aggregator.isRunning { try StatusServer.checkAddress(status) }
         if !aggregator.isRunning { try aggregator.start() }
         do {
             try await group.run()

@@ -75,6 +75,27 @@ struct StartupErrorTests {
         }
     }
 
+    @Test("a status port in use stops the aggregator before it starts a run: status 1, one line, nothing written")
+    func statusPortInUse() async throws {
+        let dir = try tempDir()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let port = try freePorts(1)[0]
+        let taken = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        defer { close(taken) }
+        var addr = sockaddr_in()
+        addr.sin_family = sa_family_t(AF_INET)
+        addr.sin_port = in_port_t(UInt16(port).bigEndian)
+        addr.sin_addr.s_addr = inet_addr("127.0.0.1")
+        let bound = withUnsafePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(taken, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
+        #expect(bound == 0 && listen(taken, 1) == 0)
+        let env = try insecureEnv(["HTTP_PORT": "\(port)", "CHECKPOINT_DIRECTORY": dir.appendingPathComponent("state").path])
+        let (status, out) = try await run(["aggregator"], in: dir, environment: env)
+        #expect(status == 1, "\(out)")
+        let lines = out.split(separator: "\n")
+        #expect(lines.count == 1 && out.contains("127.0.0.1:\(port) (http.host, http.port)") && out.contains("in use"), "\(out)")
+        #expect(!FileManager.default.fileExists(atPath: dir.appendingPathComponent("state").path), "no run was started")
+    }
+
     @Test("every shipped config passes the strict check")
     func shippedConfigs() async throws {
         let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
