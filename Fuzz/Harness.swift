@@ -17,7 +17,9 @@
 // Every frame is copied into its own heap block of exactly its size, so AddressSanitizer sees
 // any read past a frame's end. Each message goes to every decoder (each frame to the
 // single-frame decoders) and then to a MergeEngine (one per input, created from static state,
-// so that every input replays deterministically). A thrown WireError is fine; a trap, an ASan
+// so that every input replays deterministically), and to a second MergeEngine in FedBuff mode
+// (a buffer of 2 deltas, Adam as the server step: codec-encoded deltas, top-k entries and the
+// flush are on this path). A thrown WireError is fine; a trap, an ASan
 // report or a violated invariant (`check`, which prints "fuzz invariant violated" and aborts)
 // is a bug.
 
@@ -276,6 +278,42 @@ func checkReceiptRoundTrip(_ r: Receipt) {
 
 func snapshotParameters(_ e: MergeEngine) -> [UInt32] { e.parameters.map(\.bitPattern) }
 
+/// One ingest into the FedBuff engine, then a flush when the buffer is full, with their
+/// invariants: a valid delta is deferred (no receipt, the model as it was), a rejection changes
+/// nothing, a flush makes exactly one version with every contribution receipted at it, and the
+/// model stays finite.
+func ingestBuffered(_ engine: MergeEngine, _ frames: [UnsafeRawBufferPointer], authenticatedID: String?) {
+    guard let buffer = engine.buffer else { return }
+    let versionBefore = engine.version, paramsBefore = snapshotParameters(engine), countBefore = buffer.count
+    let out = engine.ingest(frames, authenticatedID: authenticatedID)
+    log("  fedbuff ingest -> reason \(out.reason) receipt \(out.receipt.map { "\($0.decision)" } ?? "none") \(out.detail)")
+    check(engine.version == versionBefore && snapshotParameters(engine) == paramsBefore, "fedbuff: an ingest changed the model before a flush")
+    if out.reason == .none {
+        check(out.receipt == nil && out.detail == "deferred", "fedbuff: a valid delta was receipted before its flush")
+        check(buffer.count == countBefore || buffer.count == countBefore + 1, "fedbuff: buffer went \(countBefore) -> \(buffer.count)")
+    } else {
+        check(buffer.count == countBefore, "fedbuff: a rejected update (\(out.reason)) entered the buffer")
+        check(out.receipt?.decision != .merged, "fedbuff: a merged receipt with reason \(out.reason)")
+    }
+    let pending = buffer.count
+    let flushed = engine.flushBufferIfReady(now: .now)
+    if flushed.isEmpty {
+        check(engine.version == versionBefore, "fedbuff: version moved without a flush")
+    } else {
+        check(flushed.count == pending && buffer.count == 0, "fedbuff: the flush took \(flushed.count) of \(pending) deltas")
+        check(engine.version == versionBefore + 1, "fedbuff: a flush made version \(versionBefore) -> \(engine.version)")
+        var total = 0.0
+        for o in flushed {
+            check(o.receipt?.decision == .merged && o.receipt?.modelVersion == engine.version, "fedbuff: a flushed delta's receipt is wrong")
+            let w = o.receipt?.mixingWeight ?? -1
+            check(w >= 0 && w <= 1, "fedbuff: mixing weight \(w) out of [0, 1]")
+            total += w
+        }
+        check(total <= 1 + 1e-9, "fedbuff: mixing weights add up to \(total)")
+    }
+    for (i, x) in engine.parameters.enumerated() { check(x.isFinite, "fedbuff: parameter \(i) is \(x)") }
+}
+
 /// One ingest with its invariants. Returns the outcome.
 @discardableResult
 func ingestChecked(_ engine: MergeEngine, _ frames: [UnsafeRawBufferPointer], authenticatedID: String?) -> MergeEngine.Outcome {
@@ -329,6 +367,11 @@ public func fuzzOneInput(_ data: UnsafePointer<UInt8>?, _ size: Int) -> CInt {
 
     let engine = MergeEngine(layout: FuzzSetup.layout, parameters: FuzzSetup.initial, version: FuzzSetup.initialVersion,
                              runID: FuzzSetup.runID, rule: FuzzSetup.settings[0].rule, dedupWindow: FuzzSetup.dedupWindow)
+    let buffered = MergeEngine(layout: FuzzSetup.layout, parameters: FuzzSetup.initial, version: FuzzSetup.initialVersion,
+                               runID: FuzzSetup.runID, rule: FuzzSetup.settings[0].rule, dedupWindow: FuzzSetup.dedupWindow)
+    buffered.buffer = FedBuffer(config: FedBuffConfig(bufferSize: 2, maxWait: nil, exampleWeighting: true, exampleCap: 100,
+                                                      optimizer: .init(kind: .adam, learningRate: 0.1)),
+                                parameterCount: FuzzSetup.initial.count)
 
     for (k, m) in split(input).enumerated() {
         let fs = FrameSet(m.frames, misalign: Int(m.control >> 6) & 1)
@@ -354,6 +397,10 @@ public func fuzzOneInput(_ data: UnsafePointer<UInt8>?, _ size: Int) -> CInt {
             }
             continue
         }
+        buffered.rule = setting.rule
+        buffered.maxUpdateNorm = setting.normBound
+        buffered.normPolicy = setting.clip ? .clip : .reject
+        ingestBuffered(buffered, fs.frames, authenticatedID: setting.authenticatedID)
         let first = ingestChecked(engine, fs.frames, authenticatedID: setting.authenticatedID)
 
         if m.control & 0x80 != 0 {

@@ -153,7 +153,23 @@ def seeds():
     s["update_split_payload"] = [message(u([floats(INITIAL[:4]), b"", floats(INITIAL[4:12]), floats(INITIAL[12:])]))]
     s["update_split_misaligned_ptr"] = [message(u([floats(INITIAL[:5]), floats(INITIAL[5:])]), misalign=1)]
     s["update_misalign3_copy"] = [message(u(), setting=1, misalign=1)]
-    s["update_bad_codec"] = [message(u(codec=1))]
+    s["update_bad_codec"] = [message(u(codec=9))]
+    # Deltas (header flag bit 1) in each codec (PROTOCOL.md 3.4.1), two per seed so that the
+    # harness's FedBuff engine (a buffer of 2) flushes; the FedAsync engine rejects them.
+    def delta(codec, frames, client=b"c1", seq=1):
+        return message(u(frames, codec=codec, reserved=2, client=client, seq=seq))
+    d = [0.01 * (i - 7) for i in range(N_PARAMS)]
+    half = lambda v: struct.pack("<e", v)
+    bf16 = lambda v: struct.pack("<f", v)[2:]
+    peak = max(abs(x) for x in d)
+    int8 = struct.pack("<f", peak / 127) + bytes((round(x / (peak / 127)) & 0xFF) for x in d)
+    topk = b"".join(struct.pack("<I", i) + bf16(d[i]) for i in (0, 7, 14))
+    s["fedbuff_float32_flush"] = [delta(0, [floats(d)]), delta(0, [floats(d)], client=b"c2")]
+    s["fedbuff_float16_flush"] = [delta(1, [b"".join(half(x) for x in d)]), delta(1, [b"".join(half(x) for x in d)], client=b"c2")]
+    s["fedbuff_bfloat16_flush"] = [delta(2, [b"".join(bf16(x) for x in d)]), delta(0, [floats(d)], client=b"c2")]
+    s["fedbuff_int8_flush"] = [delta(3, [int8[:9], int8[:4] + int8[9:]]), delta(3, [int8], client=b"c2")]
+    s["fedbuff_topk_flush"] = [delta(4, [topk]), delta(4, [topk[:6], topk[6:]], client=b"c2")]
+    s["fedbuff_topk_bad_index"] = [delta(4, [topk + struct.pack("<I", 15) + bf16(1.0)]), delta(4, [topk[6:] + topk[:6]], client=b"c2")]
     s["update_reserved_set"] = [message(u(reserved=1))]
     s["update_bad_version"] = [message(u(version=2))]
     s["update_bad_client_id"] = [message(u(client=b"bad id!"))]
