@@ -206,16 +206,14 @@ final class AggregatorLoop {
         try secure(router)
         try router.set(.maxMessageSize, 4096)
         try router.set(.sendHighWaterMark, (chunks + 4) * 16)
-        try router.set(.heartbeatInterval, 2000)
-        try router.set(.heartbeatTimeout, 6000)
+        try router.setLinkHeartbeat()
         try router.bind(config.snapshotEndpoint)
 
         pull = try context.socket(.pull)
         try secure(pull)
         try pull.set(.maxMessageSize, config.maxFrameBytes)
         try pull.set(.receiveHighWaterMark, config.updateQueueMessages(parameters: range.count))
-        try pull.set(.heartbeatInterval, 2000)
-        try pull.set(.heartbeatTimeout, 6000)
+        try pull.setLinkHeartbeat()
         try pull.bind(config.updateEndpoint)
 
         endpoints = .init(model: try pub.lastEndpoint, snapshot: try router.lastEndpoint, update: try pull.lastEndpoint)

@@ -113,8 +113,7 @@ final class ClientIO {
         try ClientIO.secure(sub, config.curve)
         try sub.set(.receiveHighWaterMark, 4096)
         try sub.set(.reconnectIntervalMax, backoffMs)
-        try sub.set(.heartbeatInterval, 2000)
-        try sub.set(.heartbeatTimeout, 6000)
+        try sub.setLinkHeartbeat()
         try sub.set(.subscribe, Topic.model)
         try sub.set(.subscribe, Topic.receipt(clientID: config.clientID))
         // The SUB connects first and reconnects for as long as the client runs: its handshake
@@ -132,8 +131,7 @@ final class ClientIO {
         try push.set(.sendHighWaterMark, Int32(clamping: config.maxPendingUpdates + 4))
         try push.set(.immediate, true)
         try push.set(.reconnectIntervalMax, backoffMs)
-        try push.set(.heartbeatInterval, 2000)
-        try push.set(.heartbeatTimeout, 6000)
+        try push.setLinkHeartbeat()
         try push.connect(update)
         return Link(index: index, sub: sub, dealer: dealer, push: push, monitor: monitor, modelEndpoint: model, snapshotEndpoint: snapshot)
     }
@@ -198,8 +196,7 @@ final class ClientIO {
         try secure(d, curve)
         try d.set(.linger, 0)
         try d.set(.reconnectIntervalMax, backoffMs)
-        try d.set(.heartbeatInterval, 2000)
-        try d.set(.heartbeatTimeout, 6000)
+        try d.setLinkHeartbeat()
         try d.connect(endpoint)
         return d
     }

@@ -182,3 +182,22 @@ public struct Multipart {
         return try withExtendedLifetime(frames) { () throws(E) -> R in try body(views) }
     }
 }
+
+extension Socket {
+    /// ZMTP heartbeats (PING every `interval`, the connection dropped after `timeout` without
+    /// traffic): how Apiary notices a peer that vanished without closing (a killed process, a
+    /// cut link). Every long-lived Apiary connection uses `Socket.linkHeartbeat`.
+    public func setHeartbeat(intervalMilliseconds interval: Int32, timeoutMilliseconds timeout: Int32) throws(ZMQError) {
+        try set(.heartbeatInterval, interval)
+        try set(.heartbeatTimeout, timeout)
+    }
+
+    /// Apiary's heartbeat on the model, snapshot and update connections, both ends: a PING
+    /// every 2 s, a connection silent for 6 s is dropped (and reconnected by the connecting side).
+    public static let linkHeartbeat = (intervalMilliseconds: Int32(2000), timeoutMilliseconds: Int32(6000))
+
+    /// `setHeartbeat` with `linkHeartbeat`.
+    public func setLinkHeartbeat() throws(ZMQError) {
+        try setHeartbeat(intervalMilliseconds: Self.linkHeartbeat.intervalMilliseconds, timeoutMilliseconds: Self.linkHeartbeat.timeoutMilliseconds)
+    }
+}
