@@ -202,13 +202,7 @@ func fuzzDecoders(_ frames: [UnsafeRawBufferPointer]) {
     if let v = try? Codec.decodeUpdate(frames) {
         check(v.header == (try? Codec.decodeUpdateHeader(frames[0])), "decodeUpdate header differs from decodeUpdateHeader")
         check(v.payloadBytes == v.payload.reduce(0) { $0 + $1.count }, "decodeUpdate payloadBytes is not the payload's size")
-        let unit = switch v.header.codec {
-        case .denseFloat32: 4
-        case .float16, .bfloat16: 2
-        case .topK: 6
-        case .int8: 1
-        }
-        check(v.payload.allSatisfy { $0.count % unit == 0 }, "decodeUpdate accepted a misaligned payload frame")
+        check(v.payload.allSatisfy { $0.count % v.header.codec.valueBytes == 0 }, "decodeUpdate accepted a misaligned payload frame")
         check(v.header.codec != .int8 || v.payload.allSatisfy { $0.count == 0 || $0.count > 4 }, "decodeUpdate accepted an int8 frame without values")
         check(v.header.codec != .topK || v.header.isDelta, "decodeUpdate accepted top-k on a full model")
         if v.header.codec == .topK {

@@ -351,7 +351,6 @@ final class AggregatorLoop {
             // not at whatever the batch brought in.
             try closeRoundIfReady()
         }
-        try closeRoundIfReady()
         aggregator.publish(stats: engine.stats, latest: nil)
     }
 

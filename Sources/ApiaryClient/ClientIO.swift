@@ -582,8 +582,9 @@ final class ClientIO {
             UpdateCodec.encode($0, codec: codec, chunk: frameValues, block: compression.block, fraction: compression.topKFraction)
         }
         if feedback {
-            let sent = UpdateCodec.decode(slot.encoded, codec: codec, count: x.count)
-            for i in x.indices { l.residual[i] = x[i] - sent[i] }
+            // x - decode(encode(x)), in x itself: it becomes the residual.
+            UpdateCodec.add(slot.encoded, codec: codec, times: -1, to: &x)
+            l.residual = x
         }
     }
 

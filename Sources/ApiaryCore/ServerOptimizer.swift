@@ -63,6 +63,15 @@ public struct ServerOptimizer: Sendable, Equatable {
         v = config.usesSecondMoment ? [Float](repeating: 0, count: parameterCount) : []
     }
 
+    /// Resumes a checkpoint's state when it is of the configured kind; otherwise fresh.
+    public init(_ config: Config, parameterCount: Int, resuming saved: CheckpointState.OptimizerState?) {
+        if let saved, saved.kind == config.kind.rawValue {
+            self.init(config, parameterCount: parameterCount, m: saved.m, v: saved.v, steps: saved.steps)
+        } else {
+            self.init(config, parameterCount: parameterCount)
+        }
+    }
+
     /// Resumes with saved state (`m`, `v` as `self.m`, `self.v` were; nil: fresh).
     public init(_ config: Config, parameterCount: Int, m: [Float]?, v: [Float]?, steps: UInt64) {
         self.init(config, parameterCount: parameterCount)

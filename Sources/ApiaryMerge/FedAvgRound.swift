@@ -41,11 +41,7 @@ package final class FedAvgRound {
     package init(config: FedAvgConfig, parameterCount: Int, resuming saved: CheckpointState.OptimizerState? = nil) {
         self.config = config
         sumDelta = [Float](repeating: 0, count: parameterCount)
-        if let saved, saved.kind == config.optimizer.kind.rawValue {
-            optimizer = ServerOptimizer(config.optimizer, parameterCount: parameterCount, m: saved.m, v: saved.v, steps: saved.steps)
-        } else {
-            optimizer = ServerOptimizer(config.optimizer, parameterCount: parameterCount)
-        }
+        optimizer = ServerOptimizer(config.optimizer, parameterCount: parameterCount, resuming: saved)
     }
 
     package var count: Int { contributions.count }

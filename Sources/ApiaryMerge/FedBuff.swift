@@ -65,11 +65,7 @@ package final class FedBuffer {
     /// `resuming`: the optimizer state of a checkpoint; used when it is of the configured kind.
     package init(config: FedBuffConfig, parameterCount: Int, resuming saved: CheckpointState.OptimizerState? = nil) {
         self.config = config
-        if let saved, saved.kind == config.optimizer.kind.rawValue {
-            optimizer = ServerOptimizer(config.optimizer, parameterCount: parameterCount, m: saved.m, v: saved.v, steps: saved.steps)
-        } else {
-            optimizer = ServerOptimizer(config.optimizer, parameterCount: parameterCount)
-        }
+        optimizer = ServerOptimizer(config.optimizer, parameterCount: parameterCount, resuming: saved)
         sum = [Float](repeating: 0, count: parameterCount)
         zeros = [Float](repeating: 0, count: parameterCount)
     }
@@ -92,14 +88,11 @@ package final class FedBuffer {
         config.exampleWeighting ? Double(min(max(samples, 1), config.exampleCap)) : 1
     }
 
-    /// Adds `staleness weight * e_i * clip * delta` to the sum.
+    /// Adds `staleness weight * e_i * clip * delta` to the sum: a dense delta's float32 blocks.
     package func add(_ payload: some Sequence<UnsafeRawBufferPointer>, stalenessWeight: Double, clip: Double, receipt: Receipt,
                      norm: Double, samples: UInt64) {
-        if started == nil { started = .now }
-        let e = exampleWeight(samples: samples)
-        let c = Float(stalenessWeight * e * clip)
-        var offset = 0
-        sum.withUnsafeMutableBufferPointer { s in
+        admit(stalenessWeight: stalenessWeight, clip: clip, receipt: receipt, norm: norm, samples: samples) { s, c in
+            var offset = 0
             for f in payload {
                 let n = f.count / 4
                 guard n > 0, let src = f.baseAddress else { continue }
@@ -107,24 +100,26 @@ package final class FedBuffer {
                 offset += n
             }
         }
-        exampleTotal += e
-        let k = Self.key(receipt.clientID, receipt.seq)
-        contributions[k] = (receipt, stalenessWeight * e * clip, norm, samples)
-        order.append(k)
     }
 
-    /// Adds `staleness weight * e_i * clip * delta` for a sparse delta (top-k entries).
+    /// The same for a sparse delta (top-k entries).
     package func add(sparse frames: some Collection<UnsafeRawBufferPointer>, stalenessWeight: Double, clip: Double, receipt: Receipt,
                      norm: Double, samples: UInt64) {
-        if started == nil { started = .now }
-        let e = exampleWeight(samples: samples)
-        let c = Float(stalenessWeight * e * clip)
-        sum.withUnsafeMutableBufferPointer { s in
+        admit(stalenessWeight: stalenessWeight, clip: clip, receipt: receipt, norm: norm, samples: samples) { s, c in
             UpdateCodec.forEachEntry(frames) { i, v in s[i] += c * v }
         }
+    }
+
+    /// Records a contribution and lets `accumulate` add `c * delta` to the sum, `c` its weight.
+    private func admit(stalenessWeight: Double, clip: Double, receipt: Receipt, norm: Double, samples: UInt64,
+                       accumulate: (UnsafeMutableBufferPointer<Float>, Float) -> Void) {
+        if started == nil { started = .now }
+        let e = exampleWeight(samples: samples)
+        let w = stalenessWeight * e * clip
+        sum.withUnsafeMutableBufferPointer { accumulate($0, Float(w)) }
         exampleTotal += e
         let k = Self.key(receipt.clientID, receipt.seq)
-        contributions[k] = (receipt, stalenessWeight * e * clip, norm, samples)
+        contributions[k] = (receipt, w, norm, samples)
         order.append(k)
     }
 

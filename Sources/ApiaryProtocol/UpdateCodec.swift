@@ -21,13 +21,11 @@ extension PayloadCodec {
         self = c
     }
 
-    /// Whether decoding gives back something other than what was encoded.
-    public var isLossy: Bool { self != .denseFloat32 }
     /// Top-k: entries (index, value), zero elsewhere; only for deltas.
     public var isSparse: Bool { self == .topK }
 
-    /// Bytes per value in a payload frame (dense codecs; int8 without its block scale).
-    var valueBytes: Int {
+    /// Bytes per value in a payload frame (int8 without its block scale; a top-k entry).
+    package var valueBytes: Int {
         switch self {
         case .denseFloat32: 4
         case .float16, .bfloat16: 2
@@ -258,9 +256,9 @@ public enum UpdateCodec {
     /// The value that would be at `rank` (0-based, ascending) if `a` were sorted; reorders `a`.
     static func select(_ a: inout [Float], rank: Int) -> Float {
         var lo = 0, hi = a.count - 1
-        var rng = SplitMix64(seed: UInt64(a.count))
         while lo < hi {
-            let pivot = a[lo + Int(rng.next() % UInt64(hi - lo + 1))]
+            // A random pivot only decides how fast the answer comes, not the answer.
+            let pivot = a[Int.random(in: lo...hi)]
             var i = lo, j = hi
             while i <= j {
                 while a[i] < pivot { i += 1 }
@@ -277,37 +275,33 @@ public enum UpdateCodec {
     }
 
     /// The values `frames` (checked, `count` values or top-k of that many) decode to: what
-    /// the receiver will see. For error feedback and tests; the aggregator never calls it.
+    /// the receiver will see. For tests; the aggregator never calls it.
     public static func decode(_ frames: [[UInt8]], codec: PayloadCodec, count: Int) -> [Float] {
         var out = [Float](repeating: 0, count: count)
-        frames.withUnsafeRawBuffers { buffers in
-            if codec.isSparse {
-                UpdateCodec.forEachEntry(buffers) { i, v in if i < count { out[i] = v } }
-            } else {
-                let scratch = UnsafeMutableBufferPointer<Float>.allocate(capacity: 4096)
-                defer { scratch.deallocate() }
-                var offset = 0
-                for b in DenseBlocks(buffers, codec: codec, scratch: scratch) {
-                    let n = b.count / 4
-                    for j in 0..<n where offset + j < count { out[offset + j] = b.loadUnaligned(fromByteOffset: 4 * j, as: Float.self) }
-                    offset += n
+        add(frames, codec: codec, times: 1, to: &out)
+        return out
+    }
+
+    /// `x += scale * decode(frames)`, decoding a piece at a time; what error feedback does
+    /// in place (`x - decode(encode(x))`, scale -1) without a second model-sized vector.
+    public static func add(_ frames: [[UInt8]], codec: PayloadCodec, times scale: Float, to x: inout [Float]) {
+        let count = x.count
+        x.withUnsafeMutableBufferPointer { out in
+            frames.withUnsafeRawBuffers { buffers in
+                if codec.isSparse {
+                    UpdateCodec.forEachEntry(buffers) { i, v in if i < count { out[i] += scale * v } }
+                } else {
+                    let scratch = UnsafeMutableBufferPointer<Float>.allocate(capacity: 4096)
+                    defer { scratch.deallocate() }
+                    var offset = 0
+                    for b in DenseBlocks(buffers, codec: codec, scratch: scratch) {
+                        let n = b.count / 4
+                        for j in 0..<n where offset + j < count { out[offset + j] += scale * b.loadUnaligned(fromByteOffset: 4 * j, as: Float.self) }
+                        offset += n
+                    }
                 }
             }
         }
-        return out
-    }
-}
-
-/// A small deterministic generator (for the quickselect pivot: no global state, reproducible).
-struct SplitMix64 {
-    var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
     }
 }
 

@@ -86,10 +86,8 @@ struct DemoCommand: AsyncParsableCommand {
         aggConfig.modelEndpoint = reader.string(forKey: "endpoints.model", default: "tcp://127.0.0.1:*")
         aggConfig.snapshotEndpoint = reader.string(forKey: "endpoints.snapshot", default: "tcp://127.0.0.1:*")
         aggConfig.updateEndpoint = reader.string(forKey: "endpoints.update", default: "tcp://127.0.0.1:*")
-        let codecName = codec?.name ?? reader.string(forKey: "compression.codec", default: "float32")
-        guard let chosenCodec = PayloadCodec(name: codecName) else { throw ValidationError("compression.codec: unknown codec '\(codecName)'") }
-        aggConfig.compression = UpdateCompression(codec: chosenCodec, block: reader.int(forKey: "compression.int8_block", default: UpdateCodec.defaultBlock),
-                                                  topKFraction: reader.double(forKey: "compression.topk_fraction", default: UpdateCodec.defaultTopKFraction))
+        aggConfig.compression = try Settings.compression(reader, codec: codec)
+        let chosenCodec = aggConfig.compression.codec
         let workload = try DigitsModel.workload()
         let n = clients ?? reader.int(forKey: "demo.clients", default: workload.clientCount)
         guard (1...workload.clientCount).contains(n) else { throw ValidationError("clients must be in 1...\(workload.clientCount)") }

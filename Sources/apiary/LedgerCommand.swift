@@ -59,6 +59,21 @@ private func number(_ v: Double, _ format: String) -> String {
     v.isFinite ? String(format: format, v) : "\(v)"
 }
 
+/// Each client's share of every merge the ledger counts and of their total mixing weight (its
+/// data's part in the model), the totals summed once.
+private struct LedgerShares {
+    let merged: Int
+    let weight: Double
+
+    init(_ totals: [ClientTotals]) {
+        merged = totals.reduce(0) { $0 + $1.merged }
+        weight = totals.reduce(0) { $0 + $1.mixingWeight }
+    }
+
+    func merges(_ t: ClientTotals) -> Double { merged == 0 ? 0 : Double(t.merged) / Double(merged) }
+    func weight(_ t: ClientTotals) -> Double { weight > 0 ? t.mixingWeight / weight : 0 }
+}
+
 /// The text report: aligned columns, numbers right-aligned.
 private enum LedgerText {
     static func recent(_ rows: [LedgerRow], client: String?) -> String {
@@ -80,11 +95,10 @@ private enum LedgerText {
         guard !totals.isEmpty else { return title }
         let header = ["CLIENT", "RECEIVED", "MERGED", "MERGE_SHARE", "WEIGHT_SHARE", "REJECTED", "DUPLICATES", "MEAN_STALENESS", "LAST_SEEN",
                       "REJECTED_BY_REASON"]
-        let all = totals.reduce(0) { $0 + $1.merged }
-        let weight = totals.reduce(0) { $0 + $1.mixingWeight }
+        let shares = LedgerShares(totals)
         let body = totals.map { t in
-            [PeerText.escaped(t.clientID), "\(t.received)", "\(t.merged)", number(mergeShare(t, of: all) * 100, "%.1f") + " %",
-             number(weight > 0 ? 100 * t.mixingWeight / weight : 0, "%.1f") + " %",
+            [PeerText.escaped(t.clientID), "\(t.received)", "\(t.merged)", number(100 * shares.merges(t), "%.1f") + " %",
+             number(100 * shares.weight(t), "%.1f") + " %",
              "\(t.rejectedTotal)", "\(t.duplicates)",
              t.meanStaleness.map { number($0, "%.2f") } ?? "-", timestamp(t.lastSeen),
              t.rejected.isEmpty ? "-" : t.rejected.sorted { $0.key.rawValue < $1.key.rawValue }.map { "\($0.key.name)=\($0.value)" }
@@ -93,8 +107,6 @@ private enum LedgerText {
         return title + "\n" + table(header, body, rightAligned: [1, 2, 3, 4, 5, 6, 7])
     }
 
-    /// The client's share of every merge the ledger counts (its data's part in the model).
-    static func mergeShare(_ t: ClientTotals, of all: Int) -> Double { all == 0 ? 0 : Double(t.merged) / Double(all) }
 
     static func table(_ header: [String], _ rows: [[String]], rightAligned: Set<Int>) -> String {
         var widths = header.map(\.count)
@@ -199,10 +211,8 @@ private enum LedgerJSON {
                         updateNorm: r.updateNorm, sampleCount: r.sampleCount, decision: r.decision.description,
                         reason: r.reason.name, modelVersion: r.modelVersion, detail: r.detail, metrics: r.metrics)
             },
-            totals: totals.map { t in
-                TotalsJSON(client: t.clientID, received: t.received, merged: t.merged,
-                           mergeShare: LedgerText.mergeShare(t, of: totals.reduce(0) { $0 + $1.merged }),
-                           weightShare: { let w = totals.reduce(0) { $0 + $1.mixingWeight }; return w > 0 ? t.mixingWeight / w : 0 }(),
+            totals: totals.map { [shares = LedgerShares(totals)] t in
+                TotalsJSON(client: t.clientID, received: t.received, merged: t.merged, mergeShare: shares.merges(t), weightShare: shares.weight(t),
                            rejected: t.rejectedTotal,
                            rejectedByReason: Dictionary(uniqueKeysWithValues: t.rejected.map { ($0.key.name, $0.value) }),
                            duplicates: t.duplicates, meanStaleness: t.meanStaleness, lastSeen: timestamp(t.lastSeen))

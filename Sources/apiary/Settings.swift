@@ -164,12 +164,7 @@ enum Settings {
         case let other: throw SettingsError("algorithm must be fedasync, fedavg or fedbuff, not '\(other)'")
         }
         config.shard = try shard(r)
-        let codecName = r.string(forKey: "compression.codec", default: "float32")
-        guard let codec = PayloadCodec(name: codecName) else {
-            throw SettingsError("compression.codec must be one of \(PayloadCodec.allCases.map(\.name).joined(separator: ", ")), not '\(codecName)'")
-        }
-        config.compression = UpdateCompression(codec: codec, block: r.int(forKey: "compression.int8_block", default: UpdateCodec.defaultBlock),
-                                               topKFraction: r.double(forKey: "compression.topk_fraction", default: UpdateCodec.defaultTopKFraction))
+        config.compression = try compression(r)
         if let e = config.validationError() { throw SettingsError(e) }
         return config
     }
@@ -187,6 +182,16 @@ enum Settings {
                               exampleCap: UInt64(cap), optimizer: optimizer)
         if let e = c.validationError() { throw SettingsError(e) }
         return c
+    }
+
+    /// `compression.*`: the update codec the aggregator asks for (`codec` overrides the key).
+    static func compression(_ r: ConfigReader, codec override: PayloadCodec? = nil) throws -> UpdateCompression {
+        let codecName = r.string(forKey: "compression.codec", default: "float32")
+        guard let codec = override ?? PayloadCodec(name: codecName) else {
+            throw SettingsError("compression.codec must be one of \(PayloadCodec.allCases.map(\.name).joined(separator: ", ")), not '\(codecName)'")
+        }
+        return UpdateCompression(codec: codec, block: r.int(forKey: "compression.int8_block", default: UpdateCodec.defaultBlock),
+                                 topKFraction: r.double(forKey: "compression.topk_fraction", default: UpdateCodec.defaultTopKFraction))
     }
 
     /// `server_optimizer.*`: the server step of fedbuff and of fedavg rounds.

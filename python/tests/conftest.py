@@ -165,6 +165,33 @@ def stop_clients(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     assert not left, f"threads still running after the test: {left}"
 
 
+def start_shard_map(tmp_path: Path, count: int = 3, **overrides: Any) -> tuple[list[Aggregator], Callable[[int, int], str]]:
+    """`count` aggregator processes serving one model as a shard map, each with the config
+    `write_config` makes with `overrides`. Returns them (the caller stops or kills them) and
+    `ep(i, k)`: shard i's endpoint k (0 snapshot, 1 model, 2 update). Started ones are killed
+    when a later one fails to start."""
+    bases = [consecutive_ports(3) for _ in range(count)]
+
+    def ep(i: int, k: int) -> str:
+        return f"tcp://127.0.0.1:{bases[i] + k}"
+
+    shards: list[Aggregator] = []
+    try:
+        for i in range(count):
+            d = tmp_path / f"shard-{i}"
+            d.mkdir()
+            cfg = write_config(d, bases[i], **overrides)
+            env = dict(os.environ, LOG_LEVEL="info", SHARDS_INDEX=str(i),
+                       SHARDS_SNAPSHOT=",".join(ep(j, 0) for j in range(count)), SHARDS_MODEL=",".join(ep(j, 1) for j in range(count)),
+                       SHARDS_UPDATE=",".join(ep(j, 2) for j in range(count)))
+            shards.append(Aggregator(d, bases[i], ["--config", str(cfg)], env).start())
+    except BaseException:
+        for agg in shards:
+            agg.kill()
+        raise
+    return shards, ep
+
+
 @pytest.fixture
 def make_aggregator(tmp_path: Path) -> Iterator[Callable[..., Aggregator]]:
     made: list[Aggregator] = []

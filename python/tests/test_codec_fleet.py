@@ -4,7 +4,6 @@ the deltas are merged, the model learns or moves as it should, and the bytes shr
 
 from __future__ import annotations
 
-import os
 import re
 import sys
 from pathlib import Path
@@ -17,7 +16,7 @@ import zmq
 import apiary
 from apiary import wire
 
-from conftest import ROOT, Aggregator, consecutive_ports, write_config
+from conftest import ROOT, Aggregator, start_shard_map
 from test_fleet import StepTrainer, eventually, in_thread
 
 sys.path.insert(0, str(ROOT / "python" / "examples" / "numpy-softmax"))
@@ -150,18 +149,8 @@ def test_fedasync_takes_full_models_in_a_lossy_codec(make_aggregator: Callable[.
 
 def test_int8_deltas_to_a_shard_map_of_three(tmp_path: Path) -> None:
     # Each shard gets its slice encoded on its own (blocks start at the slice), with its own residual.
-    bases = [consecutive_ports(3) for _ in range(3)]
-    ep = lambda i, k: f"tcp://127.0.0.1:{bases[i] + k}"  # noqa: E731 - k: 0 snapshot, 1 model, 2 update
-    shards: list[Aggregator] = []
+    shards, ep = start_shard_map(tmp_path, chunk_parameters=64, algorithm="fedbuff", buffer_size=1, codec="int8", int8_block=50)
     try:
-        for i in range(3):
-            d = tmp_path / f"shard-{i}"
-            d.mkdir()
-            cfg = write_config(d, bases[i], chunk_parameters=64, algorithm="fedbuff", buffer_size=1, codec="int8", int8_block=50)
-            env = dict(os.environ, LOG_LEVEL="info", SHARDS_INDEX=str(i),
-                       SHARDS_SNAPSHOT=",".join(ep(j, 0) for j in range(3)), SHARDS_MODEL=",".join(ep(j, 1) for j in range(3)),
-                       SHARDS_UPDATE=",".join(ep(j, 2) for j in range(3)))
-            shards.append(Aggregator(d, bases[i], ["--config", str(cfg)], env).start())
         require_codecs(shards[0], "int8")
         c = apiary.Client(StepTrainer(), client_id="sharded-int8", aggregator=ep(0, 0), insecure=True, new_model_wait=0.5)
         (s,) = run_all([c], 4)
@@ -172,7 +161,7 @@ def test_int8_deltas_to_a_shard_map_of_three(tmp_path: Path) -> None:
         assert all(c._feedback.residual(k) is not None for k in range(3))
         for agg in shards:
             last = snapshot(agg.snapshot)
-            # (a flush may hold more than one delta when they arrive together: at most 4 steps)
+            # (four deltas of buffer size 1: at most 4 steps)
             assert 1 <= last.version <= 4 and np.all(last.values > 0)
         for agg in shards:
             assert agg.stop() == 0

@@ -3,7 +3,6 @@ splits each update across them."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from typing import Any
@@ -13,7 +12,7 @@ import pytest
 
 import apiary
 
-from conftest import Aggregator, consecutive_ports, write_config
+from conftest import start_shard_map
 from test_fleet import StepTrainer, eventually, in_thread
 
 
@@ -34,18 +33,8 @@ class FrozenBias(StepTrainer):
 
 @pytest.mark.parametrize("frozen", [False, True], ids=["all-trained", "bias-frozen"])
 def test_a_shard_map_of_three(tmp_path: Path, frozen: bool) -> None:
-    bases = [consecutive_ports(3) for _ in range(3)]
-    ep = lambda i, k: f"tcp://127.0.0.1:{bases[i] + k}"  # noqa: E731 - k: 0 snapshot, 1 model, 2 update
-    shards: list[Aggregator] = []
+    shards, ep = start_shard_map(tmp_path, chunk_parameters=64)
     try:
-        for i in range(3):
-            d = tmp_path / f"shard-{i}"
-            d.mkdir()
-            cfg = write_config(d, bases[i], chunk_parameters=64)
-            env = dict(os.environ, LOG_LEVEL="info", SHARDS_INDEX=str(i),
-                       SHARDS_SNAPSHOT=",".join(ep(j, 0) for j in range(3)), SHARDS_MODEL=",".join(ep(j, 1) for j in range(3)),
-                       SHARDS_UPDATE=",".join(ep(j, 2) for j in range(3)))
-            shards.append(Aggregator(d, bases[i], ["--config", str(cfg)], env).start())
         trainer = FrozenBias() if frozen else StepTrainer()
         # The client knows one shard (the second); the map brings it to the others.
         c = apiary.Client(trainer, client_id="sharded", aggregator=ep(1, 0), insecure=True)
