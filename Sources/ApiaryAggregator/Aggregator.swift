@@ -51,11 +51,18 @@ public final class Aggregator: Service, Sendable {
         var activity = AggregatorActivity()
         var latest: PublishedModel?
         var endpoints: Endpoints?
-        var startError: String?
+        var startError: AggregatorError?
         var finished = false
         var runID: UInt64 = 0
         var handshakeFailures: [String: UInt64] = [:]
     }
+
+    /// Left by the aggregator thread when it ends; `stop()` waits on it.
+    private let threadDone = DispatchGroup()
+    /// Announces the aggregator thread's end (to `shutdown()` and `run()`).
+    private let ended = ChangeSignal()
+    /// Announces newly published stats (merges, versions): what a gateway's relay waits for.
+    public let statsChanged = ChangeSignal()
 
     /// Creates an aggregator for a model of `layout` starting from `initialParameters`
     /// (at `initialVersion`): the whole model, or, for a parameter shard, either the whole
@@ -119,24 +126,33 @@ public final class Aggregator: Service, Sendable {
     @discardableResult
     public func start() throws -> Endpoints {
         let ready = DispatchSemaphore(value: 0)
+        threadDone.enter()
         let thread = Thread { [self] in
             self.threadMain(ready: ready)
+            self.threadDone.leave()
         }
         thread.name = "apiary-aggregator"
         thread.stackSize = 1 << 20
         thread.start()
         ready.wait()
         let (eps, err) = shared.withLock { ($0.endpoints, $0.startError) }
-        if let err { throw AggregatorError.startFailed(err) }
+        if let err { throw err }
         return eps!
     }
 
-    /// Asks the aggregator thread to stop and waits until it has closed its sockets.
+    /// Asks the aggregator thread to stop and blocks the calling thread until it has written
+    /// the final checkpoint and closed its sockets. For synchronous callers (tests, benchmarks);
+    /// from async code use `shutdown()`, which suspends instead of blocking.
     public func stop() {
-        stopRequested.store(true, ordering: .releasing)
-        while !shared.withLock({ $0.finished || $0.startError != nil }) {
-            Thread.sleep(forTimeInterval: 0.005)
-        }
+        requestStop()
+        threadDone.wait()
+    }
+
+    /// Asks the aggregator thread to stop and returns once it has written the final
+    /// checkpoint and closed its sockets (at once when it never started or has stopped).
+    public func shutdown() async {
+        requestStop()
+        await finished()
     }
 
     /// Runs until the calling task is cancelled or a service group shuts down gracefully
@@ -148,16 +164,29 @@ public final class Aggregator: Service, Sendable {
         if !isRunning { try start() }
         await withGracefulShutdownHandler {
             await withTaskCancellationHandler {
-                while !Task.isCancelled && !shared.withLock({ $0.finished }) {
-                    try? await Task.sleep(for: .milliseconds(50))
-                }
+                await finished()
             } onCancel: {
-                stopRequested.store(true, ordering: .releasing)
+                requestStop()
             }
         } onGracefulShutdown: {
-            self.stopRequested.store(true, ordering: .releasing)
+            self.requestStop()
         }
-        stop()
+        // Cancelled: the thread is stopping; return once it is done.
+        await finished()
+    }
+
+    private func requestStop() {
+        stopRequested.store(true, ordering: .releasing)
+        commandDoorbell.ring()  // the loop wakes now instead of at its next poll timeout
+    }
+
+    /// Suspends until the aggregator thread has ended (or never started).
+    private func finished() async {
+        while true {
+            let generation = ended.generation
+            if shared.withLock({ $0.finished || $0.startError != nil || $0.endpoints == nil }) { return }
+            await ended.wait(after: generation)
+        }
     }
 
     // MARK: Relay mode (gateways)
@@ -219,6 +248,7 @@ public final class Aggregator: Service, Sendable {
         // The loop, its sockets and its context are gone by now: the ports are free again
         // when `stop()` returns, so a new aggregator can bind them at once.
         shared.withLock { $0.finished = true }
+        ended.notify()
         // Nobody will answer requests made while stopping.
         for c in takeCommands() { Aggregator.refuse(c) }
     }
@@ -231,7 +261,7 @@ public final class Aggregator: Service, Sendable {
             guard let start = initial.withLock({ s -> [Float]? in
                 defer { s = nil }
                 return s
-            }) else { throw AggregatorError.startFailed("this aggregator has run already: create a new one") }
+            }) else { throw AggregatorError.startFailed("this aggregator has run already: create a new one", code: .alreadyRan) }
             do {
                 loop = try AggregatorLoop(aggregator: self, config: config, layout: layout, range: range, shardMap: shardMap, initial: start,
                                           initialVersion: initialVersion, runID: newRunID, logger: logger)
@@ -240,9 +270,7 @@ public final class Aggregator: Service, Sendable {
                 throw error
             }
         } catch {
-            // start() wraps the reason in startFailed once.
-            let reason: String = if case .startFailed(let r)? = error as? AggregatorError { r } else { "\(error)" }
-            shared.withLock { $0.startError = reason }
+            shared.withLock { $0.startError = AggregatorError.wrapping(error) }
             ready.signal()
             return
         }
@@ -273,17 +301,86 @@ public final class Aggregator: Service, Sendable {
             $0.stats = stats
             if let latest { $0.latest = latest }
         }
+        statsChanged.notify()
     }
 }
 
-public enum AggregatorError: Error, CustomStringConvertible {
-    case invalidConfig(String)
-    case startFailed(String)
+/// Why an aggregator did not start or was refused, in the shape of swift-service-lifecycle's
+/// `ServiceRunnerError`: a `code` to branch on (an address in use, a locked state directory,
+/// a checkpoint of another model, ...), the reason in words, the underlying error as a value
+/// (a `ZMQError`, a file system error) rather than as text, and where it was made. New codes
+/// can be added without breaking a caller's code.
+public struct AggregatorError: Error, CustomStringConvertible {
+    public struct Code: Hashable, Sendable, CustomStringConvertible {
+        private enum Base: String, Hashable, Sendable {
+            case invalidConfig = "invalid config"
+            case addressInUse = "address in use"
+            case stateDirectoryLocked = "state directory locked"
+            case stateUnusable = "state unusable"
+            case checkpointOfAnotherModel = "checkpoint of another model"
+            case securitySelfTestFailed = "security self-test failed"
+            case alreadyRan = "already ran"
+            case startFailed = "start failed"
+        }
+
+        private let base: Base
+        private init(_ base: Base) { self.base = base }
+
+        /// The configuration (or the initial model given with it) is out of range.
+        public static let invalidConfig = Code(.invalidConfig)
+        /// An endpoint to bind is taken by another process.
+        public static let addressInUse = Code(.addressInUse)
+        /// Another aggregator holds the checkpoint directory.
+        public static let stateDirectoryLocked = Code(.stateDirectoryLocked)
+        /// The checkpoint directory or the ledger cannot be created, opened or written.
+        public static let stateUnusable = Code(.stateUnusable)
+        /// The newest valid checkpoint holds a model of another layout.
+        public static let checkpointOfAnotherModel = Code(.checkpointOfAnotherModel)
+        /// CURVE is on but an unknown key was not refused.
+        public static let securitySelfTestFailed = Code(.securitySelfTestFailed)
+        /// `start()` on an aggregator that has run already.
+        public static let alreadyRan = Code(.alreadyRan)
+        /// Anything else that stopped the start (see `underlying`).
+        public static let startFailed = Code(.startFailed)
+
+        public var description: String { base.rawValue }
+    }
+
+    public let code: Code
+    /// What went wrong, in words that name the config key, path or endpoint.
+    public let reason: String
+    /// The error that caused it, when there is one.
+    public let underlying: (any Error)?
+    public let file: String
+    public let line: Int
+
+    public init(code: Code, reason: String, underlying: (any Error)? = nil, file: String = #fileID, line: Int = #line) {
+        self.code = code
+        self.reason = reason
+        self.underlying = underlying
+        self.file = file
+        self.line = line
+    }
+
+    public static func invalidConfig(_ reason: String, file: String = #fileID, line: Int = #line) -> AggregatorError {
+        AggregatorError(code: .invalidConfig, reason: reason, file: file, line: line)
+    }
+
+    public static func startFailed(_ reason: String, code: Code = .startFailed, underlying: (any Error)? = nil,
+                                   file: String = #fileID, line: Int = #line) -> AggregatorError {
+        AggregatorError(code: code, reason: reason, underlying: underlying, file: file, line: line)
+    }
+
+    /// An error that stopped the start, as an `AggregatorError` (kept as it is when it is one).
+    static func wrapping(_ error: any Error, file: String = #fileID, line: Int = #line) -> AggregatorError {
+        if let e = error as? AggregatorError { return e }
+        if let z = error as? ZMQError, z.errno == EADDRINUSE {
+            return .startFailed("\(z)", code: .addressInUse, underlying: z, file: file, line: line)
+        }
+        return .startFailed("\(error)", underlying: error, file: file, line: line)
+    }
 
     public var description: String {
-        switch self {
-        case .invalidConfig(let r): "invalid aggregator config: \(r)"
-        case .startFailed(let r): "aggregator failed to start: \(r)"
-        }
+        code == .invalidConfig ? "invalid aggregator config: \(reason)" : "aggregator failed to start: \(reason)"
     }
 }

@@ -69,6 +69,6 @@ extension AggregatorLoop {
             if zap == nil, try probe.receive(dontWait: true) != nil { break }
             Thread.sleep(forTimeInterval: 0.01)
         }
-        throw AggregatorError.startFailed("security self-test failed: an unknown CURVE key was not refused by the ZAP handler")
+        throw AggregatorError.startFailed("security self-test failed: an unknown CURVE key was not refused by the ZAP handler", code: .securitySelfTestFailed)
     }
 }

@@ -42,6 +42,9 @@ final class AggregatorLoop {
     var lastSubmit = ContinuousClock.now
     var held: [(receipt: Receipt, row: LedgerRow)] = []
     let zap: ZAPHandler?
+    /// Where each socket and doorbell sits in `poller` (its poll slot).
+    var snapshotSlot = 0
+    var updateSlot = 0
     var commandIndex = 0
     var stateLock: StateDirectoryLock?
     var writerIndex = 0
@@ -72,7 +75,7 @@ final class AggregatorLoop {
             do {
                 tidied = try Checkpoint.tidy(directory: url)
             } catch {
-                throw AggregatorError.startFailed("checkpoint.directory \(url.path): \(error)")
+                throw AggregatorError.startFailed("checkpoint.directory \(url.path): \(error)", code: .stateUnusable, underlying: error)
             }
             for t in tidied.removedTemporary {
                 logger.notice("removed a partial checkpoint left by an interrupted write", metadata: ["file": "\(t.path)"])
@@ -89,7 +92,7 @@ final class AggregatorLoop {
                 // A shard's checkpoint holds its slice: the layout of the slice names the range.
                 guard found.state.layout == layout.slice(range) else {
                     throw AggregatorError.startFailed("checkpoint \(found.url.path) holds another model: its layout is \(found.state.layout.summary()); "
-                        + "this aggregator serves \(layout.slice(range).summary()). Start it with the model the checkpoint was trained from, or give it a new checkpoint.directory")
+                        + "this aggregator serves \(layout.slice(range).summary()). Start it with the model the checkpoint was trained from, or give it a new checkpoint.directory", code: .checkpointOfAnotherModel)
                 }
                 resumed = found.state
                 logger.notice("resuming from checkpoint", metadata: ["file": "\(found.url.lastPathComponent)", "version": "\(found.state.version)"])
@@ -105,7 +108,7 @@ final class AggregatorLoop {
             do {
                 return try Ledger(path: path, retention: config.ledgerRetention, logger: logger)
             } catch {
-                throw AggregatorError.startFailed("ledger.path \(path): \(Ledger.explainOpenFailure(path: path, error: error))")
+                throw AggregatorError.startFailed("ledger.path \(path): \(Ledger.explainOpenFailure(path: path, error: error))", code: .stateUnusable, underlying: error)
             }
         }
 
@@ -155,7 +158,7 @@ final class AggregatorLoop {
         if let writer, resumed == nil {
             // The run id and the starting point are durable before anything is acknowledged.
             let r = writer.writeNow(engine.checkpointState())
-            if let e = r.error { throw AggregatorError.startFailed("cannot write the first checkpoint: \(e)") }
+            if let e = r.error { throw AggregatorError.startFailed("cannot write the first checkpoint: \(e)", code: .stateUnusable) }
         }
 
         func seconds(_ d: Duration) -> Double { Double(d.components.seconds) + Double(d.components.attoseconds) / 1e18 }
@@ -221,8 +224,8 @@ final class AggregatorLoop {
             try AggregatorLoop.selfTest(context: context, zap: zap, serverKey: curve.keyPair.publicKey, endpoint: endpoints.snapshot)
             logger.info("security self-test passed: a probe with an unknown CURVE key was refused", metadata: ["endpoint": "\(endpoints.snapshot)"])
         }
-        poller.add(router)
-        poller.add(pull)
+        snapshotSlot = poller.add(router)
+        updateSlot = poller.add(pull)
         commandIndex = poller.add(fileDescriptor: aggregator.commandDoorbell.fileDescriptor)
         if let writer { writerIndex = poller.add(fileDescriptor: writer.doorbell.fileDescriptor) }
         // Refused keys are counted by the ZAP handler (which knows the self-test's probe);
@@ -241,12 +244,13 @@ final class AggregatorLoop {
         for m in monitors { m.monitor.close() }
         pull.close()
         if let writer {
-            if engine.version > durableVersion || writer.isBusy {
+            // The write in flight ends first (its result counts), then the final state.
+            writer.stop()
+            collectCheckpointResults()
+            if engine.version > durableVersion {
                 let r = writer.writeNow(engine.checkpointState())
-                collectCheckpointResults()
                 if r.error == nil { markDurable(r.version) }
             }
-            writer.stop()
         }
         releaseHeld()
         if dirty { try? broadcast() }
@@ -261,6 +265,7 @@ final class AggregatorLoop {
     }
 
     func run(shouldStop: () -> Bool) {
+        writer?.start()
         while !shouldStop() {
             let now = ContinuousClock.now
             var deadline = now + .milliseconds(100)
@@ -277,8 +282,8 @@ final class AggregatorLoop {
             let timeout = wait <= .zero ? 0 : Int(wait.components.seconds * 1000 + wait.components.attoseconds / 1_000_000_000_000_000) + 1
             do {
                 try poller.poll(timeoutMilliseconds: timeout)
-                if poller.isReadable(0) { try serveSnapshots() }
-                if poller.isReadable(1) { try ingestUpdates() } else { try closeRoundIfReady() }
+                if poller.isReadable(snapshotSlot) { try serveSnapshots() }
+                if poller.isReadable(updateSlot) { try ingestUpdates() } else { try closeRoundIfReady() }
                 if poller.isReadable(commandIndex) {
                     aggregator.commandDoorbell.drain()
                     runCommands()

@@ -31,10 +31,18 @@ final class CheckpointWriter: Sendable {
     private let finished = DispatchSemaphore(value: 0)
     private let logger: Logger
 
+    private let started = Atomic<Bool>(false)
+
     init(directory: URL, keep: Int, logger: Logger) {
         self.directory = directory
-        self.keep = max(1, keep)
+        self.keep = keep
         self.logger = logger
+    }
+
+    /// Starts the writer thread (the aggregator thread calls this when its loop starts; the
+    /// first checkpoint of a run is written before, with `writeNow`).
+    func start() {
+        guard !started.exchange(true, ordering: .acquiringAndReleasing) else { return }
         let t = Thread { [self] in self.main() }
         t.name = "apiary-checkpoint"
         t.start()
@@ -57,15 +65,22 @@ final class CheckpointWriter: Sendable {
         }
     }
 
-    /// Writes `s` on the calling thread (shutdown path), after any write in flight.
+    /// Writes `s` on the calling thread: before `start()` (a run's first checkpoint) or after
+    /// `stop()` (the final one), when no other write can be in flight.
     func writeNow(_ s: CheckpointState) -> Result {
-        while isBusy { Thread.sleep(forTimeInterval: 0.002) }
+        precondition(!started.load(ordering: .acquiring) || state.withLock { $0.stopping }, "writeNow while the writer thread runs")
         return write(s)
     }
 
-    /// Stops the thread after the write in flight.
+    /// Stops the thread: waits for the write in flight (its result is in `takeResults`);
+    /// a queued state not yet started is dropped (the caller writes a newer one with
+    /// `writeNow`). Blocks the calling thread, never a task: only the aggregator thread calls it.
     func stop() {
-        state.withLock { $0.stopping = true }
+        let wasStopping = state.withLock { s in
+            defer { s.stopping = true }
+            return s.stopping
+        }
+        guard started.load(ordering: .acquiring), !wasStopping else { return }
         work.signal()
         finished.wait()
     }

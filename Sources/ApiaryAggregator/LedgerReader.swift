@@ -29,7 +29,7 @@ public final class LedgerReader: Sendable {
         } catch let e as LedgerError {
             throw e
         } catch let e as DatabaseError {
-            throw LedgerError.notALedger(path: path, detail: e.message ?? "\(e)")
+            throw LedgerError.notALedger(path: path, detail: e.message ?? "\(e)", underlying: e)
         }
         self.path = path
     }

@@ -132,7 +132,7 @@ enum LedgerSchema {
         do {
             return try Array(json.utf8).withUnsafeBytes { b throws(WireError) in try Codec.decodeMetrics(b) }
         } catch {
-            throw LedgerError.unreadableRow(id: id, detail: "metrics: \(error)")
+            throw LedgerError.unreadableRow(id: id, detail: "metrics: \(error)", underlying: error)
         }
     }
 

@@ -20,6 +20,9 @@ public final class ClientRuntime: Service, Sendable {
     private let state = Mutex(State())
     private let wakeup = Wakeup()
     private let stopRequested = Atomic<Bool>(false)
+    /// Announces every change the training side may wait for: a model adopted, a counter
+    /// changed by the I/O thread (a receipt frees room for another update), a failure, a stop.
+    private let changes = ChangeSignal()
     private let onEvent: (@Sendable (ClientEvent) -> Void)?
     private let metricsWarnings = WarningTimer(interval: .seconds(30))
 
@@ -49,7 +52,6 @@ public final class ClientRuntime: Service, Sendable {
         var features: [String] = []
         var outbox: [OutgoingUpdate] = []
         var stats = ClientStats()
-        var modelWaiters: [(after: UInt64?, runID: UInt64?, CheckedContinuation<Void, Never>)] = []
         var fatal: ClientError?
         var ioFinished = false
     }
@@ -214,22 +216,16 @@ public final class ClientRuntime: Service, Sendable {
 
     // MARK: Waiting (training side)
 
+    /// Suspends until a model newer than `base` is held (any model when nil), `timeout`
+    /// passes, the I/O thread failed, or the client stops. Never polls: the I/O thread's
+    /// `adopt` wakes it.
     private func waitForModel(newerThan base: (runID: UInt64, version: UInt64)?, timeout: Duration?) async {
-        if let timeout {
-            let deadline = ContinuousClock.now + timeout
-            while ContinuousClock.now < deadline && !stopRequested.load(ordering: .acquiring) && !Task.isCancelled {
-                if hasModel(newerThan: base) { return }
-                try? await Task.sleep(for: .milliseconds(5))
-            }
-            return
-        }
-        await withCheckedContinuation { (c: CheckedContinuation<Void, Never>) in
-            let ready = state.withLock { s -> Bool in
-                if s.model != nil || s.fatal != nil || stopRequested.load(ordering: .acquiring) { return true }
-                s.modelWaiters.append((nil, nil, c))
-                return false
-            }
-            if ready { c.resume() }
+        let deadline = timeout.map { ContinuousClock.now + $0 }
+        while !stopRequested.load(ordering: .acquiring) && !Task.isCancelled {
+            let generation = changes.generation
+            if hasModel(newerThan: base) || state.withLock({ $0.fatal != nil }) { return }
+            if let deadline, ContinuousClock.now >= deadline { return }
+            await changes.wait(after: generation, until: deadline)
         }
     }
 
@@ -241,21 +237,17 @@ public final class ClientRuntime: Service, Sendable {
         }
     }
 
+    /// Suspends until there is room for one more update (at most `maxPendingUpdates` queued or
+    /// waiting for receipts) or the client stops; a receipt counted by the I/O thread wakes it.
     private func waitForPendingRoom() async {
         while !stopRequested.load(ordering: .acquiring) && !Task.isCancelled {
-            let room = state.withLock { $0.stats.pending + $0.outbox.count < config.maxPendingUpdates }
-            if room { return }
-            try? await Task.sleep(for: .milliseconds(10))
+            let generation = changes.generation
+            if state.withLock({ $0.stats.pending + $0.outbox.count < config.maxPendingUpdates }) { return }
+            await changes.wait(after: generation)
         }
     }
 
-    private func wakeAllWaiters() {
-        let waiters = state.withLock { s in
-            defer { s.modelWaiters = [] }
-            return s.modelWaiters
-        }
-        for w in waiters { w.2.resume() }
-    }
+    private func wakeAllWaiters() { changes.notify() }
 
     // MARK: I/O thread
 
@@ -266,7 +258,7 @@ public final class ClientRuntime: Service, Sendable {
             io.close()
         } catch {
             logger.error("client I/O failed: \(error)")
-            state.withLock { $0.fatal = .invalidConfig("\(error)") }
+            state.withLock { $0.fatal = .ioFailed(error) }
             wakeAllWaiters()
         }
         state.withLock { $0.ioFinished = true }
@@ -281,7 +273,7 @@ public final class ClientRuntime: Service, Sendable {
             wakeAllWaiters()
             return false
         }
-        let (first, waiters) = state.withLock { s -> (Bool, [CheckedContinuation<Void, Never>]) in
+        let first = state.withLock { s -> Bool in
             let first = s.model == nil
             s.model = model
             s.bases = bases
@@ -293,10 +285,9 @@ public final class ClientRuntime: Service, Sendable {
             s.features = features
             s.stats.modelVersion = model.version
             if fromSnapshot { s.stats.snapshotsReceived += 1 } else { s.stats.broadcastsReceived += 1 }
-            defer { s.modelWaiters = [] }
-            return (first, s.modelWaiters.map(\.2))
+            return first
         }
-        for w in waiters { w.resume() }
+        changes.notify()
         if first {
             logger.info("joined: holding the aggregator's model", metadata: [
                 "version": "\(model.version)", "parameters": "\(model.layout.parameterCount)", "tensors": "\(model.layout.tensors.count)",
@@ -318,8 +309,11 @@ public final class ClientRuntime: Service, Sendable {
         state.withLock { ($0.serverReceiptTimeout, $0.chunkParameters) }
     }
 
+    /// Changes the counters (the I/O thread: sends, receipts, resends) and wakes the training
+    /// side's waits, one of which may be for room freed by a receipt.
     func record(_ body: (inout ClientStats) -> Void) {
         state.withLock { body(&$0.stats) }
+        changes.notify()
     }
 
     func emit(_ e: ClientEvent) { onEvent?(e) }

@@ -49,13 +49,13 @@ public final class Gateway: Service, Sendable {
     public init(config: GatewayConfig, layout: ParameterLayout, initialParameters: [Float], logger: Logger) throws {
         var down = config.downstream
         down.relay = true
-        guard config.pushEveryMerges >= 1 else { throw AggregatorError.invalidConfig("gateway.push_every_merges must be at least 1") }
+        guard config.pushEveryMerges >= 1 else { throw GatewayError.invalidConfig("gateway.push_every_merges must be at least 1") }
         aggregator = try Aggregator(config: down, layout: layout, initialParameters: initialParameters, logger: logger)
         let view = UplinkView()
         let flag = stopping
         let pushes = PushLedger()
         let trainer = RelayTrainer(layout: layout, aggregator: aggregator, uplink: view, pushes: pushes, everyMerges: config.pushEveryMerges,
-                                   interval: config.pushInterval, isStopping: { flag.value.load(ordering: .acquiring) })
+                                   interval: config.pushInterval, stopping: flag)
         let agg = aggregator
         let log = logger
         let runtime = try ClientRuntime(config: config.upstream, trainer: trainer, logger: logger) { event in
@@ -68,6 +68,8 @@ public final class Gateway: Service, Sendable {
                 // for the next push instead of dropping it at the next rebase.
                 log.info("push not merged upstream; its progress goes up with the next one", metadata: ["seq": "\(seq)"])
                 Task { await agg.restore(progress: delta, in: rejected) }
+            case .joined, .modelUpdated:
+                view.modelChanged.notify()
             default:
                 break
             }
@@ -84,23 +86,37 @@ public final class Gateway: Service, Sendable {
     /// graceful shutdown (SIGTERM); throws when the upstream model does not fit.
     public func run() async throws {
         if aggregator.endpoints == nil { try aggregator.start() }
-        defer { aggregator.stop() }
-        try await withGracefulShutdownHandler {
-            try await uplink.run()
-        } onGracefulShutdown: {
-            self.stop()
+        do {
+            try await withGracefulShutdownHandler {
+                try await uplink.run()
+            } onGracefulShutdown: {
+                self.stop()
+            }
+        } catch {
+            await aggregator.shutdown()
+            throw error
         }
+        await aggregator.shutdown()
     }
 
     /// Stops pushing and following upstream; `run()` then stops the downstream aggregator.
     public func stop() {
-        stopping.value.store(true, ordering: .releasing)
+        stopping.set()
         uplink.stop()
     }
 }
 
 final class StopFlag: Sendable {
     let value = Atomic<Bool>(false)
+    /// Announces the stop to waits.
+    let signal = ChangeSignal()
+
+    var isSet: Bool { value.load(ordering: .acquiring) }
+
+    func set() {
+        value.store(true, ordering: .releasing)
+        signal.notify()
+    }
 }
 
 /// The progress each push carries (`RelayProgress.delta`), from training round to update seq
@@ -131,6 +147,8 @@ final class PushLedger: Sendable {
 /// The uplink runtime, known to its trainer once both exist.
 final class UplinkView: Sendable {
     let runtime = Mutex<ClientRuntime?>(nil)
+    /// Announces each model the uplink adopts (joined or updated).
+    let modelChanged = ChangeSignal()
 
     var modelKey: (runID: UInt64, version: UInt64)? {
         runtime.withLock { $0 }?.currentModel.map { ($0.runID, $0.version) }
@@ -146,19 +164,19 @@ final class RelayTrainer: Trainer, Sendable {
     let pushes: PushLedger
     let everyMerges: UInt64
     let interval: Duration
-    let isStopping: @Sendable () -> Bool
+    let stopping: StopFlag
     private let rebased = Mutex<(runID: UInt64, version: UInt64)?>(nil)
     private let lastPush = Mutex<ContinuousClock.Instant>(.now)
 
     init(layout: ParameterLayout, aggregator: Aggregator, uplink: UplinkView, pushes: PushLedger, everyMerges: UInt64, interval: Duration,
-         isStopping: @escaping @Sendable () -> Bool) {
+         stopping: StopFlag) {
         self.layout = layout
         self.aggregator = aggregator
         self.uplink = uplink
         self.pushes = pushes
         self.everyMerges = everyMerges
         self.interval = interval
-        self.isStopping = isStopping
+        self.stopping = stopping
     }
 
     func train(model: ModelSnapshot, config: TrainingConfig, round: Int) async throws -> TrainingResult {
@@ -167,9 +185,12 @@ final class RelayTrainer: Trainer, Sendable {
             guard await aggregator.rebase(onto: model.parameters) != nil else { return .nothing }
             rebased.withLock { $0 = key }
         }
-        while !isStopping() && !Task.isCancelled {
+        while !stopping.isSet && !Task.isCancelled {
+            // Read before the checks: a merge or an upstream model after this wakes the wait below.
+            let (merges, models) = (aggregator.statsChanged.generation, uplink.modelChanged.generation)
             let s = aggregator.stats
-            let since = ContinuousClock.now - lastPush.withLock { $0 }
+            let pushedAt = lastPush.withLock { $0 }
+            let since = ContinuousClock.now - pushedAt
             if s.unsentMerges >= everyMerges || (s.unsentMerges >= 1 && since >= interval) {
                 guard let p = await aggregator.takeProgress() else { return .nothing }
                 lastPush.withLock { $0 = .now }
@@ -180,8 +201,44 @@ final class RelayTrainer: Trainer, Sendable {
                 // Nothing to push yet and a newer upstream model: relay it first.
                 return .nothing
             }
-            try? await Task.sleep(for: .milliseconds(20))
+            // Wake for a merge down here, a model up there, a stop, or when the interval is up.
+            await withTaskGroup(of: Void.self) { g in
+                g.addTask { await self.aggregator.statsChanged.wait(after: merges, until: s.unsentMerges >= 1 ? pushedAt + self.interval : nil) }
+                g.addTask { await self.uplink.modelChanged.wait(after: models) }
+                g.addTask { await self.stopping.signal.wait(after: 0) }
+                await g.next()
+                g.cancelAll()
+            }
         }
         return .nothing
     }
+}
+
+/// Why a gateway was refused, in the shape of swift-service-lifecycle's `ServiceRunnerError`
+/// (its two halves throw `AggregatorError` and `ClientError` of their own).
+public struct GatewayError: Error, CustomStringConvertible {
+    public struct Code: Hashable, Sendable, CustomStringConvertible {
+        private enum Base: String, Hashable, Sendable {
+            case invalidConfig = "invalid config"
+        }
+
+        private let base: Base
+        private init(_ base: Base) { self.base = base }
+
+        /// A `gateway.*` setting is out of range.
+        public static let invalidConfig = Code(.invalidConfig)
+
+        public var description: String { base.rawValue }
+    }
+
+    public let code: Code
+    public let reason: String
+    public let file: String
+    public let line: Int
+
+    public static func invalidConfig(_ reason: String, file: String = #fileID, line: Int = #line) -> GatewayError {
+        GatewayError(code: .invalidConfig, reason: reason, file: file, line: line)
+    }
+
+    public var description: String { "invalid gateway config: \(reason)" }
 }

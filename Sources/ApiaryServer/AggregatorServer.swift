@@ -163,10 +163,10 @@ public final class AggregatorServer: Sendable {
         do {
             try await group.run()
         } catch {
-            aggregator.stop()
+            await aggregator.shutdown()
             throw error
         }
-        aggregator.stop()
+        await aggregator.shutdown()
     }
 
     /// Shuts a running server down gracefully (what SIGTERM does); `run()` then returns.

@@ -12,10 +12,13 @@ public final class Context: @unchecked Sendable {
     public init(ioThreads: Int = 1) throws(ZMQError) {
         guard let h = zmq_ctx_new() else { throw ZMQError.last("zmq_ctx_new") }
         handle = h
-        if ioThreads != 1, zmq_ctx_set(h, ZMQ_IO_THREADS, Int32(ioThreads)) != 0 {
-            let e = ZMQError.last("zmq_ctx_set(ZMQ_IO_THREADS)")
-            zmq_ctx_term(h)
-            throw e
+        if ioThreads != 1 {
+            do throws(ZMQError) {
+                try checked("zmq_ctx_set(ZMQ_IO_THREADS, \(ioThreads))") { zmq_ctx_set(h, ZMQ_IO_THREADS, Int32(ioThreads)) }
+            } catch {
+                zmq_ctx_term(h)
+                throw error
+            }
         }
         // A fleet of thousands of clients needs more than the default 1023 sockets.
         _ = zmq_ctx_set(h, ZMQ_MAX_SOCKETS, 65535)

@@ -49,7 +49,7 @@ public final class Message {
     /// A message that refers to `count` bytes at `base` without copying them. `owner` is
     /// retained until libzmq releases the bytes (its free callback runs on a libzmq thread),
     /// so the bytes must live as long as `owner` and must not change in the meantime.
-    public init(noCopy base: UnsafeRawPointer, count: Int, owner: AnyObject) {
+    public init(noCopy base: UnsafeRawPointer, count: Int, owner: any AnyObject & Sendable) {
         pointer = .allocate(capacity: 1)
         let hint = Unmanaged.passRetained(owner).toOpaque()
         let rc = zmq_msg_init_data(pointer, UnsafeMutableRawPointer(mutating: base), count, { _, hint in

@@ -50,13 +50,10 @@ public final class Poller {
     @discardableResult
     public func poll(timeoutMilliseconds: Int) throws(ZMQError) -> Int {
         let n = items.count
-        let rc = items.withUnsafeMutableBufferPointer { zmq_poll($0.baseAddress, Int32(n), timeoutMilliseconds) }
-        if rc < 0 {
-            let e = zmq_errno()
-            if e == EINTR { return 0 }
-            throw ZMQError(errno: e, operation: "zmq_poll")
+        switch try retrying("zmq_poll", retryInterrupted: false, { items.withUnsafeMutableBufferPointer { zmq_poll($0.baseAddress, Int32(n), timeoutMilliseconds) } }) {
+        case .done(let ready): return Int(ready)
+        case .wouldBlock: return 0
         }
-        return Int(rc)
     }
 
     /// What the socket at `index` was ready for after the last `poll`.

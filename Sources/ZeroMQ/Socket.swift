@@ -38,20 +38,20 @@ public final class Socket {
 
     /// Binds to `endpoint` (`tcp://127.0.0.1:*` picks a free port: read `lastEndpoint`).
     public func bind(_ endpoint: String) throws(ZMQError) {
-        guard zmq_bind(raw, endpoint) == 0 else { throw ZMQError.last("zmq_bind(\(endpoint))") }
+        try checked("zmq_bind(\(endpoint))") { zmq_bind(raw, endpoint) }
     }
 
     /// Connects to `endpoint`; libzmq reconnects by itself when the peer goes away.
     public func connect(_ endpoint: String) throws(ZMQError) {
-        guard zmq_connect(raw, endpoint) == 0 else { throw ZMQError.last("zmq_connect(\(endpoint))") }
+        try checked("zmq_connect(\(endpoint))") { zmq_connect(raw, endpoint) }
     }
 
     public func unbind(_ endpoint: String) throws(ZMQError) {
-        guard zmq_unbind(raw, endpoint) == 0 else { throw ZMQError.last("zmq_unbind(\(endpoint))") }
+        try checked("zmq_unbind(\(endpoint))") { zmq_unbind(raw, endpoint) }
     }
 
     public func disconnect(_ endpoint: String) throws(ZMQError) {
-        guard zmq_disconnect(raw, endpoint) == 0 else { throw ZMQError.last("zmq_disconnect(\(endpoint))") }
+        try checked("zmq_disconnect(\(endpoint))") { zmq_disconnect(raw, endpoint) }
     }
 
     /// The endpoint last bound or connected, with the actual port of a `*` bind.
@@ -62,8 +62,8 @@ public final class Socket {
     // MARK: Options
 
     public func set<V>(_ option: SocketOption<V>, _ value: V) throws(ZMQError) {
-        let rc = value.withOptionBytes { zmq_setsockopt(raw, option.code, $0, $1) }
-        guard rc == 0 else { throw ZMQError.last("zmq_setsockopt(\(option.code))") }
+        let raw = raw
+        try checked("zmq_setsockopt(\(option.code))") { value.withOptionBytes { zmq_setsockopt(raw, option.code, $0, $1) } }
     }
 
     public func get<V>(_ option: SocketOption<V>) throws(ZMQError) -> V {

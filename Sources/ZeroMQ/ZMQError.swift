@@ -29,9 +29,22 @@ public struct ZMQError: Error, Hashable, CustomStringConvertible {
         "\(operation): \(String(cString: zmq_strerror(errno))) (errno \(errno))"
     }
 
-    /// The error of the last failed libzmq call on this thread.
+    /// The error of the last failed libzmq call on this thread. Every failed libzmq call of
+    /// this module goes through here (or through `retrying`, which calls it), so that an errno
+    /// that can only mean a bug in this program traps at once instead of travelling on as an
+    /// error somebody may log and ignore (as SwiftNIO's `preconditionIsNotUnacceptableErrno`).
     static func last(_ operation: @autoclosure () -> String) -> ZMQError {
-        ZMQError(errno: zmq_errno(), operation: operation())
+        let e = zmq_errno()
+        precondition(!isProgrammingError(e), "\(operation()): \(String(cString: zmq_strerror(e))) (errno \(e)): a bug in the caller, not a run-time condition")
+        return ZMQError(errno: e, operation: operation())
+    }
+
+    /// Errnos that libzmq returns only for a call that could never be right: a handle that is
+    /// not a socket (`ENOTSOCK`: closed or never created) or a bad pointer (`EFAULT`: an invalid
+    /// message or context). `EINVAL` is not among them: libzmq also returns it for a malformed
+    /// endpoint, which comes from configuration.
+    static func isProgrammingError(_ e: Int32) -> Bool {
+        e == ENOTSOCK || e == EFAULT
     }
 }
 
@@ -41,16 +54,30 @@ enum CallOutcome {
     case wouldBlock
 }
 
-/// Calls `body` until it does not fail with EINTR. Returns `.wouldBlock` for EAGAIN; throws
+/// The one errno helper of this module: calls `body` (a libzmq call returning an int) until
+/// it does not fail with EINTR (or, with `retryInterrupted: false`, returns `.wouldBlock` for
+/// EINTR too, for a poll whose caller re-checks its own deadline). Returns `.wouldBlock` for
+/// EAGAIN; traps on an errno that means a bug (`ZMQError.isProgrammingError`); throws
 /// `ZMQError` for anything else.
 @inline(__always)
-func retrying(_ operation: @autoclosure () -> String, _ body: () -> Int32) throws(ZMQError) -> CallOutcome {
+func retrying(_ operation: @autoclosure () -> String, retryInterrupted: Bool = true, _ body: () -> Int32) throws(ZMQError) -> CallOutcome {
     while true {
         let rc = body()
         if rc >= 0 { return .done(rc) }
         let e = zmq_errno()
-        if e == EINTR { continue }
+        if e == EINTR { if retryInterrupted { continue } else { return .wouldBlock } }
         if e == EAGAIN { return .wouldBlock }
-        throw ZMQError(errno: e, operation: operation())
+        throw ZMQError.last(operation())
+    }
+}
+
+/// `retrying` for calls where "would block" cannot happen or is a failure like any other
+/// (bind, connect, options): EINTR is retried, everything else throws (or traps, as above).
+@inline(__always)
+func checked(_ operation: @autoclosure () -> String, _ body: () -> Int32) throws(ZMQError) {
+    while true {
+        if body() >= 0 { return }
+        if zmq_errno() == EINTR { continue }
+        throw ZMQError.last(operation())
     }
 }

@@ -261,8 +261,8 @@ import ApiaryTesting
             #expect {
                 _ = try LedgerReader(path: missing)
             } throws: { e in
-                guard case LedgerError.fileNotFound(let p) = e else { return false }
-                return p == missing
+                guard let e = e as? LedgerError else { return false }
+                return e.code == .fileNotFound && e.path == missing
             }
             #expect(!FileManager.default.fileExists(atPath: missing))
 
@@ -271,8 +271,7 @@ import ApiaryTesting
             #expect {
                 _ = try LedgerReader(path: foreign.path)
             } throws: { e in
-                guard case LedgerError.notALedger = e else { return false }
-                return true
+                (e as? LedgerError)?.code == .notALedger
             }
             #expect(throws: LedgerError.self) { _ = try LedgerReader(path: dir.path) }
         }

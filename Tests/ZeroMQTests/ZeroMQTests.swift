@@ -52,7 +52,8 @@ struct ZeroMQTests {
 
     @Test("a zero-copy frame is delivered intact and its owner is released")
     func zeroCopy() throws {
-        final class Owner {
+        final class Owner: @unchecked Sendable {
+            // @unchecked Sendable: filled in init, then only read (by libzmq's I/O thread too).
             let values: UnsafeMutableBufferPointer<Float>
             init(_ n: Int) {
                 values = .allocate(capacity: n)
