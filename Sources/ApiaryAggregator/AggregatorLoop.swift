@@ -6,7 +6,8 @@ import ZeroMQ
 
 /// The aggregator thread's state: its sockets, the merge engine, the publish timer and the
 /// group commit of receipts. Created and used on that thread only. This file holds start-up,
-/// the poll loop, relay commands and update ingest; the planes are in their own files:
+/// the poll loop, relay commands and update ingest; checkpoint resume is `CheckpointResume`;
+/// the planes are in their own files:
 /// `+Publisher` (model broadcasts), `+Snapshots` (the snapshot server), `+Receipts` (group
 /// commit and the receipt desk), `+Security` (the ZAP self-test, handshake accounting).
 final class AggregatorLoop {
@@ -65,39 +66,10 @@ final class AggregatorLoop {
         // Resume from the newest valid checkpoint, or start a new run.
         var resumed: CheckpointState?
         if let dir = config.checkpointDirectory {
-            let url = URL(fileURLWithPath: dir)
-            // One aggregator per state directory: two (say, shards given the same config)
-            // would resume and prune each other's checkpoints.
-            stateLock = try StateDirectoryLock(directory: url)
-            // Partial files of a crashed write go; corrupt checkpoints move to corrupt/, so that
-            // they neither count toward checkpoint.keep nor push this run's files out.
-            let tidied: Checkpoint.Tidied
-            do {
-                tidied = try Checkpoint.tidy(directory: url)
-            } catch {
-                throw AggregatorError.startFailed("checkpoint.directory \(url.path): \(error)", code: .stateUnusable, underlying: error)
-            }
-            for t in tidied.removedTemporary {
-                logger.notice("removed a partial checkpoint left by an interrupted write", metadata: ["file": "\(t.path)"])
-            }
-            for q in tidied.quarantined {
-                logger.error("skipping corrupt checkpoint: moved aside", metadata: [
-                    "file": "\(q.from.path)", "moved_to": "\(q.to.path)", "error": "\(q.error)",
-                ])
-            }
-            if let found = Checkpoint.latestValid(in: url) {
-                for (bad, error) in found.skipped {
-                    logger.error("skipping corrupt checkpoint", metadata: ["file": "\(bad.path)", "error": "\(error)"])
-                }
-                // A shard's checkpoint holds its slice: the layout of the slice names the range.
-                guard found.state.layout == layout.slice(range) else {
-                    throw AggregatorError.startFailed("checkpoint \(found.url.path) holds another model: its layout is \(found.state.layout.summary()); "
-                        + "this aggregator serves \(layout.slice(range).summary()). Start it with the model the checkpoint was trained from, or give it a new checkpoint.directory", code: .checkpointOfAnotherModel)
-                }
-                resumed = found.state
-                logger.notice("resuming from checkpoint", metadata: ["file": "\(found.url.lastPathComponent)", "version": "\(found.state.version)"])
-            }
-            writer = CheckpointWriter(directory: url, keep: config.checkpointKeep, logger: logger)
+            let state = try CheckpointResume.open(directory: URL(fileURLWithPath: dir), expecting: layout.slice(range), logger: logger)
+            stateLock = state.lock
+            resumed = state.resumed
+            writer = CheckpointWriter(directory: state.directory, keep: config.checkpointKeep, logger: logger)
         } else {
             writer = nil
         }
