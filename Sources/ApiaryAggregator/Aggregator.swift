@@ -305,82 +305,52 @@ public final class Aggregator: Service, Sendable {
     }
 }
 
-/// Why an aggregator did not start or was refused, in the shape of swift-service-lifecycle's
-/// `ServiceRunnerError`: a `code` to branch on (an address in use, a locked state directory,
-/// a checkpoint of another model, ...), the reason in words, the underlying error as a value
-/// (a `ZMQError`, a file system error) rather than as text, and where it was made. New codes
-/// can be added without breaking a caller's code.
-public struct AggregatorError: Error, CustomStringConvertible {
-    public struct Code: Hashable, Sendable, CustomStringConvertible {
-        private enum Base: String, Hashable, Sendable {
-            case invalidConfig = "invalid config"
-            case addressInUse = "address in use"
-            case stateDirectoryLocked = "state directory locked"
-            case stateUnusable = "state unusable"
-            case checkpointOfAnotherModel = "checkpoint of another model"
-            case securitySelfTestFailed = "security self-test failed"
-            case alreadyRan = "already ran"
-            case startFailed = "start failed"
-        }
+/// Why an aggregator did not start or was refused (`ApiaryError`'s shape: a code, the reason,
+/// the underlying error, where). `start()` throws one whatever failed underneath.
+public typealias AggregatorError = ApiaryError<AggregatorErrors>
 
-        private let base: Base
-        private init(_ base: Base) { self.base = base }
-
-        /// The configuration (or the initial model given with it) is out of range.
-        public static let invalidConfig = Code(.invalidConfig)
-        /// An endpoint to bind is taken by another process.
-        public static let addressInUse = Code(.addressInUse)
-        /// Another aggregator holds the checkpoint directory.
-        public static let stateDirectoryLocked = Code(.stateDirectoryLocked)
-        /// The checkpoint directory or the ledger cannot be created, opened or written.
-        public static let stateUnusable = Code(.stateUnusable)
-        /// The newest valid checkpoint holds a model of another layout.
-        public static let checkpointOfAnotherModel = Code(.checkpointOfAnotherModel)
-        /// CURVE is on but an unknown key was not refused.
-        public static let securitySelfTestFailed = Code(.securitySelfTestFailed)
-        /// `start()` on an aggregator that has run already.
-        public static let alreadyRan = Code(.alreadyRan)
-        /// Anything else that stopped the start (see `underlying`).
-        public static let startFailed = Code(.startFailed)
-
-        public var description: String { base.rawValue }
+/// The domain of `AggregatorError`.
+public enum AggregatorErrors: ApiaryErrorDomain {
+    public static func describe(code: String, reason: String) -> String {
+        code == AggregatorError.Code.invalidConfig.description ? "invalid aggregator config: \(reason)" : "aggregator failed to start: \(reason)"
     }
+}
 
-    public let code: Code
-    /// What went wrong, in words that name the config key, path or endpoint.
-    public let reason: String
-    /// The error that caused it, when there is one.
-    public let underlying: (any Error)?
-    public let file: String
-    public let line: Int
+extension ApiaryError.Code where Domain == AggregatorErrors {
+    /// The configuration (or the initial model given with it) is out of range.
+    public static let invalidConfig = Self("invalid config")
+    /// An endpoint to bind is taken by another process.
+    public static let addressInUse = Self("address in use")
+    /// Another aggregator holds the checkpoint directory.
+    public static let stateDirectoryLocked = Self("state directory locked")
+    /// The checkpoint directory or the ledger cannot be created, opened or written.
+    public static let stateUnusable = Self("state unusable")
+    /// The newest valid checkpoint holds a model of another layout.
+    public static let checkpointOfAnotherModel = Self("checkpoint of another model")
+    /// CURVE is on but an unknown key was not refused.
+    public static let securitySelfTestFailed = Self("security self-test failed")
+    /// `start()` on an aggregator that has run already.
+    public static let alreadyRan = Self("already ran")
+    /// Anything else that stopped the start (see `underlying`).
+    public static let startFailed = Self("start failed")
+}
 
-    public init(code: Code, reason: String, underlying: (any Error)? = nil, file: String = #fileID, line: Int = #line) {
-        self.code = code
-        self.reason = reason
-        self.underlying = underlying
-        self.file = file
-        self.line = line
-    }
-
-    public static func invalidConfig(_ reason: String, file: String = #fileID, line: Int = #line) -> AggregatorError {
-        AggregatorError(code: .invalidConfig, reason: reason, file: file, line: line)
+extension ApiaryError where Domain == AggregatorErrors {
+    public static func invalidConfig(_ reason: String, file: String = #fileID, line: Int = #line) -> Self {
+        Self(.invalidConfig, reason, file: file, line: line)
     }
 
     public static func startFailed(_ reason: String, code: Code = .startFailed, underlying: (any Error)? = nil,
-                                   file: String = #fileID, line: Int = #line) -> AggregatorError {
-        AggregatorError(code: code, reason: reason, underlying: underlying, file: file, line: line)
+                                   file: String = #fileID, line: Int = #line) -> Self {
+        Self(code, reason, underlying: underlying, file: file, line: line)
     }
 
     /// An error that stopped the start, as an `AggregatorError` (kept as it is when it is one).
-    static func wrapping(_ error: any Error, file: String = #fileID, line: Int = #line) -> AggregatorError {
-        if let e = error as? AggregatorError { return e }
+    static func wrapping(_ error: any Error, file: String = #fileID, line: Int = #line) -> Self {
+        if let e = error as? Self { return e }
         if let z = error as? ZMQError, z.errno == EADDRINUSE {
             return .startFailed("\(z)", code: .addressInUse, underlying: z, file: file, line: line)
         }
         return .startFailed("\(error)", underlying: error, file: file, line: line)
-    }
-
-    public var description: String {
-        code == .invalidConfig ? "invalid aggregator config: \(reason)" : "aggregator failed to start: \(reason)"
     }
 }

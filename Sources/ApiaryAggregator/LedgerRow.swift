@@ -92,58 +92,33 @@ public struct ClientTotals: Sendable, Hashable {
 }
 
 /// Errors of the ledger API.
-/// Why a ledger could not be read, in the shape of swift-service-lifecycle's
-/// `ServiceRunnerError`: a `code` to branch on, the file or row it is about, the underlying
-/// error as a value, and where it was made.
-public struct LedgerError: Error, CustomStringConvertible {
-    public struct Code: Hashable, Sendable, CustomStringConvertible {
-        private enum Base: String, Hashable, Sendable {
-            case fileNotFound = "file not found"
-            case notALedger = "not a ledger"
-            case unreadableRow = "unreadable row"
-        }
+/// Why a ledger could not be read (`ApiaryError`'s shape: a code, the reason naming the file
+/// or row, the underlying error, where).
+public typealias LedgerError = ApiaryError<LedgerErrors>
 
-        private let base: Base
-        private init(_ base: Base) { self.base = base }
+/// The domain of `LedgerError`.
+public enum LedgerErrors: ApiaryErrorDomain {}
 
-        /// `LedgerReader` was pointed at a path where there is no file.
-        public static let fileNotFound = Code(.fileNotFound)
-        /// The file exists but is not a ledger (not SQLite, or no `updates` table).
-        public static let notALedger = Code(.notALedger)
-        /// A stored row has a value this version cannot read (e.g. an unknown decision name).
-        public static let unreadableRow = Code(.unreadableRow)
+extension ApiaryError.Code where Domain == LedgerErrors {
+    /// `LedgerReader` was pointed at a path where there is no file.
+    public static let fileNotFound = Self("file not found")
+    /// The file exists but is not a ledger (not SQLite, or no `updates` table).
+    public static let notALedger = Self("not a ledger")
+    /// A stored row has a value this version cannot read (e.g. an unknown decision name).
+    public static let unreadableRow = Self("unreadable row")
+}
 
-        public var description: String { base.rawValue }
+extension ApiaryError where Domain == LedgerErrors {
+    public static func fileNotFound(_ path: String, file: String = #fileID, line: Int = #line) -> Self {
+        Self(.fileNotFound, "no ledger file at \(path)", file: file, line: line)
     }
 
-    public let code: Code
-    /// The ledger file (nil for a row error).
-    public let path: String?
-    /// The row (for `unreadableRow`).
-    public let rowID: Int64?
-    public let detail: String
-    public let underlying: (any Error)?
-    public let file: String
-    public let line: Int
-
-    public static func fileNotFound(_ path: String, file: String = #fileID, line: Int = #line) -> LedgerError {
-        LedgerError(code: .fileNotFound, path: path, rowID: nil, detail: "", underlying: nil, file: file, line: line)
+    public static func notALedger(path: String, detail: String, underlying: (any Error)? = nil, file: String = #fileID, line: Int = #line) -> Self {
+        Self(.notALedger, "\(path) is not an Apiary ledger: \(detail)", underlying: underlying, file: file, line: line)
     }
 
-    public static func notALedger(path: String, detail: String, underlying: (any Error)? = nil, file: String = #fileID, line: Int = #line) -> LedgerError {
-        LedgerError(code: .notALedger, path: path, rowID: nil, detail: detail, underlying: underlying, file: file, line: line)
-    }
-
-    public static func unreadableRow(id: Int64, detail: String, underlying: (any Error)? = nil, file: String = #fileID, line: Int = #line) -> LedgerError {
-        LedgerError(code: .unreadableRow, path: nil, rowID: id, detail: detail, underlying: underlying, file: file, line: line)
-    }
-
-    public var description: String {
-        switch code {
-        case .fileNotFound: "no ledger file at \(path ?? "?")"
-        case .notALedger: "\(path ?? "?") is not an Apiary ledger: \(detail)"
-        default: "ledger row \(rowID.map(String.init) ?? "?") is unreadable: \(detail)"
-        }
+    public static func unreadableRow(id: Int64, detail: String, underlying: (any Error)? = nil, file: String = #fileID, line: Int = #line) -> Self {
+        Self(.unreadableRow, "ledger row \(id) is unreadable: \(detail)", underlying: underlying, file: file, line: line)
     }
 }
 

@@ -1,4 +1,5 @@
 import ApiaryCore
+import ApiaryProtocol
 import ZeroMQ
 
 /// How a client reaches its aggregator and how it behaves.
@@ -108,63 +109,41 @@ public enum ClientEvent: Sendable {
     case receipt(Receipt)
 }
 
-/// Why a client could not start or stopped, in the shape of swift-service-lifecycle's
-/// `ServiceRunnerError`: a `code` to branch on, the reason in words, the underlying error as a
-/// value, and where it was made.
-public struct ClientError: Error, CustomStringConvertible {
-    public struct Code: Hashable, Sendable, CustomStringConvertible {
-        private enum Base: String, Hashable, Sendable {
-            case invalidConfig = "invalid config"
-            case layoutMismatch = "layout mismatch"
-            case ioFailed = "I/O failed"
-        }
+/// Why a client could not start or stopped (`ApiaryError`'s shape: a code, the reason, the
+/// underlying error, where).
+public typealias ClientError = ApiaryError<ClientErrors>
 
-        private let base: Base
-        private init(_ base: Base) { self.base = base }
-
-        /// The configuration is out of range (an invalid id, no keys, ...).
-        public static let invalidConfig = Code(.invalidConfig)
-        /// The aggregator's model does not fit the trainer (or the trainer's result the model).
-        public static let layoutMismatch = Code(.layoutMismatch)
-        /// The I/O thread could not set up its sockets (an endpoint, a key: see `underlying`).
-        public static let ioFailed = Code(.ioFailed)
-
-        public var description: String { base.rawValue }
-    }
-
-    public let code: Code
-    public let reason: String
-    public let underlying: (any Error)?
-    public let file: String
-    public let line: Int
-
-    public init(code: Code, reason: String, underlying: (any Error)? = nil, file: String = #fileID, line: Int = #line) {
-        self.code = code
-        self.reason = reason
-        self.underlying = underlying
-        self.file = file
-        self.line = line
-    }
-
-    public static func invalidConfig(_ reason: String, file: String = #fileID, line: Int = #line) -> ClientError {
-        ClientError(code: .invalidConfig, reason: reason, file: file, line: line)
-    }
-
-    public static func layoutMismatch(server: String, trainer: String, file: String = #fileID, line: Int = #line) -> ClientError {
-        ClientError(code: .layoutMismatch, reason: "the aggregator's model layout [\(server)] differs from the trainer's [\(trainer)]", file: file, line: line)
-    }
-
-    public static func ioFailed(_ error: any Error, file: String = #fileID, line: Int = #line) -> ClientError {
-        ClientError(code: .ioFailed, reason: "\(error)", underlying: error, file: file, line: line)
-    }
-
-    public var description: String {
+/// The domain of `ClientError`.
+public enum ClientErrors: ApiaryErrorDomain {
+    public static func describe(code: String, reason: String) -> String {
         switch code {
-        case .invalidConfig: "invalid client config: \(reason)"
-        case .ioFailed: "client I/O failed: \(reason)"
+        case ClientError.Code.invalidConfig.description: "invalid client config: \(reason)"
+        case ClientError.Code.ioFailed.description: "client I/O failed: \(reason)"
         default: reason
         }
     }
 }
 
-import ApiaryProtocol
+extension ApiaryError.Code where Domain == ClientErrors {
+    /// The configuration is out of range (an invalid id, no keys, ...).
+    public static let invalidConfig = Self("invalid config")
+    /// The aggregator's model does not fit the trainer (or the trainer's result the model).
+    public static let layoutMismatch = Self("layout mismatch")
+    /// The I/O thread could not set up its sockets (an endpoint, a key: see `underlying`).
+    public static let ioFailed = Self("I/O failed")
+}
+
+extension ApiaryError where Domain == ClientErrors {
+    public static func invalidConfig(_ reason: String, file: String = #fileID, line: Int = #line) -> Self {
+        Self(.invalidConfig, reason, file: file, line: line)
+    }
+
+    public static func layoutMismatch(server: String, trainer: String, file: String = #fileID, line: Int = #line) -> Self {
+        Self(.layoutMismatch, "the aggregator's model layout [\(server)] differs from the trainer's [\(trainer)]", file: file, line: line)
+    }
+
+    public static func ioFailed(_ error: any Error, file: String = #fileID, line: Int = #line) -> Self {
+        Self(.ioFailed, "\(error)", underlying: error, file: file, line: line)
+    }
+}
+

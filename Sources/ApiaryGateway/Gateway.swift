@@ -214,31 +214,22 @@ final class RelayTrainer: Trainer, Sendable {
     }
 }
 
-/// Why a gateway was refused, in the shape of swift-service-lifecycle's `ServiceRunnerError`
-/// (its two halves throw `AggregatorError` and `ClientError` of their own).
-public struct GatewayError: Error, CustomStringConvertible {
-    public struct Code: Hashable, Sendable, CustomStringConvertible {
-        private enum Base: String, Hashable, Sendable {
-            case invalidConfig = "invalid config"
-        }
+/// Why a gateway was refused (`ApiaryError`'s shape; its two halves throw `AggregatorError`
+/// and `ClientError` of their own).
+public typealias GatewayError = ApiaryError<GatewayErrors>
 
-        private let base: Base
-        private init(_ base: Base) { self.base = base }
+/// The domain of `GatewayError`.
+public enum GatewayErrors: ApiaryErrorDomain {
+    public static func describe(code: String, reason: String) -> String { "invalid gateway config: \(reason)" }
+}
 
-        /// A `gateway.*` setting is out of range.
-        public static let invalidConfig = Code(.invalidConfig)
+extension ApiaryError.Code where Domain == GatewayErrors {
+    /// A `gateway.*` setting is out of range.
+    public static let invalidConfig = Self("invalid config")
+}
 
-        public var description: String { base.rawValue }
+extension ApiaryError where Domain == GatewayErrors {
+    public static func invalidConfig(_ reason: String, file: String = #fileID, line: Int = #line) -> Self {
+        Self(.invalidConfig, reason, file: file, line: line)
     }
-
-    public let code: Code
-    public let reason: String
-    public let file: String
-    public let line: Int
-
-    public static func invalidConfig(_ reason: String, file: String = #fileID, line: Int = #line) -> GatewayError {
-        GatewayError(code: .invalidConfig, reason: reason, file: file, line: line)
-    }
-
-    public var description: String { "invalid gateway config: \(reason)" }
 }

@@ -262,7 +262,7 @@ import ApiaryTesting
                 _ = try LedgerReader(path: missing)
             } throws: { e in
                 guard let e = e as? LedgerError else { return false }
-                return e.code == .fileNotFound && e.path == missing
+                return e.code == .fileNotFound && e.reason.contains(missing)
             }
             #expect(!FileManager.default.fileExists(atPath: missing))
 
