@@ -1,7 +1,9 @@
 import CZeroMQ
+import Synchronization
 
-/// A ZeroMQ socket. Not thread-safe: create it on the thread (or executor) that owns it and
-/// use it only there. It keeps its context alive and is closed on `close()` or deinit, with a
+/// A ZeroMQ socket. Not thread-safe: one owner at a time (a thread, or a task that keeps it
+/// to itself); it may be handed from one owner to the next, never used by two at once (a call
+/// made while another thread is inside one traps). It keeps its context alive and is closed on `close()` or deinit, with a
 /// finite linger (`Socket.defaultLinger` unless set otherwise), so shutdown never hangs.
 public final class Socket {
     /// Linger given to every new socket, in milliseconds.
@@ -34,24 +36,38 @@ public final class Socket {
         return h
     }
 
+    /// Set while a call on this socket runs.
+    private let inCall = Atomic<Bool>(false)
+
+    /// Runs one libzmq call on this socket. A socket may move from thread to thread (the
+    /// acquire/release pair here is the full barrier libzmq asks for), but two threads inside
+    /// calls on it at once is a bug that corrupts libzmq's state silently: it traps here instead,
+    /// as SwiftNIO's `NIOLoopBound` and GRDB's scheduling watchdog check their confinement.
+    @inline(__always)
+    func exclusive<R, E: Error>(_ body: (UnsafeMutableRawPointer) throws(E) -> R) throws(E) -> R {
+        precondition(!inCall.exchange(true, ordering: .acquiring), "a \(type) socket used by two threads at once: a ZeroMQ socket has one owner at a time")
+        defer { inCall.store(false, ordering: .releasing) }
+        return try body(raw)
+    }
+
     // MARK: Endpoints
 
     /// Binds to `endpoint` (`tcp://127.0.0.1:*` picks a free port: read `lastEndpoint`).
     public func bind(_ endpoint: String) throws(ZMQError) {
-        try checked("zmq_bind(\(endpoint))") { zmq_bind(raw, endpoint) }
+        try exclusive { (raw) throws(ZMQError) in try checked("zmq_bind(\(endpoint))") { zmq_bind(raw, endpoint) } }
     }
 
     /// Connects to `endpoint`; libzmq reconnects by itself when the peer goes away.
     public func connect(_ endpoint: String) throws(ZMQError) {
-        try checked("zmq_connect(\(endpoint))") { zmq_connect(raw, endpoint) }
+        try exclusive { (raw) throws(ZMQError) in try checked("zmq_connect(\(endpoint))") { zmq_connect(raw, endpoint) } }
     }
 
     public func unbind(_ endpoint: String) throws(ZMQError) {
-        try checked("zmq_unbind(\(endpoint))") { zmq_unbind(raw, endpoint) }
+        try exclusive { (raw) throws(ZMQError) in try checked("zmq_unbind(\(endpoint))") { zmq_unbind(raw, endpoint) } }
     }
 
     public func disconnect(_ endpoint: String) throws(ZMQError) {
-        try checked("zmq_disconnect(\(endpoint))") { zmq_disconnect(raw, endpoint) }
+        try exclusive { (raw) throws(ZMQError) in try checked("zmq_disconnect(\(endpoint))") { zmq_disconnect(raw, endpoint) } }
     }
 
     /// The endpoint last bound or connected, with the actual port of a `*` bind.
@@ -62,12 +78,13 @@ public final class Socket {
     // MARK: Options
 
     public func set<V>(_ option: SocketOption<V>, _ value: V) throws(ZMQError) {
-        let raw = raw
-        try checked("zmq_setsockopt(\(option.code))") { value.withOptionBytes { zmq_setsockopt(raw, option.code, $0, $1) } }
+        try exclusive { (raw) throws(ZMQError) in
+            try checked("zmq_setsockopt(\(option.code))") { value.withOptionBytes { zmq_setsockopt(raw, option.code, $0, $1) } }
+        }
     }
 
     public func get<V>(_ option: SocketOption<V>) throws(ZMQError) -> V {
-        try V.read(from: raw, option: option.code)
+        try exclusive { (raw) throws(ZMQError) in try V.read(from: raw, option: option.code) }
     }
 
     // MARK: Sending
@@ -78,7 +95,7 @@ public final class Socket {
     @discardableResult
     public func send(_ message: Message, more: Bool = false, dontWait: Bool = false) throws(ZMQError) -> Bool {
         let flags = (more ? ZMQ_SNDMORE : 0) | (dontWait ? ZMQ_DONTWAIT : 0)
-        switch try retrying("zmq_msg_send(\(type))", { zmq_msg_send(message.pointer, raw, flags) }) {
+        switch try exclusive({ (raw) throws(ZMQError) in try retrying("zmq_msg_send(\(type))", { zmq_msg_send(message.pointer, raw, flags) }) }) {
         case .done: return true
         case .wouldBlock: return false
         }
@@ -88,7 +105,7 @@ public final class Socket {
     @discardableResult
     public func send(bytes: UnsafeRawBufferPointer, more: Bool = false, dontWait: Bool = false) throws(ZMQError) -> Bool {
         let flags = (more ? ZMQ_SNDMORE : 0) | (dontWait ? ZMQ_DONTWAIT : 0)
-        switch try retrying("zmq_send(\(type))", { zmq_send(raw, bytes.baseAddress, bytes.count, flags) }) {
+        switch try exclusive({ (raw) throws(ZMQError) in try retrying("zmq_send(\(type))", { zmq_send(raw, bytes.baseAddress, bytes.count, flags) }) }) {
         case .done: return true
         case .wouldBlock: return false
         }
@@ -98,9 +115,9 @@ public final class Socket {
     @discardableResult
     public func send(_ bytes: [UInt8], more: Bool = false, dontWait: Bool = false) throws(ZMQError) -> Bool {
         let flags = (more ? ZMQ_SNDMORE : 0) | (dontWait ? ZMQ_DONTWAIT : 0)
-        let outcome = try retrying("zmq_send(\(type))", {
-            bytes.withUnsafeBytes { b in zmq_send(raw, b.baseAddress, b.count, flags) }
-        })
+        let outcome = try exclusive { (raw) throws(ZMQError) in
+            try retrying("zmq_send(\(type))", { bytes.withUnsafeBytes { b in zmq_send(raw, b.baseAddress, b.count, flags) } })
+        }
         if case .done = outcome { return true }
         return false
     }
@@ -125,7 +142,7 @@ public final class Socket {
     /// passed. `hasMore` on the result says whether more frames follow.
     public func receive(dontWait: Bool = false) throws(ZMQError) -> Message? {
         let m = Message()
-        switch try retrying("zmq_msg_recv(\(type))", { zmq_msg_recv(m.pointer, raw, dontWait ? ZMQ_DONTWAIT : 0) }) {
+        switch try exclusive({ (raw) throws(ZMQError) in try retrying("zmq_msg_recv(\(type))", { zmq_msg_recv(m.pointer, raw, dontWait ? ZMQ_DONTWAIT : 0) }) }) {
         case .done:
             m.hasMore = zmq_msg_more(m.pointer) != 0
             return m

@@ -84,6 +84,31 @@ struct ZeroMQTests {
         #expect(weakOwner == nil)
     }
 
+    @Test("a socket handed from thread to thread works; two threads inside calls on it at once trap")
+    func oneOwnerAtATime() async throws {
+        let ctx = try Context()
+        let pull = try ctx.socket(.pull)
+        try pull.bind("inproc://handed-over")
+        nonisolated(unsafe) let handed = pull
+        // Handed over to another thread, used there, handed back: fine.
+        try await Task.detached { try handed.set(.receiveTimeout, 10) }.value
+        #expect(try pull.receive() == nil)
+
+        let result = await #expect(processExitsWith: .failure, observing: [\.standardErrorContent]) {
+            let ctx = try Context()
+            let pull = try ctx.socket(.pull)
+            try pull.set(.receiveTimeout, 5_000)
+            try pull.bind("inproc://two-at-once")
+            nonisolated(unsafe) let shared = pull
+            let t = Thread { _ = try? shared.receive() }  // blocks inside a call for up to 5 s
+            t.start()
+            usleep(200_000)
+            try pull.set(.receiveTimeout, 1)  // a second thread inside a call on the same socket
+        }
+        let stderr = String(decoding: result?.standardErrorContent ?? [], as: UTF8.self)
+        #expect(stderr.contains("used by two threads at once"))
+    }
+
     @Test("a non-blocking receive with nothing waiting is a value, not an error")
     func wouldBlock() throws {
         let ctx = try Context()
