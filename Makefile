@@ -10,7 +10,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 SWIFT ?= swift
 BIN := .build/debug/apiary
 
-.PHONY: all deps deps-python deps-browser build demo test examples python-test python-torch bench-python netns-test kill-test fuzz fuzz-smoke deploy-check clean help
+.PHONY: soak all deps deps-python deps-browser build demo test examples python-test python-torch bench-python netns-test kill-test fuzz fuzz-smoke deploy-check clean help
 FUZZ_SECONDS ?= 3600
 
 all: build
@@ -26,6 +26,7 @@ help:
 	@echo "make bench-python - the SDK against raw pyzmq, 1M-parameter updates (APIARY_BENCH_BIN=release build)"
 	@echo "make netns-test - aggregator, gateways and devices in network namespaces with delay, loss and a partition (root)"
 	@echo "make kill-test - SIGKILL the aggregator 20 times during training; nothing acknowledged may be lost"
+	@echo "make soak    - an aggregator and 8 client processes for an hour; the aggregator's memory every 30 s (MINUTES=...)"
 
 ## Install what is missing: libzmq (Debian's libzmq3-dev), pkg-config, pyzmq for interop tests.
 deps:
@@ -118,6 +119,13 @@ netns-test: build
 kill-test: deps
 	$(SWIFT) build --build-tests
 	APIARY_KILLS=20 $(SWIFT) test --skip-build --filter KillTests
+
+## The soak: an aggregator (checkpoints, ledger, status server) and 8 client processes for
+## MINUTES (default 60); prints the aggregator's VmRSS, RssAnon and RssFile every 30 s and the
+## growth from minute 2 to the end (docs/BENCHMARKS.md, "Soak").
+MINUTES ?= 60
+soak: build
+	MINUTES=$(MINUTES) bash Tests/soak/run.sh
 
 ## libFuzzer over the wire decoders and the merge validator (Fuzz/README.md): a long run.
 fuzz: deps
