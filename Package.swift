@@ -22,6 +22,8 @@ let package = Package(
         .library(name: "ApiaryProtocol", targets: ["ApiaryProtocol"]),
         .library(name: "ApiaryLearning", targets: ["ApiaryLearning"]),
         .library(name: "ZeroMQ", targets: ["ZeroMQ"]),
+        // What a user tests their own trainer with (and what this package's tests share).
+        .library(name: "ApiaryTesting", targets: ["ApiaryTesting"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
@@ -116,8 +118,9 @@ let package = Package(
             ],
             swiftSettings: strict
         ),
-        // What the test targets share: child processes, ports, waiting without blocking.
-        .target(name: "ApiaryTesting", dependencies: ["ZeroMQ"], path: "Tests/ApiaryTesting", swiftSettings: strict),
+        // Testing a trainer or a deployment: child processes, ports, waiting without blocking,
+        // raw protocol peers and an in-process fleet. No test framework: the demo links it too.
+        .target(name: "ApiaryTesting", dependencies: ["ZeroMQ"], swiftSettings: strict),
         .testTarget(name: "ZeroMQTests", dependencies: ["ZeroMQ"], swiftSettings: strict),
         .testTarget(name: "ApiaryCoreTests", dependencies: ["ApiaryCore"], swiftSettings: strict),
         .testTarget(name: "ApiaryProtocolTests", dependencies: ["ApiaryProtocol", "ApiaryCore"], swiftSettings: strict),
