@@ -109,7 +109,7 @@ let package = Package(
         .executableTarget(
             name: "apiary",
             dependencies: [
-                "ApiaryAggregator", "ApiaryClient", "ApiaryGateway", "ApiaryLearning", "ApiaryCore", "ApiaryProtocol", "ApiaryObservability", "ApiaryServer", "ZeroMQ",
+                "ApiaryAggregator", "ApiaryClient", "ApiaryGateway", "ApiaryLearning", "ApiaryCore", "ApiaryProtocol", "ApiaryObservability", "ApiaryServer", "ApiaryTesting", "ZeroMQ",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Configuration", package: "swift-configuration"),
@@ -120,7 +120,14 @@ let package = Package(
         ),
         // Testing a trainer or a deployment: child processes, ports, waiting without blocking,
         // raw protocol peers and an in-process fleet. No test framework: the demo links it too.
-        .target(name: "ApiaryTesting", dependencies: ["ZeroMQ"], swiftSettings: strict),
+        .target(
+            name: "ApiaryTesting",
+            dependencies: [
+                "ApiaryAggregator", "ApiaryClient", "ApiaryGateway", "ApiaryLearning", "ApiaryCore", "ApiaryProtocol", "ZeroMQ",
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strict
+        ),
         .testTarget(name: "ZeroMQTests", dependencies: ["ZeroMQ"], swiftSettings: strict),
         .testTarget(name: "ApiaryCoreTests", dependencies: ["ApiaryCore"], swiftSettings: strict),
         .testTarget(name: "ApiaryProtocolTests", dependencies: ["ApiaryProtocol", "ApiaryCore"], swiftSettings: strict),
