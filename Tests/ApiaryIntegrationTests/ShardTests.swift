@@ -24,7 +24,8 @@ struct ShardSet {
 
     func config(_ i: Int, rule: FedAsync, boundaries: [Int]? = nil) -> AggregatorConfig {
         var c = AggregatorConfig(modelEndpoint: map[i].model, snapshotEndpoint: map[i].snapshot, updateEndpoint: map[i].update,
-                                 rule: rule, publishInterval: .milliseconds(5), receiptTimeout: .milliseconds(500), insecure: true)
+                                 rule: rule, publishInterval: .milliseconds(5), heartbeatInterval: .milliseconds(50), receiptTimeout: .milliseconds(500),
+                                 insecure: true)
         c.shard = ShardConfig(index: i, map: map, boundaries: boundaries)
         return c
     }
