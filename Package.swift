@@ -131,6 +131,7 @@ let package = Package(
         .testTarget(name: "ZeroMQTests", dependencies: ["ZeroMQ"], swiftSettings: strict),
         .testTarget(name: "ApiaryCoreTests", dependencies: ["ApiaryCore"], swiftSettings: strict),
         .testTarget(name: "ApiaryProtocolTests", dependencies: ["ApiaryProtocol", "ApiaryCore"], swiftSettings: strict),
+        .testTarget(name: "ApiaryAggregatorTests", dependencies: ["ApiaryAggregator", "ApiaryCore"], swiftSettings: strict),
         .testTarget(name: "ApiaryMergeTests", dependencies: ["ApiaryMerge", "ApiaryProtocol", "ApiaryCore"], swiftSettings: strict),
         .testTarget(name: "ApiaryLearningTests", dependencies: ["ApiaryLearning", "ApiaryCore"], swiftSettings: strict),
         .testTarget(
