@@ -10,6 +10,8 @@ let package = Package(
     platforms: [.macOS(.v15)],
     products: [
         .executable(name: "apiary", targets: ["apiary"]),
+        // The benchmark suite and the helpers its child processes run (docs/BENCHMARKS.md).
+        .executable(name: "apiary-bench", targets: ["apiary-bench"]),
         .library(name: "ApiaryClient", targets: ["ApiaryClient"]),
         .library(name: "ApiaryAggregator", targets: ["ApiaryAggregator"]),
         // The merge path without sockets or files: frames in, outcome out (the rules).
@@ -106,10 +108,27 @@ let package = Package(
             ],
             swiftSettings: strict
         ),
+        // The benchmark suite: a library (`apiary bench` calls it) and its own executable, which
+        // owns the helper commands the suite's child processes run.
+        .target(
+            name: "ApiaryBench",
+            dependencies: [
+                "ApiaryAggregator", "ApiaryClient", "ApiaryCore", "ApiaryLearning", "ApiaryMerge", "ApiaryObservability", "ApiaryProtocol",
+                "ApiaryTesting", "ZeroMQ",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strict
+        ),
+        .executableTarget(
+            name: "apiary-bench",
+            dependencies: ["ApiaryBench"],
+            swiftSettings: strict
+        ),
         .executableTarget(
             name: "apiary",
             dependencies: [
-                "ApiaryAggregator", "ApiaryClient", "ApiaryGateway", "ApiaryLearning", "ApiaryCore", "ApiaryProtocol", "ApiaryObservability", "ApiaryServer", "ApiaryTesting", "ZeroMQ",
+                "ApiaryAggregator", "ApiaryBench", "ApiaryClient", "ApiaryGateway", "ApiaryLearning", "ApiaryCore", "ApiaryProtocol", "ApiaryObservability", "ApiaryServer", "ApiaryTesting", "ZeroMQ",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Configuration", package: "swift-configuration"),
