@@ -2,7 +2,7 @@ import ApiaryProtocol
 import Foundation
 
 /// What a run of an `InProcessFleet` came to (`apiary demo` prints it); the keys of
-/// `jsonLine()` are a stable interface.
+/// `jsonLine()` are a stable interface. Made by `InProcessFleet.run()`.
 public struct FleetSummary: Sendable {
     public var algorithm: String
     public var clients: Int
@@ -26,26 +26,6 @@ public struct FleetSummary: Sendable {
     /// The update codec and the bytes the aggregator received (updates, reports, all frames).
     public var codec = "float32"
     public var bytesReceived: UInt64 = 0
-
-    public init(algorithm: String, clients: Int, finalAccuracy: Double, timeToTarget: Double?, targetAccuracy: Double,
-                timeTo085: Double?, versions: UInt64, updatesMerged: UInt64, updatesRejected: UInt64, meanStaleness: Double,
-                maxStaleness: UInt64, elapsed: Double, shards: Int = 1, gateways: Int = 0, series: [(Double, UInt64, Double)]) {
-        self.algorithm = algorithm
-        self.clients = clients
-        self.finalAccuracy = finalAccuracy
-        self.timeToTarget = timeToTarget
-        self.targetAccuracy = targetAccuracy
-        self.timeTo085 = timeTo085
-        self.versions = versions
-        self.updatesMerged = updatesMerged
-        self.updatesRejected = updatesRejected
-        self.meanStaleness = meanStaleness
-        self.maxStaleness = maxStaleness
-        self.elapsed = elapsed
-        self.shards = shards
-        self.gateways = gateways
-        self.series = series
-    }
 
     /// One summary value: an integer, a number (printed with 4 decimals on the JSON line;
     /// null when missing) or a string.
