@@ -4,17 +4,25 @@ import Foundation
 /// What a run of an `InProcessFleet` came to (`apiary demo` prints it); the keys of
 /// `jsonLine()` are a stable interface. Made by `InProcessFleet.run()`.
 public struct FleetSummary: Sendable {
+    /// The aggregation rule (`Algorithm.rawValue`: fedasync, fedbuff, fedavg).
     public var algorithm: String
+    /// Clients in the fleet.
     public var clients: Int
+    /// The evaluation of the last global model seen.
     public var finalAccuracy: Double
+    /// Seconds from the start (every client holding the first model) to `targetAccuracy`;
+    /// nil when it was not reached.
     public var timeToTarget: Double?
     public var targetAccuracy: Double
+    /// Seconds to the lower milestone (`InProcessFleet.Options.lowerTarget`, 0.85 unless set).
     public var timeTo085: Double?
+    /// The top tier's model version at the end, and its counters (the first shard's, when sharded).
     public var versions: UInt64
     public var updatesMerged: UInt64
     public var updatesRejected: UInt64
     public var meanStaleness: Double
     public var maxStaleness: UInt64
+    /// Seconds from the start to the end of the run.
     public var elapsed: Double
     public var shards = 1
     public var gateways = 0
