@@ -10,6 +10,8 @@ let package = Package(
     platforms: [.macOS(.v15)],
     products: [
         .executable(name: "apiary", targets: ["apiary"]),
+        // The benchmark suite and the helpers its child processes run (docs/BENCHMARKS.md).
+        .executable(name: "apiary-bench", targets: ["apiary-bench"]),
         .library(name: "ApiaryClient", targets: ["ApiaryClient"]),
         .library(name: "ApiaryAggregator", targets: ["ApiaryAggregator"]),
         // The merge path without sockets or files: frames in, outcome out (the rules).
@@ -22,6 +24,8 @@ let package = Package(
         .library(name: "ApiaryProtocol", targets: ["ApiaryProtocol"]),
         .library(name: "ApiaryLearning", targets: ["ApiaryLearning"]),
         .library(name: "ZeroMQ", targets: ["ZeroMQ"]),
+        // What a user tests their own trainer with (and what this package's tests share).
+        .library(name: "ApiaryTesting", targets: ["ApiaryTesting"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
@@ -104,10 +108,27 @@ let package = Package(
             ],
             swiftSettings: strict
         ),
+        // The benchmark suite: a library (`apiary bench` calls it) and its own executable, which
+        // owns the helper commands the suite's child processes run.
+        .target(
+            name: "ApiaryBench",
+            dependencies: [
+                "ApiaryAggregator", "ApiaryClient", "ApiaryCore", "ApiaryLearning", "ApiaryMerge", "ApiaryObservability", "ApiaryProtocol",
+                "ApiaryTesting", "ZeroMQ",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strict
+        ),
+        .executableTarget(
+            name: "apiary-bench",
+            dependencies: ["ApiaryBench"],
+            swiftSettings: strict
+        ),
         .executableTarget(
             name: "apiary",
             dependencies: [
-                "ApiaryAggregator", "ApiaryClient", "ApiaryGateway", "ApiaryLearning", "ApiaryCore", "ApiaryProtocol", "ApiaryObservability", "ApiaryServer", "ZeroMQ",
+                "ApiaryAggregator", "ApiaryBench", "ApiaryClient", "ApiaryGateway", "ApiaryLearning", "ApiaryCore", "ApiaryProtocol", "ApiaryObservability", "ApiaryServer", "ApiaryTesting", "ZeroMQ",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Configuration", package: "swift-configuration"),
@@ -116,11 +137,20 @@ let package = Package(
             ],
             swiftSettings: strict
         ),
-        // What the test targets share: child processes, ports, waiting without blocking.
-        .target(name: "ApiaryTesting", dependencies: ["ZeroMQ"], path: "Tests/ApiaryTesting", swiftSettings: strict),
+        // Testing a trainer or a deployment: child processes, ports, waiting without blocking,
+        // raw protocol peers and an in-process fleet. No test framework: the demo links it too.
+        .target(
+            name: "ApiaryTesting",
+            dependencies: [
+                "ApiaryAggregator", "ApiaryClient", "ApiaryGateway", "ApiaryLearning", "ApiaryCore", "ApiaryProtocol", "ZeroMQ",
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strict
+        ),
         .testTarget(name: "ZeroMQTests", dependencies: ["ZeroMQ"], swiftSettings: strict),
         .testTarget(name: "ApiaryCoreTests", dependencies: ["ApiaryCore"], swiftSettings: strict),
         .testTarget(name: "ApiaryProtocolTests", dependencies: ["ApiaryProtocol", "ApiaryCore"], swiftSettings: strict),
+        .testTarget(name: "ApiaryAggregatorTests", dependencies: ["ApiaryAggregator", "ApiaryCore"], swiftSettings: strict),
         .testTarget(name: "ApiaryMergeTests", dependencies: ["ApiaryMerge", "ApiaryProtocol", "ApiaryCore"], swiftSettings: strict),
         .testTarget(name: "ApiaryLearningTests", dependencies: ["ApiaryLearning", "ApiaryCore"], swiftSettings: strict),
         .testTarget(

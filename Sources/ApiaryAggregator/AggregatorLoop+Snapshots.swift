@@ -14,14 +14,14 @@ extension AggregatorLoop {
             // [identity] [empty delimiter, from REQ]? [request header]
             let frames = msg.frames
             guard frames.count == 2 || (frames.count == 3 && frames[1].count == 0), !msg.truncated else {
-                if rejectLog.shouldLog(.malformed) { logger.warning("malformed snapshot request", metadata: ["frames": "\(frames.count)"]) }
+                if rejectLog.shouldLog(.malformed, now: .now) { logger.warning("malformed snapshot request", metadata: ["frames": "\(frames.count)"]) }
                 continue
             }
             let request: SnapshotRequest
             do {
                 request = try frames.last!.withUnsafeBytes { b throws(WireError) in try Codec.decodeSnapshotRequest(b) }
             } catch {
-                if rejectLog.shouldLog(.malformed) { logger.warning("malformed snapshot request: \(PeerText.escaped("\(error)"))") }
+                if rejectLog.shouldLog(.malformed, now: .now) { logger.warning("malformed snapshot request: \(PeerText.escaped("\(error)"))") }
                 continue
             }
             let model = currentPublishable()

@@ -370,7 +370,7 @@ final class AggregatorLoop {
             // A FedAvg contribution or a FedBuff delta is receipted when its round closes or its buffer is flushed.
             guard outcome.receipt != nil else { return }
             dirty = true
-        } else if rejectLog.shouldLog(outcome.reason) {
+        } else if rejectLog.shouldLog(outcome.reason, now: .now) {
             // Stale and duplicate updates are routine in an asynchronous fleet; the
             // rest point at a broken or hostile client.
             let routine: Set<RejectReason> = [.tooStale, .duplicate, .unknownBase]

@@ -77,6 +77,8 @@ public struct ClientStats: Sendable, Hashable {
     /// Evaluation reports the aggregator recorded (an evaluator's; see `ClientRuntime(config:evaluator:)`).
     public var reportsRecorded = 0
     public var snapshotsReceived = 0
+    /// Snapshot requests that timed out without a reply (each is asked again).
+    public var snapshotsUnanswered = 0
     public var broadcastsReceived = 0
     /// Version of the newest model the client holds (with parameter shards: the sum of the
     /// shards' versions, which grows with every merge on any shard).

@@ -594,6 +594,7 @@ final class ClientIO {
             // No reply: the aggregator may be down or restarting. A fresh DEALER drops any
             // request queued on the old connection.
             l.unanswered += 1
+            runtime.record { $0.snapshotsUnanswered += 1 }
             if l.lastSilenceLog.map({ now - $0 >= .seconds(30) }) ?? true {
                 l.lastSilenceLog = now
                 let curve = config.curve == nil ? "" : "; with CURVE, check security.server_public_key_file and that this client's key is authorized (failed handshakes are logged as \"cannot get in\")"

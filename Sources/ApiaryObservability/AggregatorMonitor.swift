@@ -70,9 +70,9 @@ public final class AggregatorMonitor: Service, Sendable {
         }
     }
 
-    /// Takes one sample now and refreshes the gauges.
-    public func sample() {
-        let now = Date()
+    /// Takes one sample, stamped `now`, and refreshes the gauges. Samples are kept in the
+    /// order taken: stamp them in order.
+    public func sample(now: Date = Date()) {
         let s = aggregator.stats
         let active = aggregator.activity.activeClients(within: windowSeconds, now: now)
         let p = Point(time: now, version: s.version, received: s.received, merged: s.merged, rejected: s.rejectedTotal,

@@ -115,15 +115,12 @@ public final class ModelEvaluator: Service, Sendable {
     /// Polls the model source ten times a second and evaluates when due, until cancelled or
     /// shut down gracefully.
     public func run() async throws {
-        var lastTime = ContinuousClock.now
+        var schedule = EvaluationSchedule(everyVersions: everyVersions, interval: interval, start: .now)
         while !Task.isCancelled && !Task.isShuttingDownGracefully {
             if let model = source() {
-                let last = latest?.version
-                let due = last == nil
-                    || model.version >= last! &+ everyVersions
-                    || (model.version != last! && ContinuousClock.now - lastTime >= interval)
-                if due {
-                    lastTime = ContinuousClock.now
+                let now = ContinuousClock.now
+                if schedule.isDue(version: model.version, lastEvaluated: latest?.version, now: now) {
+                    schedule.started(at: now)
                     await run(on: model)
                 }
             }
@@ -158,4 +155,32 @@ public final class ModelEvaluator: Service, Sendable {
         ])
         return point
     }
+}
+
+/// When `ModelEvaluator.run()` evaluates: the first model at once, then a model this many
+/// versions newer than the last one evaluated, or a changed model once `interval` passed
+/// since the last evaluation started. Never the same version twice. The time is a parameter,
+/// so the rule is checked without waiting for a clock.
+public struct EvaluationSchedule: Sendable {
+    /// Versions between evaluations (a value below 1 counts as 1, as in `ModelEvaluator`).
+    public let everyVersions: UInt64
+    public let interval: Duration
+    /// When the last evaluation started (or the schedule, before the first).
+    public private(set) var lastStart: ContinuousClock.Instant
+
+    public init(everyVersions: UInt64, interval: Duration, start: ContinuousClock.Instant) {
+        self.everyVersions = max(1, everyVersions)
+        self.interval = interval
+        self.lastStart = start
+    }
+
+    /// Whether the model at `version` is due at `now`, `lastEvaluated` being the version of
+    /// the newest evaluation (nil: none yet).
+    public func isDue(version: UInt64, lastEvaluated: UInt64?, now: ContinuousClock.Instant) -> Bool {
+        guard let last = lastEvaluated else { return true }
+        return version >= last &+ everyVersions || (version != last && now - lastStart >= interval)
+    }
+
+    /// Records that an evaluation started at `now`.
+    public mutating func started(at now: ContinuousClock.Instant) { lastStart = now }
 }

@@ -1,4 +1,8 @@
+import ApiaryObservability
 import ArgumentParser
+
+/// swift-log's one-time stderr setup (ApiaryObservability's, shared with `apiary-bench`).
+typealias LogSetup = ApiaryObservability.LogSetup
 
 @main
 struct Apiary: AsyncParsableCommand {

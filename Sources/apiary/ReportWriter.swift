@@ -1,5 +1,6 @@
 import ApiaryObservability
 import ApiaryProtocol
+import ApiaryTesting
 import Foundation
 
 /// The report `apiary demo` leaves behind: a folder with
@@ -21,7 +22,7 @@ enum DemoReport {
     /// Writes the report of `summaries` into `directory` (created if needed; a second run in
     /// the same second gets a `-2` suffix when `directory` is the default) and returns the
     /// path of its `index.html`.
-    static func write(_ summaries: [DemoSummary], to directory: String, uniquing: Bool = false) throws -> String {
+    static func write(_ summaries: [FleetSummary], to directory: String, uniquing: Bool = false) throws -> String {
         let fm = FileManager.default
         var dir = directory
         if uniquing {
@@ -42,12 +43,12 @@ enum DemoReport {
     }
 
     /// How a run is named in the legend and tables.
-    static func name(_ s: DemoSummary) -> String {
+    static func name(_ s: FleetSummary) -> String {
         Algorithm(rawValue: s.algorithm)?.title ?? s.algorithm
     }
 
     /// Test accuracy against wall-clock seconds, one line per summary, with the target dashed.
-    static func chart(_ summaries: [DemoSummary]) -> String {
+    static func chart(_ summaries: [FleetSummary]) -> String {
         let series = summaries.map { s in
             let reached = s.timeToTarget.map { String(format: ": %.2f in %.1f s", s.targetAccuracy, $0) } ?? ""
             // Start each line at t = 0 with the first accuracy measured, so the lines meet the axis.
@@ -64,7 +65,7 @@ enum DemoReport {
             .render(series)
     }
 
-    static func csv(_ summaries: [DemoSummary]) -> String {
+    static func csv(_ summaries: [FleetSummary]) -> String {
         var out = "algorithm,seconds,version,accuracy\n"
         for s in summaries {
             for (t, v, a) in s.series { out += "\(s.algorithm),\(String(format: "%.4f", t)),\(v),\(String(format: "%.4f", a))\n" }
@@ -72,10 +73,10 @@ enum DemoReport {
         return out
     }
 
-    /// A summary with its series: the keys of `apiary demo --json` (`DemoSummary.fields`),
+    /// A summary with its series: the keys of `apiary demo --json` (`FleetSummary.fields`),
     /// plus `series`.
     private struct Entry: Encodable {
-        var summary: DemoSummary
+        var summary: FleetSummary
         /// [seconds, version, accuracy]
         var series: [[Double]]
 
@@ -93,7 +94,7 @@ enum DemoReport {
         }
     }
 
-    static func json(_ summaries: [DemoSummary]) throws -> Data {
+    static func json(_ summaries: [FleetSummary]) throws -> Data {
         let entries = summaries.map { s in
             Entry(summary: s, series: s.series.map { [($0.0 * 1e4).rounded() / 1e4, Double($0.1), ($0.2 * 1e4).rounded() / 1e4] })
         }
@@ -102,7 +103,7 @@ enum DemoReport {
         return try e.encode(entries)
     }
 
-    static func html(_ summaries: [DemoSummary], chart svg: String, now: Date = Date()) -> String {
+    static func html(_ summaries: [FleetSummary], chart svg: String, now: Date = Date()) -> String {
         func e(_ s: String) -> String { LineChartSVG.escape(s) }
         let stamp = ISO8601DateFormatter().string(from: now)
         var rows = ""

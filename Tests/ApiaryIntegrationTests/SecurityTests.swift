@@ -3,6 +3,7 @@ import ApiaryClient
 import ApiaryCore
 import ApiaryProtocol
 import Foundation
+import Logging
 import Testing
 import ZeroMQ
 import ApiaryTesting
@@ -13,13 +14,14 @@ struct SecurityTests {
     let alice = try! CurveKeyPair.generate()
     let bob = try! CurveKeyPair.generate()
 
-    func start(keysFile: String? = nil, allow: [CurveKeyPair: String] = [:], zap: Bool = true) throws -> (Aggregator, Aggregator.Endpoints) {
+    func start(keysFile: String? = nil, allow: [CurveKeyPair: String] = [:], zap: Bool = true,
+               logger: Logger = quietLogger()) throws -> (Aggregator, Aggregator.Endpoints) {
         var config = anyPortConfig()
         var keys = AuthorizedKeys()
         for (k, id) in allow { keys.authorize(key: k.publicKey, clientID: id) }
         config.curve = CurveServerConfig(keyPair: server, authorizedKeysPath: keysFile, authorizedKeys: keys, startsZAPHandler: zap)
         let agg = try Aggregator(config: config, layout: testLayout,
-                                 initialParameters: [Float](repeating: 0, count: testLayout.parameterCount), logger: quietLogger())
+                                 initialParameters: [Float](repeating: 0, count: testLayout.parameterCount), logger: logger)
         return (agg, try agg.start())
     }
 
@@ -62,9 +64,13 @@ struct SecurityTests {
         let w = try #require(silence(wrongLog)), a = try #require(silence(absentLog))
         #expect(w.metadata["endpoint"] == e.snapshot && w.message.contains("server_public_key_file"))
         #expect(a.metadata["endpoint"] == absent.snapshotEndpoint && !a.message.contains("CURVE"))
-        // Once, then at most every 30 s: not a line per retry.
-        try await Task.sleep(for: .milliseconds(900))
+        // Once, then at most every 30 s: not a line per retry. Three unanswered requests
+        // counted means the second one's logging was decided (the count comes first).
+        try await eventually("both clients to ask again twice", within: 20) {
+            clients.allSatisfy { $0.stats.snapshotsUnanswered >= 3 }
+        }
         #expect(wrongLog.lines.filter { $0.message.hasPrefix("no snapshot reply") }.count == 1)
+        #expect(absentLog.lines.filter { $0.message.hasPrefix("no snapshot reply") }.count == 1)
         #expect(agg.stats.merged == 0)
     }
 
@@ -116,7 +122,14 @@ struct SecurityTests {
         #expect(aggLog.lines.contains { $0.level == .warning && ["mechanism_mismatch", "no_detail"].contains($0.metadata["cause"] ?? "") && $0.message.contains("--insecure") })
         #expect(aggLog.lines.contains { $0.level == .warning && $0.message.hasPrefix("connection refused: unknown CURVE key") && $0.metadata["key"] == bob.publicKey })
         // Logged once per cause, then at most every 30 s, however often the clients retry.
-        try await Task.sleep(for: .seconds(1))
+        // A client counts a failure before deciding to log it, so four counted means the
+        // third was decided (the client with the wrong server key reconnects on its own; the
+        // others ask again through fresh snapshot connections, each refused by the aggregator,
+        // which publishes its counts after logging).
+        try await eventually("the clients to ask again twice, the wrong server key to fail four times, the aggregator to count three", within: 20) {
+            clients.allSatisfy { $0.stats.snapshotsUnanswered >= 2 } && clients[1].stats.handshakeFailures >= 4
+                && (agg.handshakeFailures["cryptographic"] ?? 0) >= 3 && (agg.handshakeFailures["unauthorized_key"] ?? 0) >= 3
+        }
         for log in logs { #expect(log.lines.filter { $0.message.hasPrefix("cannot get in") }.count == 1) }
         #expect(aggLog.lines.filter { $0.metadata["cause"] == "cryptographic" }.count == 1)
     }
@@ -154,7 +167,11 @@ struct SecurityTests {
         let tasks = [good, stranger, plain, wrongServer].map { c in Task { try await c.run() } }
         defer { tasks.forEach { $0.cancel() } }
         try await eventually("alice's merges") { good.stats.merged >= 3 }
-        try await Task.sleep(for: .milliseconds(500))
+        // The others tried, were refused, and asked again after the snapshot timeout (each time
+        // on a fresh connection, refused again): they had their chance.
+        try await eventually("every other client to ask again twice", within: 20) {
+            [stranger, plain, wrongServer].allSatisfy { $0.stats.snapshotsUnanswered >= 2 && $0.stats.handshakeFailures >= 1 }
+        }
         for c in [stranger, plain, wrongServer] {
             #expect(c.currentModel == nil, "\(c.config.clientID) received a model")
             #expect(c.stats.merged == 0 && c.stats.rejected == 0)
@@ -167,7 +184,8 @@ struct SecurityTests {
         let file = FileManager.default.temporaryDirectory.appendingPathComponent("authorized-\(getpid())-\(UInt32.random(in: 0...UInt32.max))").path
         defer { try? FileManager.default.removeItem(atPath: file) }
         try "# test fleet\n\(alice.publicKey) alice\n\(bob.publicKey) bob\n".write(toFile: file, atomically: true, encoding: .utf8)
-        let (agg, e) = try start(keysFile: file)
+        let log = LogLines()
+        let (agg, e) = try start(keysFile: file, logger: log.logger(level: .notice))
         defer { agg.stop() }
         let b1 = try client("bob", e, keys: bob)
         let t1 = Task { try await b1.run() }
@@ -176,9 +194,11 @@ struct SecurityTests {
         b1.stop()
         _ = try? await t1.value
 
-        // Revoke bob; the file is re-read within about a second.
+        // Revoke bob; the file is re-read within about a second, which the aggregator logs.
         try "\(alice.publicKey) alice\n".write(toFile: file, atomically: true, encoding: .utf8)
-        try await Task.sleep(for: .milliseconds(1600))
+        try await eventually("the authorized keys to be reloaded", within: 20) {
+            log.lines.contains { $0.message == "authorized keys reloaded" && $0.metadata["keys"] == "1" }
+        }
         let b2 = try client("bob", e, keys: bob)
         let a2 = try client("alice", e, keys: alice)
         let t2 = Task { try await b2.run() }, t3 = Task { try await a2.run() }
@@ -192,26 +212,12 @@ struct SecurityTests {
     func spoofing() async throws {
         let (agg, e) = try start(allow: [alice: "alice", bob: "bob"])
         defer { agg.stop() }
-        let ctx = try Context()
-        let push = try ctx.socket(.push)
-        for (o, v) in [(SocketOption<String>.curveServerKey, server.publicKey), (.curvePublicKey, bob.publicKey), (.curveSecretKey, bob.secretKey)] {
-            try push.set(o, v)
-        }
-        try push.connect(e.update)
-        let sub = try ctx.socket(.sub)
-        for (o, v) in [(SocketOption<String>.curveServerKey, server.publicKey), (.curvePublicKey, bob.publicKey), (.curveSecretKey, bob.secretKey)] {
-            try sub.set(o, v)
-        }
-        try sub.set(.subscribe, Topic.receipt(clientID: "bob"))
-        try sub.set(.receiveTimeout, 5000)
-        try sub.connect(e.model)
-        try await Task.sleep(for: .milliseconds(300))
+        // Bob's own keys, and the handshake that proves his receipt subscription is in place.
+        let peer = try RawPeer(e, clientID: "bob", curve: CurveClientConfig(keyPair: bob, serverPublicKey: server.publicKey))
         // Bob, authenticated as bob, claims to be alice.
         let header = Codec.encode(UpdateHeader(runID: agg.runID, baseVersion: 0, seq: 1, sampleCount: 1, clientID: "alice"))
-        try push.send(multipart: [Message(header), Message(Codec.encodeLayout(testLayout)),
-                                  Message([Float](repeating: 1, count: 15).withUnsafeBytes { Array($0) })])
-        let m = try #require(try sub.receiveMultipart())
-        let r = try m.withFrameBytes { f throws(WireError) in try Codec.decodeReceipt(f) }
+        try peer.send(frames: [header, Codec.encodeLayout(testLayout), [Float](repeating: 1, count: 15).withUnsafeBytes { Array($0) }])
+        let r = try peer.receipt()
         #expect(r.clientID == "bob")
         #expect(r.reason == .identityMismatch)
         agg.stop()

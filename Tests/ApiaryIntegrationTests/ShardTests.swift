@@ -24,7 +24,8 @@ struct ShardSet {
 
     func config(_ i: Int, rule: FedAsync, boundaries: [Int]? = nil) -> AggregatorConfig {
         var c = AggregatorConfig(modelEndpoint: map[i].model, snapshotEndpoint: map[i].snapshot, updateEndpoint: map[i].update,
-                                 rule: rule, publishInterval: .milliseconds(5), receiptTimeout: .milliseconds(500), insecure: true)
+                                 rule: rule, publishInterval: .milliseconds(5), heartbeatInterval: .milliseconds(50), receiptTimeout: .milliseconds(500),
+                                 insecure: true)
         c.shard = ShardConfig(index: i, map: map, boundaries: boundaries)
         return c
     }
@@ -217,12 +218,16 @@ struct ShardTests {
         let wrong = try Aggregator(config: wrongConfig, layout: testLayout, initialParameters: initial, logger: quietLogger())
         try wrong.start()
         let m = shards.map[0]
+        let log = LogLines()
         let client = try ClientRuntime(config: ClientConfig(clientID: "mc", modelEndpoint: m.model, snapshotEndpoint: m.snapshot, updateEndpoint: m.update,
                                                             snapshotTimeout: .milliseconds(300), maxBackoff: .seconds(1), insecure: true),
-                                       trainer: StepTrainer(layout: testLayout), logger: quietLogger())
+                                       trainer: StepTrainer(layout: testLayout), logger: log.logger(level: .error))
         let task = Task { try await client.run() }
         defer { task.cancel() }
-        try await Task.sleep(for: .seconds(1.5))
+        // The wrong shard answered, was ignored, was asked again after the timeout and
+        // ignored again: without its slice the model cannot be complete.
+        func ignored() -> Int { log.lines.filter { $0.message.hasPrefix("shard answered as another shard") && $0.metadata["got"] == "1" }.count }
+        try await eventually("the wrong shard's answer to be ignored twice", within: 20) { ignored() >= 2 }
         #expect(client.currentModel == nil)
         #expect(good.allSatisfy { $0.stats.merged == 0 } && wrong.stats.merged == 0)
         wrong.stop()

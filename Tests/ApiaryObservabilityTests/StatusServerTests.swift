@@ -17,7 +17,9 @@ struct StatusServerTests {
         let endpoints = try aggregator.start()
         defer { aggregator.stop() }
         let monitor = AggregatorMonitor(aggregator: aggregator, metricsFactory: exporter.factory)
-        monitor.sample()
+        // The first sample is stamped a second ago: rates need more than half a second behind
+        // them, and the test does not wait for that to pass.
+        monitor.sample(now: Date().addingTimeInterval(-1))
         let context = try Context()
         let a = try RawClient(context: context, endpoint: endpoints.update, clientID: "alpha")
         let b = try RawClient(context: context, endpoint: endpoints.update, clientID: "beta")
@@ -32,7 +34,6 @@ struct StatusServerTests {
         // Client activity is published twice a second.
         try await eventually("activity of both clients") { aggregator.activity.clients["alpha"]?.rejected == 1 && aggregator.activity.clients.count == 2 }
         try await eventually("a durable checkpoint") { aggregator.stats.durableVersion == 6 }
-        try await Task.sleep(for: .milliseconds(600))
 
         try await withStatusServer(monitor: monitor, exporter: exporter) { port async throws in
             let answer = try await httpGet(port, "/status")
@@ -51,7 +52,7 @@ struct StatusServerTests {
             // Each merge waited for the previous one: staleness 0, six times.
             #expect(s.staleness.counts == [6] && s.staleness.max == 0 && s.staleness.overflowFrom == 64)
             // Rates cover the time since the first sample: merged * window = 6 merges.
-            #expect(s.rates.windowSeconds > 0.5)
+            #expect(s.rates.windowSeconds > 1)
             #expect(abs(s.rates.mergedPerSecond * s.rates.windowSeconds - 6) < 1e-6)
             #expect(abs(s.rates.rejectedPerSecond * s.rates.windowSeconds - 1) < 1e-6)
             #expect(s.checkpoint.directory == checkpoints && s.checkpoint.durableVersion == 6)
@@ -168,18 +169,24 @@ struct StatusServerTests {
         let aggregator = try makeAggregator(exporter: exporter)
         let endpoints = try aggregator.start()
         defer { aggregator.stop() }
-        let monitor = AggregatorMonitor(aggregator: aggregator, activeWindow: .milliseconds(1500), metricsFactory: exporter.factory)
         let context = try Context()
         let old = try RawClient(context: context, endpoint: endpoints.update, clientID: "old")
         let recent = try RawClient(context: context, endpoint: endpoints.update, clientID: "recent")
         defer { old.push.close(); recent.push.close() }
         try old.sendUpdate(to: aggregator)
         try await eventually("the first merge") { aggregator.activity.clients["old"] != nil }
-        try await Task.sleep(for: .milliseconds(1600))
+        let oldSeen = try #require(aggregator.activity.clients["old"]).lastSeen
+        // The clock has moved past the first arrival (by a few milliseconds at most): what
+        // arrives now is seen later.
+        try await eventually("the clock to move on") { Date().timeIntervalSince(oldSeen) > 0.002 }
         try recent.sendUpdate(to: aggregator)
         try await eventually("the second client") { aggregator.activity.clients["recent"] != nil }
-        // Judge "now" as just after the recent update, whatever the scheduler did since.
-        let now = try #require(aggregator.activity.clients["recent"]).lastSeen.addingTimeInterval(0.1)
+        // Judge at the recent arrival, with a window of half the time between the two: the
+        // recent client is inside it, the old one outside, whatever the scheduler did since.
+        let now = try #require(aggregator.activity.clients["recent"]).lastSeen
+        let gap = now.timeIntervalSince(oldSeen)
+        #expect(gap > 0.002)
+        let monitor = AggregatorMonitor(aggregator: aggregator, activeWindow: .seconds(gap / 2), metricsFactory: exporter.factory)
         let s = monitor.status(now: now)
         #expect(s.clients.known == 2)
         #expect(s.clients.active == 1)

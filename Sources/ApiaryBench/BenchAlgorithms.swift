@@ -3,6 +3,7 @@ import ApiaryCore
 import ApiaryLearning
 import ApiaryMerge
 import ApiaryProtocol
+import ApiaryTesting
 import Foundation
 import Logging
 
@@ -36,7 +37,7 @@ enum AlgorithmsBench {
     struct Run {
         var workload: String
         var variant: String
-        var summary: DemoSummary
+        var summary: FleetSummary
     }
 
     static func run(quick: Bool, seconds: Double?, logger: Logger, say: @escaping @Sendable (String) -> Void,
@@ -68,7 +69,7 @@ enum AlgorithmsBench {
         let shared = workloads[0]
         let fedbuff = variants.first { $0.name == "fedbuff" }!
         let codecs: [PayloadCodec] = quick ? [.denseFloat32, .int8] : PayloadCodec.allCases
-        var codecRuns: [(PayloadCodec, DemoSummary)] = []
+        var codecRuns: [(PayloadCodec, FleetSummary)] = []
         for c in codecs {
             progress("algorithms/codec/\(c.name)")
             let s = try await demo(shared.workload, variant: fedbuff, codec: UpdateCompression(codec: c), wall: wall, delayScale: delayScale,
@@ -130,19 +131,19 @@ enum AlgorithmsBench {
     }
 
     static func demo(_ workload: Workload, variant: Variant, codec: UpdateCompression, wall: Double, delayScale: Double, low: Double,
-                     high: Double, logger: Logger, say: @escaping @Sendable (String) -> Void) async throws -> DemoSummary {
+                     high: Double, logger: Logger, say: @escaping @Sendable (String) -> Void) async throws -> FleetSummary {
         var config = AggregatorConfig(modelEndpoint: "tcp://127.0.0.1:*", snapshotEndpoint: "tcp://127.0.0.1:*", updateEndpoint: "tcp://127.0.0.1:*",
                                       rule: fedasyncRule, insecure: true)
         variant.configure(&config, workload.clientCount)
         config.compression = codec
-        var o = DemoOptions(clients: workload.clientCount, target: high, timeLimit: wall, delayScale: delayScale, shuffleSeed: 0,
-                            progressEvery: 1e9, secure: false)
+        var o = InProcessFleet.Options(target: high, timeLimit: wall, progressEvery: 1e9, secure: false)
         o.stopAtTarget = false
         o.lowerTarget = low
-        return try await FleetDemo(config: config, workload: workload, options: o, logger: logger, say: say).run()
+        return try await InProcessFleet(config: config, workload: workload, clients: workload.clientCount, delayScale: delayScale,
+                                        options: o, logger: logger, say: say).run()
     }
 
-    static func params(_ s: DemoSummary, low: Double) -> [String: BenchValue] {
+    static func params(_ s: FleetSummary, low: Double) -> [String: BenchValue] {
         var p: [String: BenchValue] = ["final_accuracy": .double(s.finalAccuracy), "merged": .int(Int(s.updatesMerged)),
                                        "versions": .int(Int(s.versions)), "bytes_received": .int(Int(s.bytesReceived)),
                                        "clients": .int(s.clients)]
@@ -155,7 +156,7 @@ enum AlgorithmsBench {
         return p
     }
 
-    static func row(_ name: String, _ s: DemoSummary, against base: DemoSummary, boundName: String) -> BenchResult {
+    static func row(_ name: String, _ s: FleetSummary, against base: FleetSummary, boundName: String) -> BenchResult {
         let ratio = (s.timeToTarget != nil && base.timeToTarget != nil) ? base.timeToTarget! / s.timeToTarget! : nil
         return BenchResult(name: name, group: "algorithms", status: "measured", figure: s.timeToTarget,
                            unit: String(format: "s to %.2f", s.targetAccuracy), bound: base.timeToTarget,
@@ -165,7 +166,7 @@ enum AlgorithmsBench {
     }
 
     /// The side-by-side table (what docs/BENCHMARKS.md shows).
-    static func table(_ runs: [Run], _ codecs: [(PayloadCodec, DemoSummary)], wall: Double,
+    static func table(_ runs: [Run], _ codecs: [(PayloadCodec, FleetSummary)], wall: Double,
                       workloads: [(String, Double, Double)]) -> String {
         func t(_ v: Double?) -> String { v.map { String(format: "%.1f", $0) } ?? "-" }
         var lines = [String(format: "algorithms (each run %.0f s wall time; times in s, '-' = not reached):", wall),

@@ -1,5 +1,6 @@
 import ApiaryAggregator
 import ApiaryCore
+import ApiaryObservability
 import Foundation
 import Synchronization
 import ZeroMQ
@@ -10,6 +11,9 @@ import Glibc
 
 // Shared pieces of `apiary bench`: result records, the machine header, clocks, threads,
 // /proc readers, the file-descriptor limit and child processes speaking in lines.
+
+/// swift-log's one-time stderr setup, shared with the `apiary` commands.
+typealias LogSetup = ApiaryObservability.LogSetup
 
 /// A JSON scalar for a benchmark's parameters.
 enum BenchValue: Encodable, Sendable, CustomStringConvertible {
@@ -315,13 +319,32 @@ struct FileLimit {
 
 // MARK: Child processes
 
-/// The running executable (children are started from the same binary).
+/// The running executable.
 func benchExecutablePath() -> String {
     (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
 }
 
-/// A child `apiary` process whose stdout is read line by line (with timeouts) and whose stdin
-/// takes commands. Killed when dropped.
+/// The executable that runs the helpers (`footprint-client`, `fleet-clients`,
+/// `shard-server`): APIARY_BENCH_HELPER, else `apiary-bench` in the folder of the running
+/// executable (`swift build` puts `apiary` and `apiary-bench` side by side).
+func benchHelperPath() throws -> String {
+    if let p = ProcessInfo.processInfo.environment["APIARY_BENCH_HELPER"], !p.isEmpty { return p }
+    let p = URL(fileURLWithPath: benchExecutablePath()).deletingLastPathComponent().appendingPathComponent("apiary-bench").path
+    guard FileManager.default.isExecutableFile(atPath: p) else {
+        throw BenchHelperMissing(path: p)
+    }
+    return p
+}
+
+struct BenchHelperMissing: Error, CustomStringConvertible {
+    var path: String
+    var description: String {
+        "the benchmark's child processes run apiary-bench, and there is none at \(path): build it next to this executable (swift build --product apiary-bench, with the same -c and --scratch-path) or set APIARY_BENCH_HELPER"
+    }
+}
+
+/// A child helper process (`apiary-bench HELPER ...`) whose stdout is read line by line (with
+/// timeouts) and whose stdin takes commands. Killed when dropped.
 final class BenchChild {
     let process = Process()
     private let stdinPipe = Pipe()
@@ -329,9 +352,11 @@ final class BenchChild {
     private var buffer: [UInt8] = []
     private var eof = false
 
+    /// `arguments` as for `apiary bench` (`bench HELPER ...`); the helper executable takes
+    /// them without the leading `bench`.
     init(arguments: [String]) throws {
-        process.executableURL = URL(fileURLWithPath: benchExecutablePath())
-        process.arguments = arguments
+        process.executableURL = URL(fileURLWithPath: try benchHelperPath())
+        process.arguments = arguments.first == "bench" ? Array(arguments.dropFirst()) : arguments
         process.standardInput = stdinPipe
         process.standardOutput = stdoutPipe
         process.standardError = FileHandle.standardError

@@ -1,12 +1,13 @@
 import Foundation
 import ZeroMQ
 
-// Shared by the test targets. Everything here waits without blocking a thread of Swift's
-// cooperative pool: `swift test` runs tests in parallel on that pool, which is as wide as the
+// Shared by the test targets, and part of the ApiaryTesting product for users' own tests.
+// Everything here waits without blocking a thread of Swift's cooperative pool: `swift test` runs tests in parallel on that pool, which is as wide as the
 // machine has cores (two here), so one test that blocks a thread for a minute (a benchmark
 // child, a browser, a demo) would stall every in-process client and aggregator task of the
 // other tests for that minute.
 
+/// A condition that did not come true in time; `what` names it.
 public struct Timeout: Error, CustomStringConvertible {
     public let what: String
     public init(what: String) { self.what = what }
@@ -31,7 +32,7 @@ public func offPool<T: Sendable>(_ work: @escaping @Sendable () throws -> T) asy
     }
 }
 
-/// The checkout this file belongs to.
+/// The checkout this file belongs to (where this package was built from).
 public let repositoryRoot = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
 
 /// The built `apiary` executable (APIARY_BIN, or .build/debug/apiary of this checkout).

@@ -2,11 +2,12 @@ import Foundation
 import Logging
 import Synchronization
 
-/// Installs swift-log's stderr handler once per process at `level`.
-enum LogSetup {
+/// Installs swift-log's stderr handler once per process at `level` (what the `apiary` and
+/// `apiary-bench` commands log through).
+public enum LogSetup {
     private static let done = Mutex(false)
 
-    static func bootstrap(level: Logger.Level) -> Logger {
+    public static func bootstrap(level: Logger.Level) -> Logger {
         done.withLock { done in
             if !done {
                 LoggingSystem.bootstrap { label in

@@ -1,6 +1,7 @@
 import ApiaryLearning
 import ApiaryAggregator
 import ApiaryCore
+import ApiaryTesting
 import Foundation
 import Logging
 
@@ -16,21 +17,23 @@ enum TimeToAccuracyBench {
                                       rule: FedAsync(alpha: 0.6, staleness: .polynomial(a: 0.5), maxStaleness: 128), insecure: true)
         // A quick run shrinks the delays 50-fold and stops sooner; it only proves the path works.
         let target = quick ? 0.85 : 0.90
-        var options = DemoOptions(clients: workload.clientCount, target: target, timeLimit: quick ? 30 : 600,
-                                  delayScale: quick ? 0.02 : 1, shuffleSeed: 0, progressEvery: quick ? 1e9 : 5, secure: false)
+        let delayScale = quick ? 0.02 : 1
+        var options = InProcessFleet.Options(target: target, timeLimit: quick ? 30 : 600, progressEvery: quick ? 1e9 : 5, secure: false)
         let quiet: @Sendable (String) -> Void = { _ in }
 
         config.sync = FedAvgConfig(expectedClients: workload.clientCount, roundTimeout: .seconds(60))
         options.maxVersions = quick ? 20 : 60
         say("time-to-accuracy: synchronous FedAvg (waits for the slowest device every round)...")
-        let sync = try await FleetDemo(config: config, workload: workload, options: options, logger: logger, say: quick ? quiet : say).run()
+        let sync = try await InProcessFleet(config: config, workload: workload, clients: workload.clientCount, delayScale: delayScale,
+                                          options: options, logger: logger, say: quick ? quiet : say).run()
 
         config.sync = nil
         options.maxVersions = nil
         options.stopAtTarget = false
         options.timeLimit = max(sync.elapsed, 5)
         say("time-to-accuracy: FedAsync for the same \(String(format: "%.1f", options.timeLimit)) s...")
-        let async = try await FleetDemo(config: config, workload: workload, options: options, logger: logger, say: quick ? quiet : say).run()
+        let async = try await InProcessFleet(config: config, workload: workload, clients: workload.clientCount, delayScale: delayScale,
+                                          options: options, logger: logger, say: quick ? quiet : say).run()
 
         func speedup(_ name: String, _ a: Double?, _ s: Double?, goal: String?, goalRatio: Double?) -> BenchResult {
             let ratio = (a != nil && s != nil && a! > 0) ? s! / a! : nil
@@ -42,7 +45,7 @@ enum TimeToAccuracyBench {
                                params: params(), note: a == nil ? "async did not reach it" : (s == nil ? "sync did not reach it" : nil))
         }
         func params() -> [String: BenchValue] {
-            ["clients": .int(workload.clientCount), "delay_scale": .double(options.delayScale),
+            ["clients": .int(workload.clientCount), "delay_scale": .double(delayScale),
              "async_merged": .int(Int(async.updatesMerged)), "sync_merged": .int(Int(sync.updatesMerged)),
              "sync_rounds": .int(Int(sync.versions)), "async_versions": .int(Int(async.versions))]
         }
