@@ -4,6 +4,7 @@ import ApiaryCore
 import Foundation
 import Testing
 import ZeroMQ
+import ApiaryTesting
 
 /// A caller tells start-up failures apart by their code, and keeps the cause as a value.
 @Suite("Errors carry codes and their causes", .serialized)
