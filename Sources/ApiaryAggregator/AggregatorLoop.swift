@@ -144,13 +144,13 @@ final class AggregatorLoop {
             engine.rule.maxStaleness = 0
         }
         if let buffered = config.buffer {
-            let accountant = try Self.privacyAccountant(resuming: resumed, config: buffered.privacy, logger: logger)
-            engine.buffer = FedBuffer(config: buffered, parameterCount: range.count, resuming: resumed?.optimizer, accountant: accountant)
+            let savedPrivacy = try Self.privacyAccountant(resuming: resumed, config: buffered.privacy, logger: logger)
+            engine.buffer = FedBuffer(config: buffered, parameterCount: range.count, resuming: resumed?.optimizer, privacy: savedPrivacy)
             if let p = engine.buffer?.privacy {
                 engine.stats.privacy = p.status
                 logger.notice("central differential privacy: deltas clipped, the buffer's sum noised, epsilon accounted per flush", metadata: [
-                    "clip": "\(p.config.clip)", "noise_multiplier": "\(p.config.noiseMultiplier)",
-                    "noise_std_of_mean": "\(p.config.noiseMultiplier * p.config.clip / Double(buffered.bufferSize))",
+                    "clip": "\(p.clip)\(p.config.adaptiveClipping.map { _ in " (adaptive)" } ?? "")", "noise_multiplier": "\(p.config.noiseMultiplier)",
+                    "noise_std_of_mean": "\(p.deltaNoiseMultiplier * p.clip / Double(buffered.bufferSize))",
                     "sampling": "\(p.config.samplingRate.map { "poisson q=\($0)" } ?? "none (q=1)")",
                     "delta": "\(p.config.delta)", "epsilon": "\(p.epsilon)", "steps": "\(p.accountant.steps)",
                     "epsilon_budget": "\(p.config.epsilonBudget.map { "\($0)" } ?? "none")",
@@ -395,12 +395,13 @@ final class AggregatorLoop {
         }
         logger.info("private server step", metadata: [
             "version": "\(engine.version)", "epsilon": "\(p.epsilon)", "delta": "\(p.config.delta)", "steps": "\(p.accountant.steps)",
+            "clip": "\(p.clip)",
         ])
         if !p.canStep { logger.error("\(p.exhaustedMessage); further updates are refused (reason unavailable)") }
     }
 
     /// The accountant to resume, or why the checkpoint's cannot be resumed with `config`.
-    static func privacyAccountant(resuming resumed: CheckpointState?, config: PrivacyConfig, logger: Logger) throws -> RDPAccountant? {
+    static func privacyAccountant(resuming resumed: CheckpointState?, config: PrivacyConfig, logger: Logger) throws -> CheckpointState.PrivacyState? {
         guard let resumed else { return nil }
         guard config.mode == .central else {
             if let p = resumed.privacy {
@@ -418,10 +419,10 @@ final class AggregatorLoop {
         guard p.delta == config.delta else {
             throw AggregatorError.startFailed("privacy.delta \(config.delta) differs from the checkpoint's \(p.delta), at which its epsilon \(p.epsilon) was stated: keep privacy.delta \(p.delta), or start a new run")
         }
-        guard let accountant = p.accountant else {
+        guard p.accountant != nil else {
             throw AggregatorError.startFailed("the checkpoint's privacy accountant has \(p.rdp.count) RDP values, \(RDPAccountant.defaultOrders.count) expected")
         }
-        return accountant
+        return p
     }
 
     /// Logs, receipts (now, or once durable) and records one outcome.

@@ -24,11 +24,14 @@ public struct CheckpointState: Sendable, Equatable {
         public var rdp: [Double]
         public var epsilon: Double
         public var delta: Double
-        public init(steps: UInt64, rdp: [Double], epsilon: Double, delta: Double) {
+        /// The clipping bound reached by adaptive clipping (nil with a fixed bound).
+        public var clip: Double?
+        public init(steps: UInt64, rdp: [Double], epsilon: Double, delta: Double, clip: Double? = nil) {
             self.steps = steps
             self.rdp = rdp
             self.epsilon = epsilon
             self.delta = delta
+            self.clip = clip
         }
 
         /// The accountant it saved (nil when the RDP values do not fit the default orders).
@@ -134,7 +137,7 @@ public enum CheckpointError: Error, Equatable, Sendable, CustomStringConvertible
 /// | `dedup_window` | decimal |
 /// | `dedup` | JSON `{client: {"highest": seq, "outcomes": [[seq, decision, reason, base_version, model_version, staleness or null, mixing_weight], ...]}}`, decision and reason as their wire codes, outcomes by seq |
 /// | `optimizer` | (FedBuff, FedAvg) JSON `{"kind":"adam","steps":12}`, with the tensors `__optimizer__.m` / `.v` |
-/// | `privacy` | (central DP) JSON `{"steps":12,"epsilon":1.7,"delta":1e-05,"rdp":[...]}`: the RDP accountant, one value per `RDPAccountant.defaultOrders` |
+/// | `privacy` | (central DP) JSON `{"steps":12,"epsilon":1.7,"delta":1e-05,"clip":0.8,"rdp":[...]}`: the RDP accountant, one value per `RDPAccountant.defaultOrders`; `clip` only with adaptive clipping |
 /// | `checksum` | 8 lowercase hex digits, see below |
 ///
 /// The checksum is CRC-32/IEEE (zlib's `crc32`) of, in this order:
@@ -209,8 +212,10 @@ public enum Checkpoint {
             guard p.accountant != nil, !p.epsilon.isNaN, p.epsilon >= 0, p.delta > 0, p.delta < 1 else {
                 throw .invalidState("privacy accountant state: \(p.rdp.count) RDP values (\(RDPAccountant.defaultOrders.count) needed, each >= 0), epsilon \(p.epsilon), delta \(p.delta)")
             }
-            metadata[keyPrivacy] = #"{"steps":\#(p.steps),"epsilon":\#(JSONText.number(p.epsilon)),"delta":\#(JSONText.number(p.delta)),"rdp":["#
-                + p.rdp.map(JSONText.number).joined(separator: ",") + "]}"
+            if let c = p.clip, !(c.isFinite && c > 0) { throw .invalidState("privacy clip \(c) is not a positive number") }
+            metadata[keyPrivacy] = #"{"steps":\#(p.steps),"epsilon":\#(JSONText.number(p.epsilon)),"delta":\#(JSONText.number(p.delta)),"#
+                + (p.clip.map { #""clip":\#(JSONText.number($0)),"# } ?? "")
+                + #""rdp":["# + p.rdp.map(JSONText.number).joined(separator: ",") + "]}"
         }
         var layout = state.layout
         var values = state.parameters
@@ -389,7 +394,12 @@ public enum Checkpoint {
             throw bad("needs steps, epsilon >= 0, delta in (0, 1) and rdp")
         }
         let rdp = list.compactMap(JSONText.double)
-        let p = CheckpointState.PrivacyState(steps: steps, rdp: rdp, epsilon: epsilon, delta: delta)
+        var clip: Double?
+        if let c = v["clip"] {
+            guard let d = JSONText.double(c), d.isFinite, d > 0 else { throw bad("clip is not a positive number") }
+            clip = d
+        }
+        let p = CheckpointState.PrivacyState(steps: steps, rdp: rdp, epsilon: epsilon, delta: delta, clip: clip)
         guard rdp.count == list.count, p.accountant != nil else {
             throw bad("rdp needs \(RDPAccountant.defaultOrders.count) numbers >= 0, got \(list.count)")
         }

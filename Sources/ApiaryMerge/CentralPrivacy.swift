@@ -13,7 +13,33 @@ import ApiaryCore
 ///
 /// Each flush is one step of the Gaussian mechanism for the accountant (`RDPAccountant`), with
 /// the sampling assumption of `samplingRate`.
+///
+/// With `adaptiveClipping` (Andrew, Thakkar, McMahan, Ramaswamy, "Differentially private
+/// learning with adaptive clipping", NeurIPS 2021), C is the starting bound and follows the
+/// `targetQuantile` of the delta norms: each flush also releases the count of its deltas within
+/// C, as `sum(b_i - 1/2) + N(0, sigma_b^2)` (sensitivity 1/2), and sets
+/// `C *= exp(-learningRate * (count / K + 1/2 - targetQuantile))`. The two releases together are
+/// one Gaussian mechanism of multiplier z when the deltas get
+/// `z_delta = (z^-2 - (2 sigma_b)^-2)^(-1/2)` (their Theorem 1), so the accountant still
+/// composes z per flush.
 public struct PrivacyConfig: Sendable, Hashable {
+    /// The adaptive clipping bound's parameters.
+    public struct AdaptiveClipping: Sendable, Hashable {
+        /// gamma: the fraction of deltas the bound aims to leave unclipped, in [0, 1].
+        public var targetQuantile: Double
+        /// eta_C: the geometric step of the bound per flush (> 0).
+        public var learningRate: Double
+        /// sigma_b: the noise on the count of unclipped deltas; nil: `max(K / 20, z)` (the paper's
+        /// expected clients / 20, at least z so that the deltas' noise grows by at most 15 %).
+        public var countStandardDeviation: Double?
+
+        public init(targetQuantile: Double = 0.5, learningRate: Double = 0.2, countStandardDeviation: Double? = nil) {
+            self.targetQuantile = targetQuantile
+            self.learningRate = learningRate
+            self.countStandardDeviation = countStandardDeviation
+        }
+    }
+
     public enum Mode: String, Sendable, Hashable, CaseIterable {
         /// No noise, no accounting.
         case off
@@ -36,6 +62,8 @@ public struct PrivacyConfig: Sendable, Hashable {
     public var epsilonBudget: Double?
     /// A fixed noise seed: tests only. Nil (always in service): keyed from the system's CSPRNG.
     public var noiseSeed: UInt64?
+    /// Adapt C to a quantile of the delta norms; nil: C stays fixed.
+    public var adaptiveClipping: AdaptiveClipping? = nil
 
     public init(mode: Mode = .off, clip: Double = 1, noiseMultiplier: Double = 1, delta: Double = 1e-5,
                 samplingRate: Double? = nil, epsilonBudget: Double? = nil, noiseSeed: UInt64? = nil) {
@@ -59,6 +87,15 @@ public struct PrivacyConfig: Sendable, Hashable {
         guard delta.isFinite, delta > 0, delta < 1 else { return "privacy.delta must be in (0, 1), not \(delta)" }
         if let q = samplingRate, !(q.isFinite && q > 0 && q <= 1) { return "privacy.sampling_rate must be in (0, 1], not \(q)" }
         if let b = epsilonBudget, !(b.isFinite && b > 0) { return "privacy.epsilon_budget must be a positive number (or 0 for none), not \(b)" }
+        if let a = adaptiveClipping {
+            guard a.targetQuantile.isFinite, (0...1).contains(a.targetQuantile) else {
+                return "privacy.target_quantile must be in [0, 1], not \(a.targetQuantile)"
+            }
+            guard a.learningRate.isFinite, a.learningRate > 0 else { return "privacy.clip_learning_rate must be a positive number, not \(a.learningRate)" }
+            if let sb = a.countStandardDeviation, !(sb.isFinite && 2 * sb > noiseMultiplier) {
+                return "privacy.clipped_count_stddev must exceed noise_multiplier / 2 (\(noiseMultiplier / 2)): the count's noise takes a share of the privacy of z, not \(sb)"
+            }
+        }
         return nil
     }
 }
@@ -70,6 +107,7 @@ public struct PrivacyStatus: Sendable, Hashable {
     public var delta: Double
     public var steps: UInt64
     public var noiseMultiplier: Double
+    /// C now (it moves with adaptive clipping).
     public var clip: Double
     /// q, 1 for no amplification.
     public var samplingRate: Double
@@ -87,13 +125,35 @@ package final class CentralPrivacy {
     /// Epsilon after the steps taken, and after one more.
     package private(set) var epsilon: Double
     package private(set) var epsilonAfterNextStep: Double
+    /// C: the bound deltas are clipped to now (fixed unless adaptive).
+    package private(set) var clip: Double
+    /// K, the fixed denominator of the count of unclipped deltas.
+    private let bufferSize: Int
+    /// sigma_b (adaptive clipping only).
+    package let countStandardDeviation: Double?
+    /// The multiplier of the deltas' noise: z, or z_delta with adaptive clipping.
+    package let deltaNoiseMultiplier: Double
+    /// `sum(b_i - 1/2)` over the buffer's deltas (adaptive clipping).
+    private var unclippedCentered = 0.0
 
-    /// `resuming`: the accountant of a checkpoint (its RDP keeps adding up).
-    package init(config: PrivacyConfig, resuming saved: RDPAccountant? = nil) {
+    /// `resuming`: a checkpoint's accountant (its RDP keeps adding up) and, with adaptive
+    /// clipping, its bound.
+    package init(config: PrivacyConfig, bufferSize: Int, resuming saved: CheckpointState.PrivacyState? = nil) {
         precondition(config.mode == .central)
         self.config = config
-        accountant = saved ?? RDPAccountant()
+        self.bufferSize = bufferSize
+        accountant = saved?.accountant ?? RDPAccountant()
         noise = config.noiseSeed.map(GaussianNoise.init(seed:)) ?? GaussianNoise()
+        clip = config.adaptiveClipping != nil ? (saved?.clip ?? config.clip) : config.clip
+        if let a = config.adaptiveClipping {
+            let z = config.noiseMultiplier
+            let sb = a.countStandardDeviation ?? max(Double(bufferSize) / 20, z)
+            countStandardDeviation = sb
+            deltaNoiseMultiplier = 1 / (1 / (z * z) - 1 / (4 * sb * sb)).squareRoot()
+        } else {
+            countStandardDeviation = nil
+            deltaNoiseMultiplier = config.noiseMultiplier
+        }
         epsilon = 0
         epsilonAfterNextStep = 0
         refresh()
@@ -108,13 +168,22 @@ package final class CentralPrivacy {
             + "\(epsilonAfterNextStep), over privacy.epsilon_budget \(config.epsilonBudget ?? .infinity): no more server steps in this run"
     }
 
-    /// The clip factor of a delta of L2 norm `norm`: `min(1, C / norm)`.
-    package func clipFactor(norm: Double) -> Double { norm > config.clip ? config.clip / norm : 1 }
+    /// The clip factor `min(1, C / norm)` of a delta of L2 norm `norm` that goes into the
+    /// buffer (with adaptive clipping, it is counted as clipped or not).
+    package func admit(norm: Double) -> Double {
+        if config.adaptiveClipping != nil { unclippedCentered += (norm <= clip ? 1 : 0) - 0.5 }
+        return norm > clip ? clip / norm : 1
+    }
 
-    /// Noises `sum` (the buffer's clipped, weighted sum) with `N(0, (z C)^2)` per value and
-    /// charges the accountant one step.
+    /// Noises `sum` (the buffer's clipped, weighted sum) with `N(0, (z_delta C)^2)` per value,
+    /// charges the accountant one step and, with adaptive clipping, moves C.
     package func release(_ sum: UnsafeMutableBufferPointer<Float>) {
-        noise.add(standardDeviation: config.noiseMultiplier * config.clip, to: sum)
+        noise.add(standardDeviation: deltaNoiseMultiplier * clip, to: sum)
+        if let a = config.adaptiveClipping, let sb = countStandardDeviation {
+            let unclipped = (unclippedCentered + sb * noise.standardNormal()) / Double(bufferSize) + 0.5
+            clip *= exp(-a.learningRate * (unclipped - a.targetQuantile))
+            unclippedCentered = 0
+        }
         accountant.compose(noiseMultiplier: config.noiseMultiplier, samplingRate: config.accountedSamplingRate)
         refresh()
     }
@@ -128,11 +197,18 @@ package final class CentralPrivacy {
 
     package var status: PrivacyStatus {
         PrivacyStatus(epsilon: epsilon, delta: config.delta, steps: accountant.steps, noiseMultiplier: config.noiseMultiplier,
-                      clip: config.clip, samplingRate: config.accountedSamplingRate, epsilonBudget: config.epsilonBudget, exhausted: !canStep)
+                      clip: clip, samplingRate: config.accountedSamplingRate, epsilonBudget: config.epsilonBudget, exhausted: !canStep)
     }
 
-    /// The accountant's state for a checkpoint.
+    /// The accountant's state (and the adaptive bound) for a checkpoint.
     package var checkpointState: CheckpointState.PrivacyState {
-        CheckpointState.PrivacyState(steps: accountant.steps, rdp: accountant.rdp, epsilon: epsilon, delta: config.delta)
+        CheckpointState.PrivacyState(steps: accountant.steps, rdp: accountant.rdp, epsilon: epsilon, delta: config.delta,
+                                     clip: config.adaptiveClipping != nil ? clip : nil)
     }
 }
+
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif

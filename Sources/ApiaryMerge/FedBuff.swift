@@ -106,14 +106,14 @@ package final class FedBuffer {
     package private(set) var flushes: UInt64 = 0
 
     /// `resuming`: the optimizer state of a checkpoint, used when it is of the configured kind;
-    /// `accountant`: the privacy accountant of a checkpoint.
+    /// `privacy`: the privacy accountant of a checkpoint.
     package init(config: FedBuffConfig, parameterCount: Int, resuming saved: CheckpointState.OptimizerState? = nil,
-                 accountant: RDPAccountant? = nil) {
+                 privacy savedPrivacy: CheckpointState.PrivacyState? = nil) {
         self.config = config
         optimizer = ServerOptimizer(config.optimizer, parameterCount: parameterCount, resuming: saved)
         sum = [Float](repeating: 0, count: config.aggregate == .mean ? parameterCount : 0)
         zeros = [Float](repeating: 0, count: parameterCount)
-        privacy = config.privacy.mode == .central ? CentralPrivacy(config: config.privacy, resuming: accountant) : nil
+        privacy = config.privacy.mode == .central ? CentralPrivacy(config: config.privacy, bufferSize: config.bufferSize, resuming: savedPrivacy) : nil
     }
 
     package var count: Int { order.count }

@@ -220,7 +220,7 @@ package final class MergeEngine {
                     return reject(h, reason: .unavailable, detail: p.exhaustedMessage, staleness: s)
                 }
                 // Central DP: every delta is clipped to privacy.clip (on top of the norm policy).
-                clip = min(clip, p.clipFactor(norm: scan.deltaNorm))
+                clip = min(clip, p.admit(norm: scan.deltaNorm))
             }
             return self.buffer(h, view: view, staleness: s, norm: scan.deltaNorm, clip: clip)
         }

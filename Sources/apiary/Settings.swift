@@ -214,10 +214,18 @@ enum Settings {
         }
         let budget = r.double(forKey: "privacy.epsilon_budget", default: 0)
         guard budget >= 0 else { throw SettingsError("privacy.epsilon_budget must be 0 (none) or positive, not \(budget)") }
-        let c = PrivacyConfig(mode: mode, clip: r.double(forKey: "privacy.clip", default: d.clip),
+        var c = PrivacyConfig(mode: mode, clip: r.double(forKey: "privacy.clip", default: d.clip),
                               noiseMultiplier: r.double(forKey: "privacy.noise_multiplier", default: d.noiseMultiplier),
                               delta: r.double(forKey: "privacy.delta", default: d.delta), samplingRate: rate,
                               epsilonBudget: budget > 0 ? budget : nil)
+        if r.bool(forKey: "privacy.adaptive_clipping", default: false) {
+            let a = PrivacyConfig.AdaptiveClipping()
+            let countStd = r.double(forKey: "privacy.clipped_count_stddev", default: 0)
+            guard countStd >= 0 else { throw SettingsError("privacy.clipped_count_stddev must be 0 (the default, max(K / 20, noise_multiplier)) or positive, not \(countStd)") }
+            c.adaptiveClipping = .init(targetQuantile: r.double(forKey: "privacy.target_quantile", default: a.targetQuantile),
+                                       learningRate: r.double(forKey: "privacy.clip_learning_rate", default: a.learningRate),
+                                       countStandardDeviation: countStd > 0 ? countStd : nil)
+        }
         if let e = c.validationError() { throw SettingsError(e) }
         return c
     }

@@ -67,6 +67,8 @@ enum SettingsSchema {
             "fedbuff.aggregate": .string, "fedbuff.trim_fraction": .double,
             "privacy.mode": .string, "privacy.clip": .double, "privacy.noise_multiplier": .double, "privacy.delta": .double,
             "privacy.sampling": .string, "privacy.sampling_rate": .double, "privacy.epsilon_budget": .double,
+            "privacy.adaptive_clipping": .bool, "privacy.target_quantile": .double, "privacy.clip_learning_rate": .double,
+            "privacy.clipped_count_stddev": .double,
             "server_optimizer.kind": .string, "server_optimizer.learning_rate": .double, "server_optimizer.beta1": .double,
             "server_optimizer.beta2": .double, "server_optimizer.epsilon": .double,
             "training.batch_size": .int, "training.extra": .userMap, "training.learning_rate": .double,

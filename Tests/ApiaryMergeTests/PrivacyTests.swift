@@ -145,7 +145,7 @@ struct CentralPrivacyTests {
         #expect(p.steps == 3 && p.epsilon == before.epsilon && p.delta == 1e-5 && p.rdp == e.buffer?.privacy?.accountant.rdp)
         // Resumed: the accountant goes on from the saved RDP, not from zero.
         let r = MergeEngine(resuming: saved, rule: e.rule, dedupWindow: 64)
-        r.buffer = FedBuffer(config: c, parameterCount: 6, accountant: p.accountant)
+        r.buffer = FedBuffer(config: c, parameterCount: 6, privacy: p)
         #expect(r.buffer?.privacy?.epsilon == before.epsilon)
         _ = FedBuffTests.delta(r, "a", seq: 4, base: 3, [0.1, 0, 0, 0, 0, 0])
         #expect(r.flushBufferIfReady(now: .now).count == 1)
@@ -165,12 +165,45 @@ struct CentralPrivacyTests {
         #expect(try Checkpoint.parsePrivacy(#"{"steps":2,"epsilon":3.5,"delta":1e-05,"rdp":[\#(rdp)]}"#).steps == 2)
     }
 
+    @Test func anAdaptiveBoundFollowsTheTargetQuantileAndSurvivesACheckpoint() throws {
+        // Noise of std 1e-6 (z and sigma_b): the count is exact enough to check the step by hand.
+        var c = Self.config(k: 2, clip: 1, z: 1e-6)
+        c.privacy.adaptiveClipping = .init(targetQuantile: 0.5, learningRate: 0.2, countStandardDeviation: 1e-6)
+        let e = Self.engine(c)
+        let p = try #require(e.buffer?.privacy)
+        // z_delta = (z^-2 - (2 sigma_b)^-2)^(-1/2) = z / sqrt(3/4).
+        #expect(abs(p.deltaNoiseMultiplier - 1e-6 / 0.75.squareRoot()) < 1e-12)
+        // Both deltas over the bound: 0 of 2 unclipped, C *= exp(-0.2 (0 - 0.5)).
+        _ = FedBuffTests.delta(e, "a", seq: 1, [5, 0, 0, 0, 0, 0])
+        _ = FedBuffTests.delta(e, "b", seq: 1, [0, 5, 0, 0, 0, 0])
+        #expect(e.flushBufferIfReady(now: .now).count == 2)
+        #expect(abs(p.clip - exp(0.1)) < 1e-5 && abs((e.stats.privacy?.clip ?? 0) - exp(0.1)) < 1e-5)
+        // The new bound clips the next buffer: both within it, C *= exp(-0.2 (1 - 0.5)).
+        let before = Array(e.parameters)
+        _ = FedBuffTests.delta(e, "a", seq: 2, base: 1, [0.5, 0, 0, 0, 0, 0])
+        _ = FedBuffTests.delta(e, "b", seq: 2, base: 1, [0.5, 0, 0, 0, 0, 0])
+        #expect(e.flushBufferIfReady(now: .now).count == 2)
+        #expect(abs(p.clip - 1) < 1e-5 && abs((e.parameters[0] - before[0]) - 0.5) < 1e-5)
+        // The bound is in the checkpoint and a resume goes on from it.
+        let saved = try #require(try Checkpoint.decode(try Checkpoint.encode(e.checkpointState())).privacy)
+        #expect(saved.clip == p.clip)
+        let resumed = FedBuffer(config: c, parameterCount: 6, privacy: saved)
+        #expect(resumed.privacy?.clip == p.clip && resumed.privacy?.accountant.steps == 2)
+        // A fixed bound is not stored.
+        #expect(Self.engine(Self.config(k: 1)).checkpointState().privacy?.clip == nil)
+    }
+
     @Test func invalidPrivacySettingsAreNamed() {
         #expect(PrivacyConfig(mode: .central, clip: 0).validationError()?.contains("privacy.clip") == true)
         #expect(PrivacyConfig(mode: .central, noiseMultiplier: -1).validationError()?.contains("privacy.noise_multiplier") == true)
         #expect(PrivacyConfig(mode: .central, delta: 1).validationError()?.contains("privacy.delta") == true)
         #expect(PrivacyConfig(mode: .central, samplingRate: 1.5).validationError()?.contains("privacy.sampling_rate") == true)
         #expect(PrivacyConfig(mode: .off, clip: 0).validationError() == nil, "off: nothing is read")
+        var adaptive = PrivacyConfig(mode: .central, noiseMultiplier: 1)
+        adaptive.adaptiveClipping = .init(countStandardDeviation: 0.5)
+        #expect(adaptive.validationError()?.contains("privacy.clipped_count_stddev must exceed noise_multiplier / 2") == true)
+        adaptive.adaptiveClipping = .init(targetQuantile: 1.5)
+        #expect(adaptive.validationError()?.contains("privacy.target_quantile") == true)
         var c = Self.config(k: 2)
         c.aggregate = .median
         #expect(c.validationError()?.contains("needs fedbuff.aggregate mean") == true)
