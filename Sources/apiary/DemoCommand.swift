@@ -74,6 +74,9 @@ struct DemoCommand: AsyncParsableCommand {
     @Option(name: .long, help: "Folder for the report (index.html with the accuracy chart, series.csv, summary.json); overrides demo.report_dir (default reports/demo-<timestamp>).")
     var reportDir: String?
 
+    @Flag(name: .long, help: "Central differential privacy (implies --algorithm fedbuff): clip every delta, noise each buffer's sum, state the epsilon spent; privacy.* keys (docs/OPERATIONS.md), privacy.mode central.")
+    var dp = false
+
     @Flag(name: .long, help: "Write no report.")
     var noReport = false
 
@@ -119,7 +122,13 @@ struct DemoCommand: AsyncParsableCommand {
                 FileHandle.standardOutput.synchronizeFile()
             }
         }
-        let chosen = chosenMode ?? DemoMode(rawValue: reader.string(forKey: "demo.mode", default: "async")) ?? .async
+        var chosen = chosenMode ?? DemoMode(rawValue: reader.string(forKey: "demo.mode", default: "async")) ?? .async
+        if dp {
+            guard !compare, chosenMode == nil || chosenMode == .fedbuff, options.shards == 1, options.gateways == 0 else {
+                throw ValidationError("--dp runs fedbuff on one aggregator: leave out --compare, --mode/--algorithm other than fedbuff, --shards and --gateways")
+            }
+            chosen = .fedbuff
+        }
         var summaries: [DemoSummary] = []
         if chosenCodec.isSparse && (compare || chosen != .fedbuff) {
             throw ValidationError("--codec topk sends sparse deltas: use it with --algorithm fedbuff (and without --compare)")
@@ -129,6 +138,10 @@ struct DemoCommand: AsyncParsableCommand {
             var o = options
             if m == .fedbuff {
                 c.buffer = try Settings.fedBuff(reader)
+                if dp {
+                    c.buffer?.privacy.mode = .central
+                    if let e = c.buffer?.validationError() { throw SettingsError(e) }
+                }
             }
             if m == .sync {
                 c.sync = FedAvgConfig(expectedClients: n, minClients: reader.int(forKey: "sync.min_clients", default: n),
@@ -206,16 +219,21 @@ struct DemoSummary: Sendable {
     /// The update codec and the bytes the aggregator received (updates, reports, all frames).
     var codec = "float32"
     var bytesReceived: UInt64 = 0
+    /// Central DP: the privacy spent (nil without).
+    var privacy: PrivacyStatus? = nil
 
     /// One summary value: an integer, a number (printed with 4 decimals on the JSON line;
     /// null when missing) or a string.
     enum Field: Encodable {
         case int(UInt64), number(Double?), text(String)
+        /// A number printed in full (a delta such as 1e-05), null when missing.
+        case exact(Double?)
 
         var json: String {
             switch self {
             case .int(let v): "\(v)"
             case .number(let d): d.map { String(format: "%.4f", $0) } ?? "null"
+            case .exact(let d): d.map { "\($0)" } ?? "null"
             case .text(let t): "\"\(t)\""
             }
         }
@@ -224,7 +242,7 @@ struct DemoSummary: Sendable {
             var c = encoder.singleValueContainer()
             switch self {
             case .int(let v): try c.encode(v)
-            case .number(let d): if let d { try c.encode(d) } else { try c.encodeNil() }
+            case .number(let d), .exact(let d): if let d { try c.encode(d) } else { try c.encodeNil() }
             case .text(let t): try c.encode(t)
             }
         }
@@ -239,7 +257,8 @@ struct DemoSummary: Sendable {
          ("mean_staleness", .number(meanStaleness)), ("max_staleness", .int(maxStaleness)), ("elapsed_s", .number(elapsed)),
          ("shards", .int(UInt64(shards))), ("gateways", .int(UInt64(gateways))),
          ("slowest_tier_merge_share", .number(slowestTier?.mergeShare)), ("slowest_tier_merged_fraction", .number(slowestTier?.mergedFraction)),
-         ("codec", .text(codec)), ("bytes_received", .int(bytesReceived))]
+         ("codec", .text(codec)), ("bytes_received", .int(bytesReceived)),
+         ("epsilon", .number(privacy?.epsilon)), ("delta", .exact(privacy?.delta))]
     }
 
     func jsonLine() -> String {
@@ -267,7 +286,10 @@ struct DemoSummary: Sendable {
             staleness mean \(String(format: "%.2f", meanStaleness)) max \(maxStaleness)), \(String(format: "%.1f", elapsed)) s; \
             updates in \(codec), \(String(format: "%.2f", Double(bytesReceived) / 1_048_576)) MiB received\
             \(updatesMerged > 0 ? String(format: " (%.0f bytes per merged update)", Double(bytesReceived) / Double(updatesMerged)) : "")
-            """ + (slowestTier.map { t in
+            """ + (privacy.map { p in
+                "\n  central DP: epsilon \(String(format: "%.3f", p.epsilon)) at delta \(p.delta) after \(p.steps) noised steps "
+                    + "(noise multiplier \(p.noiseMultiplier), clip \(String(format: "%.3g", p.clip)), \(p.samplingRate < 1 ? "Poisson q = \(p.samplingRate)" : "no sampling amplification"))"
+            } ?? "") + (slowestTier.map { t in
                 String(format: "\n  slowest tier (%d clients, %.1f s delay): %.1f %% of all merges, %.0f %% of its updates merged",
                        t.clients, t.delay, 100 * t.mergeShare, 100 * t.mergedFraction)
             } ?? "")
@@ -385,6 +407,7 @@ struct FleetDemo {
         let rule = switch config.algorithm {
         case .fedasync: "FedAsync alpha=\(config.rule.alpha) staleness=\(config.rule.staleness)"
         case .fedbuff: "FedBuff K=\(config.buffer!.bufferSize) staleness=\(config.rule.staleness) server step \(config.buffer!.optimizer.kind) lr=\(config.buffer!.optimizer.learningRate)"
+            + (config.buffer!.privacy.mode == .central ? ", central DP clip=\(config.buffer!.privacy.clip) noise_multiplier=\(config.buffer!.privacy.noiseMultiplier) delta=\(config.buffer!.privacy.delta)" : "")
         case .fedavg: "synchronous FedAvg rounds"
         }
         let shape = (options.shards > 1 ? ", \(options.shards) parameter shards" : "") + (g > 0 ? ", \(g) gateways" : "")
@@ -435,6 +458,7 @@ struct FleetDemo {
                                       updatesMerged: s.merged, updatesRejected: s.rejectedTotal, meanStaleness: s.meanStaleness,
                                       maxStaleness: s.maxStaleness, elapsed: seconds(), shards: options.shards, gateways: g, series: series)
             summary.codec = config.compression.codec.name
+            summary.privacy = s.privacy
             summary.bytesReceived = top.reduce(UInt64(0)) { $0 + $1.stats.bytesIn }
             // Does the slowest tier's data reach the model? (The starved-client question.)
             let delays = (0..<options.clients).map { workload.delaySeconds(client: $0) * options.delayScale }
