@@ -8,7 +8,9 @@ import ApiaryProtocol
 /// count capped at `exampleCap`. When the buffer holds `bufferSize` deltas (or, after
 /// `maxWait`, at least one), one server step takes the pseudo-gradient
 /// `D = sum(w_i d_i) / sum(e_i)` (`ServerOptimizer`: `x += lr * D` with sgd) and publishes a
-/// new version.
+/// new version. `aggregate` can replace that mean by a coordinate-wise median or trimmed mean
+/// of the `w_i d_i` (`RobustAggregate`); `privacy` (mean only) clips each delta, noises the sum
+/// and divides it by K (`PrivacyConfig`, `CentralPrivacy`).
 ///
 /// Receipts: a buffered delta is not acknowledged until its buffer is flushed (and, with
 /// checkpoints, the flushed version is durable); the receipt then says `merged` at the
