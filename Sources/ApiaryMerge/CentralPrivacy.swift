@@ -1,4 +1,9 @@
 import ApiaryCore
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
 
 /// Central differential privacy for FedBuff (DP-FedBuff; the DP-FedAvg recipe of McMahan et
 /// al., ICLR 2018, applied per buffer). The aggregator, trusted with the clients' deltas,
@@ -206,9 +211,3 @@ package final class CentralPrivacy {
                                      clip: config.adaptiveClipping != nil ? clip : nil)
     }
 }
-
-#if canImport(Glibc)
-import Glibc
-#elseif canImport(Darwin)
-import Darwin
-#endif

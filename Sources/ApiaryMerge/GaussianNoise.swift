@@ -1,3 +1,9 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
 /// The noise of central differential privacy: standard normal samples from a ChaCha20 key
 /// stream (RFC 8439's block function, 20 rounds) whose 256-bit key comes from
 /// `SystemRandomNumberGenerator` (the kernel's CSPRNG, `getrandom` on Linux): an observer of
@@ -79,9 +85,3 @@ package struct GaussianNoise: RandomNumberGenerator {
         used = 0
     }
 }
-
-#if canImport(Glibc)
-import Glibc
-#elseif canImport(Darwin)
-import Darwin
-#endif
