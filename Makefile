@@ -40,9 +40,9 @@ deps:
 ## Python for the interop and model tests: a virtual environment in .venv (never the system's).
 deps-python:
 	@[ -x $(VENV)/bin/python3 ] || { echo "creating $(VENV)"; python3 -m venv $(VENV); }
-	@$(VENV)/bin/python3 -c 'import zmq, numpy, safetensors, sklearn, pytest, mypy' 2>/dev/null || \
-	  { echo "installing pyzmq, numpy, safetensors, scikit-learn, pytest and mypy into $(VENV)"; \
-	    $(VENV)/bin/python3 -m pip install --quiet pyzmq numpy safetensors scikit-learn pytest mypy; }
+	@$(VENV)/bin/python3 -c 'import zmq, numpy, safetensors, sklearn, pytest, mypy, dp_accounting' 2>/dev/null || \
+	  { echo "installing pyzmq, numpy, safetensors, scikit-learn, pytest, mypy and dp-accounting into $(VENV)"; \
+	    $(VENV)/bin/python3 -m pip install --quiet pyzmq numpy safetensors scikit-learn pytest mypy dp-accounting; }
 	@# The Python SDK, as a user installs it (again each time: it follows the checkout).
 	@$(VENV)/bin/python3 -m pip install --quiet --force-reinstall --no-deps ./python
 
@@ -72,6 +72,8 @@ test: deps deps-python deps-browser
 	$(SWIFT) test --skip-build --no-parallel --filter '$(SCALE_SUITES)'
 	bash Tests/interop/run.sh
 	bash Tests/model/run.sh
+	@# The privacy accountant against Google's dp-accounting, on a grid (within 1 %).
+	$(VENV)/bin/python3 Tests/privacy/check_accountant.py $(BIN)
 	$(MAKE) examples
 	$(MAKE) python-test
 	@# A real network (namespaces, veth links, delay, loss, a partitioned gateway): needs root.

@@ -366,6 +366,17 @@ public func fuzzOneInput(_ data: UnsafePointer<UInt8>?, _ size: Int) -> CInt {
     buffered.buffer = FedBuffer(config: FedBuffConfig(bufferSize: 2, maxWait: nil, exampleWeighting: true, exampleCap: 100,
                                                       optimizer: .init(kind: .adam, learningRate: 0.1)),
                                 parameterCount: FuzzSetup.initial.count)
+    // The same deltas into a trimmed-mean buffer and a central-DP buffer (fixed noise seed: the
+    // harness must replay its inputs exactly).
+    let robust = MergeEngine(layout: FuzzSetup.layout, parameters: FuzzSetup.initial, version: FuzzSetup.initialVersion,
+                             runID: FuzzSetup.runID, rule: FuzzSetup.settings[0].rule, dedupWindow: FuzzSetup.dedupWindow)
+    robust.buffer = FedBuffer(config: FedBuffConfig(bufferSize: 3, maxWait: nil, aggregate: .trimmedMean, trimFraction: 0.34),
+                              parameterCount: FuzzSetup.initial.count)
+    let privateBuffer = MergeEngine(layout: FuzzSetup.layout, parameters: FuzzSetup.initial, version: FuzzSetup.initialVersion,
+                                    runID: FuzzSetup.runID, rule: FuzzSetup.settings[0].rule, dedupWindow: FuzzSetup.dedupWindow)
+    var dp = PrivacyConfig(mode: .central, clip: 1, noiseMultiplier: 0.5, delta: 1e-5, epsilonBudget: 40, noiseSeed: 1)
+    dp.adaptiveClipping = .init()
+    privateBuffer.buffer = FedBuffer(config: FedBuffConfig(bufferSize: 2, maxWait: nil, privacy: dp), parameterCount: FuzzSetup.initial.count)
 
     for (k, m) in split(input).enumerated() {
         let fs = FrameSet(m.frames, misalign: Int(m.control >> 6) & 1)
@@ -395,6 +406,16 @@ public func fuzzOneInput(_ data: UnsafePointer<UInt8>?, _ size: Int) -> CInt {
         buffered.maxUpdateNorm = setting.normBound
         buffered.normPolicy = setting.clip ? .clip : .reject
         ingestBuffered(buffered, fs.frames, authenticatedID: setting.authenticatedID)
+        for other in [robust, privateBuffer] {
+            other.rule = setting.rule
+            other.maxUpdateNorm = setting.normBound
+            other.normPolicy = setting.clip ? .clip : .reject
+            ingestBuffered(other, fs.frames, authenticatedID: setting.authenticatedID)
+        }
+        if let p = privateBuffer.buffer?.privacy {
+            check(p.clip.isFinite && p.clip > 0 && p.epsilon.isFinite && p.epsilon >= 0, "central DP: clip \(p.clip), epsilon \(p.epsilon)")
+            check(p.epsilon <= 40, "central DP: epsilon \(p.epsilon) went over the budget 40")
+        }
         let first = ingestChecked(engine, fs.frames, authenticatedID: setting.authenticatedID)
 
         if m.control & 0x80 != 0 {

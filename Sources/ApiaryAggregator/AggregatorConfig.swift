@@ -151,6 +151,9 @@ public struct AggregatorConfig: Sendable {
         if relay && buffer != nil { return "a gateway (relay) aggregator merges with fedasync, not fedbuff" }
         if sync != nil && buffer != nil { return "choose one algorithm: fedavg rounds or a fedbuff buffer" }
         if let e = buffer?.validationError() { return e }
+        if buffer?.privacy.mode == .central && shard != nil {
+            return "privacy.mode central cannot run on parameter shards: each shard sees only its slice of a delta, so no shard can clip the whole delta to privacy.clip"
+        }
         if let e = sync?.optimizer.validationError() { return e }
         if let e = compression.validationError(algorithm: algorithm) { return e }
         if compression.codec == .int8, Int64(compression.block) + 4 > maxFrameBytes {

@@ -119,7 +119,22 @@ final class AggregatorLoop {
             engine.rule.maxStaleness = 0
         }
         if let buffered = config.buffer {
-            engine.buffer = FedBuffer(config: buffered, parameterCount: range.count, resuming: resumed?.optimizer)
+            let savedPrivacy = try Self.privacyAccountant(resuming: resumed, config: buffered.privacy, logger: logger)
+            engine.buffer = FedBuffer(config: buffered, parameterCount: range.count, resuming: resumed?.optimizer, privacy: savedPrivacy)
+            if let p = engine.buffer?.privacy {
+                engine.stats.privacy = p.status
+                logger.notice("central differential privacy: deltas clipped, the buffer's sum noised, epsilon accounted per flush", metadata: [
+                    "clip": "\(p.clip)\(p.config.adaptiveClipping.map { _ in " (adaptive)" } ?? "")", "noise_multiplier": "\(p.config.noiseMultiplier)",
+                    "noise_std_of_mean": "\(p.deltaNoiseMultiplier * p.clip / Double(buffered.bufferSize))",
+                    "sampling": "\(p.config.samplingRate.map { "poisson q=\($0)" } ?? "none (q=1)")",
+                    "delta": "\(p.config.delta)", "epsilon": "\(p.epsilon)", "steps": "\(p.accountant.steps)",
+                    "epsilon_budget": "\(p.config.epsilonBudget.map { "\($0)" } ?? "none")",
+                ])
+                if !p.canStep { logger.error("\(p.exhaustedMessage); updates are refused (reason unavailable)") }
+            }
+        } else if let p = resumed?.privacy {
+            throw AggregatorError.startFailed("the checkpoint has a privacy accountant (epsilon \(p.epsilon) at delta \(p.delta) after \(p.steps) noised steps): "
+                + "resuming it without central DP would publish un-noised steps. Set algorithm fedbuff with privacy.mode central, or start a new run (a new checkpoint.directory)")
         }
         if let kind = config.sync?.optimizer.kind ?? config.buffer?.optimizer.kind, let saved = resumed?.optimizer, saved.kind != kind.rawValue {
             logger.warning("the checkpoint's server optimizer state is not used: it is of another kind",
@@ -338,8 +353,53 @@ final class AggregatorLoop {
             for outcome in engine.closeRoundIfReady(now: .now) { try handle(outcome) }
         }
         if engine.buffer != nil {
-            for outcome in engine.flushBufferIfReady(now: .now) { try handle(outcome) }
+            let outcomes = engine.flushBufferIfReady(now: .now)
+            if !outcomes.isEmpty, let p = engine.buffer?.privacy {
+                makePrivateStepDurable(p)
+            }
+            for outcome in outcomes { try handle(outcome) }
         }
+    }
+
+    /// Central DP: a noised step is on disk, with the accountant that counts it, before
+    /// anything can publish it (a crash then never loses a released step from epsilon).
+    func makePrivateStepDurable(_ p: CentralPrivacy) {
+        if let writer {
+            let r = writer.writeNow(engine.checkpointState())
+            collectCheckpointResults()
+            if r.error == nil { markDurable(r.version) }
+            submittedVersion = max(submittedVersion, r.version)
+        }
+        logger.info("private server step", metadata: [
+            "version": "\(engine.version)", "epsilon": "\(p.epsilon)", "delta": "\(p.config.delta)", "steps": "\(p.accountant.steps)",
+            "clip": "\(p.clip)",
+        ])
+        if !p.canStep { logger.error("\(p.exhaustedMessage); further updates are refused (reason unavailable)") }
+    }
+
+    /// The accountant to resume, or why the checkpoint's cannot be resumed with `config`.
+    static func privacyAccountant(resuming resumed: CheckpointState?, config: PrivacyConfig, logger: Logger) throws -> CheckpointState.PrivacyState? {
+        guard let resumed else { return nil }
+        guard config.mode == .central else {
+            if let p = resumed.privacy {
+                throw AggregatorError.startFailed("the checkpoint has a privacy accountant (epsilon \(p.epsilon) at delta \(p.delta) after \(p.steps) noised steps): "
+                    + "resuming it with privacy.mode off would publish un-noised steps. Set privacy.mode central, or start a new run (a new checkpoint.directory)")
+            }
+            return nil
+        }
+        guard let p = resumed.privacy else {
+            if resumed.version > 0 {
+                logger.warning("central DP starts on a checkpoint without an accountant: its \(resumed.version) earlier versions were not private, and epsilon counts only the steps from here")
+            }
+            return nil
+        }
+        guard p.delta == config.delta else {
+            throw AggregatorError.startFailed("privacy.delta \(config.delta) differs from the checkpoint's \(p.delta), at which its epsilon \(p.epsilon) was stated: keep privacy.delta \(p.delta), or start a new run")
+        }
+        guard p.accountant != nil else {
+            throw AggregatorError.startFailed("the checkpoint's privacy accountant has \(p.rdp.count) RDP values, \(RDPAccountant.defaultOrders.count) expected")
+        }
+        return p
     }
 
     /// Logs, receipts (now, or once durable) and records one outcome.

@@ -13,6 +13,30 @@ public struct CheckpointState: Sendable, Equatable {
     public var createdAtMilliseconds: Int64
     /// The server optimizer's state (FedBuff): its kind, steps and moments; nil without one.
     public var optimizer: OptimizerState? = nil
+    /// The privacy accountant (central DP): nil without one.
+    public var privacy: PrivacyState? = nil
+
+    /// What the RDP accountant needs to resume, in the `privacy` metadata entry: the RDP spent
+    /// at each of `RDPAccountant.defaultOrders`, the steps (noised flushes) and, for readers,
+    /// the epsilon at `delta` they come to.
+    public struct PrivacyState: Sendable, Equatable {
+        public var steps: UInt64
+        public var rdp: [Double]
+        public var epsilon: Double
+        public var delta: Double
+        /// The clipping bound reached by adaptive clipping (nil with a fixed bound).
+        public var clip: Double?
+        public init(steps: UInt64, rdp: [Double], epsilon: Double, delta: Double, clip: Double? = nil) {
+            self.steps = steps
+            self.rdp = rdp
+            self.epsilon = epsilon
+            self.delta = delta
+            self.clip = clip
+        }
+
+        /// The accountant it saved (nil when the RDP values do not fit the default orders).
+        public var accountant: RDPAccountant? { RDPAccountant(rdp: rdp, steps: steps) }
+    }
 
     /// What a `ServerOptimizer` needs to resume: `m` and `v` (each empty, or one value per
     /// parameter of `layout`), stored as the tensors `__optimizer__.m` / `__optimizer__.v`
@@ -50,7 +74,7 @@ public struct CheckpointState: Sendable, Equatable {
         guard a.runID == b.runID, a.version == b.version, a.layout == b.layout, a.rule == b.rule,
               a.dedupWindow == b.dedupWindow, a.createdAtMilliseconds == b.createdAtMilliseconds,
               a.parameters.elementsEqual(b.parameters, by: { $0.bitPattern == $1.bitPattern }),
-              a.dedup.count == b.dedup.count, a.optimizer == b.optimizer
+              a.dedup.count == b.dedup.count, a.optimizer == b.optimizer, a.privacy == b.privacy
         else { return false }
         for (client, e) in a.dedup {
             guard let f = b.dedup[client], e.highest == f.highest, e.outcomes == f.outcomes else { return false }
@@ -112,6 +136,8 @@ public enum CheckpointError: Error, Equatable, Sendable, CustomStringConvertible
 /// | `rule` | JSON `{"alpha":0.6,"staleness_function":"polynomial","staleness_a":0.5,"staleness_b":0.0,"max_staleness":16}` |
 /// | `dedup_window` | decimal |
 /// | `dedup` | JSON `{client: {"highest": seq, "outcomes": [[seq, decision, reason, base_version, model_version, staleness or null, mixing_weight], ...]}}`, decision and reason as their wire codes, outcomes by seq |
+/// | `optimizer` | (FedBuff, FedAvg) JSON `{"kind":"adam","steps":12}`, with the tensors `__optimizer__.m` / `.v` |
+/// | `privacy` | (central DP) JSON `{"steps":12,"epsilon":1.7,"delta":1e-05,"clip":0.8,"rdp":[...]}`: the RDP accountant, one value per `RDPAccountant.defaultOrders`; `clip` only with adaptive clipping |
 /// | `checksum` | 8 lowercase hex digits, see below |
 ///
 /// The checksum is CRC-32/IEEE (zlib's `crc32`) of, in this order:
@@ -145,6 +171,7 @@ public enum Checkpoint {
     static let keyDedup = "dedup"
     static let keyChecksum = "checksum"
     static let keyOptimizer = "optimizer"
+    static let keyPrivacy = "privacy"
     /// Names of the optimizer's tensors, after the model's (not part of the model layout).
     static let optimizerPrefix = "__optimizer__."
 
@@ -181,6 +208,15 @@ public enum Checkpoint {
             keyDedupWindow: String(state.dedupWindow),
             keyDedup: dedupJSON(state.dedup),
         ]
+        if let p = state.privacy {
+            guard p.accountant != nil, !p.epsilon.isNaN, p.epsilon >= 0, p.delta > 0, p.delta < 1 else {
+                throw .invalidState("privacy accountant state: \(p.rdp.count) RDP values (\(RDPAccountant.defaultOrders.count) needed, each >= 0), epsilon \(p.epsilon), delta \(p.delta)")
+            }
+            if let c = p.clip, !(c.isFinite && c > 0) { throw .invalidState("privacy clip \(c) is not a positive number") }
+            metadata[keyPrivacy] = #"{"steps":\#(p.steps),"epsilon":\#(JSONText.number(p.epsilon)),"delta":\#(JSONText.number(p.delta)),"#
+                + (p.clip.map { #""clip":\#(JSONText.number($0)),"# } ?? "")
+                + #""rdp":["# + p.rdp.map(JSONText.number).joined(separator: ",") + "]}"
+        }
         var layout = state.layout
         var values = state.parameters
         if let o = state.optimizer {
@@ -345,7 +381,29 @@ public enum Checkpoint {
         } else if !moments.isEmpty {
             throw .badMetadata(key: keyOptimizer, reason: "missing, but the file has optimizer tensors")
         }
+        if let text = meta[keyPrivacy] { state.privacy = try parsePrivacy(text) }
         return state
+    }
+
+    static func parsePrivacy(_ text: String) throws(CheckpointError) -> CheckpointState.PrivacyState {
+        func bad(_ r: String) -> CheckpointError { .badMetadata(key: keyPrivacy, reason: r) }
+        let v: JSONValue
+        do { v = try JSONText.parse(text) } catch { throw bad(error.description) }
+        guard let steps = v["steps"]?.uint64, let epsilon = v["epsilon"].flatMap(JSONText.double), epsilon >= 0,
+              let delta = v["delta"].flatMap(JSONText.double), delta > 0, delta < 1, case .array(let list)? = v["rdp"] else {
+            throw bad("needs steps, epsilon >= 0, delta in (0, 1) and rdp")
+        }
+        let rdp = list.compactMap(JSONText.double)
+        var clip: Double?
+        if let c = v["clip"] {
+            guard let d = JSONText.double(c), d.isFinite, d > 0 else { throw bad("clip is not a positive number") }
+            clip = d
+        }
+        let p = CheckpointState.PrivacyState(steps: steps, rdp: rdp, epsilon: epsilon, delta: delta, clip: clip)
+        guard rdp.count == list.count, p.accountant != nil else {
+            throw bad("rdp needs \(RDPAccountant.defaultOrders.count) numbers >= 0, got \(list.count)")
+        }
+        return p
     }
 
     static func parseRule(_ text: String) throws(CheckpointError) -> FedAsync {

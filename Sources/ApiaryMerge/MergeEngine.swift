@@ -76,6 +76,7 @@ package final class MergeEngine {
         if let o = buffer?.optimizer ?? round?.optimizer {
             s.optimizer = .init(kind: o.config.kind.rawValue, steps: o.steps, m: o.m, v: o.v)
         }
+        s.privacy = buffer?.privacy?.checkpointState
         return s
     }
 
@@ -213,6 +214,13 @@ package final class MergeEngine {
                 // A resend of a delta still in the buffer: its receipt comes with the flush.
                 stats.rejected[.duplicate, default: 0] += 1
                 return Outcome(receipt: nil, reason: .none, detail: "deferred", sampleCount: h.sampleCount)
+            }
+            if let p = buffer.privacy {
+                guard p.canStep else {
+                    return reject(h, reason: .unavailable, detail: p.exhaustedMessage, staleness: s)
+                }
+                // Central DP: every delta is clipped to privacy.clip (on top of the norm policy).
+                clip = min(clip, p.admit(norm: scan.deltaNorm))
             }
             return self.buffer(h, view: view, staleness: s, norm: scan.deltaNorm, clip: clip)
         }

@@ -32,6 +32,8 @@ public struct AggregatorStats: Sendable, Hashable {
     public var reportsReceived: UInt64 = 0
     public var reportsRecorded: UInt64 = 0
     public var reportsRejected: UInt64 = 0
+    /// Central DP (fedbuff with privacy.mode central): the privacy spent; nil otherwise.
+    public var privacy: PrivacyStatus? = nil
 
     public init() {}
 

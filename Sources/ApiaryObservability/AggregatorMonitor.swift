@@ -92,6 +92,11 @@ public final class AggregatorMonitor: Service, Sendable {
         if let checkpointAgeGauge, let t = s.lastCheckpointAt {
             checkpointAgeGauge.record(max(0, now.timeIntervalSince(t)))
         }
+        if let p = s.privacy {
+            Gauge(label: MetricCatalog.privacyEpsilon, factory: factory).record(p.epsilon)
+            Gauge(label: MetricCatalog.privacySteps, factory: factory).record(Double(p.steps))
+            Gauge(label: MetricCatalog.privacyBudgetExhausted, factory: factory).record(p.exhausted ? 1 : 0)
+        }
         // The fleet's metrics, one labelled gauge each (the factory hands back the same
         // gauge for the same label and dimensions).
         for (name, v) in aggregator.fleet.clientMetrics().values {
@@ -170,7 +175,11 @@ public final class AggregatorMonitor: Service, Sendable {
                           relay: config.relay ? .init(rebases: s.rebases, unsentMerges: s.unsentMerges, restoredPushes: s.restoredPushes) : nil),
             evaluation: .init(enabled: evaluator != nil, count: evaluations?.count ?? 0, latest: evaluations?.last, dataset: evaluator?.dataset),
             fleet: .init(clientMetrics: aggregator.fleet.clientMetrics(), evaluators: aggregator.fleet.latestReports(),
-                         reportsRecorded: aggregator.fleet.reportsRecorded)
+                         reportsRecorded: aggregator.fleet.reportsRecorded),
+            privacy: s.privacy.map {
+                .init(epsilon: $0.epsilon, delta: $0.delta, steps: $0.steps, noiseMultiplier: $0.noiseMultiplier, clip: $0.clip,
+                      samplingRate: $0.samplingRate, epsilonBudget: $0.epsilonBudget, budgetExhausted: $0.exhausted)
+            }
         )
     }
 

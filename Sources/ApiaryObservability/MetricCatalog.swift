@@ -55,6 +55,13 @@ public enum MetricCatalog {
     /// Gauge with `evaluator` and `dataset` labels: the model version of that latest report.
     public static let evaluatorModelVersion = "apiary_evaluator_model_version"
 
+    /// Gauge: epsilon spent (at privacy.delta) by central DP's noised server steps.
+    public static let privacyEpsilon = "apiary_privacy_epsilon"
+    /// Gauge: noised server steps the accountant has composed.
+    public static let privacySteps = "apiary_privacy_steps"
+    /// Gauge: 1 when the next step would exceed privacy.epsilon_budget (no more steps), else 0.
+    public static let privacyBudgetExhausted = "apiary_privacy_budget_exhausted"
+
     /// All of them, in the order the documentation lists them.
     public static let all: [MetricDescription] = {
         typealias N = AggregatorMetricName
@@ -87,6 +94,9 @@ public enum MetricCatalog {
             .init(name: evalLoss, kind: .gauge, help: "Loss of the global model on the held-out set at the last evaluation."),
             .init(name: evalModelVersion, kind: .gauge, help: "Model version of the last evaluation."),
             .init(name: evaluations, kind: .counter, help: "Evaluations of the global model run."),
+            .init(name: privacyEpsilon, kind: .gauge, help: "Central DP: epsilon spent at privacy.delta by the noised server steps (RDP accountant)."),
+            .init(name: privacySteps, kind: .gauge, help: "Central DP: noised server steps (buffer flushes) the accountant has composed."),
+            .init(name: privacyBudgetExhausted, kind: .gauge, help: "Central DP: 1 when one more step would exceed privacy.epsilon_budget (updates are refused), else 0."),
             .init(name: uptime, kind: .gauge, help: "Seconds since the status server started."),
             .init(name: clientMetric, kind: .gauge,
                   help: "A metric clients sent with their updates, averaged over recent merged updates weighted by examples.",

@@ -131,6 +131,22 @@ public struct StatusReport: Sendable, Codable, Hashable {
         public var reportsRecorded: UInt64
     }
 
+    /// Central differential privacy (fedbuff with privacy.mode central): the privacy spent.
+    public struct Privacy: Sendable, Codable, Hashable {
+        /// Epsilon at `delta` after `steps` noised server steps (of the run, across restarts).
+        public var epsilon: Double
+        public var delta: Double
+        public var steps: UInt64
+        public var noiseMultiplier: Double
+        public var clip: Double
+        /// q of Poisson sampling; 1: no amplification assumed.
+        public var samplingRate: Double
+        /// nil: no budget.
+        public var epsilonBudget: Double?
+        /// One more step would exceed the budget: no more server steps, deltas are refused.
+        public var budgetExhausted: Bool
+    }
+
     /// At most this many clients are listed.
     public static let clientListLimit = 200
 
@@ -147,6 +163,8 @@ public struct StatusReport: Sendable, Codable, Hashable {
     public var config: ConfigSummary
     public var evaluation: Evaluation
     public var fleet: Fleet
+    /// nil without central DP.
+    public var privacy: Privacy? = nil
 }
 
 /// The body of `GET /history`: time series for the dashboard's charts.

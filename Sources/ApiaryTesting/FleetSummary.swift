@@ -1,3 +1,4 @@
+import ApiaryMerge
 import ApiaryProtocol
 import Foundation
 
@@ -34,16 +35,21 @@ public struct FleetSummary: Sendable {
     /// The update codec and the bytes the aggregator received (updates, reports, all frames).
     public var codec = "float32"
     public var bytesReceived: UInt64 = 0
+    /// Central DP: the privacy spent (nil without).
+    public var privacy: PrivacyStatus? = nil
 
     /// One summary value: an integer, a number (printed with 4 decimals on the JSON line;
     /// null when missing) or a string.
     public enum Field: Encodable {
         case int(UInt64), number(Double?), text(String)
+        /// A number printed in full (a delta such as 1e-05), null when missing.
+        case exact(Double?)
 
         public var json: String {
             switch self {
             case .int(let v): "\(v)"
             case .number(let d): d.map { String(format: "%.4f", $0) } ?? "null"
+            case .exact(let d): d.map { "\($0)" } ?? "null"
             case .text(let t): "\"\(t)\""
             }
         }
@@ -52,7 +58,7 @@ public struct FleetSummary: Sendable {
             var c = encoder.singleValueContainer()
             switch self {
             case .int(let v): try c.encode(v)
-            case .number(let d): if let d { try c.encode(d) } else { try c.encodeNil() }
+            case .number(let d), .exact(let d): if let d { try c.encode(d) } else { try c.encodeNil() }
             case .text(let t): try c.encode(t)
             }
         }
@@ -67,7 +73,8 @@ public struct FleetSummary: Sendable {
          ("mean_staleness", .number(meanStaleness)), ("max_staleness", .int(maxStaleness)), ("elapsed_s", .number(elapsed)),
          ("shards", .int(UInt64(shards))), ("gateways", .int(UInt64(gateways))),
          ("slowest_tier_merge_share", .number(slowestTier?.mergeShare)), ("slowest_tier_merged_fraction", .number(slowestTier?.mergedFraction)),
-         ("codec", .text(codec)), ("bytes_received", .int(bytesReceived))]
+         ("codec", .text(codec)), ("bytes_received", .int(bytesReceived)),
+         ("epsilon", .number(privacy?.epsilon)), ("delta", .exact(privacy?.delta))]
     }
 
     public func jsonLine() -> String {
@@ -95,7 +102,10 @@ public struct FleetSummary: Sendable {
             staleness mean \(String(format: "%.2f", meanStaleness)) max \(maxStaleness)), \(String(format: "%.1f", elapsed)) s; \
             updates in \(codec), \(String(format: "%.2f", Double(bytesReceived) / 1_048_576)) MiB received\
             \(updatesMerged > 0 ? String(format: " (%.0f bytes per merged update)", Double(bytesReceived) / Double(updatesMerged)) : "")
-            """ + (slowestTier.map { t in
+            """ + (privacy.map { p in
+                "\n  central DP: epsilon \(String(format: "%.3f", p.epsilon)) at delta \(p.delta) after \(p.steps) noised steps "
+                    + "(noise multiplier \(p.noiseMultiplier), clip \(String(format: "%.3g", p.clip)), \(p.samplingRate < 1 ? "Poisson q = \(p.samplingRate)" : "no sampling amplification"))"
+            } ?? "") + (slowestTier.map { t in
                 String(format: "\n  slowest tier (%d clients, %.1f s delay): %.1f %% of all merges, %.0f %% of its updates merged",
                        t.clients, t.delay, 100 * t.mergeShare, 100 * t.mergedFraction)
             } ?? "")

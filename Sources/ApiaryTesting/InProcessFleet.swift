@@ -214,6 +214,7 @@ public struct InProcessFleet {
         let rule = switch config.algorithm {
         case .fedasync: "FedAsync alpha=\(config.rule.alpha) staleness=\(config.rule.staleness)"
         case .fedbuff: "FedBuff K=\(config.buffer!.bufferSize) staleness=\(config.rule.staleness) server step \(config.buffer!.optimizer.kind) lr=\(config.buffer!.optimizer.learningRate)"
+            + (config.buffer!.privacy.mode == .central ? ", central DP clip=\(config.buffer!.privacy.clip) noise_multiplier=\(config.buffer!.privacy.noiseMultiplier) delta=\(config.buffer!.privacy.delta)" : "")
         case .fedavg: "synchronous FedAvg rounds"
         }
         let shape = (options.shards > 1 ? ", \(options.shards) parameter shards" : "") + (g > 0 ? ", \(g) gateways" : "")
@@ -264,6 +265,7 @@ public struct InProcessFleet {
                                        updatesMerged: s.merged, updatesRejected: s.rejectedTotal, meanStaleness: s.meanStaleness,
                                        maxStaleness: s.maxStaleness, elapsed: seconds(), shards: options.shards, gateways: g, series: series)
             summary.codec = config.compression.codec.name
+            summary.privacy = s.privacy
             summary.bytesReceived = top.reduce(UInt64(0)) { $0 + $1.stats.bytesIn }
             // Does the slowest tier's data reach the model? (The starved-client question.)
             let delays = members.map(\.delaySeconds)

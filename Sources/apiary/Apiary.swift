@@ -21,6 +21,6 @@ struct Apiary: AsyncParsableCommand {
               apiary model export --state state/ --out trained.safetensors
               apiary client --config Configs/client.yaml --id client-3 --partition 3
             """,
-        subcommands: [AggregatorCommand.self, ClientCommand.self, EvaluateCommand.self, GatewayCommand.self, DemoCommand.self, KeysCommand.self, ConfigCommand.self, ModelCommand.self, CheckpointCommand.self, LedgerCommand.self, BenchCommand.self]
+        subcommands: [AggregatorCommand.self, ClientCommand.self, EvaluateCommand.self, GatewayCommand.self, DemoCommand.self, KeysCommand.self, ConfigCommand.self, ModelCommand.self, CheckpointCommand.self, LedgerCommand.self, BenchCommand.self, PrivacyCommand.self]
     )
 }

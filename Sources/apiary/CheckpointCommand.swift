@@ -77,6 +77,13 @@ private struct Report: Encodable {
         var computed: String
     }
 
+    /// The central-DP accountant (absent without one).
+    struct Privacy: Encodable {
+        var epsilon: Double
+        var delta: Double
+        var steps: UInt64
+    }
+
     var path: String
     var bytes: Int
     var header_bytes: Int
@@ -93,6 +100,7 @@ private struct Report: Encodable {
     var layout_fingerprint: String
     var parameters: Int
     var tensors: [Tensor]
+    var privacy: Privacy?
 
     init(path: String, inspection r: CheckpointInspection, state s: CheckpointState) {
         self.path = path
@@ -125,6 +133,7 @@ private struct Report: Encodable {
             let o = r.dataOffsets(ofTensor: i)
             return Tensor(name: t.name, dtype: "F32", shape: t.shape, data_offsets: [o.lowerBound, o.upperBound])
         }
+        privacy = s.privacy.map { Privacy(epsilon: $0.epsilon, delta: $0.delta, steps: $0.steps) }
     }
 
     func jsonLine() -> String {
@@ -156,6 +165,9 @@ private struct Report: Encodable {
             "checksum:  \(checksumLine)",
             "layout:    \(plural(tensors.count, "tensor")), \(plural(parameters, "parameter")), fingerprint \(layout_fingerprint)",
         ]
+        if let p = privacy {
+            lines.insert("privacy:   epsilon \(p.epsilon) at delta \(p.delta) after \(plural(Int(p.steps), "noised step"))", at: lines.count - 1)
+        }
         let nameWidth = tensors.map(\.name.count).max() ?? 0
         let shapeWidth = tensors.map { "\($0.shape)".count }.max() ?? 0
         for t in tensors {

@@ -74,6 +74,9 @@ struct DemoCommand: AsyncParsableCommand {
     @Option(name: .long, help: "Folder for the report (index.html with the accuracy chart, series.csv, summary.json); overrides demo.report_dir (default reports/demo-<timestamp>).")
     var reportDir: String?
 
+    @Flag(name: .long, help: "Central differential privacy (implies --algorithm fedbuff): clip every delta, noise each buffer's sum, state the epsilon spent; privacy.* keys (docs/OPERATIONS.md), privacy.mode central.")
+    var dp = false
+
     @Flag(name: .long, help: "Write no report.")
     var noReport = false
 
@@ -118,7 +121,13 @@ struct DemoCommand: AsyncParsableCommand {
                 FileHandle.standardOutput.synchronizeFile()
             }
         }
-        let chosen = chosenMode ?? DemoMode(rawValue: reader.string(forKey: "demo.mode", default: "async")) ?? .async
+        var chosen = chosenMode ?? DemoMode(rawValue: reader.string(forKey: "demo.mode", default: "async")) ?? .async
+        if dp {
+            guard !compare, chosenMode == nil || chosenMode == .fedbuff, options.shards == 1, options.gateways == 0 else {
+                throw ValidationError("--dp runs fedbuff on one aggregator: leave out --compare, --mode/--algorithm other than fedbuff, --shards and --gateways")
+            }
+            chosen = .fedbuff
+        }
         var summaries: [FleetSummary] = []
         if chosenCodec.isSparse && (compare || chosen != .fedbuff) {
             throw ValidationError("--codec topk sends sparse deltas: use it with --algorithm fedbuff (and without --compare)")
@@ -128,6 +137,10 @@ struct DemoCommand: AsyncParsableCommand {
             var o = options
             if m == .fedbuff {
                 c.buffer = try Settings.fedBuff(reader)
+                if dp {
+                    c.buffer?.privacy.mode = .central
+                    if let e = c.buffer?.validationError() { throw SettingsError(e) }
+                }
             }
             if m == .sync {
                 c.sync = FedAvgConfig(expectedClients: n, minClients: reader.int(forKey: "sync.min_clients", default: n),

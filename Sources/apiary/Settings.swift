@@ -163,6 +163,10 @@ enum Settings {
             config.buffer = try fedBuff(r)
         case let other: throw SettingsError("algorithm must be fedasync, fedavg or fedbuff, not '\(other)'")
         }
+        // fedbuff read privacy.* with its buffer; the other algorithms take no noise.
+        if config.buffer == nil, case let p = try Settings.privacy(r), p.mode != .off {
+            throw SettingsError("privacy.mode \(p.mode.rawValue) needs algorithm fedbuff (the noise goes on a buffer's sum), not \(config.algorithm)")
+        }
         config.shard = try shard(r)
         config.compression = try compression(r)
         if let e = config.validationError() { throw SettingsError(e) }
@@ -176,10 +180,52 @@ enum Settings {
         let wait = r.double(forKey: "fedbuff.max_wait_s", default: d.maxWait.map { Double($0.components.seconds) } ?? 0)
         let cap = r.int(forKey: "fedbuff.example_cap", default: Int(d.exampleCap))
         guard cap >= 1 else { throw SettingsError("fedbuff.example_cap must be >= 1, not \(cap)") }
-        let c = FedBuffConfig(bufferSize: r.int(forKey: "fedbuff.buffer_size", default: d.bufferSize),
+        let aggregateName = r.string(forKey: "fedbuff.aggregate", default: d.aggregate.rawValue)
+        guard let aggregate = FedBuffConfig.Aggregate(rawValue: aggregateName) else {
+            throw SettingsError("fedbuff.aggregate must be one of \(FedBuffConfig.Aggregate.allCases.map(\.rawValue).joined(separator: ", ")), not '\(aggregateName)'")
+        }
+        var c = FedBuffConfig(bufferSize: r.int(forKey: "fedbuff.buffer_size", default: d.bufferSize),
                               maxWait: wait > 0 ? .milliseconds(Int64((wait * 1000).rounded())) : nil,
                               exampleWeighting: r.bool(forKey: "fedbuff.example_weighting", default: d.exampleWeighting),
-                              exampleCap: UInt64(cap), optimizer: optimizer)
+                              exampleCap: UInt64(cap), optimizer: optimizer, aggregate: aggregate,
+                              trimFraction: r.double(forKey: "fedbuff.trim_fraction", default: d.trimFraction))
+        c.privacy = try privacy(r)
+        if let e = c.validationError() { throw SettingsError(e) }
+        return c
+    }
+
+    /// `privacy.*`: central differential privacy (fedbuff only; checked by the caller).
+    static func privacy(_ r: ConfigReader) throws -> PrivacyConfig {
+        let d = PrivacyConfig()
+        let modeName = r.string(forKey: "privacy.mode", default: d.mode.rawValue)
+        guard let mode = PrivacyConfig.Mode(rawValue: modeName) else {
+            throw SettingsError("privacy.mode must be one of \(PrivacyConfig.Mode.allCases.map(\.rawValue).joined(separator: ", ")), not '\(modeName)'")
+        }
+        let sampling = r.string(forKey: "privacy.sampling", default: "none")
+        let rate: Double?
+        switch sampling {
+        case "none": rate = nil
+        case "poisson":
+            guard let q = r.double(forKey: "privacy.sampling_rate") else {
+                throw SettingsError("privacy.sampling poisson needs privacy.sampling_rate (q, in (0, 1])")
+            }
+            rate = q
+        default: throw SettingsError("privacy.sampling must be none (no amplification) or poisson, not '\(sampling)'")
+        }
+        let budget = r.double(forKey: "privacy.epsilon_budget", default: 0)
+        guard budget >= 0 else { throw SettingsError("privacy.epsilon_budget must be 0 (none) or positive, not \(budget)") }
+        var c = PrivacyConfig(mode: mode, clip: r.double(forKey: "privacy.clip", default: d.clip),
+                              noiseMultiplier: r.double(forKey: "privacy.noise_multiplier", default: d.noiseMultiplier),
+                              delta: r.double(forKey: "privacy.delta", default: d.delta), samplingRate: rate,
+                              epsilonBudget: budget > 0 ? budget : nil)
+        if r.bool(forKey: "privacy.adaptive_clipping", default: false) {
+            let a = PrivacyConfig.AdaptiveClipping()
+            let countStd = r.double(forKey: "privacy.clipped_count_stddev", default: 0)
+            guard countStd >= 0 else { throw SettingsError("privacy.clipped_count_stddev must be 0 (the default, max(K / 20, noise_multiplier)) or positive, not \(countStd)") }
+            c.adaptiveClipping = .init(targetQuantile: r.double(forKey: "privacy.target_quantile", default: a.targetQuantile),
+                                       learningRate: r.double(forKey: "privacy.clip_learning_rate", default: a.learningRate),
+                                       countStandardDeviation: countStd > 0 ? countStd : nil)
+        }
         if let e = c.validationError() { throw SettingsError(e) }
         return c
     }

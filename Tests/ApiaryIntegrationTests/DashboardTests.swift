@@ -1,3 +1,4 @@
+import ApiaryCore
 import Foundation
 #if canImport(FoundationNetworking)
 import FoundationNetworking
@@ -121,6 +122,27 @@ struct DashboardTests {
         #expect(lastOut.hasPrefix("{\"algorithm\":\"fedasync\""))
         #expect(err2.split(separator: "\n").last.map(String.init) == "report: \(chosen)/index.html")
         #expect(FileManager.default.fileExists(atPath: "\(chosen)/index.html"))
+    }
+
+    @Test("apiary demo --dp runs fedbuff with central DP and states the epsilon spent; it refuses shapes it cannot run")
+    func demoPrivate() async throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("apiary-demo-dp-\(getpid())-\(UInt32.random(in: 0...UInt32.max))").path
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let args = ["demo", "--dp", "--clients", "4", "--target", "0.3", "--time-limit", "20", "--delay-scale", "0.2", "--insecure", "--json", "--no-report"]
+        let (status, out, err) = try await apiary(args, in: dir)
+        #expect(status == 0, "\(out)\n\(err)")
+        let last = try #require(out.split(separator: "\n").last.map(String.init))
+        let summary = try #require(try JSONSerialization.jsonObject(with: Data(last.utf8)) as? [String: Any])
+        #expect(summary["algorithm"] as? String == "fedbuff" && summary["delta"] as? Double == 1e-5)
+        let versions = try #require(summary["versions"] as? Int)
+        let epsilon = try #require(summary["epsilon"] as? Double)
+        // Every version is one noised step of z = 1 without amplification.
+        let expected = RDPAccountant.epsilon(noiseMultiplier: 1, samplingRate: 1, steps: UInt64(versions), delta: 1e-5)
+        #expect(versions > 0 && abs(epsilon - expected) < 1e-3, "\(last)")
+        #expect(err.contains("central DP clip=1.0 noise_multiplier=1.0") && err.contains("central DP: epsilon"), "\(err)")
+        let (bad, _, badErr) = try await apiary(["demo", "--dp", "--shards", "2", "--no-report"], in: dir)
+        #expect(bad != 0 && badErr.contains("--dp runs fedbuff on one aggregator"), "\(badErr)")
     }
 
     @Test("apiary demo --shards 2 --gateways 2: clients behind gateways in front of shards, CURVE on every hop, reach the target")

@@ -96,6 +96,24 @@ struct StartupErrorTests {
         #expect(!FileManager.default.fileExists(atPath: dir.appendingPathComponent("state").path), "no run was started")
     }
 
+    @Test("central DP without fedbuff, or with a robust aggregate, stops the start with one line naming the keys")
+    func privacyNeedsFedBuffMean() async throws {
+        let dir = try tempDir()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let cases: [([String: String], String)] = [
+            (["PRIVACY_MODE": "central"], "privacy.mode central needs algorithm fedbuff"),
+            (["PRIVACY_MODE": "central", "ALGORITHM": "fedbuff", "FEDBUFF_AGGREGATE": "median"], "privacy.mode central needs fedbuff.aggregate mean"),
+            (["PRIVACY_MODE": "central", "ALGORITHM": "fedbuff", "PRIVACY_SAMPLING": "poisson"], "privacy.sampling poisson needs privacy.sampling_rate"),
+            (["ALGORITHM": "fedbuff", "FEDBUFF_AGGREGATE": "krum"], "fedbuff.aggregate must be one of mean, median, trimmed_mean"),
+        ]
+        for (vars, message) in cases {
+            let env = try insecureEnv(vars.merging(["CHECKPOINT_DIRECTORY": dir.appendingPathComponent("state").path]) { a, _ in a })
+            let (status, out) = try await run(["aggregator"], in: dir, environment: env)
+            #expect(status == 1 && out.contains(message), "\(vars): \(out)")
+            #expect(!FileManager.default.fileExists(atPath: dir.appendingPathComponent("state").path), "no run was started")
+        }
+    }
+
     @Test("every shipped config passes the strict check")
     func shippedConfigs() async throws {
         let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()

@@ -83,8 +83,9 @@ struct MetricsTests {
             #expect(type == d.kind.rawValue, "\(family)")
             #expect(m.helps[family] == d.help, "\(family)")
         }
-        // With checkpoints, an evaluator and a monitor, every catalog metric is exported.
-        for d in MetricCatalog.all {
+        // With checkpoints, an evaluator and a monitor, every catalog metric is exported
+        // (the central-DP ones only with central DP: `privacyOnStatusAndMetrics`).
+        for d in MetricCatalog.all where !d.name.hasPrefix("apiary_privacy_") {
             #expect(m.types[d.name] != nil, "\(d.name) is missing")
             #expect(d.name.hasPrefix("apiary_"))
             if d.kind == .counter { #expect(d.name.hasSuffix("_total"), "\(d.name)") }
@@ -95,6 +96,35 @@ struct MetricsTests {
         #expect(m["apiary_checkpoint_version"] == 1)
         #expect((m["apiary_checkpoint_age_seconds"] ?? -1) >= 0)
         #expect((m["apiary_checkpoint_timestamp_seconds"] ?? 0) > 1_700_000_000)
+    }
+
+    @Test("central DP: epsilon after each flush on /status and /metrics")
+    func privacyOnStatusAndMetrics() async throws {
+        let exporter = PrometheusExporter()
+        let privacy = PrivacyConfig(mode: .central, clip: 1, noiseMultiplier: 1.5, delta: 1e-6, epsilonBudget: 50)
+        let aggregator = try makeAggregator(exporter: exporter, buffer: FedBuffConfig(bufferSize: 1, maxWait: nil, privacy: privacy))
+        let endpoints = try aggregator.start()
+        defer { aggregator.stop() }
+        let monitor = AggregatorMonitor(aggregator: aggregator, metricsFactory: exporter.factory)
+        #expect(monitor.status().privacy?.steps == 0 && monitor.status().privacy?.epsilon == 0)
+        let context = try Context()
+        let client = try RawClient(context: context, endpoint: endpoints.update, clientID: "edge-dp")
+        defer { client.push.close() }
+        for i in 1...2 {
+            try client.sendDelta(to: aggregator, values: [Float](repeating: 0.1, count: testLayout.parameterCount))
+            try await eventually("flush \(i)") { aggregator.stats.privacy?.steps == UInt64(i) && aggregator.latestModel?.version == UInt64(i) }
+        }
+        let expected = RDPAccountant.epsilon(noiseMultiplier: 1.5, samplingRate: 1, steps: 2, delta: 1e-6)
+        let status = monitor.status()
+        let p = try #require(status.privacy)
+        #expect(abs(p.epsilon - expected) < 1e-9 && p.steps == 2 && p.delta == 1e-6 && p.epsilonBudget == 50 && !p.budgetExhausted)
+        let json = String(decoding: try StatusJSON.encoder.encode(status), as: UTF8.self)
+        #expect(json.contains(#""budget_exhausted":false"#) && json.contains(#""epsilon":"#))
+        monitor.refreshGauges()
+        let m = Exposition(exporter.exposition())
+        #expect(m.problems.isEmpty, "\(m.problems)")
+        #expect(abs((m["apiary_privacy_epsilon"] ?? 0) - expected) < 1e-6)
+        #expect(m["apiary_privacy_steps"] == 2 && m["apiary_privacy_budget_exhausted"] == 0)
     }
 
     @Test("an aggregator runs without a metrics factory and without a bootstrapped metrics system")

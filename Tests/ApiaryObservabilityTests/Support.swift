@@ -21,13 +21,14 @@ func quietLogger(_ label: String = "test") -> Logger {
 
 /// An aggregator on loopback ports picked by the kernel, recording into its own registry.
 func makeAggregator(exporter: PrometheusExporter, maxStaleness: UInt64 = 1000, checkpointDirectory: String? = nil,
-                    logger: Logger = quietLogger()) throws -> Aggregator {
+                    buffer: FedBuffConfig? = nil, logger: Logger = quietLogger()) throws -> Aggregator {
     var config = AggregatorConfig(modelEndpoint: "tcp://127.0.0.1:*", snapshotEndpoint: "tcp://127.0.0.1:*",
                                   updateEndpoint: "tcp://127.0.0.1:*",
                                   rule: FedAsync(alpha: 0.5, staleness: .polynomial(a: 0.5), maxStaleness: maxStaleness),
                                   publishInterval: .milliseconds(5), receiptTimeout: .milliseconds(500),
                                   checkpointDirectory: checkpointDirectory, checkpointInterval: .milliseconds(50), insecure: true)
     config.metricsFactory = exporter.factory
+    config.buffer = buffer
     return try Aggregator(config: config, layout: testLayout,
                           initialParameters: [Float](repeating: 0, count: testLayout.parameterCount), logger: logger)
 }
@@ -63,6 +64,15 @@ final class RawClient {
                                                sampleCount: 10, clientID: clientID))
         let payload = values.withUnsafeBytes { Array($0) }
         _ = try push.send(multipart: [Message(header), Message(Codec.encodeLayout(model.layout)), Message(payload)])
+    }
+
+    /// Sends a FedBuff delta (header flag bit 1) of `values` on the newest model.
+    func sendDelta(to aggregator: Aggregator, values: [Float]) throws {
+        guard let model = aggregator.latestModel else { return }
+        seq += 1
+        let header = Codec.encode(UpdateHeader(runID: model.runID, baseVersion: model.version, seq: seq, sampleCount: 10,
+                                               clientID: clientID, isDelta: true))
+        _ = try push.send(multipart: [Message(header), Message(Codec.encodeLayout(model.layout)), Message(values.withUnsafeBytes { Array($0) })])
     }
 
     /// Sends an update whose layout does not match the model's.
