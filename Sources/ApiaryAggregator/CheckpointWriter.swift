@@ -65,10 +65,12 @@ final class CheckpointWriter: Sendable {
         }
     }
 
-    /// Writes `s` on the calling thread: before `start()` (a run's first checkpoint) or after
-    /// `stop()` (the final one), when no other write can be in flight.
+    /// Writes `s` on the calling thread, after the write in flight if there is one (the
+    /// calling thread sleeps on a lock meanwhile, it does not spin); a queued state not yet
+    /// started is dropped, `s` being newer. For a run's first checkpoint, the final one, and a
+    /// state that must be on disk before the caller goes on (a noised DP step).
     func writeNow(_ s: CheckpointState) -> Result {
-        precondition(!started.load(ordering: .acquiring) || state.withLock { $0.stopping }, "writeNow while the writer thread runs")
+        state.withLock { $0.next = nil }
         return write(s)
     }
 
@@ -106,7 +108,14 @@ final class CheckpointWriter: Sendable {
         finished.signal()
     }
 
+    /// One write at a time, the writer thread's or `writeNow`'s.
+    private let disk = Mutex(())
+
     private func write(_ s: CheckpointState) -> Result {
+        disk.withLock { _ in writeOnce(s) }
+    }
+
+    private func writeOnce(_ s: CheckpointState) -> Result {
         do {
             let url = try Checkpoint.write(s, to: directory)
             // Corrupt files were moved aside at start (`Checkpoint.tidy`); the file just
