@@ -52,6 +52,9 @@ public enum RejectReason: UInt8, Sendable, Hashable, Codable, CaseIterable, Cust
     /// The payload breaks its codec's rules: frame sizes, an int8 scale that is not finite,
     /// a top-k index out of range or repeated, top-k on a full model.
     case badEncoding = 16
+    /// The seq is more than the dedup window ahead of the highest seq of its client epoch
+    /// (PROTOCOL.md 4.1): refused and not recorded, so it cannot lock later seqs out.
+    case seqOutOfRange = 17
 
     /// A stable snake_case name, used in logs and metrics labels.
     public var name: String {
@@ -73,6 +76,7 @@ public enum RejectReason: UInt8, Sendable, Hashable, Codable, CaseIterable, Cust
         case .unavailable: "unavailable"
         case .wrongUpdateKind: "wrong_update_kind"
         case .badEncoding: "bad_encoding"
+        case .seqOutOfRange: "seq_out_of_range"
         }
     }
 

@@ -75,8 +75,9 @@ final class RawPeer {
         try push.send(multipart: frames.map { Message($0) })
     }
 
-    func sendUpdate(runID: UInt64, base: UInt64, seq: UInt64, values: [Float], layout: ParameterLayout = testLayout) throws {
-        let header = Codec.encode(UpdateHeader(runID: runID, baseVersion: base, seq: seq, sampleCount: 1, clientID: clientID))
+    /// `epoch`: the client epoch (0: none, as from clients before epochs).
+    func sendUpdate(runID: UInt64, base: UInt64, seq: UInt64, values: [Float], layout: ParameterLayout = testLayout, epoch: UInt64 = 0) throws {
+        let header = Codec.encode(UpdateHeader(runID: runID, baseVersion: base, seq: seq, sampleCount: 1, clientID: clientID, epoch: epoch))
         let payload = values.withUnsafeBytes { Array($0) }
         try send(frames: [header, Codec.encodeLayout(layout), payload])
     }
