@@ -4,7 +4,7 @@ public enum Decision: UInt8, Sendable, Hashable, Codable, CustomStringConvertibl
     case merged = 1
     /// Not merged; `RejectReason` says why.
     case rejected = 2
-    /// This (client id, seq) was already processed; the receipt repeats the first outcome's version.
+    /// This (client id, client epoch, seq) was already processed; the receipt repeats the first outcome's version.
     case duplicate = 3
     /// An EVALUATION_REPORT was recorded (reports are not merged).
     case recorded = 4
@@ -34,7 +34,7 @@ public enum RejectReason: UInt8, Sendable, Hashable, Codable, CaseIterable, Cust
     case tooStale = 6
     /// The base version is not one of this run's versions (newer than the model, or another run).
     case unknownBase = 7
-    /// (client id, seq) already processed.
+    /// (client id, client epoch, seq) already processed, or older than the dedup window.
     case duplicate = 8
     /// A frame over the size limit.
     case oversized = 9

@@ -130,7 +130,7 @@ public struct UpdateHeader: Sendable, Hashable {
     public var runID: UInt64
     /// Version of the model the client trained from (tau).
     public var baseVersion: UInt64
-    /// Per-client sequence number; (client id, seq) identifies the update for dedup.
+    /// Per-client sequence number; (client id, epoch, seq) identifies the update for dedup.
     public var seq: UInt64
     /// Number of training examples behind the update.
     public var sampleCount: UInt64

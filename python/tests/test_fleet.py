@@ -314,6 +314,38 @@ def test_a_restored_state_dir_cannot_lock_the_client_out(tmp_path: Path, make_ag
     assert agg.stop() == 0
 
 
+class SkippingTrainer(StepTrainer):
+    """Round 2 makes the client skip 1000 seqs (a client bug); round 3 waits for the refusal."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.client: apiary.Client | None = None
+
+    def train(self, model: dict[str, np.ndarray], config: dict[str, Any]) -> apiary.TrainResult:
+        assert self.client is not None
+        if self.runs == 1:
+            self.client._seq += 1000
+        elif self.runs == 2:
+            deadline = time.monotonic() + 20
+            while self.client.stats.rejected == 0 and time.monotonic() < deadline:
+                time.sleep(0.01)
+        return super().train(model, config)
+
+
+def test_a_seq_out_of_range_refusal_starts_a_new_epoch(make_aggregator: Callable[..., Aggregator]) -> None:
+    agg = make_aggregator()
+    trainer = SkippingTrainer()
+    c = apiary.Client(trainer, client_id="skipper", aggregator=agg.snapshot, insecure=True, new_model_wait=0.1)
+    trainer.client = c
+    first_epoch = c.epoch
+    s = c.run(max_rounds=3, handle_signals=False)
+    # Round 2's seq was 1000 past round 1's (more than the window of 256): refused, not recorded;
+    # round 3 went out in a new epoch and merged.
+    assert (s.merged, s.rejected, s.last_reject_reason) == (2, 1, "seq_out_of_range")
+    assert c.epoch not in (0, first_epoch)
+    assert agg.stop() == 0
+
+
 def _keys(agg_dir: Path, *names: str, authorize: tuple[str, ...] = ()) -> Path:
     d = agg_dir / "keys"
     for n in names:
