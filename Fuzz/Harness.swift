@@ -314,9 +314,14 @@ func ingestChecked(_ engine: MergeEngine, _ frames: [UnsafeRawBufferPointer], au
     let versionBefore = engine.version
     let paramsBefore = snapshotParameters(engine)
     let receivedBefore = engine.stats.received
+    let dedupTickBefore = engine.dedup.tick
 
     let out = engine.ingest(frames, authenticatedID: authenticatedID)
     log("  ingest -> reason \(out.reason) receipt \(out.receipt.map { "\($0.decision) v\($0.modelVersion)" } ?? "none") \(out.detail)")
+    // A seq out of range of its client epoch is never recorded (it cannot move the window).
+    if out.reason == .seqOutOfRange {
+        check(engine.dedup.tick == dedupTickBefore, "a seq_out_of_range update was recorded in the dedup table")
+    }
 
     // Every model parameter stays finite.
     for (i, x) in engine.parameters.enumerated() {
@@ -421,9 +426,12 @@ public func fuzzOneInput(_ data: UnsafePointer<UInt8>?, _ size: Int) -> CInt {
         if m.control & 0x80 != 0 {
             // A resend of the same frames: anything that decoded and passed the identity check
             // was recorded (or is older than the window), so the answer is `duplicate` and the
-            // model stays as it is.
+            // model stays as it is. A seq out of range of its client epoch is never recorded
+            // (PROTOCOL.md 4.1 step 3): its resend is refused the same way.
             let second = ingestChecked(engine, fs.frames, authenticatedID: setting.authenticatedID)
-            if (try? Codec.decodeUpdate(fs.frames)) != nil, first.reason != .identityMismatch, first.reason != .unknownClient {
+            if first.reason == .seqOutOfRange {
+                check(second.reason == .seqOutOfRange, "a resend of a seq out of range was not refused again: \(second.reason)")
+            } else if (try? Codec.decodeUpdate(fs.frames)) != nil, first.reason != .identityMismatch, first.reason != .unknownClient {
                 check(second.reason == .duplicate, "a resend was not a duplicate: first \(first.reason), then \(second.reason)")
                 if second.receipt?.decision == .duplicate, let a = first.receipt, let b = second.receipt {
                     check(a.modelVersion == b.modelVersion && a.baseVersion == b.baseVersion,

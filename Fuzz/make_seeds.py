@@ -68,9 +68,11 @@ def floats(values):
     return b"".join(struct.pack("<f", v) for v in values)
 
 
-def update_header(client=b"c1", seq=1, base=VERSION, run=RUN_ID, samples=10, codec=0, reserved=0, version=1):
+def update_header(client=b"c1", seq=1, base=VERSION, run=RUN_ID, samples=10, codec=0, reserved=0, version=1, epoch=0):
+    """``epoch``: a client epoch (flag bit 2 and a u64 after the client id; 0: none)."""
     h = b"APRY" + bytes([version, 4]) + b"\0\0"
-    return h + struct.pack("<QQQQBBH", run, base, seq, samples, codec, len(client), reserved) + client
+    flags = reserved | (4 if epoch else 0)
+    return h + struct.pack("<QQQQBBH", run, base, seq, samples, codec, len(client), flags) + client + (struct.pack("<Q", epoch) if epoch else b"")
 
 
 def client_update(payload_frames=None, layout=LAYOUT, **kw):
@@ -194,6 +196,11 @@ def seeds():
     s["multi_dedup_window"] = [message(u(seq=k, base=2)) for k in range(1, 7)] + [message(u(seq=1)), message(u(seq=5))]
     s["multi_reject_then_resend"] = [message(u([floats([math.nan] * N_PARAMS)], seq=4), resend=True),
                                      message(u(seq=4))]
+    # Client epochs: a far-ahead seq is refused (seq_out_of_range) and locks nothing out; a new
+    # epoch has its own window; the old epoch still answers its resends.
+    e1, e2 = 0x0123456789ABCDEF, 0xFEDCBA9876543210
+    s["multi_client_epochs"] = [message(u(seq=100, epoch=e1)), message(u(seq=2**64 - 1, epoch=e1)), message(u(seq=101, epoch=e1)),
+                                message(u(seq=1, epoch=e2), setting=2), message(u(seq=100, epoch=e1), resend=True)]
     s["multi_base_catches_up"] = [message(u(seq=1)), message(u(seq=2, base=3)), message(u(seq=3, base=4), resend=True)]
     # SNAPSHOT_REQUEST.
     s["snapshot_request_named"] = [message(snapshot_request())]

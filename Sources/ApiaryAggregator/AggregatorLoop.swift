@@ -87,8 +87,8 @@ final class AggregatorLoop {
         if let resumed, let ledger {
             // Merges that were durable (and so receipted) but whose rows were still queued
             // when the process died: the checkpoint's dedup table knows them.
-            let merged = resumed.dedup.flatMap { client, entry in
-                entry.outcomes.map { (clientID: client, seq: $0.key, outcome: $0.value) }
+            let merged = resumed.dedup.flatMap { client, epochs in
+                epochs.values.flatMap { entry in entry.outcomes.map { (clientID: client, seq: $0.key, outcome: $0.value) } }
             }
             do {
                 let added = try ledger.catchUp(merged: merged, time: Date(timeIntervalSince1970: Double(resumed.createdAtMilliseconds) / 1000))

@@ -485,6 +485,11 @@ final class ClientIO {
                 entry.suppressed += 1
             }
             rejectionLog[key] = entry
+            if receipt.reason == .seqOutOfRange && runtime.renewEpoch(replacing: p.update.header.epoch) {
+                // Seqs of this epoch jumped past the aggregator's window (more updates lost
+                // than it remembers): later updates start a fresh window.
+                logger.warning("seq out of the aggregator's dedup window: starting a new client epoch", metadata: ["seq": "\(receipt.seq)"])
+            }
             if receipt.reason == .unknownBase && !l.snapshotOutstanding {
                 // The aggregator is on another run (it restarted): start over from its model.
                 requestSnapshot(l)
@@ -529,6 +534,7 @@ final class ClientIO {
             // Each shard is told the version of its own slice that was evaluated.
             report.runID = u.bases[l.index].runID
             report.version = u.bases[l.index].version
+            if serverConfig?.supports(ProtocolFeature.clientEpoch) != true { report.epoch = 0 }
             return try l.push.send(multipart: Codec.encode(report).map { Message($0) }, dontWait: true)
         }
         guard !layoutFrame.isEmpty, let range = l.range, range.upperBound <= u.parameters.storage.count else { return false }
@@ -538,6 +544,8 @@ final class ClientIO {
         header.baseVersion = u.bases[l.index].version
         // Metrics only to an aggregator that takes them: an older one would reject the update.
         header.carriesMetrics = !u.metrics.isEmpty && serverConfig?.supports(ProtocolFeature.updateMetrics) == true
+        // The epoch, likewise, only to an aggregator that lists `client_epoch`.
+        if serverConfig?.supports(ProtocolFeature.clientEpoch) != true { header.epoch = 0 }
         if slot.codec == nil { encode(u, for: l, range: range, chunk: chunk, into: &slot) }
         header.codec = slot.codec ?? .denseFloat32
         var frames = [Message(Codec.encode(header)), Message(layoutFrame)]

@@ -50,6 +50,9 @@ public final class ClientRuntime: Service, Sendable {
         var algorithm = Algorithm.fedasync
         /// Optional protocol features the aggregator listed (`ProtocolFeature`).
         var features: [String] = []
+        /// This run's client epoch (PROTOCOL.md 3.4): picked when `run()` starts, again after a
+        /// `seq_out_of_range` refusal; 0 before.
+        var epoch: UInt64 = 0
         var outbox: [OutgoingUpdate] = []
         var stats = ClientStats()
         var fatal: ClientError?
@@ -120,6 +123,10 @@ public final class ClientRuntime: Service, Sendable {
         }
         var round = 0
         var lastBase: (runID: UInt64, version: UInt64)?
+        // A fresh epoch per run: seqs need only increase within it, so a restart, a restored
+        // image or a clock stepped back cannot collide with an earlier run's seqs. The seqs
+        // still start at the clock, for aggregators that take no epoch.
+        state.withLock { $0.epoch = ClientEpoch.fresh() }
         var seq = UInt64(Date().timeIntervalSince1970 * 1_000_000)
         while !Task.isCancelled && !stopRequested.load(ordering: .acquiring) {
             // Train on a model newer than the last base when one comes within `newModelWait`;
@@ -164,9 +171,10 @@ public final class ClientRuntime: Service, Sendable {
             let deltas = algorithm.sendsDeltas
             var payload = result.parameters
             if deltas { for i in payload.indices { payload[i] -= model.parameters[i] } }
+            let epoch = self.epoch
             let update = OutgoingUpdate(header: UpdateHeader(runID: model.runID, baseVersion: model.version, seq: seq,
                                                              sampleCount: UInt64(max(0, result.sampleCount)), clientID: config.clientID,
-                                                             isDelta: deltas),
+                                                             isDelta: deltas, epoch: epoch),
                                         parameters: ParameterBuffer(payload), bases: bases, metrics: metrics)
             onEvent?(.updateQueued(seq: seq, round: round))  // before the I/O thread can see it
             state.withLock {
@@ -195,10 +203,11 @@ public final class ClientRuntime: Service, Sendable {
             "version": "\(model.version)", "dataset": "\(e.dataset)",
             "metrics": "\(r.metrics.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: " "))",
         ])
+        let epoch = self.epoch
         let report = EvaluationReport(runID: model.runID, version: model.version, seq: seq, exampleCount: UInt64(max(0, r.exampleCount)),
-                                      clientID: config.clientID, dataset: e.dataset, metrics: r.metrics)
+                                      clientID: config.clientID, dataset: e.dataset, metrics: r.metrics, epoch: epoch)
         let header = UpdateHeader(runID: model.runID, baseVersion: model.version, seq: seq, sampleCount: report.exampleCount,
-                                  clientID: config.clientID)
+                                  clientID: config.clientID, epoch: report.epoch)
         onEvent?(.updateQueued(seq: seq, round: 0))
         state.withLock {
             $0.outbox.append(OutgoingUpdate(header: header, parameters: ParameterBuffer([]), bases: bases, report: report))
@@ -307,6 +316,20 @@ public final class ClientRuntime: Service, Sendable {
 
     func settings() -> (receiptTimeout: Duration, chunkParameters: Int) {
         state.withLock { ($0.serverReceiptTimeout, $0.chunkParameters) }
+    }
+
+    /// The client epoch of the updates made now (fixed in each update: a resend repeats it).
+    public var epoch: UInt64 { state.withLock { $0.epoch } }
+
+    /// After a `seq_out_of_range` refusal of an update of epoch `refused`: a fresh epoch for
+    /// the updates made from now on (a fresh dedup window). False when the epoch had already
+    /// been renewed since.
+    func renewEpoch(replacing refused: UInt64) -> Bool {
+        state.withLock { s in
+            guard s.epoch == refused, refused != 0 else { return false }
+            s.epoch = ClientEpoch.fresh()
+            return true
+        }
     }
 
     /// Changes the counters (the I/O thread: sends, receipts, resends) and wakes the training

@@ -8,7 +8,8 @@ public struct CheckpointState: Sendable, Equatable {
     public var parameters: [Float]
     public var rule: FedAsync
     public var dedupWindow: UInt64
-    public var dedup: [String: DedupTable<UpdateOutcome>.Entry]
+    /// Client id -> client epoch -> its dedup entry (`DedupTable.clients`).
+    public var dedup: [String: [UInt64: DedupTable<UpdateOutcome>.Entry]]
     /// When the state was taken, milliseconds since the Unix epoch.
     public var createdAtMilliseconds: Int64
     /// The server optimizer's state (FedBuff): its kind, steps and moments; nil without one.
@@ -55,7 +56,7 @@ public struct CheckpointState: Sendable, Equatable {
     }
 
     public init(runID: UInt64, version: UInt64, layout: ParameterLayout, parameters: [Float], rule: FedAsync,
-                dedupWindow: UInt64, dedup: [String: DedupTable<UpdateOutcome>.Entry], createdAtMilliseconds: Int64) {
+                dedupWindow: UInt64, dedup: [String: [UInt64: DedupTable<UpdateOutcome>.Entry]], createdAtMilliseconds: Int64) {
         self.runID = runID
         self.version = version
         self.layout = layout
@@ -76,8 +77,11 @@ public struct CheckpointState: Sendable, Equatable {
               a.parameters.elementsEqual(b.parameters, by: { $0.bitPattern == $1.bitPattern }),
               a.dedup.count == b.dedup.count, a.optimizer == b.optimizer, a.privacy == b.privacy
         else { return false }
-        for (client, e) in a.dedup {
-            guard let f = b.dedup[client], e.highest == f.highest, e.outcomes == f.outcomes else { return false }
+        for (client, epochs) in a.dedup {
+            guard let other = b.dedup[client], other.count == epochs.count else { return false }
+            for (epoch, e) in epochs {
+                guard let f = other[epoch], e.highest == f.highest, e.outcomes == f.outcomes, e.lastUsed == f.lastUsed else { return false }
+            }
         }
         return true
     }
@@ -135,7 +139,8 @@ public enum CheckpointError: Error, Equatable, Sendable, CustomStringConvertible
 /// | `layout_fingerprint` | 16 lowercase hex digits: `ParameterLayout.fingerprint` (docs/PROTOCOL.md) of the tensors in data order |
 /// | `rule` | JSON `{"alpha":0.6,"staleness_function":"polynomial","staleness_a":0.5,"staleness_b":0.0,"max_staleness":16}` |
 /// | `dedup_window` | decimal |
-/// | `dedup` | JSON `{client: {"highest": seq, "outcomes": [[seq, decision, reason, base_version, model_version, staleness or null, mixing_weight], ...]}}`, decision and reason as their wire codes, outcomes by seq |
+/// | `dedup` | JSON `{client: {"highest": seq, "used": n (optional), "outcomes": [[seq, decision, reason, base_version, model_version, staleness or null, mixing_weight], ...]}}`, decision and reason as their wire codes, outcomes by seq: the clients' epoch 0 (clients that send no epoch) |
+/// | `dedup_epochs` | only when some client has a non-zero epoch: JSON `{client: [{"epoch": e, "highest": seq, "used": n, "outcomes": [...]}, ...]}`, outcomes as in `dedup`, epochs ascending; `used` orders a client's epochs by last use (0, or absent in `dedup`, is least recent) |
 /// | `optimizer` | (FedBuff, FedAvg) JSON `{"kind":"adam","steps":12}`, with the tensors `__optimizer__.m` / `.v` |
 /// | `privacy` | (central DP) JSON `{"steps":12,"epsilon":1.7,"delta":1e-05,"clip":0.8,"rdp":[...]}`: the RDP accountant, one value per `RDPAccountant.defaultOrders`; `clip` only with adaptive clipping |
 /// | `checksum` | 8 lowercase hex digits, see below |
@@ -169,6 +174,7 @@ public enum Checkpoint {
     static let keyRule = "rule"
     static let keyDedupWindow = "dedup_window"
     static let keyDedup = "dedup"
+    static let keyDedupEpochs = "dedup_epochs"
     static let keyChecksum = "checksum"
     static let keyOptimizer = "optimizer"
     static let keyPrivacy = "privacy"
@@ -206,7 +212,7 @@ public enum Checkpoint {
             keyFingerprint: hex64(state.layout.fingerprint),
             keyRule: ruleJSON(state.rule),
             keyDedupWindow: String(state.dedupWindow),
-            keyDedup: dedupJSON(state.dedup),
+            keyDedup: dedupJSON(state.dedup.compactMapValues { $0[0] }),
         ]
         if let p = state.privacy {
             guard p.accountant != nil, !p.epsilon.isNaN, p.epsilon >= 0, p.delta > 0, p.delta < 1 else {
@@ -217,6 +223,8 @@ public enum Checkpoint {
                 + (p.clip.map { #""clip":\#(JSONText.number($0)),"# } ?? "")
                 + #""rdp":["# + p.rdp.map(JSONText.number).joined(separator: ",") + "]}"
         }
+        let epochs = state.dedup.compactMapValues { e in e.contains { $0.key != 0 } ? e.filter { $0.key != 0 } : nil }
+        if !epochs.isEmpty { metadata[keyDedupEpochs] = dedupEpochsJSON(epochs) }
         var layout = state.layout
         var values = state.parameters
         if let o = state.optimizer {
@@ -267,16 +275,35 @@ public enum Checkpoint {
         for (i, client) in dedup.keys.sorted(by: Safetensors.utf8Less).enumerated() {
             let e = dedup[client]!
             if i > 0 { out += "," }
-            out += JSONText.quoted(client) + #":{"highest":\#(e.highest),"outcomes":["#
-            for (j, seq) in e.outcomes.keys.sorted().enumerated() {
-                let o = e.outcomes[seq]!
-                if j > 0 { out += "," }
-                out += "[\(seq),\(o.decision.rawValue),\(o.reason.rawValue),\(o.baseVersion),\(o.modelVersion),"
-                out += (o.staleness.map { String($0) } ?? "null") + "," + JSONText.number(o.mixingWeight) + "]"
-            }
-            out += "]}"
+            out += JSONText.quoted(client) + #":{"highest":\#(e.highest),"# + (e.lastUsed == 0 ? "" : #""used":\#(e.lastUsed),"#)
+            out += #""outcomes":"# + outcomesJSON(e.outcomes) + "}"
         }
         return out + "}"
+    }
+
+    static func dedupEpochsJSON(_ dedup: [String: [UInt64: DedupTable<UpdateOutcome>.Entry]]) -> String {
+        var out = "{"
+        for (i, client) in dedup.keys.sorted(by: Safetensors.utf8Less).enumerated() {
+            if i > 0 { out += "," }
+            out += JSONText.quoted(client) + ":["
+            for (j, (epoch, e)) in dedup[client]!.sorted(by: { $0.key < $1.key }).enumerated() {
+                if j > 0 { out += "," }
+                out += #"{"epoch":\#(epoch),"highest":\#(e.highest),"used":\#(e.lastUsed),"outcomes":"# + outcomesJSON(e.outcomes) + "}"
+            }
+            out += "]"
+        }
+        return out + "}"
+    }
+
+    static func outcomesJSON(_ outcomes: [UInt64: UpdateOutcome]) -> String {
+        var out = "["
+        for (j, seq) in outcomes.keys.sorted().enumerated() {
+            let o = outcomes[seq]!
+            if j > 0 { out += "," }
+            out += "[\(seq),\(o.decision.rawValue),\(o.reason.rawValue),\(o.baseVersion),\(o.modelVersion),"
+            out += (o.staleness.map { String($0) } ?? "null") + "," + JSONText.number(o.mixingWeight) + "]"
+        }
+        return out + "]"
     }
 
     // MARK: Decoding
@@ -363,7 +390,13 @@ public enum Checkpoint {
         guard let created = Int64(createdText) else { throw .badMetadata(key: keyCreatedAt, reason: "not an integer: \(createdText)") }
         let window = try decimal(keyDedupWindow)
         let rule = try parseRule(try value(keyRule))
-        let dedup = try parseDedup(try value(keyDedup))
+        var dedup = try parseDedup(try value(keyDedup)).mapValues { [UInt64(0): $0] }
+        if let text = meta[keyDedupEpochs] {
+            // Checkpoints written before client epochs have no such entry: all epoch 0.
+            for (client, epochs) in try parseDedupEpochs(text) {
+                dedup[client, default: [:]].merge(epochs) { old, _ in old }
+            }
+        }
         var state = CheckpointState(runID: runID, version: version, layout: d.layout, parameters: d.parameters, rule: rule,
                                     dedupWindow: window, dedup: dedup, createdAtMilliseconds: created)
         if let text = meta[keyOptimizer] {
@@ -438,27 +471,57 @@ public enum Checkpoint {
             guard case .object = e, let highest = e["highest"]?.uint64, case .array(let list)? = e["outcomes"] else {
                 throw bad("client '\(client)': expected {\"highest\": integer, \"outcomes\": [...]}")
             }
-            var outcomes: [UInt64: UpdateOutcome] = [:]
-            for item in list {
-                guard case .array(let f) = item, f.count == 7,
-                      let seq = f[0].uint64,
-                      let d = f[1].uint64, d <= 255, let decision = Decision(rawValue: UInt8(d)),
-                      let r = f[2].uint64, r <= 255, let reason = RejectReason(rawValue: UInt8(r)),
-                      let base = f[3].uint64, let model = f[4].uint64,
-                      let weight = JSONText.double(f[6])
-                else { throw bad("client '\(client)': invalid outcome") }
-                let staleness: UInt64?
-                if case .null = f[5] { staleness = nil } else {
-                    guard let s = f[5].uint64 else { throw bad("client '\(client)': invalid staleness") }
-                    staleness = s
-                }
-                guard outcomes[seq] == nil else { throw bad("client '\(client)': seq \(seq) appears twice") }
-                outcomes[seq] = UpdateOutcome(decision: decision, reason: reason, baseVersion: base, modelVersion: model,
-                                              staleness: staleness, mixingWeight: weight)
-            }
-            out[client] = DedupTable<UpdateOutcome>.Entry(highest: highest, outcomes: outcomes)
+            let used = e["used"]?.uint64 ?? 0  // absent in checkpoints written before client epochs
+            out[client] = DedupTable<UpdateOutcome>.Entry(highest: highest, outcomes: try parseOutcomes(list, client: client, key: keyDedup),
+                                                          lastUsed: used)
         }
         return out
+    }
+
+    static func parseDedupEpochs(_ text: String) throws(CheckpointError) -> [String: [UInt64: DedupTable<UpdateOutcome>.Entry]] {
+        func bad(_ r: String) -> CheckpointError { .badMetadata(key: keyDedupEpochs, reason: r) }
+        let v: JSONValue
+        do { v = try JSONText.parse(text) } catch { throw bad(error.description) }
+        guard case .object(let clients) = v else { throw bad("not a JSON object") }
+        var out: [String: [UInt64: DedupTable<UpdateOutcome>.Entry]] = [:]
+        for (client, list) in clients {
+            guard case .array(let items) = list else { throw bad("client '\(client)': expected an array of epochs") }
+            var epochs: [UInt64: DedupTable<UpdateOutcome>.Entry] = [:]
+            for e in items {
+                guard case .object = e, let epoch = e["epoch"]?.uint64, epoch != 0, let highest = e["highest"]?.uint64,
+                      let used = e["used"]?.uint64, case .array(let outcomes)? = e["outcomes"] else {
+                    throw bad("client '\(client)': expected {\"epoch\": non-zero integer, \"highest\": integer, \"used\": integer, \"outcomes\": [...]}")
+                }
+                guard epochs[epoch] == nil else { throw bad("client '\(client)': epoch \(epoch) appears twice") }
+                epochs[epoch] = DedupTable<UpdateOutcome>.Entry(highest: highest, outcomes: try parseOutcomes(outcomes, client: client, key: keyDedupEpochs),
+                                                                lastUsed: used)
+            }
+            out[client] = epochs
+        }
+        return out
+    }
+
+    static func parseOutcomes(_ list: [JSONValue], client: String, key: String) throws(CheckpointError) -> [UInt64: UpdateOutcome] {
+        func bad(_ r: String) -> CheckpointError { .badMetadata(key: key, reason: r) }
+        var outcomes: [UInt64: UpdateOutcome] = [:]
+        for item in list {
+            guard case .array(let f) = item, f.count == 7,
+                  let seq = f[0].uint64,
+                  let d = f[1].uint64, d <= 255, let decision = Decision(rawValue: UInt8(d)),
+                  let r = f[2].uint64, r <= 255, let reason = RejectReason(rawValue: UInt8(r)),
+                  let base = f[3].uint64, let model = f[4].uint64,
+                  let weight = JSONText.double(f[6])
+            else { throw bad("client '\(client)': invalid outcome") }
+            let staleness: UInt64?
+            if case .null = f[5] { staleness = nil } else {
+                guard let s = f[5].uint64 else { throw bad("client '\(client)': invalid staleness") }
+                staleness = s
+            }
+            guard outcomes[seq] == nil else { throw bad("client '\(client)': seq \(seq) appears twice") }
+            outcomes[seq] = UpdateOutcome(decision: decision, reason: reason, baseVersion: base, modelVersion: model,
+                                          staleness: staleness, mixingWeight: weight)
+        }
+        return outcomes
     }
 
     static func parseHex64(_ s: String) -> UInt64? {

@@ -4,7 +4,7 @@ public enum Decision: UInt8, Sendable, Hashable, Codable, CustomStringConvertibl
     case merged = 1
     /// Not merged; `RejectReason` says why.
     case rejected = 2
-    /// This (client id, seq) was already processed; the receipt repeats the first outcome's version.
+    /// This (client id, client epoch, seq) was already processed; the receipt repeats the first outcome's version.
     case duplicate = 3
     /// An EVALUATION_REPORT was recorded (reports are not merged).
     case recorded = 4
@@ -34,7 +34,7 @@ public enum RejectReason: UInt8, Sendable, Hashable, Codable, CaseIterable, Cust
     case tooStale = 6
     /// The base version is not one of this run's versions (newer than the model, or another run).
     case unknownBase = 7
-    /// (client id, seq) already processed.
+    /// (client id, client epoch, seq) already processed, or older than the dedup window.
     case duplicate = 8
     /// A frame over the size limit.
     case oversized = 9
@@ -52,6 +52,9 @@ public enum RejectReason: UInt8, Sendable, Hashable, Codable, CaseIterable, Cust
     /// The payload breaks its codec's rules: frame sizes, an int8 scale that is not finite,
     /// a top-k index out of range or repeated, top-k on a full model.
     case badEncoding = 16
+    /// The seq is more than the dedup window ahead of the highest seq of its client epoch
+    /// (PROTOCOL.md 4.1): refused and not recorded, so it cannot lock later seqs out.
+    case seqOutOfRange = 17
 
     /// A stable snake_case name, used in logs and metrics labels.
     public var name: String {
@@ -73,6 +76,7 @@ public enum RejectReason: UInt8, Sendable, Hashable, Codable, CaseIterable, Cust
         case .unavailable: "unavailable"
         case .wrongUpdateKind: "wrong_update_kind"
         case .badEncoding: "bad_encoding"
+        case .seqOutOfRange: "seq_out_of_range"
         }
     }
 

@@ -33,7 +33,10 @@ package final class FedAvgRound {
     private var sumDelta: [Float]
     private var totalWeight: Double = 0
     /// Client id -> its contribution's receipt (finished when the round closes) and ledger data.
-    package private(set) var contributions: [String: (receipt: Receipt, weight: Double, norm: Double, samples: UInt64)] = [:]
+    package private(set) var contributions: [String: Contribution] = [:]
+    /// A contribution: its receipt, the client epoch it came with (for the dedup table), its
+    /// weight and ledger data.
+    package typealias Contribution = (receipt: Receipt, epoch: UInt64, weight: Double, norm: Double, samples: UInt64)
 
     package private(set) var optimizer: ServerOptimizer
 
@@ -57,7 +60,7 @@ package final class FedAvgRound {
 
     /// Adds `weight * clip * (update - model)` to the round's sum.
     package func add(_ payload: some Sequence<UnsafeRawBufferPointer>, model: UnsafeBufferPointer<Float>, weight: Double, clip: Double,
-             receipt: Receipt, norm: Double, samples: UInt64) {
+             receipt: Receipt, epoch: UInt64 = 0, norm: Double, samples: UInt64) {
         if started == nil { started = .now }
         let c = Float(weight * clip)
         var offset = 0
@@ -73,21 +76,21 @@ package final class FedAvgRound {
             }
         }
         totalWeight += weight
-        contributions[receipt.clientID] = (receipt, weight, norm, samples)
+        contributions[receipt.clientID] = (receipt, epoch, weight, norm, samples)
     }
 
     /// Applies the average to `model` and returns the contributions; resets the round.
-    package func close(into model: UnsafeMutableBufferPointer<Float>) -> [(receipt: Receipt, weight: Double, norm: Double, samples: UInt64)] {
+    package func close(into model: UnsafeMutableBufferPointer<Float>) -> [Contribution] {
         let scale = Float(1 / max(totalWeight, .leastNormalMagnitude))
         sumDelta.withUnsafeMutableBufferPointer { sum in
             for i in 0..<sum.count { sum[i] *= scale }
             optimizer.step(model: model, pseudoGradient: UnsafeBufferPointer(sum))
             for i in 0..<sum.count { sum[i] = 0 }
         }
-        let done = contributions.values.map { c -> (receipt: Receipt, weight: Double, norm: Double, samples: UInt64) in
+        let done = contributions.values.map { c -> Contribution in
             var r = c.receipt
             r.mixingWeight = c.weight / totalWeight
-            return (r, c.weight, c.norm, c.samples)
+            return (r, c.epoch, c.weight, c.norm, c.samples)
         }
         contributions = [:]
         totalWeight = 0
@@ -102,7 +105,7 @@ extension MergeEngine {
     package func contribute(_ h: UpdateHeader, payload: some Sequence<UnsafeRawBufferPointer>, norm: Double, clip: Double) -> Outcome {
         guard let round else { preconditionFailure("contribute outside sync mode") }
         if let existing = round.contributions[h.clientID] {
-            if existing.receipt.seq == h.seq {
+            if existing.receipt.seq == h.seq && existing.epoch == h.epoch {
                 // A resend of the update already in this round: its receipt comes with the round.
                 stats.rejected[.duplicate, default: 0] += 1
                 return Outcome(receipt: nil, reason: .none, detail: "deferred", sampleCount: h.sampleCount)
@@ -112,7 +115,8 @@ extension MergeEngine {
         let weight = Double(max(h.sampleCount, 1))
         let r = Receipt(clientID: h.clientID, runID: runID, seq: h.seq, baseVersion: h.baseVersion, modelVersion: version + 1,
                         staleness: 0, mixingWeight: 0, decision: .merged, reason: .none)
-        round.add(payload, model: UnsafeBufferPointer(parameters), weight: weight, clip: clip, receipt: r, norm: norm, samples: h.sampleCount)
+        round.add(payload, model: UnsafeBufferPointer(parameters), weight: weight, clip: clip, receipt: r, epoch: h.epoch, norm: norm,
+                  samples: h.sampleCount)
         return Outcome(receipt: nil, reason: .none, detail: "deferred", updateNorm: norm, sampleCount: h.sampleCount)
     }
 
@@ -126,7 +130,7 @@ extension MergeEngine {
         var outcomes: [Outcome] = []
         for c in done {
             stats.merged += 1
-            dedup.record(client: c.receipt.clientID, seq: c.receipt.seq, outcome: c.receipt.outcome)
+            dedup.record(client: c.receipt.clientID, epoch: c.epoch, seq: c.receipt.seq, outcome: c.receipt.outcome)
             outcomes.append(Outcome(receipt: c.receipt, reason: .none, detail: "", updateNorm: c.norm, sampleCount: c.samples))
         }
         return outcomes

@@ -89,7 +89,9 @@ public struct FedBuffConfig: Sendable, Hashable {
 
 /// The deltas waiting for the next server step.
 package final class FedBuffer {
-    package typealias Contribution = (receipt: Receipt, weight: Double, norm: Double, samples: UInt64)
+    /// A buffered delta: its receipt (finished at the flush), the client epoch it came with
+    /// (for the dedup table), its weight and ledger data.
+    package typealias Contribution = (receipt: Receipt, epoch: UInt64, weight: Double, norm: Double, samples: UInt64)
     package let config: FedBuffConfig
     package private(set) var optimizer: ServerOptimizer
     package private(set) var started: ContinuousClock.Instant?
@@ -101,7 +103,7 @@ package final class FedBuffer {
     package let privacy: CentralPrivacy?
     /// What the norm of a delta is measured against.
     package let zeros: [Float]
-    /// "client id \0 seq" -> its contribution; in arrival order in `order`.
+    /// "client id \0 epoch \0 seq" -> its contribution; in arrival order in `order`.
     package private(set) var contributions: [String: Contribution] = [:]
     private var order: [String] = []
     /// Server steps taken (flushes), for /status.
@@ -127,9 +129,9 @@ package final class FedBuffer {
         return false
     }
 
-    static func key(_ client: String, _ seq: UInt64) -> String { client + "\u{0}" + String(seq) }
+    static func key(_ client: String, _ epoch: UInt64, _ seq: UInt64) -> String { client + "\u{0}" + String(epoch) + "\u{0}" + String(seq) }
 
-    package func contains(client: String, seq: UInt64) -> Bool { contributions[Self.key(client, seq)] != nil }
+    package func contains(client: String, epoch: UInt64 = 0, seq: UInt64) -> Bool { contributions[Self.key(client, epoch, seq)] != nil }
 
     /// The example weight `e_i` of an update with `samples` examples.
     package func exampleWeight(samples: UInt64) -> Double {
@@ -138,8 +140,8 @@ package final class FedBuffer {
 
     /// Adds `staleness weight * e_i * clip * delta` to the sum: a dense delta's float32 blocks.
     package func add(_ payload: some Sequence<UnsafeRawBufferPointer>, stalenessWeight: Double, clip: Double, receipt: Receipt,
-                     norm: Double, samples: UInt64) {
-        admit(stalenessWeight: stalenessWeight, clip: clip, receipt: receipt, norm: norm, samples: samples) { s, c in
+                     epoch: UInt64 = 0, norm: Double, samples: UInt64) {
+        admit(stalenessWeight: stalenessWeight, clip: clip, receipt: receipt, epoch: epoch, norm: norm, samples: samples) { s, c in
             var offset = 0
             for f in payload {
                 let n = f.count / 4
@@ -152,14 +154,14 @@ package final class FedBuffer {
 
     /// The same for a sparse delta (top-k entries).
     package func add(sparse frames: some Collection<UnsafeRawBufferPointer>, stalenessWeight: Double, clip: Double, receipt: Receipt,
-                     norm: Double, samples: UInt64) {
-        admit(stalenessWeight: stalenessWeight, clip: clip, receipt: receipt, norm: norm, samples: samples) { s, c in
+                     epoch: UInt64 = 0, norm: Double, samples: UInt64) {
+        admit(stalenessWeight: stalenessWeight, clip: clip, receipt: receipt, epoch: epoch, norm: norm, samples: samples) { s, c in
             UpdateCodec.forEachEntry(frames) { i, v in s[i] += c * v }
         }
     }
 
     /// Records a contribution and lets `accumulate` add `c * delta` to the sum, `c` its weight.
-    private func admit(stalenessWeight: Double, clip: Double, receipt: Receipt, norm: Double, samples: UInt64,
+    private func admit(stalenessWeight: Double, clip: Double, receipt: Receipt, epoch: UInt64, norm: Double, samples: UInt64,
                        accumulate: (UnsafeMutableBufferPointer<Float>, Float) -> Void) {
         if started == nil { started = .now }
         let e = exampleWeight(samples: samples)
@@ -172,8 +174,8 @@ package final class FedBuffer {
             deltas.append(d)
         }
         exampleTotal += e
-        let k = Self.key(receipt.clientID, receipt.seq)
-        contributions[k] = (receipt, w, norm, samples)
+        let k = Self.key(receipt.clientID, epoch, receipt.seq)
+        contributions[k] = (receipt, epoch, w, norm, samples)
         order.append(k)
     }
 
@@ -203,7 +205,7 @@ package final class FedBuffer {
             var r = c.receipt
             r.modelVersion = version
             r.mixingWeight = c.weight / divisor
-            return (r, c.weight, c.norm, c.samples)
+            return (r, c.epoch, c.weight, c.norm, c.samples)
         }
         contributions = [:]
         order = []
@@ -222,9 +224,9 @@ extension MergeEngine {
                         staleness: s, mixingWeight: 0, decision: .merged, reason: .none)
         let w = rule.staleness.weight(staleness: s)
         if h.codec.isSparse {
-            buffer.add(sparse: view.payload, stalenessWeight: w, clip: clip, receipt: r, norm: norm, samples: h.sampleCount)
+            buffer.add(sparse: view.payload, stalenessWeight: w, clip: clip, receipt: r, epoch: h.epoch, norm: norm, samples: h.sampleCount)
         } else {
-            buffer.add(denseBlocks(view), stalenessWeight: w, clip: clip, receipt: r, norm: norm, samples: h.sampleCount)
+            buffer.add(denseBlocks(view), stalenessWeight: w, clip: clip, receipt: r, epoch: h.epoch, norm: norm, samples: h.sampleCount)
         }
         return Outcome(receipt: nil, reason: .none, detail: "deferred", updateNorm: norm, sampleCount: h.sampleCount)
     }
@@ -242,7 +244,7 @@ extension MergeEngine {
             stats.merged += 1
             stats.stalenessSum += c.receipt.staleness ?? 0
             stats.maxStaleness = max(stats.maxStaleness, c.receipt.staleness ?? 0)
-            dedup.record(client: c.receipt.clientID, seq: c.receipt.seq, outcome: c.receipt.outcome)
+            dedup.record(client: c.receipt.clientID, epoch: c.epoch, seq: c.receipt.seq, outcome: c.receipt.outcome)
             outcomes.append(Outcome(receipt: c.receipt, reason: .none, detail: "", updateNorm: c.norm, sampleCount: c.samples))
         }
         if let p = buffer.privacy { stats.privacy = p.status }

@@ -126,7 +126,7 @@ package final class MergeEngine {
             return reject(h, reason: .identityMismatch, detail: "update claims client id '\(claimed)' but the connection is '\(authenticatedID)'", record: false)
         }
 
-        switch dedup.lookup(client: h.clientID, seq: h.seq) {
+        switch dedup.lookup(client: h.clientID, epoch: h.epoch, seq: h.seq) {
         case .seen(let first):
             let r = Receipt(clientID: h.clientID, runID: runID, seq: h.seq, baseVersion: first.baseVersion, modelVersion: first.modelVersion,
                             staleness: first.staleness, mixingWeight: first.mixingWeight, decision: .duplicate, reason: .duplicate,
@@ -135,6 +135,8 @@ package final class MergeEngine {
             return Outcome(receipt: r, reason: .duplicate, detail: r.message, sampleCount: h.sampleCount)
         case .tooOld:
             return reject(h, reason: .duplicate, detail: "seq \(h.seq) is older than the dedup window", record: false)
+        case .outOfRange(let highest):
+            return reject(h, reason: .seqOutOfRange, detail: Self.outOfRangeDetail(seq: h.seq, highest: highest, window: dedup.window), record: false)
         case .new:
             break
         }
@@ -210,7 +212,7 @@ package final class MergeEngine {
             return contribute(h, payload: denseBlocks(view), norm: scan.deltaNorm, clip: clip)
         }
         if let buffer {
-            if buffer.contains(client: h.clientID, seq: h.seq) {
+            if buffer.contains(client: h.clientID, epoch: h.epoch, seq: h.seq) {
                 // A resend of a delta still in the buffer: its receipt comes with the flush.
                 stats.rejected[.duplicate, default: 0] += 1
                 return Outcome(receipt: nil, reason: .none, detail: "deferred", sampleCount: h.sampleCount)
@@ -240,7 +242,7 @@ package final class MergeEngine {
         stats.maxStaleness = max(stats.maxStaleness, s)
         let receipt = Receipt(clientID: h.clientID, runID: runID, seq: h.seq, baseVersion: h.baseVersion,
                               modelVersion: version, staleness: s, mixingWeight: weight, decision: .merged, reason: .none)
-        dedup.record(client: h.clientID, seq: h.seq, outcome: receipt.outcome)
+        dedup.record(client: h.clientID, epoch: h.epoch, seq: h.seq, outcome: receipt.outcome)
         return Outcome(receipt: receipt, reason: .none, detail: "", updateNorm: scan.deltaNorm, sampleCount: h.sampleCount,
                        metrics: view.metrics)
     }
@@ -251,12 +253,13 @@ package final class MergeEngine {
     package func ingestReport(_ frames: [UnsafeRawBufferPointer], authenticatedID: String? = nil) -> Outcome {
         for f in frames { stats.bytesIn += UInt64(f.count) }
         stats.reportsReceived += 1
-        func refuse(_ id: String?, seq: UInt64, version: UInt64, _ reason: RejectReason, _ detail: String, record: Bool = false) -> Outcome {
+        func refuse(_ id: String?, seq: UInt64, version: UInt64, _ reason: RejectReason, _ detail: String, record: Bool = false,
+                    epoch: UInt64 = 0) -> Outcome {
             stats.reportsRejected += 1
             guard let id else { return Outcome(receipt: nil, reason: reason, detail: detail) }
             let r = Receipt(clientID: id, runID: runID, seq: seq, baseVersion: version, modelVersion: self.version, staleness: nil,
                             mixingWeight: 0, decision: .rejected, reason: reason, message: detail)
-            if record { dedup.record(client: id, seq: seq, outcome: r.outcome) }
+            if record { dedup.record(client: id, epoch: epoch, seq: seq, outcome: r.outcome) }
             return Outcome(receipt: r, reason: reason, detail: detail)
         }
         let report: EvaluationReport
@@ -275,7 +278,7 @@ package final class MergeEngine {
             return refuse(authenticatedID, seq: report.seq, version: report.version, .identityMismatch,
                           "evaluation report claims client id '\(report.clientID)' but the connection is '\(authenticatedID)'")
         }
-        switch dedup.lookup(client: report.clientID, seq: report.seq) {
+        switch dedup.lookup(client: report.clientID, epoch: report.epoch, seq: report.seq) {
         case .seen(let first):
             let r = Receipt(clientID: report.clientID, runID: runID, seq: report.seq, baseVersion: first.baseVersion,
                             modelVersion: first.modelVersion, staleness: first.staleness, mixingWeight: 0, decision: .duplicate,
@@ -283,21 +286,25 @@ package final class MergeEngine {
             return Outcome(receipt: r, reason: .duplicate, detail: r.message)
         case .tooOld:
             return refuse(report.clientID, seq: report.seq, version: report.version, .duplicate, "seq \(report.seq) is older than the dedup window")
+        case .outOfRange(let highest):
+            return refuse(report.clientID, seq: report.seq, version: report.version, .seqOutOfRange,
+                          Self.outOfRangeDetail(seq: report.seq, highest: highest, window: dedup.window))
         case .new:
             break
         }
         guard report.runID == runID else {
             return refuse(report.clientID, seq: report.seq, version: report.version, .unknownBase,
-                          "evaluated a model of run \(hex(report.runID)), this is run \(hex(runID)): fetch a snapshot", record: true)
+                          "evaluated a model of run \(hex(report.runID)), this is run \(hex(runID)): fetch a snapshot", record: true,
+                          epoch: report.epoch)
         }
         guard report.version <= version else {
             return refuse(report.clientID, seq: report.seq, version: report.version, .unknownBase,
-                          "evaluated version \(report.version) is newer than the model (\(version))", record: true)
+                          "evaluated version \(report.version) is newer than the model (\(version))", record: true, epoch: report.epoch)
         }
         stats.reportsRecorded += 1
         let r = Receipt(clientID: report.clientID, runID: runID, seq: report.seq, baseVersion: report.version, modelVersion: version,
                         staleness: version - report.version, mixingWeight: 0, decision: .recorded, reason: .none)
-        dedup.record(client: report.clientID, seq: report.seq, outcome: r.outcome)
+        dedup.record(client: report.clientID, epoch: report.epoch, seq: report.seq, outcome: r.outcome)
         return Outcome(receipt: r, reason: .none, detail: "", sampleCount: report.exampleCount, metrics: report.metrics, report: report)
     }
 
@@ -306,8 +313,14 @@ package final class MergeEngine {
         guard let h else { return Outcome(receipt: nil, reason: reason, detail: detail) }
         let r = Receipt(clientID: h.clientID, runID: runID, seq: h.seq, baseVersion: h.baseVersion, modelVersion: version,
                         staleness: staleness, mixingWeight: 0, decision: .rejected, reason: reason, message: detail)
-        if record { dedup.record(client: h.clientID, seq: h.seq, outcome: r.outcome) }
+        if record { dedup.record(client: h.clientID, epoch: h.epoch, seq: h.seq, outcome: r.outcome) }
         return Outcome(receipt: r, reason: reason, detail: detail, sampleCount: h.sampleCount)
+    }
+
+    /// The receipt message of a `seq_out_of_range` refusal.
+    static func outOfRangeDetail(seq: UInt64, highest: UInt64, window: UInt64) -> String {
+        "seq \(seq) is more than the dedup window (\(window)) ahead of this client epoch's highest seq \(highest): "
+            + "not recorded; send the next seq after \(highest), or start a new epoch"
     }
 
     // MARK: Relay mode (gateways)

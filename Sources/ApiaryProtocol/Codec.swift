@@ -230,15 +230,16 @@ public enum Codec {
 
     public static func encode(_ h: UpdateHeader) -> [UInt8] {
         let id = Array(h.clientID.utf8)
-        var w = common(.clientUpdate, capacity: updateHeaderFixedSize + id.count)
+        var w = common(.clientUpdate, capacity: updateHeaderFixedSize + id.count + 8)
         w.u64(h.runID)
         w.u64(h.baseVersion)
         w.u64(h.seq)
         w.u64(h.sampleCount)
         w.u8(h.codec.rawValue)
         w.u8(UInt8(truncatingIfNeeded: id.count))
-        w.u16((h.carriesMetrics ? 1 : 0) | (h.isDelta ? 2 : 0))
+        w.u16((h.carriesMetrics ? 1 : 0) | (h.isDelta ? 2 : 0) | (h.epoch != 0 ? 4 : 0))
         w.raw(id)
+        if h.epoch != 0 { w.u64(h.epoch) }
         return w.bytes
     }
 
@@ -339,12 +340,22 @@ public enum Codec {
         let c = try r.u8()
         let idLength = Int(try r.u8())
         let flags = try r.u16()
-        guard flags & ~3 == 0 else { throw .reservedBitsSet }
+        guard flags & ~7 == 0 else { throw .reservedBitsSet }
         let id = try readClientID(&r, length: idLength, allowEmpty: false)
+        let epoch = try readEpoch(&r, flagged: flags & 4 != 0)
         try r.end()
         guard let codec = PayloadCodec(rawValue: c) else { throw .unsupportedCodec(c) }
         return UpdateHeader(runID: runID, baseVersion: base, seq: seq, sampleCount: samples, codec: codec, clientID: id,
-                            carriesMetrics: flags & 1 != 0, isDelta: flags & 2 != 0)
+                            carriesMetrics: flags & 1 != 0, isDelta: flags & 2 != 0, epoch: epoch)
+    }
+
+    /// The `u64` client epoch after the client id when flag bit 2 is set (0 otherwise); an
+    /// epoch of 0 with the flag is malformed (0 means "none").
+    static func readEpoch(_ r: inout ByteReader, flagged: Bool) throws(WireError) -> UInt64 {
+        guard flagged else { return 0 }
+        let epoch = try r.u64()
+        guard epoch != 0 else { throw .invalidField("client epoch is 0 with header flag bit 2 set (0 means none: clear the flag)") }
+        return epoch
     }
 
     // MARK: EVALUATION_REPORT  [header] [report JSON]
@@ -356,19 +367,20 @@ public enum Codec {
     }
 
     /// The two frames of an evaluation report: the header (laid out like CLIENT_UPDATE's,
-    /// version in place of the base version, examples in place of samples, codec byte and
-    /// flags zero) and a JSON object `{"dataset": "...", "metrics": {...}}`.
+    /// version in place of the base version, examples in place of samples, codec byte zero,
+    /// flags zero but bit 2, the client epoch) and a JSON object `{"dataset": "...", "metrics": {...}}`.
     public static func encode(_ e: EvaluationReport) -> [[UInt8]] {
         let id = Array(e.clientID.utf8)
-        var w = common(.evaluationReport, capacity: updateHeaderFixedSize + id.count)
+        var w = common(.evaluationReport, capacity: updateHeaderFixedSize + id.count + 8)
         w.u64(e.runID)
         w.u64(e.version)
         w.u64(e.seq)
         w.u64(e.exampleCount)
         w.u8(0)
         w.u8(UInt8(truncatingIfNeeded: id.count))
-        w.u16(0)
+        w.u16(e.epoch != 0 ? 4 : 0)
         w.raw(id)
+        if e.epoch != 0 { w.u64(e.epoch) }
         var body = Array("{\"dataset\":".utf8)
         body += jsonString(e.dataset)
         body += Array(",\"metrics\":".utf8)
@@ -388,8 +400,10 @@ public enum Codec {
         let runID = try r.u64(), version = try r.u64(), seq = try r.u64(), examples = try r.u64()
         guard try r.u8() == 0 else { throw .reservedBitsSet }
         let idLength = Int(try r.u8())
-        guard try r.u16() == 0 else { throw .reservedBitsSet }
+        let flags = try r.u16()
+        guard flags & ~4 == 0 else { throw .reservedBitsSet }
         let id = try readClientID(&r, length: idLength, allowEmpty: false)
+        let epoch = try readEpoch(&r, flagged: flags != 0)
         try r.end()
         guard frames[1].count <= UpdateMetrics.maxFrameBytes + 256 else {
             throw .invalidField("report frame of \(frames[1].count) bytes (at most \(UpdateMetrics.maxFrameBytes + 256))")
@@ -408,7 +422,7 @@ public enum Codec {
         if let e = UpdateMetrics.validationError(metrics) { throw .invalidField("report metrics: \(e)") }
         guard !metrics.isEmpty else { throw .invalidField("report has no metrics") }
         return EvaluationReport(runID: runID, version: version, seq: seq, exampleCount: examples, clientID: id,
-                                dataset: dataset, metrics: metrics)
+                                dataset: dataset, metrics: metrics, epoch: epoch)
     }
 
     // MARK: RECEIPT  [topic "receipt/<id>/"] [header] [message]

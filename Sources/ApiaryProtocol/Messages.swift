@@ -130,7 +130,7 @@ public struct UpdateHeader: Sendable, Hashable {
     public var runID: UInt64
     /// Version of the model the client trained from (tau).
     public var baseVersion: UInt64
-    /// Per-client sequence number; (client id, seq) identifies the update for dedup.
+    /// Per-client sequence number; (client id, epoch, seq) identifies the update for dedup.
     public var seq: UInt64
     /// Number of training examples behind the update.
     public var sampleCount: UInt64
@@ -144,9 +144,15 @@ public struct UpdateHeader: Sendable, Hashable {
     /// exactly when the snapshot config's algorithm sends deltas (`Algorithm.sendsDeltas`):
     /// an aggregator rejects the other kind as `wrong_update_kind`.
     public var isDelta: Bool
+    /// The client epoch (PROTOCOL.md 3.4): a random non-zero number the client process picked
+    /// at start; seqs need only increase within it. 0: none (flag bit 2 clear, as from
+    /// clients before epochs). Send one only when the snapshot config lists the feature
+    /// `client_epoch` (an older aggregator rejects the update as malformed).
+    public var epoch: UInt64
 
     public init(runID: UInt64, baseVersion: UInt64, seq: UInt64, sampleCount: UInt64,
-                codec: PayloadCodec = .denseFloat32, clientID: String, carriesMetrics: Bool = false, isDelta: Bool = false) {
+                codec: PayloadCodec = .denseFloat32, clientID: String, carriesMetrics: Bool = false, isDelta: Bool = false,
+                epoch: UInt64 = 0) {
         self.runID = runID
         self.baseVersion = baseVersion
         self.seq = seq
@@ -155,6 +161,17 @@ public struct UpdateHeader: Sendable, Hashable {
         self.clientID = clientID
         self.carriesMetrics = carriesMetrics
         self.isDelta = isDelta
+        self.epoch = epoch
+    }
+}
+
+/// Client epochs (PROTOCOL.md 3.4): one per client process, so that a restarted process,
+/// a restored device image or a clock stepped back starts a fresh dedup window.
+public enum ClientEpoch {
+    /// A new epoch: 64 bits from the system's CSPRNG (`SystemRandomNumberGenerator`), never 0.
+    public static func fresh() -> UInt64 {
+        var rng = SystemRandomNumberGenerator()
+        return UInt64.random(in: 1...UInt64.max, using: &rng)
     }
 }
 
@@ -170,7 +187,9 @@ public enum ProtocolFeature {
     /// What this implementation's aggregator takes.
     /// CLIENT_UPDATE may use the codecs 1-4 (PROTOCOL.md 3.4.1).
     public static let codecs = "codecs"
-    public static let all = [updateMetrics, evaluationReports, deltaUpdates, codecs]
+    /// CLIENT_UPDATE and EVALUATION_REPORT may carry a client epoch (header flag bit 2).
+    public static let clientEpoch = "client_epoch"
+    public static let all = [updateMetrics, evaluationReports, deltaUpdates, codecs, clientEpoch]
 }
 
 /// EVALUATION_REPORT: an evaluator (a client that does not train) measured model `version`
@@ -189,9 +208,11 @@ public struct EvaluationReport: Sendable, Hashable {
     public var dataset: String
     /// The measurements ("accuracy", "loss", any of the user's); see `UpdateMetrics`.
     public var metrics: [String: Double]
+    /// The client epoch, as in `UpdateHeader.epoch` (0: none).
+    public var epoch: UInt64
 
     public init(runID: UInt64, version: UInt64, seq: UInt64, exampleCount: UInt64, clientID: String,
-                dataset: String, metrics: [String: Double]) {
+                dataset: String, metrics: [String: Double], epoch: UInt64 = 0) {
         self.runID = runID
         self.version = version
         self.seq = seq
@@ -199,6 +220,7 @@ public struct EvaluationReport: Sendable, Hashable {
         self.clientID = clientID
         self.dataset = dataset
         self.metrics = metrics
+        self.epoch = epoch
     }
 }
 

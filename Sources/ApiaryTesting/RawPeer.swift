@@ -74,8 +74,9 @@ public final class RawPeer {
     }
 
     /// Sends a full-model update of `values` in `layout`, from `base`, with `seq`.
-    public func sendUpdate(runID: UInt64, base: UInt64, seq: UInt64, values: [Float], layout: ParameterLayout) throws {
-        let header = Codec.encode(UpdateHeader(runID: runID, baseVersion: base, seq: seq, sampleCount: 1, clientID: clientID))
+    /// `epoch`: the client epoch (0: none, as from clients before epochs; PROTOCOL.md 3.4).
+    public func sendUpdate(runID: UInt64, base: UInt64, seq: UInt64, values: [Float], layout: ParameterLayout, epoch: UInt64 = 0) throws {
+        let header = Codec.encode(UpdateHeader(runID: runID, baseVersion: base, seq: seq, sampleCount: 1, clientID: clientID, epoch: epoch))
         let payload = values.withUnsafeBytes { Array($0) }
         try send(frames: [header, Codec.encodeLayout(layout), payload])
     }

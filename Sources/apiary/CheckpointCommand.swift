@@ -94,6 +94,8 @@ private struct Report: Encodable {
     var dedup_window: UInt64
     var dedup_clients: Int
     var dedup_outcomes: Int
+    /// Non-zero client epochs (clients that send one; PROTOCOL.md 3.4).
+    var dedup_epochs: Int
     var created_at_ms: Int64
     var created_at: String
     var checksum: Checksum
@@ -118,7 +120,8 @@ private struct Report: Encodable {
                     max_staleness: s.rule.maxStaleness)
         dedup_window = s.dedupWindow
         dedup_clients = s.dedup.count
-        dedup_outcomes = s.dedup.values.reduce(0) { $0 + $1.outcomes.count }
+        dedup_outcomes = s.dedup.values.reduce(0) { $0 + $1.values.reduce(0) { $0 + $1.outcomes.count } }
+        dedup_epochs = s.dedup.values.reduce(0) { $0 + $1.keys.count { $0 != 0 } }
         created_at_ms = s.createdAtMilliseconds
         let date = Date(timeIntervalSince1970: Double(s.createdAtMilliseconds) / 1000)
         let f = ISO8601DateFormatter()
@@ -160,7 +163,8 @@ private struct Report: Encodable {
             "version:   \(version)",
             "run id:    \(run_id)",
             "rule:      fedasync alpha=\(rule.alpha) staleness=\(staleness) max_staleness=\(rule.max_staleness)",
-            "dedup:     \(plural(dedup_clients, "client")), \(plural(dedup_outcomes, "outcome")) (window \(dedup_window))",
+            "dedup:     \(plural(dedup_clients, "client")), \(plural(dedup_outcomes, "outcome")) (window \(dedup_window))"
+                + (dedup_epochs == 0 ? "" : ", \(plural(dedup_epochs, "client epoch"))"),
             "created:   \(created_at) (\(created_at_ms) ms)",
             "checksum:  \(checksumLine)",
             "layout:    \(plural(tensors.count, "tensor")), \(plural(parameters, "parameter")), fingerprint \(layout_fingerprint)",

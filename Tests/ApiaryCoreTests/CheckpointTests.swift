@@ -14,9 +14,9 @@ func sampleCheckpointState(version: UInt64 = 42) -> CheckpointState {
         rule: FedAsync(alpha: 0.6, staleness: .hinge(a: 10, b: 4), maxStaleness: 16),
         dedupWindow: 256,
         dedup: [
-            "client-1": .init(highest: 12, outcomes: [11: merged, 12: stale]),
-            "ü \"quoted\"\n": .init(highest: 3, outcomes: [3: unknown]),
-            "idle": .init(highest: 0, outcomes: [:]),
+            "client-1": [0: .init(highest: 12, outcomes: [11: merged, 12: stale])],
+            "ü \"quoted\"\n": [0: .init(highest: 3, outcomes: [3: unknown])],
+            "idle": [0: .init(highest: 0, outcomes: [:])],
         ],
         createdAtMilliseconds: 1_700_000_000_123
     )
@@ -55,8 +55,8 @@ struct CheckpointEncodingTests {
         let bytes = try Checkpoint.encode(s)
         let back = try Checkpoint.decode(bytes)
         #expect(back == s)
-        #expect(back.dedup["client-1"]?.outcomes[11]?.mixingWeight == 0.1 / 3)
-        #expect(back.dedup["ü \"quoted\"\n"]?.outcomes[3]?.staleness == nil)
+        #expect(back.dedup["client-1"]?[0]?.outcomes[11]?.mixingWeight == 0.1 / 3)
+        #expect(back.dedup["ü \"quoted\"\n"]?[0]?.outcomes[3]?.staleness == nil)
         #expect(back.dedupTable.window == 256)
         #expect(back.dedupTable.clientCount == 3)
         // Deterministic output.
@@ -86,12 +86,13 @@ struct CheckpointEncodingTests {
             s.runID = .max
             s.createdAtMilliseconds = .min
             s.dedupWindow = 1
-            s.dedup = ["c": .init(highest: .max, outcomes: [.max: .init(decision: .duplicate, reason: .duplicate, baseVersion: .max,
-                                                                          modelVersion: .max, staleness: .max, mixingWeight: .nan)])]
+            s.dedup = ["c": [.max: .init(highest: .max, outcomes: [.max: .init(decision: .duplicate, reason: .duplicate, baseVersion: .max,
+                                                                                 modelVersion: .max, staleness: .max, mixingWeight: .nan)],
+                                         lastUsed: .max)]]
             let back = try Checkpoint.decode(Checkpoint.encode(s))
             #expect(back.rule == s.rule)
             #expect(back.runID == .max && back.version == .max && back.createdAtMilliseconds == .min)
-            #expect(back.dedup["c"]?.outcomes[.max]?.mixingWeight.isNaN == true)
+            #expect(back.dedup["c"]?[.max]?.outcomes[.max]?.mixingWeight.isNaN == true)
         }
     }
 

@@ -120,7 +120,7 @@ struct KillTests {
         var missing: [String] = []
         for key in auditor.merged.keys {
             let parts = key.split(separator: "#")
-            let outcome = final.state.dedup[String(parts[0])]?.outcomes[UInt64(parts[1])!]
+            let outcome = final.state.dedupTable.outcome(client: String(parts[0]), seq: UInt64(parts[1])!)
             if outcome?.decision != .merged { missing.append(key) }
         }
         #expect(missing.isEmpty, "receipted as merged but not in the final state: \(missing.prefix(5))")

@@ -30,8 +30,8 @@ func clientConfig(_ id: String, _ e: Aggregator.Endpoints) -> ClientConfig {
 
 extension RawPeer {
     /// A full-model update in `testLayout`.
-    func sendUpdate(runID: UInt64, base: UInt64, seq: UInt64, values: [Float]) throws {
-        try sendUpdate(runID: runID, base: base, seq: seq, values: values, layout: testLayout)
+    func sendUpdate(runID: UInt64, base: UInt64, seq: UInt64, values: [Float], epoch: UInt64 = 0) throws {
+        try sendUpdate(runID: runID, base: base, seq: seq, values: values, layout: testLayout, epoch: epoch)
     }
 }
 

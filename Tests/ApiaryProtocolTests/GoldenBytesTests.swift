@@ -25,6 +25,36 @@ struct GoldenBytesTests {
         #expect(decoded == h)
     }
 
+    @Test("CLIENT_UPDATE header with a client epoch: flag bit 2, u64 epoch after the client id")
+    func clientUpdateHeaderWithEpoch() throws {
+        let h = UpdateHeader(runID: 0x0102_0304_0506_0708, baseVersion: 0x10, seq: 0x2A, sampleCount: 0x100,
+                             codec: .denseFloat32, clientID: "c1", carriesMetrics: true, epoch: 0x1122_3344_5566_7788)
+        let expected: [UInt8] = [
+            0x41, 0x50, 0x52, 0x59, 0x01, 0x04, 0x00, 0x00,         // "APRY", v1, type 4, reserved
+            0x08, 0x07, 0x06, 0x05, 0x04, 0x03, 0x02, 0x01,         // run id
+            0x10, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,         // base version
+            0x2A, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,         // seq
+            0x00, 0x01, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,         // sample count
+            0x00,                                                   // codec dense float32
+            0x02,                                                   // id length
+            0x05, 0x00,                                             // flags: bit 0 metrics, bit 2 epoch
+            0x63, 0x31,                                             // "c1"
+            0x88, 0x77, 0x66, 0x55, 0x44, 0x33, 0x22, 0x11,         // client epoch
+        ]
+        #expect(Codec.encode(h) == expected)
+        let decoded = try withFrames([expected]) { v throws(WireError) in try Codec.decodeUpdateHeader(v[0]) }
+        #expect(decoded == h)
+        // The sender of a header that does not decode is still found at offset 44.
+        let sender = expected.withUnsafeBytes { Codec.peekUpdateSender($0) }
+        #expect(sender?.clientID == "c1" && sender?.seq == 0x2A)
+        // Flag bit 2 without the 8 bytes, or with epoch 0, is malformed.
+        for bad in [Array(expected.dropLast(8)), Array(expected.dropLast(8)) + [UInt8](repeating: 0, count: 8)] {
+            let r = withFrames([bad]) { v in Result { () throws(WireError) in try Codec.decodeUpdateHeader(v[0]) } }
+            guard case .failure(let e) = r else { Issue.record("decoded \(bad)"); continue }
+            #expect(e.reason == .malformed)
+        }
+    }
+
     @Test("RECEIPT frames: topic, 60-byte header, message")
     func receipt() throws {
         let rc = Receipt(clientID: "c1", runID: 7, seq: 3, baseVersion: 5, modelVersion: 9, staleness: 4,
@@ -130,11 +160,11 @@ struct GoldenBytesTests {
         #expect(Topic.receiptPrefix == Array("receipt/".utf8))
         #expect([MessageType.modelChunk, .snapshotRequest, .snapshotReply, .clientUpdate, .receipt].map(\.rawValue) == [1, 2, 3, 4, 5])
         #expect(Decision.merged.rawValue == 1 && Decision.rejected.rawValue == 2 && Decision.duplicate.rawValue == 3)
-        #expect(RejectReason.allCases.map(\.rawValue) == Array(0...16))
+        #expect(RejectReason.allCases.map(\.rawValue) == Array(0...17))
         #expect(RejectReason.allCases.map(\.name) == [
             "none", "malformed", "unsupported_protocol_version", "unknown_message_type", "layout_mismatch", "non_finite",
             "too_stale", "unknown_base", "duplicate", "oversized", "unknown_client", "norm_too_large", "identity_mismatch",
-            "unsupported_codec", "unavailable", "wrong_update_kind", "bad_encoding",
+            "unsupported_codec", "unavailable", "wrong_update_kind", "bad_encoding", "seq_out_of_range",
         ])
         #expect(Codec.commonHeaderSize == 8 && Codec.modelChunkHeaderSize == 56 && Codec.snapshotReplyHeaderSize == 64)
         #expect(Codec.updateHeaderFixedSize == 44 && Codec.receiptHeaderSize == 60 && Codec.maxReceiptMessageBytes == 1024)

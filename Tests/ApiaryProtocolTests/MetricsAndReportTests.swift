@@ -33,13 +33,13 @@ struct MetricsAndReportTests {
         #expect(v1.payloadBytes == 8)
     }
 
-    @Test("flag bit 1 says delta; bits above 1 are refused as reserved")
+    @Test("flag bit 1 says delta; bits above 2 (bit 2: the client epoch) are refused as reserved")
     func otherFlags() throws {
         var header = Codec.encode(UpdateHeader(runID: 1, baseVersion: 0, seq: 1, sampleCount: 1, clientID: "c1", isDelta: true))
         #expect(header[42] == 2)
         let delta = try withFrames([header, Codec.encodeLayout(layout), [0, 0, 0, 0, 0, 0, 0, 0]]) { v in try Codec.decodeUpdate(v) }
         #expect(delta.header.isDelta && !delta.header.carriesMetrics)
-        header[42] = 4
+        header[42] = 8
         let e = withFrames([header, Codec.encodeLayout(layout), [0, 0, 0, 0, 0, 0, 0, 0]]) { v in
             Result { () throws(WireError) in try Codec.decodeUpdate(v) }
         }
@@ -99,6 +99,25 @@ struct MetricsAndReportTests {
         #expect(peek?.clientID == "eval-1" && peek?.seq == 5 && peek?.baseVersion == 42)
         let update = Codec.encode(UpdateHeader(runID: 1, baseVersion: 0, seq: 1, sampleCount: 1, clientID: "c1"))
         #expect(!update.withUnsafeBytes { Codec.isEvaluationReport($0) })
+    }
+
+    @Test("an evaluation report carries a client epoch like an update: flag bit 2, u64 after the client id")
+    func reportWithEpoch() throws {
+        let r = EvaluationReport(runID: 0xABCD, version: 42, seq: 5, exampleCount: 360, clientID: "eval-1",
+                                 dataset: "d", metrics: ["accuracy": 0.9], epoch: 0xFEED)
+        let f = Codec.encode(r)
+        #expect(f[0].count == Codec.updateHeaderFixedSize + 6 + 8)
+        #expect(f[0][42] == 4 && f[0][43] == 0)
+        #expect(Array(f[0].suffix(8)) == [0xED, 0xFE, 0, 0, 0, 0, 0, 0])
+        #expect(try withFrames(f) { v in try Codec.decodeEvaluationReport(v) } == r)
+        let peek = f[0].withUnsafeBytes { Codec.peekUpdateSender($0) }
+        #expect(peek?.clientID == "eval-1" && peek?.seq == 5)
+        // Any other flag bit is still reserved.
+        var other = f
+        other[0][42] = 1
+        let bad = withFrames(other) { v in Result { () throws(WireError) in try Codec.decodeEvaluationReport(v) } }
+        guard case .failure(let e) = bad else { Issue.record("decoded flag bit 0"); return }
+        #expect(e.reason == .malformed)
     }
 
     @Test("a bad evaluation report is a specific error", arguments: [

@@ -279,6 +279,73 @@ def test_sequence_numbers_increase_across_client_restarts(tmp_path: Path, make_a
     assert int((state / "restarter.seq").read_text()) > last
 
 
+def _checkpoint_metadata(state: Path) -> dict[str, str]:
+    """The ``__metadata__`` of the newest checkpoint in ``state`` (a safetensors header)."""
+    import json
+    newest = sorted(state.glob("checkpoint-*.safetensors"))[-1].read_bytes()
+    n = int.from_bytes(newest[:8], "little")
+    return json.loads(newest[8:8 + n])["__metadata__"]
+
+
+def test_a_restored_state_dir_cannot_lock_the_client_out(tmp_path: Path, make_aggregator: Callable[..., Aggregator]) -> None:
+    """Issue 15 item 2: seqs that go back (a restored device image) start a new client epoch,
+    so the aggregator merges them instead of calling them older than the dedup window."""
+    agg = make_aggregator()
+    state = tmp_path / "client-state"
+    state.mkdir()
+    # The device ran with its clock ten years ahead: its seqs are far in the future.
+    future = time.time_ns() // 1000 + 10 * 365 * 86_400 * 10**6
+    (state / "device.seq").write_text(str(future))
+    first = apiary.Client(StepTrainer(), client_id="device", aggregator=agg.snapshot, insecure=True, state_dir=str(state))
+    s = first.run(max_rounds=3, handle_signals=False)
+    assert s.merged == 3 and int((state / "device.seq").read_text()) > future
+    # Its image is restored from before (the seq file goes back), the clock is right again.
+    (state / "device.seq").write_text("1")
+    second = apiary.Client(StepTrainer(), client_id="device", aggregator=agg.snapshot, insecure=True, state_dir=str(state))
+    assert second._seq < future - 10**12 and second.epoch not in (0, first.epoch)
+    s = second.run(max_rounds=3, handle_signals=False)
+    assert s.merged == 3 and s.rejected == 0 and s.duplicates == 0, s.last_reject_reason
+    # Both processes' epochs went over the wire: the aggregator keeps a window for each.
+    meta = _checkpoint_metadata(tmp_path / "state")
+    import json
+    epochs = {e["epoch"]: e["highest"] for e in json.loads(meta["dedup_epochs"])["device"]}
+    assert epochs.keys() == {first.epoch, second.epoch}
+    assert epochs[first.epoch] > future > epochs[second.epoch]
+    assert agg.stop() == 0
+
+
+class SkippingTrainer(StepTrainer):
+    """Round 2 makes the client skip 1000 seqs (a client bug); round 3 waits for the refusal."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.client: apiary.Client | None = None
+
+    def train(self, model: dict[str, np.ndarray], config: dict[str, Any]) -> apiary.TrainResult:
+        assert self.client is not None
+        if self.runs == 1:
+            self.client._seq += 1000
+        elif self.runs == 2:
+            deadline = time.monotonic() + 20
+            while self.client.stats.rejected == 0 and time.monotonic() < deadline:
+                time.sleep(0.01)
+        return super().train(model, config)
+
+
+def test_a_seq_out_of_range_refusal_starts_a_new_epoch(make_aggregator: Callable[..., Aggregator]) -> None:
+    agg = make_aggregator()
+    trainer = SkippingTrainer()
+    c = apiary.Client(trainer, client_id="skipper", aggregator=agg.snapshot, insecure=True, new_model_wait=0.1)
+    trainer.client = c
+    first_epoch = c.epoch
+    s = c.run(max_rounds=3, handle_signals=False)
+    # Round 2's seq was 1000 past round 1's (more than the window of 256): refused, not recorded;
+    # round 3 went out in a new epoch and merged.
+    assert (s.merged, s.rejected, s.last_reject_reason) == (2, 1, "seq_out_of_range")
+    assert c.epoch not in (0, first_epoch)
+    assert agg.stop() == 0
+
+
 def _keys(agg_dir: Path, *names: str, authorize: tuple[str, ...] = ()) -> Path:
     d = agg_dir / "keys"
     for n in names:

@@ -32,6 +32,20 @@ def test_update_header_is_44_plus_id_bytes() -> None:
     assert len(h) == 44 + 6 and h[:6] == b"APRY\x01\x04" and h[42] == 1
 
 
+def test_a_client_epoch_is_flag_bit_2_and_a_u64_after_the_client_id() -> None:
+    h = wire.encode_update_header(7, 3, 99, 10, "edge-1", with_metrics=True, epoch=0x1122334455667788)
+    assert len(h) == 44 + 6 + 8 and h[42] == 1 | 4 and h[44:50] == b"edge-1"
+    assert h[50:] == bytes.fromhex("8877665544332211")
+    assert wire.encode_update_header(7, 3, 99, 10, "edge-1", with_metrics=False, epoch=0)[42] == 0  # none: as before
+    report = wire.encode_report(7, 3, 99, 10, "edge-1", "d", {"a": 1.0}, epoch=5)[0]
+    assert report[42] == 4 and report[50:] == (5).to_bytes(8, "little")
+    epochs = {wire.new_epoch() for _ in range(100)}
+    assert len(epochs) == 100 and all(0 < e < 2**64 for e in epochs)
+    with pytest.raises(ValueError, match="u64"):
+        wire.encode_update_header(7, 3, 99, 10, "edge-1", with_metrics=False, epoch=2**64)
+    assert wire.REASONS[17] == "seq_out_of_range"
+
+
 def test_payload_frames_are_views_not_copies() -> None:
     v = np.arange(10, dtype=np.float32)
     frames = wire.payload_frames(v, 4)

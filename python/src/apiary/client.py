@@ -186,6 +186,7 @@ class _Outgoing:
     buffer: np.ndarray | None = None    # the SDK's own buffer the segments are views of, for reuse
     delta: bool = False                 # the segments are trained - base (header flag bit 1)
     codec: int = wire.FLOAT32           # header byte 40 (3.4.1)
+    epoch: int = 0                      # the client epoch it was made in (3.4): a resend repeats it
     # With a codec other than float32: the payload frames of each shard's slice, encoded once
     # (a resend sends these same bytes), for the shard ranges in `ranges`.
     encoded: list[list[memoryview]] | None = None
@@ -338,9 +339,12 @@ class Client:
     two ports), or give ``model_endpoint``/``snapshot_endpoint``/``update_endpoint``. CURVE is
     on unless ``insecure=True``: ``secret_key_file`` defaults to ``keys/<client_id>.secret``,
     ``server_public_key_file`` to ``keys/aggregator.public`` (what `apiary keys generate` writes).
+    Every client process sends a new random *client epoch* with its updates (to an aggregator
+    that lists the feature ``client_epoch``): seqs need only increase within it, so a restart, a
+    restored ``state_dir`` or a clock stepped back never collides with an earlier process's seqs.
     ``state_dir`` (default None) keeps the last sequence number in ``<state_dir>/<client_id>.seq``,
-    so that seqs increase across restarts even if the clock steps back; without it the first seq
-    of a process is the Unix time in microseconds.
+    so that seqs also increase across restarts for older aggregators (without epochs); without
+    it the first seq of a process is the Unix time in microseconds.
 
     On `stop()` (or SIGTERM/SIGINT) the client trains no more and waits up to ``stop_wait``
     seconds for the receipts of updates already made (default: the receipt timeout, at most 5
@@ -397,6 +401,9 @@ class Client:
         self._io_stop = threading.Event()   # the I/O thread ends
         self._fatal: BaseException | None = None
         self._seq = self._first_seq()
+        # The client epoch (3.4): new for every process, so that seqs need only increase within
+        # it and a restored state_dir or a clock stepped back cannot lock this client out.
+        self.epoch = wire.new_epoch()
         self._reject_log: dict[str, float] = {}
         # Buffers of answered updates, reused for the next ones (no 4-bytes-per-parameter
         # allocation and page faults per update).
@@ -543,6 +550,7 @@ class Client:
         with self._lock:
             self.stats.rounds += 1
             update.seq = self._next_seq()
+            update.epoch = self.epoch
             self._outbox.append(update)
         self._ring()
 
@@ -629,7 +637,7 @@ class Client:
         with self._lock:
             self.stats.reports += 1
             self._outbox.append(_Outgoing(self._next_seq(), "report", list(model.bases), None, max(0, int(r.num_examples)),
-                                          dict(r.metrics), dataset=self.evaluator.dataset))
+                                          dict(r.metrics), dataset=self.evaluator.dataset, epoch=self.epoch))
         self._ring()
 
     def _ring(self) -> None:
@@ -935,6 +943,13 @@ class Client:
             if now - self._reject_log.get(r.reason_name, -1e9) >= 30:
                 self._reject_log[r.reason_name] = now
                 log.warning("update rejected: %s (%s; endpoint %s, seq %d)", r.reason_name, r.message, link.update_ep, r.seq)
+            if r.reason_name == "seq_out_of_range":
+                with self._lock:
+                    renew = u.epoch == self.epoch
+                    if renew:
+                        self.epoch = wire.new_epoch()
+                if renew:  # the seqs of this epoch jumped past the aggregator's window: a fresh one
+                    log.warning("seq %d is out of the aggregator's dedup window: starting a new client epoch", r.seq)
             if r.reason_name == "unknown_base" and not link.outstanding:
                 self._request_snapshot(link)
 
@@ -955,12 +970,15 @@ class Client:
 
     def _frames(self, u: _Outgoing, link: _Link) -> list[Any]:
         run, base = u.bases[link.index] if link.index < len(u.bases) else (0, 0)
-        if u.kind == "report":
-            return list(wire.encode_report(run, base, u.seq, u.samples, self.client_id, u.dataset, u.metrics))
-        assert u.segments is not None
         features = self._model.config.get("features", []) if self._model else []
+        # The epoch only to an aggregator that lists the feature (an older one rejects the flag).
+        epoch = u.epoch if "client_epoch" in features else 0
+        if u.kind == "report":
+            return list(wire.encode_report(run, base, u.seq, u.samples, self.client_id, u.dataset, u.metrics, epoch=epoch))
+        assert u.segments is not None
         with_metrics = bool(u.metrics) and "update_metrics" in features
-        header = wire.encode_update_header(run, base, u.seq, u.samples, self.client_id, with_metrics, delta=u.delta, codec=u.codec)
+        header = wire.encode_update_header(run, base, u.seq, u.samples, self.client_id, with_metrics, delta=u.delta, codec=u.codec,
+                                           epoch=epoch)
         frames: list[Any] = [header, self._layout_frame]
         if with_metrics:
             frames.append(wire.metrics_frame(u.metrics))

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import secrets
 import struct
 from dataclasses import dataclass, field
 from typing import Any, Sequence
@@ -53,6 +54,7 @@ REASONS = {
     4: "layout_mismatch", 5: "non_finite", 6: "too_stale", 7: "unknown_base", 8: "duplicate",
     9: "oversized", 10: "unknown_client", 11: "norm_too_large", 12: "identity_mismatch",
     13: "unsupported_codec", 14: "unavailable", 15: "wrong_update_kind", 16: "bad_encoding",
+    17: "seq_out_of_range",
 }
 DECISIONS = {1: "merged", 2: "rejected", 3: "duplicate", 4: "recorded"}
 
@@ -344,26 +346,46 @@ def metrics_frame(metrics: dict[str, float]) -> bytes:
     return data
 
 
+def new_epoch() -> int:
+    """A client epoch (3.4): 64 random bits from the system's CSPRNG, never 0."""
+    while True:
+        epoch = secrets.randbits(64)
+        if epoch:
+            return epoch
+
+
+def _epoch_field(epoch: int) -> tuple[int, bytes]:
+    """Flag bit 2 and the u64 after the client id, for a non-zero epoch (3.4); none for 0."""
+    if not 0 <= epoch < 2**64:
+        raise ValueError(f"client epoch {epoch} is not a u64")
+    return (4, struct.pack("<Q", epoch)) if epoch else (0, b"")
+
+
 def encode_update_header(run_id: int, base_version: int, seq: int, samples: int, client_id: str, with_metrics: bool,
-                         delta: bool = False, codec: int = FLOAT32) -> bytes:
+                         delta: bool = False, codec: int = FLOAT32, epoch: int = 0) -> bytes:
     """Flag bit 0: a metrics frame follows the layout; bit 1: the payload is a delta (fedbuff);
+    bit 2: the client epoch follows the client id (only when the config lists ``client_epoch``);
     byte 40: the payload's codec (3.4.1)."""
     if codec not in CODEC_NAMES:
         raise ValueError(f"codec {codec} is not one of {sorted(CODEC_NAMES)}")
     cid = client_id.encode()
-    flags = (1 if with_metrics else 0) | (2 if delta else 0)
-    return common_prefix(CLIENT_UPDATE) + struct.pack("<QQQQBBH", run_id, base_version, seq, samples, codec, len(cid), flags) + cid
+    epoch_flag, epoch_bytes = _epoch_field(epoch)
+    flags = (1 if with_metrics else 0) | (2 if delta else 0) | epoch_flag
+    return (common_prefix(CLIENT_UPDATE) + struct.pack("<QQQQBBH", run_id, base_version, seq, samples, codec, len(cid), flags)
+            + cid + epoch_bytes)
 
 
 def encode_report(run_id: int, version: int, seq: int, examples: int, client_id: str, dataset: str,
-                  metrics: dict[str, float]) -> list[bytes]:
-    """``[header] [report]`` (3.6)."""
+                  metrics: dict[str, float], epoch: int = 0) -> list[bytes]:
+    """``[header] [report]`` (3.6); a non-zero ``epoch`` as in an update's header."""
     if not metrics:
         raise ValueError("an evaluation report needs at least one metric")
     if not 1 <= len(dataset.encode()) <= MAX_DATASET_BYTES:
         raise ValueError(f"dataset name must be 1 to {MAX_DATASET_BYTES} bytes")
     cid = client_id.encode()
-    header = common_prefix(EVALUATION_REPORT) + struct.pack("<QQQQBBH", run_id, version, seq, examples, 0, len(cid), 0) + cid
+    epoch_flag, epoch_bytes = _epoch_field(epoch)
+    header = (common_prefix(EVALUATION_REPORT) + struct.pack("<QQQQBBH", run_id, version, seq, examples, 0, len(cid), epoch_flag)
+              + cid + epoch_bytes)
     body = json.dumps({"dataset": dataset, "metrics": json.loads(metrics_frame(metrics))}, separators=(",", ":")).encode()
     if len(body) > MAX_REPORT_BYTES:
         raise ValueError(f"report takes {len(body)} bytes, at most {MAX_REPORT_BYTES}")
