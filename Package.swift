@@ -10,6 +10,7 @@ let package = Package(
     platforms: [.macOS(.v15)],
     products: [
         .executable(name: "apiary", targets: ["apiary"]),
+        .executable(name: "apiary-edge", targets: ["ApiaryEdge"]),
         .library(name: "ApiaryClient", targets: ["ApiaryClient"]),
         .library(name: "ApiaryAggregator", targets: ["ApiaryAggregator"]),
         // The merge path without sockets or files: frames in, outcome out (the rules).
@@ -104,10 +105,34 @@ let package = Package(
             ],
             swiftSettings: strict
         ),
+        // What the command-line programs share: config files with environment overrides and
+        // the strict key check, logging setup, and the training client's options and run.
+        .target(
+            name: "ApiaryCommandLine",
+            dependencies: [
+                "ApiaryClient", "ApiaryCore", "ApiaryLearning", "ZeroMQ",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Configuration", package: "swift-configuration"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "Yams", package: "Yams"),
+            ],
+            swiftSettings: strict
+        ),
+        // The edge client (`make edge`): only the client, for devices; no aggregator, HTTP
+        // server, SQLite or benchmarks.
+        .executableTarget(
+            name: "ApiaryEdge",
+            dependencies: [
+                "ApiaryCommandLine",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ],
+            swiftSettings: strict
+        ),
         .executableTarget(
             name: "apiary",
             dependencies: [
-                "ApiaryAggregator", "ApiaryClient", "ApiaryGateway", "ApiaryLearning", "ApiaryCore", "ApiaryProtocol", "ApiaryObservability", "ApiaryServer", "ZeroMQ",
+                "ApiaryAggregator", "ApiaryClient", "ApiaryCommandLine", "ApiaryGateway", "ApiaryLearning", "ApiaryCore", "ApiaryProtocol", "ApiaryObservability", "ApiaryServer", "ZeroMQ",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Configuration", package: "swift-configuration"),

@@ -1,3 +1,4 @@
+import ApiaryCommandLine
 import ArgumentParser
 import Foundation
 import Logging
@@ -121,7 +122,7 @@ struct BenchSuiteCommand: AsyncParsableCommand {
             if wants("fleet", "\(c.target)") { emit([FleetBench.run(c, logger: logger, progress: progress)]) }
         }
         if wants("footprint") {
-            emit([FootprintBench.run(parameters: 100_000, logger: logger, progress: progress)])
+            emit(FootprintBench.run(parameters: 100_000, logger: logger, progress: progress))
         }
         if wants("time-to-accuracy") {
             progress("time-to-accuracy")

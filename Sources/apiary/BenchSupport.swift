@@ -329,8 +329,9 @@ final class BenchChild {
     private var buffer: [UInt8] = []
     private var eof = false
 
-    init(arguments: [String]) throws {
-        process.executableURL = URL(fileURLWithPath: benchExecutablePath())
+    /// Starts `executable` (default: this `apiary` binary) with `arguments`.
+    init(arguments: [String], executable: String? = nil) throws {
+        process.executableURL = URL(fileURLWithPath: executable ?? benchExecutablePath())
         process.arguments = arguments
         process.standardInput = stdinPipe
         process.standardOutput = stdoutPipe

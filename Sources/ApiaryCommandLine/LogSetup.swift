@@ -1,12 +1,11 @@
-import Foundation
 import Logging
 import Synchronization
 
 /// Installs swift-log's stderr handler once per process at `level`.
-enum LogSetup {
+public enum LogSetup {
     private static let done = Mutex(false)
 
-    static func bootstrap(level: Logger.Level) -> Logger {
+    public static func bootstrap(level: Logger.Level) -> Logger {
         done.withLock { done in
             if !done {
                 LoggingSystem.bootstrap { label in
