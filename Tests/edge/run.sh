@@ -9,7 +9,9 @@
 #      lists (no Swift toolchain, no /opt, no /usr/lib/swift) in a private mount namespace
 #      (a bind-mounted /proc, gone with the namespace). Not root: the binary is run with an
 #      empty environment and an empty LD_LIBRARY_PATH (a weaker check: say so);
-#   3. a debug `apiary aggregator` (insecure, free loopback ports, a status port) must merge
+#   3. the strict config check: an unknown key of the file, a wrong-typed environment variable
+#      stop it with status 1 and one line naming the key;
+#   4. a debug `apiary aggregator` (insecure, free loopback ports, a status port) must merge
 #      at least MIN_MERGED updates from the edge client (its row in GET /status), then the
 #      client must stop with status 0 on SIGTERM.
 #
@@ -100,7 +102,16 @@ fi
 edge_pid=$!
 echo "  edge client: ${mode}"
 
-# 3. Merged updates from the edge client, as the aggregator's /status lists them.
+# The strict config check holds for the edge binary too: one line naming the key, status 1
+# (run outside the chroot: the same binary).
+printf 'client:\n  idd: x\n' >"${work}/bad.yaml"
+out="$(env -i LD_LIBRARY_PATH= "${EDGE_BIN}" --config "${work}/bad.yaml" 2>&1)" && fail "an unknown key was accepted"
+[[ "$(wc -l <<<"${out}")" = 1 && "${out}" == *"unknown key 'client.idd'"* ]] || fail "unknown key: ${out}"
+out="$(env -i LD_LIBRARY_PATH= CLIENT_MAX_PENDING_UPDATES=abc "${EDGE_BIN}" --insecure 2>&1)" && fail "a bad variable was accepted"
+[[ "$(wc -l <<<"${out}")" = 1 && "${out}" == *"CLIENT_MAX_PENDING_UPDATES"* ]] || fail "bad variable: ${out}"
+echo "  strict config check: an unknown key and a wrong-typed variable stop it with one line"
+
+# 4. Merged updates from the edge client, as the aggregator's /status lists them.
 merged=0
 for _ in $(seq 1 300); do
   merged="$(python3 - "${ports[3]}" <<'PY' 2>/dev/null || echo 0
