@@ -21,6 +21,7 @@ help:
 	@echo "make build   - debug build of the apiary command"
 	@echo "make edge    - release build of apiary-edge, the client alone with the Swift runtime linked in (needs only libzmq5)"
 	@echo "make edge-dist - edge plus a tarball out/apiary-edge-<arch>.tar.gz laid out for / (binary, config, systemd unit)"
+	@echo "make edge-test - apiary-edge (debug, static stdlib) in a chroot of only what ldd lists, training against a real aggregator"
 	@echo "make fuzz    - libFuzzer over decoders and merge validator (FUZZ_SECONDS, default 3600)"
 	@echo "make examples - build and run Examples/mlp-digits (an MLP on an embedded AggregatorServer) to its stated accuracy"
 	@echo "make python-test - the Python SDK: install, mypy, pytest against real aggregators, examples (a) and (b)"
