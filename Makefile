@@ -69,7 +69,8 @@ edge: deps
 EDGE_DIST := out/apiary-edge-$(shell uname -m).tar.gz
 edge-dist: edge
 	rm -rf out/edge-root && mkdir -p out/edge-root/opt/apiary/bin out/edge-root/etc/apiary out/edge-root/lib/systemd/system
-	cp $(EDGE) out/edge-root/opt/apiary/bin/
+	@# Without debug sections and symbols: 62 instead of 90 MiB (backtraces lose function names).
+	strip -o out/edge-root/opt/apiary/bin/apiary-edge $(EDGE)
 	cp -R .build-release/release/Apiary_ApiaryLearning.resources out/edge-root/opt/apiary/bin/
 	cp Deploy/config/client.yaml out/edge-root/etc/apiary/
 	cp Deploy/systemd/apiary-edge@.service out/edge-root/lib/systemd/system/
