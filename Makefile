@@ -10,7 +10,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 SWIFT ?= swift
 BIN := .build/debug/apiary
 
-.PHONY: soak all deps deps-python deps-browser build demo test examples python-test python-torch bench bench-python netns-test kill-test fuzz fuzz-smoke deploy-check clean help
+.PHONY: soak all deps deps-python deps-browser build edge edge-dist edge-test demo test examples python-test python-torch bench bench-python netns-test kill-test fuzz fuzz-smoke deploy-check clean help
 FUZZ_SECONDS ?= 3600
 
 all: build
@@ -19,6 +19,9 @@ help:
 	@echo "make demo    - train the digits model with an aggregator and 20 clients over tcp loopback"
 	@echo "make test    - build and run every test (unit, integration, processes, Python interop)"
 	@echo "make build   - debug build of the apiary command"
+	@echo "make edge    - release build of apiary-edge, the client alone with the Swift runtime linked in (needs only libzmq5)"
+	@echo "make edge-dist - edge plus a tarball out/apiary-edge-<arch>.tar.gz laid out for / (binary, config, systemd unit)"
+	@echo "make edge-test - apiary-edge (debug, static stdlib) in a chroot of only what ldd lists, training against a real aggregator"
 	@echo "make fuzz    - libFuzzer over decoders and merge validator (FUZZ_SECONDS, default 3600)"
 	@echo "make examples - build and run Examples/mlp-digits (an MLP on an embedded AggregatorServer) to its stated accuracy"
 	@echo "make python-test - the Python SDK: install, mypy, pytest against real aggregators, examples (a) and (b)"
@@ -56,6 +59,33 @@ deps-browser:
 build: deps
 	$(SWIFT) build --product apiary
 
+## The edge client for devices: release, the Swift standard library and Foundation linked in
+## (--static-swift-stdlib), so a device needs only libzmq5 (Deploy/README.md, "An edge device").
+EDGE := .build-release/release/apiary-edge
+edge: deps
+	$(SWIFT) build -c release --scratch-path .build-release --product apiary-edge --static-swift-stdlib
+	@ls -l $(EDGE) && ldd $(EDGE)
+
+## The edge client as a tarball to unpack at / on a device: /opt/apiary/bin/apiary-edge with its
+## resource directory, /etc/apiary/client.yaml, /lib/systemd/system/apiary-edge@.service.
+EDGE_DIST := out/apiary-edge-$(shell uname -m).tar.gz
+edge-dist: edge
+	rm -rf out/edge-root && mkdir -p out/edge-root/opt/apiary/bin out/edge-root/etc/apiary out/edge-root/lib/systemd/system
+	@# Without debug sections and symbols: 62 instead of 90 MiB (backtraces lose function names).
+	strip -o out/edge-root/opt/apiary/bin/apiary-edge $(EDGE)
+	cp -R .build-release/release/Apiary_ApiaryLearning.resources out/edge-root/opt/apiary/bin/
+	cp Deploy/config/client.yaml out/edge-root/etc/apiary/
+	cp Deploy/systemd/apiary-edge@.service out/edge-root/lib/systemd/system/
+	tar -C out/edge-root --owner=0 --group=0 -czf $(EDGE_DIST) . && rm -rf out/edge-root
+	@ls -l $(EDGE_DIST)
+
+## The edge binary (debug, Swift runtime linked in) trains against a real aggregator with no
+## Swift library reachable: a chroot of only what ldd lists (as root).
+edge-test: deps
+	$(SWIFT) build --product apiary
+	$(SWIFT) build --product apiary-edge --static-swift-stdlib
+	bash Tests/edge/run.sh
+
 ## The main job: an aggregator and 20 clients train to 0.90 test accuracy.
 demo: build
 	$(BIN) demo
@@ -70,6 +100,7 @@ test: deps deps-python deps-browser
 	$(SWIFT) build --build-tests
 	$(SWIFT) test --skip-build --skip '$(SCALE_SUITES)'
 	$(SWIFT) test --skip-build --no-parallel --filter '$(SCALE_SUITES)'
+	$(MAKE) edge-test
 	bash Tests/interop/run.sh
 	bash Tests/model/run.sh
 	@# The privacy accountant against Google's dp-accounting, on a grid (within 1 %).

@@ -12,6 +12,7 @@ let package = Package(
         .executable(name: "apiary", targets: ["apiary"]),
         // The benchmark suite and the helpers its child processes run (docs/BENCHMARKS.md).
         .executable(name: "apiary-bench", targets: ["apiary-bench"]),
+        .executable(name: "apiary-edge", targets: ["ApiaryEdge"]),
         .library(name: "ApiaryClient", targets: ["ApiaryClient"]),
         .library(name: "ApiaryAggregator", targets: ["ApiaryAggregator"]),
         // The merge path without sockets or files: frames in, outcome out (the rules).
@@ -113,8 +114,8 @@ let package = Package(
         .target(
             name: "ApiaryBench",
             dependencies: [
-                "ApiaryAggregator", "ApiaryClient", "ApiaryCore", "ApiaryLearning", "ApiaryMerge", "ApiaryObservability", "ApiaryProtocol",
-                "ApiaryTesting", "ZeroMQ",
+                "ApiaryAggregator", "ApiaryClient", "ApiaryCommandLine", "ApiaryCore", "ApiaryLearning", "ApiaryMerge", "ApiaryObservability",
+                "ApiaryProtocol", "ApiaryTesting", "ZeroMQ",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ],
@@ -125,10 +126,34 @@ let package = Package(
             dependencies: ["ApiaryBench"],
             swiftSettings: strict
         ),
+        // What the command-line programs share: config files with environment overrides and
+        // the strict key check, logging setup, and the training client's options and run.
+        .target(
+            name: "ApiaryCommandLine",
+            dependencies: [
+                "ApiaryClient", "ApiaryCore", "ApiaryLearning", "ZeroMQ",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Configuration", package: "swift-configuration"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "Yams", package: "Yams"),
+            ],
+            swiftSettings: strict
+        ),
+        // The edge client (`make edge`): only the client, for devices; no aggregator, HTTP
+        // server, SQLite or benchmarks.
+        .executableTarget(
+            name: "ApiaryEdge",
+            dependencies: [
+                "ApiaryCommandLine",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ],
+            swiftSettings: strict
+        ),
         .executableTarget(
             name: "apiary",
             dependencies: [
-                "ApiaryAggregator", "ApiaryBench", "ApiaryClient", "ApiaryGateway", "ApiaryLearning", "ApiaryCore", "ApiaryProtocol", "ApiaryObservability", "ApiaryServer", "ApiaryTesting", "ZeroMQ",
+                "ApiaryAggregator", "ApiaryBench", "ApiaryClient", "ApiaryCommandLine", "ApiaryGateway", "ApiaryLearning", "ApiaryCore", "ApiaryProtocol", "ApiaryObservability", "ApiaryServer", "ApiaryTesting", "ZeroMQ",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Configuration", package: "swift-configuration"),

@@ -118,7 +118,7 @@ public struct BenchSuiteCommand: AsyncParsableCommand {
             if wants("fleet", "\(c.target)") { emit([FleetBench.run(c, logger: logger, progress: progress)]) }
         }
         if wants("footprint") {
-            emit([FootprintBench.run(parameters: 100_000, logger: logger, progress: progress)])
+            emit(FootprintBench.run(parameters: 100_000, logger: logger, progress: progress))
         }
         if wants("time-to-accuracy") {
             progress("time-to-accuracy")

@@ -1,5 +1,6 @@
 import ApiaryAggregator
 import ApiaryCore
+import ApiaryCommandLine
 import ApiaryObservability
 import Foundation
 import Synchronization
@@ -13,7 +14,7 @@ import Glibc
 // /proc readers, the file-descriptor limit and child processes speaking in lines.
 
 /// swift-log's one-time stderr setup, shared with the `apiary` commands.
-typealias LogSetup = ApiaryObservability.LogSetup
+typealias LogSetup = ApiaryCommandLine.LogSetup
 
 /// A JSON scalar for a benchmark's parameters.
 enum BenchValue: Encodable, Sendable, CustomStringConvertible {
@@ -352,11 +353,11 @@ final class BenchChild {
     private var buffer: [UInt8] = []
     private var eof = false
 
-    /// `arguments` as for `apiary bench` (`bench HELPER ...`); the helper executable takes
-    /// them without the leading `bench`.
-    init(arguments: [String]) throws {
-        process.executableURL = URL(fileURLWithPath: try benchHelperPath())
-        process.arguments = arguments.first == "bench" ? Array(arguments.dropFirst()) : arguments
+    /// `arguments` as for `apiary bench` (`bench HELPER ...`), run by `executable` when given
+    /// (as they are), otherwise by the helper executable `apiary-bench` (without the leading `bench`).
+    init(arguments: [String], executable: String? = nil) throws {
+        process.executableURL = URL(fileURLWithPath: try executable ?? benchHelperPath())
+        process.arguments = executable == nil && arguments.first == "bench" ? Array(arguments.dropFirst()) : arguments
         process.standardInput = stdinPipe
         process.standardOutput = stdoutPipe
         process.standardError = FileHandle.standardError

@@ -1,6 +1,5 @@
 import ApiaryCore
 import ApiaryProtocol
-import Foundation
 import Logging
 import ZeroMQ
 
@@ -573,27 +572,30 @@ final class ClientIO {
         if codec.isSparse && !u.header.isDelta { codec = .denseFloat32 }
         slot.codec = codec
         guard codec != .denseFloat32 else { return }
-        var x = Array(u.parameters.storage[range])
-        let feedback = u.header.isDelta
-        if feedback {
-            let run = u.bases[l.index].runID
-            if l.residualKey.map({ $0.runID != run || $0.codec != codec }) ?? true || l.residual.count != x.count {
-                l.residual = [Float](repeating: 0, count: x.count)
-                l.residualKey = (run, codec)
-            }
-            for i in x.indices { x[i] += l.residual[i] }
-        }
-        // Top-k entries are 6 bytes: a frame of `chunk` of them may not fit max_frame_bytes.
+        // No model-sized copy per update: a delta is summed with its residual in the
+        // residual itself (then x - decode(encode(x)) is left there for the next delta); a full
+        // model is encoded straight from the update's storage.
         let limit = Int(serverConfig?.maxFrameBytes ?? Int64(chunk) * 4)
+        // Top-k entries are 6 bytes: a frame of `chunk` of them may not fit max_frame_bytes.
         let frameValues = codec == .topK ? max(1, min(chunk, limit / 6)) : chunk
-        slot.encoded = x.withUnsafeBufferPointer {
+        guard u.header.isDelta else {
+            slot.encoded = UpdateCodec.encode(UnsafeBufferPointer(rebasing: u.parameters.storage[range]), codec: codec, chunk: frameValues,
+                                              block: compression.block, fraction: compression.topKFraction)
+            return
+        }
+        let run = u.bases[l.index].runID
+        if l.residualKey.map({ $0.runID != run || $0.codec != codec }) ?? true || l.residual.count != range.count {
+            l.residual = [Float](repeating: 0, count: range.count)
+            l.residualKey = (run, codec)
+        }
+        let d = u.parameters.storage
+        l.residual.withUnsafeMutableBufferPointer { x in
+            for i in x.indices { x[i] += d[range.lowerBound + i] }
+        }
+        slot.encoded = l.residual.withUnsafeBufferPointer {
             UpdateCodec.encode($0, codec: codec, chunk: frameValues, block: compression.block, fraction: compression.topKFraction)
         }
-        if feedback {
-            // x - decode(encode(x)), in x itself: it becomes the residual.
-            UpdateCodec.add(slot.encoded, codec: codec, times: -1, to: &x)
-            l.residual = x
-        }
+        UpdateCodec.add(slot.encoded, codec: codec, times: -1, to: &l.residual)
     }
 
     private func checkTimers() throws {

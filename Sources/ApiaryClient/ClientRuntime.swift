@@ -1,6 +1,10 @@
 import ApiaryCore
 import ApiaryProtocol
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
 import Foundation
+#endif
 import Logging
 import ServiceLifecycle
 import Synchronization
@@ -112,10 +116,7 @@ public final class ClientRuntime: Service, Sendable {
 
     private func trainLoop() async throws {
         stopRequested.store(false, ordering: .relaxed)
-        let io = Thread { [self] in self.ioMain() }
-        io.name = "apiary-client-io"
-        io.stackSize = 1 << 20
-        io.start()
+        try IOThread.start(name: "apiary-client", stackSize: 1 << 20) { [self] in self.ioMain() }
         defer {
             stopRequested.store(true, ordering: .releasing)
             wakeup.ring()
@@ -168,14 +169,15 @@ public final class ClientRuntime: Service, Sendable {
                 metrics = [:]
             }
             // FedBuff takes what training changed (trained - base), flagged as a delta.
+            // One model-sized buffer per update: the trained values (or trained - base) are
+            // written straight into the buffer the sockets send from, with no copy between.
             let deltas = algorithm.sendsDeltas
-            var payload = result.parameters
-            if deltas { for i in payload.indices { payload[i] -= model.parameters[i] } }
+            let payload = ParameterBuffer(result.parameters, minus: deltas ? model.parameters : nil)
             let epoch = self.epoch
             let update = OutgoingUpdate(header: UpdateHeader(runID: model.runID, baseVersion: model.version, seq: seq,
                                                              sampleCount: UInt64(max(0, result.sampleCount)), clientID: config.clientID,
                                                              isDelta: deltas, epoch: epoch),
-                                        parameters: ParameterBuffer(payload), bases: bases, metrics: metrics)
+                                        parameters: payload, bases: bases, metrics: metrics)
             onEvent?(.updateQueued(seq: seq, round: round))  // before the I/O thread can see it
             state.withLock {
                 $0.outbox.append(update)
@@ -350,9 +352,15 @@ final class ParameterBuffer: @unchecked Sendable {
     // @unchecked Sendable: written once in init, then only read (by libzmq's I/O thread too).
     let storage: UnsafeMutableBufferPointer<Float>
 
-    init(_ values: [Float]) {
+    /// A copy of `values`, or of `values - base` (same count) when `base` is given.
+    init(_ values: [Float], minus base: [Float]? = nil) {
         storage = .allocate(capacity: max(values.count, 1))
-        _ = storage.initialize(fromContentsOf: values)
+        if let base {
+            precondition(base.count == values.count, "a delta needs a base of the same size")
+            for i in values.indices { (storage.baseAddress! + i).initialize(to: values[i] - base[i]) }
+        } else {
+            _ = storage.initialize(fromContentsOf: values)
+        }
     }
 
     deinit { storage.deallocate() }

@@ -1,8 +1,9 @@
+import ApiaryCommandLine
 import ApiaryObservability
 import ArgumentParser
 
 /// swift-log's one-time stderr setup (ApiaryObservability's, shared with `apiary-bench`).
-typealias LogSetup = ApiaryObservability.LogSetup
+typealias LogSetup = ApiaryCommandLine.LogSetup
 
 @main
 struct Apiary: AsyncParsableCommand {

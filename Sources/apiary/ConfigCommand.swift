@@ -1,3 +1,4 @@
+import ApiaryCommandLine
 import ArgumentParser
 import Foundation
 

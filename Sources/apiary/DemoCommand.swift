@@ -1,3 +1,4 @@
+import ApiaryCommandLine
 import ApiaryAggregator
 import ApiaryClient
 import ApiaryCore

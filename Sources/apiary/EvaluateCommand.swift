@@ -1,3 +1,4 @@
+import ApiaryCommandLine
 import ApiaryClient
 import ApiaryCore
 import ApiaryLearning

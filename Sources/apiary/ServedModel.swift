@@ -1,3 +1,4 @@
+import ApiaryCommandLine
 import ApiaryLearning
 import ApiaryCore
 import Foundation

@@ -129,18 +129,21 @@ struct StartupErrorTests {
         }
     }
 
-    @Test("every key the commands read is one the strict check knows (Sources/apiary/SettingsSchema.swift)")
+    @Test("every key the commands read is one the strict check knows (Sources/ApiaryCommandLine/SettingsSchema.swift)")
     func schemaCoversReads() async throws {
         let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
-        let dir = root.appendingPathComponent("Sources/apiary")
-        let schema = try String(contentsOf: dir.appendingPathComponent("SettingsSchema.swift"), encoding: .utf8)
-        let read = try Regex(#"(?:forKey: |Settings\.duration\((?:r|reader), |positive\(r, )"([a-z_.]+)""#)
+        let schema = try String(contentsOf: root.appendingPathComponent("Sources/ApiaryCommandLine/SettingsSchema.swift"), encoding: .utf8)
+        let read = try Regex(#"(?:forKey: |Settings\.duration\((?:r|reader), |duration\(r, |positive\(r, )"([a-z_.]+)""#)
         var keys: Set<String> = []
-        for name in try FileManager.default.contentsOfDirectory(atPath: dir.path) where name.hasSuffix(".swift") && name != "SettingsSchema.swift" {
-            let text = try String(contentsOf: dir.appendingPathComponent(name), encoding: .utf8)
-            for m in text.matches(of: read) { if let k = m.output[1].substring { keys.insert(String(k)) } }
+        for sub in ["Sources/apiary", "Sources/ApiaryCommandLine"] {
+            let dir = root.appendingPathComponent(sub)
+            for name in try FileManager.default.contentsOfDirectory(atPath: dir.path) where name.hasSuffix(".swift") && name != "SettingsSchema.swift" {
+                let text = try String(contentsOf: dir.appendingPathComponent(name), encoding: .utf8)
+                for m in text.matches(of: read) { if let k = m.output[1].substring { keys.insert(String(k)) } }
+            }
         }
         #expect(keys.count > 60)
+        #expect(keys.contains("client.snapshot_timeout_s") && keys.contains("data.partition"))
         for k in keys.sorted() { #expect(schema.contains("\"\(k)\""), "\(k) is read but not in SettingsSchema.keys") }
     }
 

@@ -1016,16 +1016,17 @@ SYSTEMD_UNITS = DEPLOY / "systemd"
 
 def systemd_root(units: list[Path]) -> Path:
     """A throwaway root for `systemd-analyze --root`: the distribution's units (for
-    sysinit.target and friends), a stub /opt/apiary/bin/apiary, and the units under test."""
+    sysinit.target and friends), stubs /opt/apiary/bin/apiary and apiary-edge, and the units under test."""
     root = Path(tempfile.mkdtemp(prefix="apiary-systemd-"))
     for src in (Path("/usr/lib/systemd/system"), Path("/lib/systemd/system")):
         if src.is_dir():
             shutil.copytree(src, root / "usr/lib/systemd/system", symlinks=True)
             break
     (root / "opt/apiary/bin").mkdir(parents=True)
-    stub = root / "opt/apiary/bin/apiary"
-    stub.write_text("#!/bin/sh\nexit 0\n")
-    stub.chmod(0o755)
+    for name in ("apiary", "apiary-edge"):
+        stub = root / "opt/apiary/bin" / name
+        stub.write_text("#!/bin/sh\nexit 0\n")
+        stub.chmod(0o755)
     (root / "etc/systemd/system").mkdir(parents=True)
     for u in units:
         shutil.copy(u, root / "etc/systemd/system" / u.name)

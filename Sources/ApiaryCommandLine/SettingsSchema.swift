@@ -1,4 +1,5 @@
 import ApiaryCore
+// Foundation: Yams hands back YAML null as NSNull (and Yams itself imports Foundation).
 import Foundation
 import Yams
 
@@ -11,13 +12,13 @@ import Yams
 ///
 /// Keep this table in step with the reads in `Settings` (and `Configs/*.yaml`, which document
 /// every key).
-enum SettingsSchema {
-    enum Kind: Sendable {
+public enum SettingsSchema {
+    public enum Kind: Sendable {
         case int, double, bool, string, stringList
         /// A map of the user's own keys (`training.extra`): its contents are checked where it is read.
         case userMap
 
-        var expected: String {
+        public var expected: String {
             switch self {
             case .int: "an integer"
             case .double: "a number"
@@ -30,14 +31,14 @@ enum SettingsSchema {
     }
 
     /// Keys of a client (and of a gateway's `upstream:` section, where they are read again).
-    static let clientKeys: [String: Kind] = [
+    public static let clientKeys: [String: Kind] = [
         "client.id": .string, "client.max_backoff_s": .double, "client.max_pending_updates": .int,
         "client.new_model_wait_s": .double, "client.receipt_timeout_s": .double, "client.snapshot_timeout_s": .double,
         "endpoints.model": .string, "endpoints.snapshot": .string, "endpoints.update": .string,
         "security.insecure": .bool, "security.secret_key_file": .string, "security.server_public_key_file": .string,
     ]
 
-    static let keys: [String: Kind] = {
+    public static let keys: [String: Kind] = {
         var k: [String: Kind] = [
             "algorithm": .string,
             "checkpoint.directory": .string, "checkpoint.every_versions": .int, "checkpoint.interval_s": .double, "checkpoint.keep": .int,
@@ -83,13 +84,13 @@ enum SettingsSchema {
     }()
 
     /// The environment variable of `key`: `fedasync.alpha` -> `FEDASYNC_ALPHA`.
-    static func environmentName(_ key: String) -> String {
+    public static func environmentName(_ key: String) -> String {
         key.uppercased().replacingOccurrences(of: ".", with: "_")
     }
 
     /// Checks the YAML text of a config file (named `file` in messages) and the environment
     /// variables of known keys. Throws a `SettingsError` naming the first problem.
-    static func check(yaml text: String?, file: String?, environment: [String: String]) throws {
+    public static func check(yaml text: String?, file: String?, environment: [String: String]) throws {
         if let text {
             let root: Any?
             do {

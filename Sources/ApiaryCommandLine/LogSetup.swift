@@ -1,9 +1,8 @@
-import Foundation
 import Logging
 import Synchronization
 
-/// Installs swift-log's stderr handler once per process at `level` (what the `apiary` and
-/// `apiary-bench` commands log through).
+/// Installs swift-log's stderr handler once per process at `level` (what `apiary`,
+/// `apiary-bench` and `apiary-edge` log through).
 public enum LogSetup {
     private static let done = Mutex(false)
 
