@@ -1,4 +1,10 @@
-import Foundation
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#elseif canImport(Darwin)
+import Darwin
+#endif
 
 /// Rényi differential privacy (RDP) accounting for the (Poisson-subsampled) Gaussian
 /// mechanism: Mironov, Talwar and Zhang, "Rényi Differential Privacy of the Sampled Gaussian
