@@ -285,7 +285,7 @@ public final class Aggregator: Service, Sendable {
             "version": "\(loop.engine.version)", "checkpoints": "\(config.checkpointDirectory ?? "off")",
             "model": "\(loop.endpoints.model)", "snapshot": "\(loop.endpoints.snapshot)", "update": "\(loop.endpoints.update)",
             "parameters": "\(layout.parameterCount)", "shard": "\(config.shard.map { "\($0.index) of \($0.map.count), parameters \(range)" } ?? "none")",
-            "rule": "fedasync alpha=\(config.rule.alpha) \(config.rule.staleness) max_staleness=\(config.rule.maxStaleness)",
+            "rule": "\(config.algorithm.rawValue)\(config.algorithm == .fedasync ? " alpha=\(config.rule.alpha)" : "") \(config.rule.staleness) max_staleness=\(config.rule.maxStaleness)",
         ])
         loop.run(shouldStop: { self.stopRequested.load(ordering: .acquiring) })
         loop.close()

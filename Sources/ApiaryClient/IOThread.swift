@@ -12,7 +12,7 @@ import Darwin
 enum IOThread {
     /// Starts `body` on a new thread with a stack of `stackSize` bytes, named `name` where the
     /// platform's C module offers `pthread_setname_np` (Darwin; Glibc's needs _GNU_SOURCE).
-    /// Throws `ClientError.invalidConfig` when the system refuses a thread.
+    /// Throws a `ClientError` with code `ioFailed` when the system refuses a thread.
     static func start(name: String, stackSize: Int, _ body: @escaping @Sendable () -> Void) throws(ClientError) {
         final class Box {
             let name: String  // Darwin only
@@ -40,7 +40,7 @@ enum IOThread {
         }, box)
         guard rc == 0 else {
             Unmanaged<Box>.fromOpaque(box).release()
-            throw .invalidConfig("cannot start the client's I/O thread: \(String(cString: strerror(rc)))")
+            throw ClientError(.ioFailed, "cannot start the client's I/O thread: \(String(cString: strerror(rc)))")
         }
     }
 }
