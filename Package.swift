@@ -148,7 +148,10 @@ let package = Package(
                 "ApiaryCommandLine",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
-            swiftSettings: strict
+            swiftSettings: strict,
+            // Foundation (still linked through Yams) needs its ICU part when linked statically
+            // (`--static-swift-stdlib`); the autolink entries do not always name it.
+            linkerSettings: [.linkedLibrary("_FoundationICU", .when(platforms: [.linux]))]
         ),
         .executableTarget(
             name: "apiary",
