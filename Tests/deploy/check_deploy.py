@@ -1086,7 +1086,7 @@ def systemd_security() -> None:
 def systemd_env() -> None:
     bad = []
     for u in sorted(SYSTEMD_UNITS.glob("*.service")):
-        role = "client" if "client" in u.name else "gateway" if "gateway" in u.name else "aggregator"
+        role = "client" if "client" in u.name or "edge" in u.name else "gateway" if "gateway" in u.name else "aggregator"
         names = []
         for line in u.read_text().splitlines():
             m = re.match(r"^#?\s*Environment=([A-Z][A-Z0-9_]*)=", line) or re.match(r"^#\s+([A-Z][A-Z0-9_]*)=\S", line)
