@@ -8,14 +8,21 @@ import ZeroMQ
 extension AggregatorLoop {
     // MARK: Model plane
 
+    /// Central DP with checkpoints: the model holds a noised step not yet on disk, which is
+    /// not released (broadcast or served) before its accountant is.
+    var holdsPrivateStep: Bool {
+        writer != nil && engine.buffer?.privacy != nil && engine.version > durableVersion
+    }
+
     func currentPublishable() -> PublishedModel {
-        if let p = published, p.version == engine.version { return p }
+        if let p = published, p.version == engine.version || holdsPrivateStep { return p }
         let p = engine.publishable()
         published = p
         return p
     }
 
-    /// Sends the newest model as chunks on the PUB socket, without copying it again.
+    /// Sends the newest model as chunks on the PUB socket, without copying it again (the
+    /// newest released one while a private step waits for the disk).
     func broadcast() throws {
         let model = currentPublishable()
         let chunks = chunkRanges(model.range.count)

@@ -222,7 +222,8 @@ final class AggregatorLoop {
             monitors.append((m, poller.add(m.socket)))
         }
         metrics.sync(engine.stats)
-        aggregator.publish(stats: engine.stats, latest: engine.publishable())
+        published = engine.publishable()
+        aggregator.publish(stats: engine.stats, latest: published)
     }
 
     /// Graceful stop: no more updates are taken; the final checkpoint makes every merge
@@ -256,7 +257,8 @@ final class AggregatorLoop {
         while !shouldStop() {
             let now = ContinuousClock.now
             var deadline = now + .milliseconds(100)
-            if dirty { deadline = min(deadline, nextPublish) }
+            // A held private step is released when the writer's doorbell says it is on disk.
+            if dirty && !holdsPrivateStep { deadline = min(deadline, nextPublish) }
             if writer != nil && engine.version > submittedVersion { deadline = min(deadline, lastSubmit + config.checkpointInterval) }
             if let roundDeadline = engine.round?.deadline ?? engine.buffer?.deadline { deadline = min(deadline, roundDeadline) }
             if config.heartbeatInterval > .zero && !dirty && now - lastBroadcast >= config.heartbeatInterval {
@@ -280,7 +282,7 @@ final class AggregatorLoop {
                     collectCheckpointResults()
                     startCheckpointIfDue()
                 }
-                if dirty && ContinuousClock.now >= nextPublish { try broadcast() }
+                if dirty && !holdsPrivateStep && ContinuousClock.now >= nextPublish { try broadcast() }
                 metrics.sync(engine.stats)
                 collectHandshakeFailures()
                 publishActivity()
@@ -361,14 +363,15 @@ final class AggregatorLoop {
         }
     }
 
-    /// Central DP: a noised step is on disk, with the accountant that counts it, before
-    /// anything can publish it (a crash then never loses a released step from epsilon).
+    /// Central DP: a noised step goes to the checkpoint writer at once, with the accountant that
+    /// counts it; until it is on disk the step is not released (`holdsPrivateStep`: no broadcast,
+    /// snapshots serve the version before), so a crash never loses a released step from epsilon.
+    /// The merge loop itself never waits for the disk.
     func makePrivateStepDurable(_ p: CentralPrivacy) {
         if let writer {
-            let r = writer.writeNow(engine.checkpointState())
-            collectCheckpointResults()
-            if r.error == nil { markDurable(r.version) }
-            submittedVersion = max(submittedVersion, r.version)
+            writer.submit(engine.checkpointState())
+            submittedVersion = engine.version
+            lastSubmit = ContinuousClock.now
         }
         logger.info("private server step", metadata: [
             "version": "\(engine.version)", "epsilon": "\(p.epsilon)", "delta": "\(p.config.delta)", "steps": "\(p.accountant.steps)",

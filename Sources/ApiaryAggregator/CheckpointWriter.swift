@@ -67,8 +67,7 @@ final class CheckpointWriter: Sendable {
 
     /// Writes `s` on the calling thread, after the write in flight if there is one (the
     /// calling thread sleeps on a lock meanwhile, it does not spin); a queued state not yet
-    /// started is dropped, `s` being newer. For a run's first checkpoint, the final one, and a
-    /// state that must be on disk before the caller goes on (a noised DP step).
+    /// started is dropped, `s` being newer. For a run's first checkpoint and the final one.
     func writeNow(_ s: CheckpointState) -> Result {
         state.withLock { $0.next = nil }
         return write(s)

@@ -105,8 +105,9 @@ public struct PrivacyConfig: Sendable, Hashable {
     }
 }
 
-/// What /status, /metrics and the log show of the privacy spent.
-public struct PrivacyStatus: Sendable, Hashable {
+/// What /status (as JSON: `budget_exhausted` for `exhausted`), /metrics and the log show of
+/// the privacy spent.
+public struct PrivacyStatus: Sendable, Hashable, Codable {
     /// Epsilon at `delta` after `steps` noised flushes (of this run, across restarts).
     public var epsilon: Double
     public var delta: Double
@@ -119,6 +120,14 @@ public struct PrivacyStatus: Sendable, Hashable {
     public var epsilonBudget: Double?
     /// The next flush would exceed the budget: no more server steps; deltas are refused.
     public var exhausted: Bool
+
+    /// `exhausted`, under its /status name.
+    public var budgetExhausted: Bool { exhausted }
+
+    private enum CodingKeys: String, CodingKey {
+        case epsilon, delta, steps, noiseMultiplier, clip, samplingRate, epsilonBudget
+        case exhausted = "budgetExhausted"
+    }
 }
 
 /// The aggregator's central-DP state: the accountant and the noise. Owned by the thread that

@@ -183,9 +183,11 @@ package final class FedBuffer {
     /// receipts at `version`) and empties the buffer.
     /// With central DP, the sum is noised and divided by K (not by its count): see `PrivacyConfig`.
     package func flush(into model: UnsafeMutableBufferPointer<Float>, version: UInt64) -> [Contribution] {
+        // The mean's divisor: the example total, or K with central DP.
+        let divisor = privacy == nil ? exampleTotal : Double(config.bufferSize)
         switch config.aggregate {
         case .mean:
-            let scale = Float(1 / (privacy == nil ? max(exampleTotal, .leastNormalMagnitude) : Double(config.bufferSize)))
+            let scale = Float(1 / max(divisor, .leastNormalMagnitude))
             sum.withUnsafeMutableBufferPointer { s in
                 privacy?.release(s)
                 for i in 0..<s.count { s[i] *= scale }
@@ -198,8 +200,6 @@ package final class FedBuffer {
             d.withUnsafeBufferPointer { optimizer.step(model: model, pseudoGradient: $0) }
             deltas = []
         }
-        // The mean's divisor: the example total, or K with central DP.
-        let divisor = privacy == nil ? exampleTotal : Double(config.bufferSize)
         let done = order.map { k -> Contribution in
             let c = contributions[k]!
             var r = c.receipt

@@ -176,10 +176,7 @@ public final class AggregatorMonitor: Service, Sendable {
             evaluation: .init(enabled: evaluator != nil, count: evaluations?.count ?? 0, latest: evaluations?.last, dataset: evaluator?.dataset),
             fleet: .init(clientMetrics: aggregator.fleet.clientMetrics(), evaluators: aggregator.fleet.latestReports(),
                          reportsRecorded: aggregator.fleet.reportsRecorded),
-            privacy: s.privacy.map {
-                .init(epsilon: $0.epsilon, delta: $0.delta, steps: $0.steps, noiseMultiplier: $0.noiseMultiplier, clip: $0.clip,
-                      samplingRate: $0.samplingRate, epsilonBudget: $0.epsilonBudget, budgetExhausted: $0.exhausted)
-            }
+            privacy: s.privacy
         )
     }
 

@@ -131,21 +131,9 @@ public struct StatusReport: Sendable, Codable, Hashable {
         public var reportsRecorded: UInt64
     }
 
-    /// Central differential privacy (fedbuff with privacy.mode central): the privacy spent.
-    public struct Privacy: Sendable, Codable, Hashable {
-        /// Epsilon at `delta` after `steps` noised server steps (of the run, across restarts).
-        public var epsilon: Double
-        public var delta: Double
-        public var steps: UInt64
-        public var noiseMultiplier: Double
-        public var clip: Double
-        /// q of Poisson sampling; 1: no amplification assumed.
-        public var samplingRate: Double
-        /// nil: no budget.
-        public var epsilonBudget: Double?
-        /// One more step would exceed the budget: no more server steps, deltas are refused.
-        public var budgetExhausted: Bool
-    }
+    /// Central differential privacy (fedbuff with privacy.mode central): the privacy spent,
+    /// as the merge engine reports it.
+    public typealias Privacy = PrivacyStatus
 
     /// At most this many clients are listed.
     public static let clientListLimit = 200
