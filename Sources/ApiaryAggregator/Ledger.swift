@@ -245,8 +245,6 @@ final class LedgerWriter: Sendable {
     private static let attempts = 3
 
     private let retention: LedgerRetention
-    /// How often the writer applies the retention.
-    private static let retentionInterval: Duration = .seconds(5)
     /// Most rows deleted per transaction (a few milliseconds of write lock each).
     static let pruneBatch = 20_000
 
@@ -372,7 +370,7 @@ final class LedgerWriter: Sendable {
         var failing = false
         var errorLog = ErrorLog()
         var retentionLog = ErrorLog()
-        var lastRetention = ContinuousClock.now - Self.retentionInterval
+        var lastRetention = ContinuousClock.now - retention.interval
         while true {
             _ = wake.wait(timeout: .now() + interval)
             // Take the whole queue at once (O(1) under the lock: producers never wait for a
@@ -394,7 +392,7 @@ final class LedgerWriter: Sendable {
                 failing = !ok
                 start += given
             }
-            if !retention.isUnlimited && ContinuousClock.now - lastRetention >= Self.retentionInterval {
+            if !retention.isUnlimited && ContinuousClock.now - lastRetention >= retention.interval {
                 lastRetention = ContinuousClock.now
                 retain(log: &retentionLog)
             }

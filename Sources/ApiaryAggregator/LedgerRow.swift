@@ -152,15 +152,18 @@ extension LedgerRow {
 public struct LedgerRetention: Sendable, Hashable {
     public var maxRows: Int?
     public var maxAge: Duration?
+    /// How often the writer thread applies it by itself (first right after its first batch).
+    public var interval: Duration = .seconds(5)
 
     /// One million rows (about 150 MB of SQLite file, measured: docs/OPERATIONS.md), no age limit.
     public static let `default` = LedgerRetention(maxRows: 1_000_000, maxAge: nil)
     /// Keeps everything.
     public static let unlimited = LedgerRetention(maxRows: nil, maxAge: nil)
 
-    public init(maxRows: Int?, maxAge: Duration?) {
+    public init(maxRows: Int?, maxAge: Duration?, interval: Duration = .seconds(5)) {
         self.maxRows = maxRows.map { max(1, $0) }
         self.maxAge = maxAge
+        self.interval = interval
     }
 
     var maxAgeMilliseconds: Int64? {
