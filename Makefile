@@ -61,9 +61,11 @@ build: deps
 
 ## The edge client for devices: release, the Swift standard library and Foundation linked in
 ## (--static-swift-stdlib), so a device needs only libzmq5 (Deploy/README.md, "An edge device").
-EDGE := .build-release/release/apiary-edge
+## Static builds get a build folder of their own: in a folder shared with the dynamic builds, the
+## next dynamic link of `apiary` fails (it is handed the static Foundation's libraries).
+EDGE := .build-edge/release/apiary-edge
 edge: deps
-	$(SWIFT) build -c release --scratch-path .build-release --product apiary-edge --static-swift-stdlib
+	$(SWIFT) build -c release --scratch-path .build-edge --product apiary-edge --static-swift-stdlib
 	@ls -l $(EDGE) && ldd $(EDGE)
 
 ## The edge client as a tarball to unpack at / on a device: /opt/apiary/bin/apiary-edge with its
@@ -73,7 +75,7 @@ edge-dist: edge
 	rm -rf out/edge-root && mkdir -p out/edge-root/opt/apiary/bin out/edge-root/etc/apiary out/edge-root/lib/systemd/system
 	@# Without debug sections and symbols: 62 instead of 90 MiB (backtraces lose function names).
 	strip -o out/edge-root/opt/apiary/bin/apiary-edge $(EDGE)
-	cp -R .build-release/release/Apiary_ApiaryLearning.resources out/edge-root/opt/apiary/bin/
+	cp -R .build-edge/release/Apiary_ApiaryLearning.resources out/edge-root/opt/apiary/bin/
 	cp Deploy/config/client.yaml out/edge-root/etc/apiary/
 	cp Deploy/systemd/apiary-edge@.service out/edge-root/lib/systemd/system/
 	tar -C out/edge-root --owner=0 --group=0 -czf $(EDGE_DIST) . && rm -rf out/edge-root
@@ -83,8 +85,8 @@ edge-dist: edge
 ## Swift library reachable: a chroot of only what ldd lists (as root).
 edge-test: deps
 	$(SWIFT) build --product apiary
-	$(SWIFT) build --product apiary-edge --static-swift-stdlib
-	bash Tests/edge/run.sh
+	$(SWIFT) build --product apiary-edge --static-swift-stdlib --scratch-path .build-edge
+	EDGE_BIN=.build-edge/debug/apiary-edge bash Tests/edge/run.sh
 
 ## The main job: an aggregator and 20 clients train to 0.90 test accuracy.
 demo: build
@@ -182,4 +184,4 @@ deploy-check: build
 	bash Tests/deploy/smoke.sh
 
 clean:
-	rm -rf .build .build-fuzz
+	rm -rf .build .build-fuzz .build-edge

@@ -10,8 +10,8 @@ import Logging
 /// child running the real ClientRuntime, `footprint-client`), idle and while training, for
 /// `apiary client` (this binary) and for the edge binary `apiary-edge` side by side, against
 /// the same binaries idle without a client (the process floor), measured in the same run.
-/// The edge binary is the sibling `apiary-edge` of this executable (`make edge` builds both in
-/// release) or `APIARY_EDGE_BIN`.
+/// The edge binary is `APIARY_EDGE_BIN` (`make edge` builds it into .build-edge/release: static
+/// builds have a build folder of their own), else a sibling `apiary-edge` of this executable.
 enum FootprintBench {
     static let goalMiB = 15.0
     /// The edge binary's idle goal (issue 16).
@@ -47,7 +47,7 @@ enum FootprintBench {
             progress(edgeName)
             guard FileManager.default.isExecutableFile(atPath: edgeBinary) else {
                 results.append(.failed(edgeName, group: "footprint", unit: "MiB", boundUnit: "MiB",
-                                       error: "no edge binary at \(edgeBinary): build it with `make edge` (or set APIARY_EDGE_BIN)"))
+                                       error: "no edge binary at \(edgeBinary): build it with `make edge` and set APIARY_EDGE_BIN=.build-edge/release/apiary-edge"))
                 return results
             }
             let edge = try measure(executable: edgeBinary, prefix: ["footprint-client"], endpoints: endpoints)

@@ -15,15 +15,15 @@
 #      at least MIN_MERGED updates from the edge client (its row in GET /status), then the
 #      client must stop with status 0 on SIGTERM.
 #
-#   EDGE_BIN=.build/debug/apiary-edge APIARY_BIN=.build/debug/apiary bash Tests/edge/run.sh
+#   EDGE_BIN=.build-edge/debug/apiary-edge APIARY_BIN=.build/debug/apiary bash Tests/edge/run.sh
 #
-# Build first: swift build --product apiary && swift build --product apiary-edge --static-swift-stdlib
+# Build first (`make edge-test` does): swift build --product apiary && swift build --product apiary-edge --static-swift-stdlib --scratch-path .build-edge
 set -euo pipefail
 
 script_dir="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 repo_root="$(cd "${script_dir}/../.." && pwd)"
 abs() { case "$1" in /*) echo "$1" ;; *) echo "${repo_root}/$1" ;; esac; }
-EDGE_BIN="$(abs "${EDGE_BIN:-.build/debug/apiary-edge}")"
+EDGE_BIN="$(abs "${EDGE_BIN:-.build-edge/debug/apiary-edge}")"
 APIARY_BIN="$(abs "${APIARY_BIN:-.build/debug/apiary}")"
 MIN_MERGED="${MIN_MERGED:-5}"
 for b in "${EDGE_BIN}" "${APIARY_BIN}"; do
