@@ -37,13 +37,13 @@ extension AggregatorLoop {
                 Message(noCopy: UnsafeRawPointer($0 + r.lowerBound), count: r.count * 4, owner: model)
             } ?? Message()
             try pub.send(multipart: [Message(Topic.model), Message(Codec.encode(h)), payload], dontWait: true)
-            engine.stats.bytesOut += UInt64(r.count * 4 + Codec.modelChunkHeaderSize)
+            serving.bytesOut += UInt64(r.count * 4 + Codec.modelChunkHeaderSize)
         }
-        engine.stats.broadcasts += 1
+        serving.broadcasts += 1
         lastBroadcast = ContinuousClock.now
         dirty = false
         nextPublish = ContinuousClock.now + config.publishInterval
-        aggregator.publish(stats: engine.stats, latest: model)
+        aggregator.publish(stats: stats, latest: model)
     }
 
     func chunkRanges(_ n: Int) -> [Range<Int>] {

@@ -28,10 +28,9 @@ extension AggregatorLoop {
     func markDurable(_ version: UInt64) {
         guard version > durableVersion else { return }
         durableVersion = version
-        engine.stats.durableVersion = version
-        engine.stats.lastCheckpointAt = Date()
+        serving.lastCheckpointAt = Date()
         releaseHeld()
-        aggregator.publish(stats: engine.stats, latest: nil)
+        aggregator.publish(stats: stats, latest: nil)
     }
 
     /// Sends the held receipts whose merges are now on disk (all of them without checkpoints).

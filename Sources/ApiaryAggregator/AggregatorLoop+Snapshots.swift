@@ -41,8 +41,8 @@ extension AggregatorLoop {
                 } ?? Message())
             }
             try router.send(multipart: reply, dontWait: true)
-            engine.stats.snapshotsServed += 1
-            engine.stats.bytesOut += UInt64(model.range.count * 4)
+            serving.snapshotsServed += 1
+            serving.bytesOut += UInt64(model.range.count * 4)
             logger.debug("snapshot served", metadata: ["client": "\(PeerText.escaped(request.clientID))", "version": "\(model.version)"])
         }
     }

@@ -34,11 +34,18 @@ final class AggregatorLoop {
     let metrics: AggregatorMetrics
     var activity = AggregatorActivity()
     var activityPublished = ContinuousClock.now
+    /// What the I/O counts; the merge path's counters are `engine.stats`.
+    var serving = ServingStats()
+    var stats: AggregatorStats { AggregatorStats(merge: engine.stats, serving: serving) }
 
     // Durability: merged receipts wait here until a checkpoint holding their version is on disk.
     let writer: CheckpointWriter?
     let ledger: Ledger?
-    var durableVersion: UInt64
+    /// The newest version on disk.
+    var durableVersion: UInt64 {
+        get { serving.durableVersion }
+        set { serving.durableVersion = newValue }
+    }
     var submittedVersion: UInt64
     var lastSubmit = ContinuousClock.now
     var held: [(receipt: Receipt, row: LedgerRow)] = []
@@ -122,7 +129,6 @@ final class AggregatorLoop {
             let savedPrivacy = try Self.privacyAccountant(resuming: resumed, config: buffered.privacy, logger: logger)
             engine.buffer = FedBuffer(config: buffered, parameterCount: range.count, resuming: resumed?.optimizer, privacy: savedPrivacy)
             if let p = engine.buffer?.privacy {
-                engine.stats.privacy = p.status
                 logger.notice("central differential privacy: deltas clipped, the buffer's sum noised, epsilon accounted per flush", metadata: [
                     "clip": "\(p.clip)\(p.config.adaptiveClipping.map { _ in " (adaptive)" } ?? "")", "noise_multiplier": "\(p.config.noiseMultiplier)",
                     "noise_std_of_mean": "\(p.deltaNoiseMultiplier * p.clip / Double(buffered.bufferSize))",
@@ -140,7 +146,7 @@ final class AggregatorLoop {
             logger.warning("the checkpoint's server optimizer state is not used: it is of another kind",
                            metadata: ["checkpoint": "\(saved.kind)", "configured": "\(kind)"])
         }
-        durableVersion = engine.version
+        serving.durableVersion = engine.version
         submittedVersion = engine.version
         if let writer, resumed == nil {
             // The run id and the starting point are durable before anything is acknowledged.
@@ -221,9 +227,9 @@ final class AggregatorLoop {
             let m = try SocketMonitor(s, events: Int32(SocketEvent.handshakeFailedNoDetail | SocketEvent.handshakeFailedProtocol))
             monitors.append((m, poller.add(m.socket)))
         }
-        metrics.sync(engine.stats)
+        metrics.sync(stats)
         published = engine.publishable()
-        aggregator.publish(stats: engine.stats, latest: published)
+        aggregator.publish(stats: stats, latest: published)
     }
 
     /// Graceful stop: no more updates are taken; the final checkpoint makes every merge
@@ -243,9 +249,9 @@ final class AggregatorLoop {
         releaseHeld()
         if dirty { try? broadcast() }
         ledger?.close()
-        metrics.sync(engine.stats)
+        metrics.sync(stats)
         publishActivity(force: true)
-        aggregator.publish(stats: engine.stats, latest: engine.publishable())
+        aggregator.publish(stats: stats, latest: engine.publishable())
         pub.close()
         router.close()
         zap?.stop()
@@ -283,7 +289,7 @@ final class AggregatorLoop {
                     startCheckpointIfDue()
                 }
                 if dirty && !holdsPrivateStep && ContinuousClock.now >= nextPublish { try broadcast() }
-                metrics.sync(engine.stats)
+                metrics.sync(stats)
                 collectHandshakeFailures()
                 publishActivity()
             } catch let e as ZMQError where e.isContextTerminated {
@@ -316,7 +322,7 @@ final class AggregatorLoop {
                 k.resume(returning: true)
             }
         }
-        aggregator.publish(stats: engine.stats, latest: nil)
+        aggregator.publish(stats: stats, latest: nil)
     }
 
     // MARK: Updates
@@ -345,7 +351,7 @@ final class AggregatorLoop {
             // not at whatever the batch brought in.
             try closeRoundIfReady()
         }
-        aggregator.publish(stats: engine.stats, latest: nil)
+        aggregator.publish(stats: stats, latest: nil)
     }
 
     /// Sync mode: closes the FedAvg round when it has its clients (or its quorum after the
@@ -490,7 +496,7 @@ final class AggregatorLoop {
         let frames = Codec.encode(r).map { Message($0) }
         // PUB never blocks; a subscriber at its high-water mark misses it and resends.
         try pub.send(multipart: frames, dontWait: true)
-        engine.stats.bytesOut += UInt64(frames.reduce(0) { $0 + $1.count })
+        serving.bytesOut += UInt64(frames.reduce(0) { $0 + $1.count })
     }
 
 }

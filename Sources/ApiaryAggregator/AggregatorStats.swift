@@ -2,6 +2,36 @@ import ApiaryCore
 import ApiaryProtocol
 import Foundation
 
+/// What the aggregator's I/O counts, beside the merge path's `MergeStats`: the loop alone
+/// writes these.
+public struct ServingStats: Sendable, Hashable {
+    public var snapshotsServed: UInt64 = 0
+    public var broadcasts: UInt64 = 0
+    /// Bytes of broadcasts, snapshot replies and receipts sent.
+    public var bytesOut: UInt64 = 0
+    /// Newest version on disk (with checkpoints).
+    public var durableVersion: UInt64 = 0
+    public var lastCheckpointAt: Date?
+
+    public init() {}
+}
+
+/// Counters an aggregator keeps, as `Aggregator.stats` shows them: the merge path's and the
+/// I/O's, each written by its owner, read together (`stats.merged`, `stats.broadcasts`).
+@dynamicMemberLookup
+public struct AggregatorStats: Sendable, Hashable {
+    public var merge: MergeStats
+    public var serving: ServingStats
+
+    public init(merge: MergeStats = MergeStats(), serving: ServingStats = ServingStats()) {
+        self.merge = merge
+        self.serving = serving
+    }
+
+    public subscript<T>(dynamicMember path: KeyPath<MergeStats, T>) -> T { merge[keyPath: path] }
+    public subscript<T>(dynamicMember path: KeyPath<ServingStats, T>) -> T { serving[keyPath: path] }
+}
+
 // MARK: Observability: client activity and swift-metrics instruments
 
 /// One client as the aggregator saw it: when its last update arrived and what came of its

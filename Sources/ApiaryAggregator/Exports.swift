@@ -1,4 +1,4 @@
-// The merge path's public types (AggregatorStats, PublishedModel, NormPolicy, FedAvgConfig,
+// The merge path's public types (MergeStats, PublishedModel, NormPolicy, FedAvgConfig,
 // RelayProgress) are part of the aggregator's API: a user of ApiaryAggregator sees them
 // without importing ApiaryMerge.
 @_exported import ApiaryMerge

@@ -113,8 +113,7 @@ extension MergeEngine {
             return reject(h, reason: .duplicate, detail: "client already contributed to round \(version)", staleness: 0)
         }
         let weight = Double(max(h.sampleCount, 1))
-        let r = Receipt(clientID: h.clientID, runID: runID, seq: h.seq, baseVersion: h.baseVersion, modelVersion: version + 1,
-                        staleness: 0, mixingWeight: 0, decision: .merged, reason: .none)
+        let r = receipt(for: h, .merged, version: version + 1, staleness: 0)
         round.add(payload, model: UnsafeBufferPointer(parameters), weight: weight, clip: clip, receipt: r, epoch: h.epoch, norm: norm,
                   samples: h.sampleCount)
         return Outcome(receipt: nil, reason: .none, detail: "deferred", updateNorm: norm, sampleCount: h.sampleCount)

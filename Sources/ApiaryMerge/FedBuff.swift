@@ -220,8 +220,7 @@ extension MergeEngine {
     /// FedBuff: adds a validated delta to the buffer. Its receipt is deferred to the flush.
     package func buffer(_ h: UpdateHeader, view: Codec.UpdateView, staleness s: UInt64, norm: Double, clip: Double) -> Outcome {
         guard let buffer else { preconditionFailure("buffer outside fedbuff mode") }
-        let r = Receipt(clientID: h.clientID, runID: runID, seq: h.seq, baseVersion: h.baseVersion, modelVersion: version + 1,
-                        staleness: s, mixingWeight: 0, decision: .merged, reason: .none)
+        let r = receipt(for: h, .merged, version: version + 1, staleness: s)
         let w = rule.staleness.weight(staleness: s)
         if h.codec.isSparse {
             buffer.add(sparse: view.payload, stalenessWeight: w, clip: clip, receipt: r, epoch: h.epoch, norm: norm, samples: h.sampleCount)

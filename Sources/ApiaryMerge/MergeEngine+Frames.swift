@@ -9,10 +9,7 @@ extension MergeEngine {
         stats.rejected[.malformed, default: 0] += 1
         let header = frames.first.flatMap { Codec.peekUpdateSender($0) }
         let detail = "update has more than \(limit) payload frames"
-        let receipt = header.map {
-            Receipt(clientID: $0.clientID, runID: runID, seq: $0.seq, baseVersion: $0.baseVersion, modelVersion: version,
-                    staleness: nil, mixingWeight: 0, decision: .rejected, reason: .malformed, message: detail)
-        }
-        return Outcome(receipt: receipt, reason: .malformed, detail: detail)
+        let r = header.map { receipt(to: $0.clientID, seq: $0.seq, base: $0.baseVersion, .rejected, .malformed, message: detail) }
+        return Outcome(receipt: r, reason: .malformed, detail: detail)
     }
 }

@@ -23,10 +23,12 @@ package final class MergeEngine {
     /// Sync mode (FedAvg rounds) when set.
     package var round: FedAvgRound?
     /// Buffered mode (FedBuff) when set; with neither, FedAsync.
-    package var buffer: FedBuffer?
+    package var buffer: FedBuffer? {
+        didSet { stats.privacy = buffer?.privacy?.status }
+    }
     /// The algorithm these settings make.
     package var algorithm: Algorithm { round != nil ? .fedavg : buffer != nil ? .fedbuff : .fedasync }
-    package var stats = AggregatorStats()
+    package var stats = MergeStats()
 
     /// `initial` holds the parameters of `range` (all of the model when nil).
     package init(layout: ParameterLayout, range: Range<Int>? = nil, parameters initial: [Float], version: UInt64, runID: UInt64, rule: FedAsync, dedupWindow: UInt64) {
@@ -128,9 +130,7 @@ package final class MergeEngine {
 
         switch dedup.lookup(client: h.clientID, epoch: h.epoch, seq: h.seq) {
         case .seen(let first):
-            let r = Receipt(clientID: h.clientID, runID: runID, seq: h.seq, baseVersion: first.baseVersion, modelVersion: first.modelVersion,
-                            staleness: first.staleness, mixingWeight: first.mixingWeight, decision: .duplicate, reason: .duplicate,
-                            message: "already processed (\(first.decision)\(first.reason == .none ? "" : ": \(first.reason)")) at version \(first.modelVersion)")
+            let r = duplicateReceipt(to: h.clientID, seq: h.seq, first: first)
             stats.rejected[.duplicate, default: 0] += 1
             return Outcome(receipt: r, reason: .duplicate, detail: r.message, sampleCount: h.sampleCount)
         case .tooOld:
@@ -240,10 +240,9 @@ package final class MergeEngine {
         stats.unsentSamples &+= h.sampleCount
         stats.stalenessSum += s
         stats.maxStaleness = max(stats.maxStaleness, s)
-        let receipt = Receipt(clientID: h.clientID, runID: runID, seq: h.seq, baseVersion: h.baseVersion,
-                              modelVersion: version, staleness: s, mixingWeight: weight, decision: .merged, reason: .none)
-        dedup.record(client: h.clientID, epoch: h.epoch, seq: h.seq, outcome: receipt.outcome)
-        return Outcome(receipt: receipt, reason: .none, detail: "", updateNorm: scan.deltaNorm, sampleCount: h.sampleCount,
+        let r = receipt(for: h, .merged, staleness: s, weight: weight)
+        dedup.record(client: h.clientID, epoch: h.epoch, seq: h.seq, outcome: r.outcome)
+        return Outcome(receipt: r, reason: .none, detail: "", updateNorm: scan.deltaNorm, sampleCount: h.sampleCount,
                        metrics: view.metrics)
     }
 
@@ -257,8 +256,7 @@ package final class MergeEngine {
                     epoch: UInt64 = 0) -> Outcome {
             stats.reportsRejected += 1
             guard let id else { return Outcome(receipt: nil, reason: reason, detail: detail) }
-            let r = Receipt(clientID: id, runID: runID, seq: seq, baseVersion: version, modelVersion: self.version, staleness: nil,
-                            mixingWeight: 0, decision: .rejected, reason: reason, message: detail)
+            let r = receipt(to: id, seq: seq, base: version, .rejected, reason, message: detail)
             if record { dedup.record(client: id, epoch: epoch, seq: seq, outcome: r.outcome) }
             return Outcome(receipt: r, reason: reason, detail: detail)
         }
@@ -280,9 +278,7 @@ package final class MergeEngine {
         }
         switch dedup.lookup(client: report.clientID, epoch: report.epoch, seq: report.seq) {
         case .seen(let first):
-            let r = Receipt(clientID: report.clientID, runID: runID, seq: report.seq, baseVersion: first.baseVersion,
-                            modelVersion: first.modelVersion, staleness: first.staleness, mixingWeight: 0, decision: .duplicate,
-                            reason: .duplicate, message: "already processed (\(first.decision)) at version \(first.modelVersion)")
+            let r = duplicateReceipt(to: report.clientID, seq: report.seq, first: first)
             return Outcome(receipt: r, reason: .duplicate, detail: r.message)
         case .tooOld:
             return refuse(report.clientID, seq: report.seq, version: report.version, .duplicate, "seq \(report.seq) is older than the dedup window")
@@ -302,8 +298,7 @@ package final class MergeEngine {
                           "evaluated version \(report.version) is newer than the model (\(version))", record: true, epoch: report.epoch)
         }
         stats.reportsRecorded += 1
-        let r = Receipt(clientID: report.clientID, runID: runID, seq: report.seq, baseVersion: report.version, modelVersion: version,
-                        staleness: version - report.version, mixingWeight: 0, decision: .recorded, reason: .none)
+        let r = receipt(to: report.clientID, seq: report.seq, base: report.version, .recorded, staleness: version - report.version)
         dedup.record(client: report.clientID, epoch: report.epoch, seq: report.seq, outcome: r.outcome)
         return Outcome(receipt: r, reason: .none, detail: "", sampleCount: report.exampleCount, metrics: report.metrics, report: report)
     }
@@ -311,8 +306,7 @@ package final class MergeEngine {
     package func reject(_ h: UpdateHeader?, reason: RejectReason, detail: String, staleness: UInt64? = nil, record: Bool = true) -> Outcome {
         stats.rejected[reason, default: 0] += 1
         guard let h else { return Outcome(receipt: nil, reason: reason, detail: detail) }
-        let r = Receipt(clientID: h.clientID, runID: runID, seq: h.seq, baseVersion: h.baseVersion, modelVersion: version,
-                        staleness: staleness, mixingWeight: 0, decision: .rejected, reason: reason, message: detail)
+        let r = receipt(for: h, .rejected, reason, staleness: staleness, message: detail)
         if record { dedup.record(client: h.clientID, epoch: h.epoch, seq: h.seq, outcome: r.outcome) }
         return Outcome(receipt: r, reason: reason, detail: detail, sampleCount: h.sampleCount)
     }

@@ -2,8 +2,11 @@ import ApiaryCore
 import ApiaryProtocol
 import Foundation
 
-/// Counters an aggregator keeps; a copy is readable from any thread.
-public struct AggregatorStats: Sendable, Hashable {
+/// The merge path's counters: what the engine counts as it takes updates and reports. The
+/// engine alone writes them; what the aggregator's I/O counts (broadcasts, snapshots, bytes
+/// out, durability) is the aggregator's (`ServingStats` in ApiaryAggregator), and the two
+/// meet in `AggregatorStats`.
+public struct MergeStats: Sendable, Hashable {
     public var version: UInt64 = 0
     /// Updates received (well-formed or not).
     public var received: UInt64 = 0
@@ -13,13 +16,8 @@ public struct AggregatorStats: Sendable, Hashable {
     /// Sum and maximum of the staleness of merged updates.
     public var stalenessSum: UInt64 = 0
     public var maxStaleness: UInt64 = 0
-    public var snapshotsServed: UInt64 = 0
-    public var broadcasts: UInt64 = 0
+    /// Bytes of the updates and reports received.
     public var bytesIn: UInt64 = 0
-    public var bytesOut: UInt64 = 0
-    /// Newest version on disk (with checkpoints).
-    public var durableVersion: UInt64 = 0
-    public var lastCheckpointAt: Date?
     /// Relay mode (a gateway): merges since the local progress was last taken upstream, and
     /// the training examples behind them.
     public var unsentMerges: UInt64 = 0
