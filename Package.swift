@@ -64,6 +64,7 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "GRDB", package: "GRDB.swift"),
+                .product(name: "Configuration", package: "swift-configuration"),
                 .product(name: "Metrics", package: "swift-metrics"),
             ],
             swiftSettings: strict
@@ -178,7 +179,11 @@ let package = Package(
         .testTarget(name: "ZeroMQTests", dependencies: ["ZeroMQ"], swiftSettings: strict),
         .testTarget(name: "ApiaryCoreTests", dependencies: ["ApiaryCore"], swiftSettings: strict),
         .testTarget(name: "ApiaryProtocolTests", dependencies: ["ApiaryProtocol", "ApiaryCore"], swiftSettings: strict),
-        .testTarget(name: "ApiaryAggregatorTests", dependencies: ["ApiaryAggregator", "ApiaryCore"], swiftSettings: strict),
+        .testTarget(
+            name: "ApiaryAggregatorTests",
+            dependencies: ["ApiaryAggregator", "ApiaryCore", "ApiaryCommandLine", .product(name: "Configuration", package: "swift-configuration")],
+            swiftSettings: strict
+        ),
         .testTarget(name: "ApiaryMergeTests", dependencies: ["ApiaryMerge", "ApiaryProtocol", "ApiaryCore"], swiftSettings: strict),
         .testTarget(name: "ApiaryLearningTests", dependencies: ["ApiaryLearning", "ApiaryCore"], swiftSettings: strict),
         .testTarget(

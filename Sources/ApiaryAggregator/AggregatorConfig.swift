@@ -154,7 +154,8 @@ public struct AggregatorConfig: Sendable {
         if buffer?.privacy.mode == .central && shard != nil {
             return "privacy.mode central cannot run on parameter shards: each shard sees only its slice of a delta, so no shard can clip the whole delta to privacy.clip"
         }
-        if let e = sync?.optimizer.validationError() { return e }
+        if let e = sync?.validationError() { return e }
+        if let rows = ledgerRetention.maxRows, rows < 1 { return "ledger.max_rows must be 0 (keep every row) or positive, got \(rows)" }
         if let e = compression.validationError(algorithm: algorithm) { return e }
         if compression.codec == .int8, Int64(compression.block) + 4 > maxFrameBytes {
             return "compression.int8_block (\(compression.block) values, \(compression.block + 4) bytes a frame) must fit limits.max_frame_bytes (\(maxFrameBytes))"

@@ -161,7 +161,7 @@ public struct LedgerRetention: Sendable, Hashable {
     public static let unlimited = LedgerRetention(maxRows: nil, maxAge: nil)
 
     public init(maxRows: Int?, maxAge: Duration?, interval: Duration = .seconds(5)) {
-        self.maxRows = maxRows.map { max(1, $0) }
+        self.maxRows = maxRows
         self.maxAge = maxAge
         self.interval = interval
     }

@@ -12,17 +12,28 @@ import Foundation
 public struct FedAvgConfig: Sendable, Hashable {
     /// Clients a round waits for.
     public var expectedClients: Int
-    /// After `roundTimeout`, a round closes with at least this many contributions.
+    /// After `roundTimeout`, a round closes with at least this many contributions (by
+    /// default all of them: `expectedClients`).
     public var minClients: Int
     public var roundTimeout: Duration
     /// The server step with the round's average.
     public var optimizer: ServerOptimizer.Config
 
-    public init(expectedClients: Int, minClients: Int = 1, roundTimeout: Duration = .seconds(60), optimizer: ServerOptimizer.Config = .init()) {
-        self.expectedClients = max(1, expectedClients)
-        self.minClients = max(1, min(minClients, expectedClients))
+    public init(expectedClients: Int, minClients: Int? = nil, roundTimeout: Duration = .seconds(60), optimizer: ServerOptimizer.Config = .init()) {
+        self.expectedClients = expectedClients
+        self.minClients = minClients ?? expectedClients
         self.roundTimeout = roundTimeout
         self.optimizer = optimizer
+    }
+
+    /// Why this configuration is invalid (nil when valid).
+    public func validationError() -> String? {
+        guard expectedClients >= 1 else { return "sync.expected_clients must be at least 1, not \(expectedClients)" }
+        guard (1...expectedClients).contains(minClients) else {
+            return "sync.min_clients must be in 1...\(expectedClients) (sync.expected_clients), not \(minClients)"
+        }
+        guard roundTimeout > .zero else { return "sync.round_timeout_s must be positive" }
+        return optimizer.validationError()
     }
 }
 

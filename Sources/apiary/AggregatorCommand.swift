@@ -33,7 +33,7 @@ struct AggregatorCommand: AsyncParsableCommand {
         let reader = try await Settings.reader(file: config)
         let level = try Settings.logLevel(reader, override: logLevel)
         let logger = LogSetup.bootstrap(level: level)
-        var aggConfig = try Settings.aggregator(reader)
+        var aggConfig = try AggregatorConfig(reader: reader)
         aggConfig.training.extra = try Settings.trainingExtra(file: config)
         aggConfig.curve = try Settings.serverCurve(reader, insecureFlag: insecure)
         aggConfig.insecure = aggConfig.curve == nil

@@ -84,13 +84,13 @@ struct DemoCommand: AsyncParsableCommand {
     func run() async throws {
         let reader = try await Settings.reader(file: config)
         let logger = LogSetup.bootstrap(level: try Settings.logLevel(reader, default: .warning))
-        var aggConfig = try Settings.aggregator(reader)
+        var aggConfig = try AggregatorConfig(reader: reader)
         aggConfig.training.extra = try Settings.trainingExtra(file: config)
         // The demo binds where the kernel finds room unless the config says otherwise.
         aggConfig.modelEndpoint = reader.string(forKey: "endpoints.model", default: "tcp://127.0.0.1:*")
         aggConfig.snapshotEndpoint = reader.string(forKey: "endpoints.snapshot", default: "tcp://127.0.0.1:*")
         aggConfig.updateEndpoint = reader.string(forKey: "endpoints.update", default: "tcp://127.0.0.1:*")
-        aggConfig.compression = try Settings.compression(reader, codec: codec)
+        if let codec { aggConfig.compression.codec = codec }
         let chosenCodec = aggConfig.compression.codec
         let workload = try DigitsModel.workload()
         let n = clients ?? reader.int(forKey: "demo.clients", default: workload.clientCount)
@@ -137,16 +137,14 @@ struct DemoCommand: AsyncParsableCommand {
             var c = aggConfig
             var o = options
             if m == .fedbuff {
-                c.buffer = try Settings.fedBuff(reader)
+                c.buffer = try FedBuffConfig(reader: reader)
                 if dp {
                     c.buffer?.privacy.mode = .central
                     if let e = c.buffer?.validationError() { throw SettingsError(e) }
                 }
             }
             if m == .sync {
-                c.sync = FedAvgConfig(expectedClients: n, minClients: reader.int(forKey: "sync.min_clients", default: n),
-                                      roundTimeout: Settings.duration(reader, "sync.round_timeout_s", seconds: 60),
-                                      optimizer: try Settings.serverOptimizer(reader))
+                c.sync = try FedAvgConfig(reader: reader, expectedClients: n)
                 // Synchronous rounds wait for the slowest device: give them the workload's 60 rounds.
                 o.timeLimit = timeLimit ?? reader.double(forKey: "demo.sync_time_limit_s", default: 600)
                 o.maxVersions = UInt64(reader.int(forKey: "sync.max_rounds", default: 60))

@@ -38,7 +38,7 @@ struct GatewayCommand: AsyncParsableCommand {
         let reader = try await Settings.reader(file: config)
         let level = try Settings.logLevel(reader, override: logLevel)
         let logger = LogSetup.bootstrap(level: level)
-        var down = try Settings.aggregator(reader)
+        var down = try AggregatorConfig(reader: reader)
         guard down.shard == nil else { throw SettingsError("a gateway is not a parameter shard: leave shards.* out (it can connect to shards upstream)") }
         guard down.sync == nil else { throw SettingsError("a gateway merges with fedasync: algorithm fedavg is not supported") }
         down.curve = try Settings.serverCurve(reader, insecureFlag: insecure)
