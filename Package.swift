@@ -97,6 +97,7 @@ let package = Package(
             dependencies: [
                 "ApiaryCore", "ApiaryProtocol", "ZeroMQ",
                 .product(name: "Logging", package: "swift-log"),
+                .product(name: "Configuration", package: "swift-configuration"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ],
             swiftSettings: strict
@@ -182,6 +183,11 @@ let package = Package(
         .testTarget(
             name: "ApiaryAggregatorTests",
             dependencies: ["ApiaryAggregator", "ApiaryCore", "ApiaryCommandLine", .product(name: "Configuration", package: "swift-configuration")],
+            swiftSettings: strict
+        ),
+        .testTarget(
+            name: "ApiaryClientTests",
+            dependencies: ["ApiaryClient", "ApiaryCore", .product(name: "Configuration", package: "swift-configuration")],
             swiftSettings: strict
         ),
         .testTarget(name: "ApiaryMergeTests", dependencies: ["ApiaryMerge", "ApiaryProtocol", "ApiaryCore"], swiftSettings: strict),

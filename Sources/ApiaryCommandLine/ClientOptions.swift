@@ -36,8 +36,7 @@ public struct ClientOptions: ParsableArguments {
         let reader = try await Settings.reader(file: config)
         let level = try Settings.logLevel(reader, override: logLevel)
         let logger = LogSetup.bootstrap(level: level)
-        var clientConfig = try Settings.client(reader, defaultID: id)
-        if let id { clientConfig.clientID = id }
+        var clientConfig = try ClientConfig(reader: reader, clientID: id)
         try connection.apply(to: &clientConfig, reader: reader)
         if clientConfig.curve == nil {
             logger.warning("INSECURE: CURVE is off; updates travel unencrypted and unauthenticated")

@@ -51,22 +51,6 @@ public enum Settings {
         .milliseconds(Int64((r.double(forKey: ConfigKey(key), default: seconds) * 1000).rounded()))
     }
 
-    public static func client(_ r: ConfigReader, defaultID: String? = nil) throws -> ClientConfig {
-        guard let id = r.string(forKey: "client.id") ?? defaultID else { throw SettingsError("client.id is required (or CLIENT_ID)") }
-        let receipt = r.double(forKey: "client.receipt_timeout_s")
-        return ClientConfig(
-            clientID: id,
-            modelEndpoint: r.string(forKey: "endpoints.model", default: "tcp://127.0.0.1:5557"),
-            snapshotEndpoint: r.string(forKey: "endpoints.snapshot", default: "tcp://127.0.0.1:5556"),
-            updateEndpoint: r.string(forKey: "endpoints.update", default: "tcp://127.0.0.1:5558"),
-            receiptTimeout: receipt.map { .milliseconds(Int64($0 * 1000)) },
-            maxPendingUpdates: try positive(r, "client.max_pending_updates", default: 8),
-            snapshotTimeout: duration(r, "client.snapshot_timeout_s", seconds: 2),
-            newModelWait: duration(r, "client.new_model_wait_s", seconds: 2),
-            maxBackoff: duration(r, "client.max_backoff_s", seconds: 30)
-        )
-    }
-
     /// A client's CURVE settings, or nil when `security.insecure` is true (or `--insecure`).
     /// The key files: `--key` / `--server-key`, else `security.secret_key_file` /
     /// `security.server_public_key_file`, else `keys/<client id>.secret` and

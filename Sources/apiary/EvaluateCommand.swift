@@ -35,8 +35,7 @@ struct EvaluateCommand: AsyncParsableCommand {
         let reader = try await Settings.reader(file: config)
         let level = try Settings.logLevel(reader, override: logLevel)
         let logger = LogSetup.bootstrap(level: level)
-        var clientConfig = try Settings.client(reader, defaultID: id ?? "evaluator")
-        if let id { clientConfig.clientID = id }
+        var clientConfig = try ClientConfig(reader: reader, clientID: id ?? reader.string(forKey: "client.id") ?? "evaluator")
         try connection.apply(to: &clientConfig, reader: reader)
         if clientConfig.curve == nil {
             logger.warning("INSECURE: CURVE is off; reports travel unencrypted and unauthenticated")

@@ -44,7 +44,7 @@ struct GatewayCommand: AsyncParsableCommand {
         down.curve = try Settings.serverCurve(reader, insecureFlag: insecure)
         down.insecure = down.curve == nil
         let upReader = reader.scoped(to: "upstream")
-        var up = try Settings.client(upReader)
+        var up = try ClientConfig(reader: upReader)
         up.curve = try Settings.clientCurve(upReader, insecureFlag: insecure)
         up.insecure = up.curve == nil
         if up.curve == nil {

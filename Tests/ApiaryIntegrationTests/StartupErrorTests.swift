@@ -133,9 +133,9 @@ struct StartupErrorTests {
     func schemaCoversReads() async throws {
         let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
         let schema = try String(contentsOf: root.appendingPathComponent("Sources/ApiaryCommandLine/SettingsSchema.swift"), encoding: .utf8)
-        let read = try Regex(#"(?:forKey: |Settings\.duration\((?:r|reader), |duration\(r, |positive\(r, |r\.seconds\(|r\.positive\()"([a-z_.]+)""#)
+        let read = try Regex(#"(?:forKey: |Settings\.duration\((?:r|reader), |duration\(r, |positive\(r, |r\.seconds\(|r\.positive\(|seconds\(r, )"([a-z_.]+)""#)
         var keys: Set<String> = []
-        for sub in ["Sources/apiary", "Sources/ApiaryCommandLine", "Sources/ApiaryAggregator"] {
+        for sub in ["Sources/apiary", "Sources/ApiaryCommandLine", "Sources/ApiaryAggregator", "Sources/ApiaryClient"] {
             let dir = root.appendingPathComponent(sub)
             for name in try FileManager.default.contentsOfDirectory(atPath: dir.path) where name.hasSuffix(".swift") && name != "SettingsSchema.swift" {
                 let text = try String(contentsOf: dir.appendingPathComponent(name), encoding: .utf8)
