@@ -107,6 +107,7 @@ let package = Package(
             dependencies: [
                 "ApiaryAggregator", "ApiaryClient", "ApiaryCore",
                 .product(name: "Logging", package: "swift-log"),
+                .product(name: "Configuration", package: "swift-configuration"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ],
             swiftSettings: strict

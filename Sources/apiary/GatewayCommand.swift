@@ -38,34 +38,27 @@ struct GatewayCommand: AsyncParsableCommand {
         let reader = try await Settings.reader(file: config)
         let level = try Settings.logLevel(reader, override: logLevel)
         let logger = LogSetup.bootstrap(level: level)
-        var down = try AggregatorConfig(reader: reader)
-        guard down.shard == nil else { throw SettingsError("a gateway is not a parameter shard: leave shards.* out (it can connect to shards upstream)") }
-        guard down.sync == nil else { throw SettingsError("a gateway merges with fedasync: algorithm fedavg is not supported") }
-        down.curve = try Settings.serverCurve(reader, insecureFlag: insecure)
-        down.insecure = down.curve == nil
-        let upReader = reader.scoped(to: "upstream")
-        var up = try ClientConfig(reader: upReader)
-        up.curve = try Settings.clientCurve(upReader, insecureFlag: insecure)
-        up.insecure = up.curve == nil
-        if up.curve == nil {
+        var config = try GatewayConfig(reader: reader)
+        config.downstream.curve = try Settings.serverCurve(reader, insecureFlag: insecure)
+        config.downstream.insecure = config.downstream.curve == nil
+        config.upstream.curve = try Settings.clientCurve(reader.scoped(to: "upstream"), insecureFlag: insecure)
+        config.upstream.insecure = config.upstream.curve == nil
+        if config.upstream.curve == nil {
             logger.warning("INSECURE: CURVE is off on the uplink; progress travels unencrypted and unauthenticated")
         }
-        let every = reader.int(forKey: "gateway.push_every_merges", default: 20)
-        guard every >= 1 else { throw SettingsError("gateway.push_every_merges must be at least 1") }
-        let interval = Settings.duration(reader, "gateway.push_interval_s", seconds: 2)
-        guard interval > .zero else { throw SettingsError("gateway.push_interval_s must be positive") }
 
         // The model's layout (and weights until the first upstream model arrives): the same
         // model.initial / --model as the aggregator above serves.
         let served = try ServedModel.load(reader, override: model, logger: logger)
         let options = try AggregatorCommand.serverOptions(reader, layout: served.layout, sharded: false, logger: logger)
         let exporter = PrometheusExporter()
-        down.metricsFactory = exporter.factory
-        let gateway = try Gateway(config: GatewayConfig(downstream: down, upstream: up, pushEveryMerges: UInt64(every), pushInterval: interval),
+        config.downstream.metricsFactory = exporter.factory
+        let gateway = try Gateway(config: config,
                                   layout: served.layout, initialParameters: served.parameters, logger: logger)
         try gateway.startDownstream()
         logger.info("gateway started", metadata: [
-            "upstream": "\(up.snapshotEndpoint)", "id": "\(up.clientID)", "push_every_merges": "\(every)", "push_interval_s": "\(interval)",
+            "upstream": "\(config.upstream.snapshotEndpoint)", "id": "\(config.upstream.clientID)",
+            "push_every_merges": "\(config.pushEveryMerges)", "push_interval_s": "\(config.pushInterval)",
         ])
         var services: [any Service] = [gateway]
         services += AggregatorServer.observers(of: gateway.aggregator, options: options, exporter: exporter, logger: logger).services

@@ -135,7 +135,7 @@ struct StartupErrorTests {
         let schema = try String(contentsOf: root.appendingPathComponent("Sources/ApiaryCommandLine/SettingsSchema.swift"), encoding: .utf8)
         let read = try Regex(#"(?:forKey: |Settings\.duration\((?:r|reader), |duration\(r, |positive\(r, |r\.seconds\(|r\.positive\(|seconds\(r, )"([a-z_.]+)""#)
         var keys: Set<String> = []
-        for sub in ["Sources/apiary", "Sources/ApiaryCommandLine", "Sources/ApiaryAggregator", "Sources/ApiaryClient"] {
+        for sub in ["Sources/apiary", "Sources/ApiaryCommandLine", "Sources/ApiaryAggregator", "Sources/ApiaryClient", "Sources/ApiaryGateway"] {
             let dir = root.appendingPathComponent(sub)
             for name in try FileManager.default.contentsOfDirectory(atPath: dir.path) where name.hasSuffix(".swift") && name != "SettingsSchema.swift" {
                 let text = try String(contentsOf: dir.appendingPathComponent(name), encoding: .utf8)
