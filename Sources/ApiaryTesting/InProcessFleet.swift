@@ -194,6 +194,7 @@ public struct InProcessFleet {
         }
 
         let joined = Atomic<Int>(0)
+        let joinSignal = ChangeSignal()
         var runtimes: [ClientRuntime] = []
         for (k, member) in members.enumerated() {
             let (endpoints, serverKey) = g == 0 ? (topEndpoints[0], config.curve?.keyPair.publicKey)
@@ -202,7 +203,10 @@ public struct InProcessFleet {
             let cc = ClientConfig(clientID: "client-\(k)", modelEndpoint: endpoints.model, snapshotEndpoint: endpoints.snapshot,
                                   updateEndpoint: endpoints.update, curve: curve, insecure: curve == nil)
             runtimes.append(try ClientRuntime(config: cc, trainer: member.trainer, context: context, logger: logger, onEvent: { e in
-                if case .joined = e { joined.add(1, ordering: .relaxed) }
+                if case .joined = e {
+                    joined.add(1, ordering: .relaxed)
+                    joinSignal.notify()
+                }
             }))
         }
         /// The top tier's model: the one aggregator's, or the shards' slices side by side.
@@ -224,9 +228,12 @@ public struct InProcessFleet {
             defer { group.cancelAll() }
             // The clock starts once every client holds the first model.
             let joinDeadline = ContinuousClock.now + .seconds(30)
-            while joined.load(ordering: .relaxed) < clientCount {
+            while true {
+                let g = joinSignal.generation
+                if joined.load(ordering: .relaxed) >= clientCount { break }
                 guard ContinuousClock.now < joinDeadline else { throw Timeout(what: "all \(clientCount) clients to join (30 s)") }
-                try await Task.sleep(for: .milliseconds(5))
+                await joinSignal.wait(after: g, until: joinDeadline)
+                try Task.checkCancellation()
             }
             let start = ContinuousClock.now
             let base = aggregator.stats
@@ -239,6 +246,10 @@ public struct InProcessFleet {
             var timeToTarget: Double?, timeTo085: Double?
             var lastPrint = -1.0
             while true {
+                // A new model wakes the loop (the aggregator announces each broadcast); so does
+                // the next progress line or the time limit. With shards, the other shards' slices
+                // may land after shard 0's announcement: look again within 10 ms.
+                let changes = aggregator.statsChanged.generation
                 if let m = topModel(), m.version != lastVersion {
                     lastVersion = m.version
                     accuracy = evaluate(m.parameters)
@@ -257,7 +268,10 @@ public struct InProcessFleet {
                 }
                 if reached || t >= options.timeLimit { break }
                 if let maxV = options.maxVersions, lastVersion != .max, lastVersion >= maxV { break }
-                try await Task.sleep(for: .milliseconds(10))
+                var wake = start + .seconds(min(lastPrint + options.progressEvery, options.timeLimit))
+                if top.count > 1 { wake = min(wake, .now + .milliseconds(10)) }
+                await aggregator.statsChanged.wait(after: changes, until: wake)
+                try Task.checkCancellation()
             }
             let s = aggregator.stats
             var summary = FleetSummary(algorithm: config.algorithm.rawValue, clients: clientCount, finalAccuracy: accuracy, timeToTarget: timeToTarget,
