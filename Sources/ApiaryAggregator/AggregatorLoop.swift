@@ -172,8 +172,9 @@ final class AggregatorLoop {
         context = try Context(ioThreads: config.ioThreads)
         if let curve = config.curve, curve.startsZAPHandler {
             // The handler must be bound before any CURVE server socket binds.
-            zap = try ZAPHandler(context: context, authorizedKeysPath: curve.authorizedKeysPath,
-                                 extraKeys: curve.authorizedKeys, logger: logger)
+            let handler = try ZAPHandler(authorizedKeysPath: curve.authorizedKeysPath, extraKeys: curve.authorizedKeys, logger: logger)
+            try handler.start(in: context)
+            zap = handler
         } else {
             zap = nil
         }
@@ -260,6 +261,7 @@ final class AggregatorLoop {
 
     func run(shouldStop: () -> Bool) {
         writer?.start()
+        ledger?.start()
         while !shouldStop() {
             let now = ContinuousClock.now
             var deadline = now + .milliseconds(100)

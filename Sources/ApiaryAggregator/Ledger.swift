@@ -38,7 +38,8 @@ public final class Ledger: Sendable {
     private let pool: DatabasePool
     private let writer: LedgerWriter
 
-    /// Opens (or creates) the ledger at `path`, migrates its schema and starts the writer thread.
+    /// Opens (or creates) the ledger at `path` and migrates its schema; `start()` starts the
+    /// writer thread (rows appended before wait for it; `flush()` and `close()` start it too).
     ///
     /// - Parameters:
     ///   - queueLimit: rows that may wait in memory (at least 1); appends beyond it are dropped and counted.
@@ -67,6 +68,10 @@ public final class Ledger: Sendable {
         self.retention = retention
         writer = LedgerWriter(pool: pool, queueLimit: queueLimit, batchSize: batchSize, flushInterval: flushInterval,
                               retention: retention, logger: l)
+    }
+
+    /// Starts the writer thread. Idempotent.
+    public func start() {
         writer.start()
     }
 
@@ -257,7 +262,10 @@ final class LedgerWriter: Sendable {
         self.logger = logger
     }
 
+    private let started = Atomic<Bool>(false)
+
     func start() {
+        guard !started.exchange(true, ordering: .acquiringAndReleasing) else { return }
         let thread = Thread { [self] in run() }
         thread.name = "apiary-ledger"
         thread.start()
@@ -305,6 +313,7 @@ final class LedgerWriter: Sendable {
     // MARK: Waiting (blocking)
 
     func flush() {
+        start()
         let done = DispatchSemaphore(value: 0)
         let mustWait = state.withLock { s in
             guard s.done < s.accepted && !s.finished else { return false }
@@ -317,6 +326,7 @@ final class LedgerWriter: Sendable {
     }
 
     func close() {
+        start()
         let done = DispatchSemaphore(value: 0)
         let mustWait = state.withLock { s in
             guard !s.finished else { return false }
@@ -331,6 +341,9 @@ final class LedgerWriter: Sendable {
 
     /// Asks the writer to drain and stop, without waiting.
     func requestClose() {
+        // A writer never started has nothing to drain unless rows were appended.
+        if !started.load(ordering: .acquiring) && state.withLock({ $0.queue.isEmpty }) { return }
+        start()
         state.withLock { $0.closing = true }
         wake.signal()
     }

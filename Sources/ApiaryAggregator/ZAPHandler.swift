@@ -25,14 +25,15 @@ final class ZAPHandler: Sendable {
 
     private let state: Mutex<State>
     private let stopFlag = Atomic<Bool>(false)
+    private let started = Atomic<Bool>(false)
     private let done = DispatchSemaphore(value: 0)
     private let path: String?
     private let fixed: AuthorizedKeys
     private let logger: Logger
 
-    /// Starts the handler in `context`; returns once its socket is bound. Throws when the
-    /// authorized-keys file cannot be read or parsed, or the endpoint cannot be bound.
-    init(context: Context, authorizedKeysPath: String?, extraKeys: AuthorizedKeys, logger: Logger) throws {
+    /// Reads the authorized keys (the file's and `extraKeys`); `start(in:)` serves them. Throws
+    /// when the file cannot be read or parsed.
+    init(authorizedKeysPath: String?, extraKeys: AuthorizedKeys, logger: Logger) throws {
         self.path = authorizedKeysPath
         self.fixed = extraKeys
         self.logger = logger
@@ -43,6 +44,12 @@ final class ZAPHandler: Sendable {
             stamp = ZAPHandler.modificationDate(p)
         }
         state = Mutex(State(keys: keys, fileStamp: stamp))
+    }
+
+    /// Starts the handler's thread in `context`; returns once its socket is bound (before any
+    /// CURVE server socket of the context binds). Throws when the endpoint cannot be bound.
+    func start(in context: Context) throws {
+        guard !started.exchange(true, ordering: .acquiringAndReleasing) else { return }
         let ready = DispatchSemaphore(value: 0)
         let bindError = Mutex<String?>(nil)
         let t = Thread { [self] in
@@ -66,7 +73,7 @@ final class ZAPHandler: Sendable {
         t.start()
         ready.wait()
         if let e = bindError.withLock({ $0 }) { throw AggregatorError.startFailed("ZAP handler: \(e)") }
-        logger.info("ZAP handler started", metadata: ["authorized_keys": "\(keys.clients.count)", "file": "\(authorizedKeysPath ?? "none")"])
+        logger.info("ZAP handler started", metadata: ["authorized_keys": "\(state.withLock { $0.keys.clients.count })", "file": "\(path ?? "none")"])
     }
 
     /// Connections admitted so far.
@@ -82,6 +89,7 @@ final class ZAPHandler: Sendable {
     func expectProbe(_ key: String) { state.withLock { _ = $0.probes.insert(key) } }
 
     func stop() {
+        guard started.load(ordering: .acquiring) else { return }
         stopFlag.store(true, ordering: .releasing)
         done.wait()
     }

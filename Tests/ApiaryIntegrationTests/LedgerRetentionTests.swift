@@ -31,7 +31,9 @@ import ApiaryTesting
         try withTempDirectory { dir in
             let path = dir.appendingPathComponent("l.sqlite").path
             let unbounded = try Ledger(path: dir.appendingPathComponent("all.sqlite").path, retention: .unlimited, logger: quietLogger())
+            unbounded.start()
             let ledger = try Ledger(path: path, retention: LedgerRetention(maxRows: 100, maxAge: nil), logger: quietLogger())
+            ledger.start()
             defer { ledger.close(); unbounded.close() }
             for batch in 0..<7 {
                 let r = rows(50, start: batch * 50)
@@ -53,6 +55,7 @@ import ApiaryTesting
         try await withTempDirectoryAsync { dir in
             let ledger = try Ledger(path: dir.appendingPathComponent("l.sqlite").path,
                                     retention: LedgerRetention(maxRows: nil, maxAge: .seconds(3600)), logger: quietLogger())
+            ledger.start()
             defer { ledger.close() }
             let now = Date()
             ledger.append(contentsOf: rows(30, time: { _ in now.addingTimeInterval(-7200) }))
@@ -79,6 +82,7 @@ import ApiaryTesting
             // here (a pass 5 s later deleted the caught-up rows on a loaded machine): hourly.
             let ledger = try Ledger(path: dir.appendingPathComponent("l.sqlite").path,
                                     retention: LedgerRetention(maxRows: 10, maxAge: nil, interval: .seconds(3600)), logger: quietLogger())
+            ledger.start()
             defer { ledger.close() }
             let written = rows(40)
             ledger.append(contentsOf: written)
@@ -117,6 +121,7 @@ import ApiaryTesting
         let t0 = Date()
         // Twice the default bound: the file stops growing at the bound.
         let ledger = try Ledger(path: path, logger: quietLogger())
+        ledger.start()
         var version: UInt64 = 0
         for start in stride(from: 0, to: 2 * n, by: 10_000) {
             ledger.append(contentsOf: (start..<(start + 10_000)).map { i in

@@ -27,6 +27,7 @@ import ApiaryTesting
     @Test func appendWhileReadingThenFlushWritesEverything() throws {
         try withTempDirectory { dir in
             let ledger = try Ledger(path: dir.appendingPathComponent("l.sqlite").path, logger: quietLogger())
+            ledger.start()
             defer { ledger.close() }
             let rows = (0..<5_000).map { row($0) }
             let appended = DispatchSemaphore(value: 0)
@@ -55,6 +56,21 @@ import ApiaryTesting
         }
     }
 
+    @Test("the initialiser starts no thread: rows appended before start() wait, and close() without start() still writes them")
+    func writerStartsOnlyWhenAsked() throws {
+        try withTempDirectory { dir in
+            let path = dir.appendingPathComponent("l.sqlite").path
+            let ledger = try Ledger(path: path, logger: quietLogger())
+            ledger.append(contentsOf: (0..<3).map { row($0) })
+            #expect(try ledger.count() == 0 && ledger.pendingRows == 3)
+            ledger.close()
+            #expect(try ledger.count() == 3)
+            let idle = try Ledger(path: path, logger: quietLogger())
+            idle.close()  // never started, nothing queued: the writer starts, finds nothing, stops
+            #expect(try idle.count() == 3)
+        }
+    }
+
     @Test func rowsSurviveCloseAndReopen() throws {
         try withTempDirectory { dir in
             let path = dir.appendingPathComponent("l.sqlite").path
@@ -64,6 +80,7 @@ import ApiaryTesting
             rows[5].detail = "line one\nline 'two' \"quoted\""
             do {
                 let ledger = try Ledger(path: path, logger: quietLogger())
+                ledger.start()
                 ledger.append(contentsOf: rows)
                 ledger.close()
                 ledger.close()  // idempotent
@@ -72,6 +89,7 @@ import ApiaryTesting
                 #expect(try ledger.count() == 200)  // readers keep working after close
             }
             let reopened = try Ledger(path: path, logger: quietLogger())
+            reopened.start()
             defer { reopened.close() }
             #expect(try reopened.count() == 200)
             #expect(try reopened.recent(limit: 1_000) == Array(rows.reversed()))
@@ -84,6 +102,7 @@ import ApiaryTesting
     @Test func totalsOfAHandMadeMix() throws {
         try withTempDirectory { dir in
             let ledger = try Ledger(path: dir.appendingPathComponent("l.sqlite").path, logger: quietLogger())
+            ledger.start()
             defer { ledger.close() }
             let rows = [
                 row(0, client: "a", staleness: 1),
@@ -121,6 +140,7 @@ import ApiaryTesting
     @Test func recentIsNewestFirstAndFiltersByClient() throws {
         try withTempDirectory { dir in
             let ledger = try Ledger(path: dir.appendingPathComponent("l.sqlite").path, logger: quietLogger())
+            ledger.start()
             defer { ledger.close() }
             let clients = ["a", "b", "c"]
             var rows = (0..<30).map { row($0, client: clients[$0 % 3]) }
@@ -153,6 +173,7 @@ import ApiaryTesting
         try withTempDirectory { dir in
             let path = dir.appendingPathComponent("l.sqlite").path
             let ledger = try Ledger(path: path, logger: quietLogger())
+            ledger.start()
             defer { ledger.close() }
             // Another connection holds the write lock: the writer thread is stuck on disk.
             // The loop must still complete, with every row pending in memory.
@@ -173,6 +194,7 @@ import ApiaryTesting
         try withTempDirectory { dir in
             let path = dir.appendingPathComponent("l.sqlite").path
             let ledger = try Ledger(path: path, queueLimit: 10, logger: quietLogger())
+            ledger.start()
             defer { ledger.close() }
             // Rows taken by the blocked writer still count against the bound, so exactly 10
             // are kept whatever the writer managed to take.
@@ -199,6 +221,7 @@ import ApiaryTesting
         try withTempDirectory { dir in
             let path = dir.appendingPathComponent("l.sqlite").path
             let ledger = try Ledger(path: path, logger: quietLogger())
+            ledger.start()
             ledger.append(row(0))
             ledger.flush()
             try Ledger.executeOnSeparateConnection(path: path, sql: "DROP TABLE updates")
@@ -217,6 +240,7 @@ import ApiaryTesting
         try withTempDirectory { dir in
             let path = dir.appendingPathComponent("l.sqlite").path
             let ledger = try Ledger(path: path, logger: quietLogger())
+            ledger.start()
             defer { ledger.close() }
             #expect(try ledger.journalMode() == "wal")
             #expect(FileManager.default.fileExists(atPath: path + "-wal"))
@@ -226,6 +250,7 @@ import ApiaryTesting
     @Test func extremeValuesRoundTrip() throws {
         try withTempDirectory { dir in
             let ledger = try Ledger(path: dir.appendingPathComponent("l.sqlite").path, logger: quietLogger())
+            ledger.start()
             defer { ledger.close() }
             let huge = LedgerRow(time: Self.t0, clientID: "max", seq: .max, baseVersion: .max, staleness: .max, mixingWeight: 1,
                                  updateNorm: .greatestFiniteMagnitude, sampleCount: .max, decision: .merged, reason: .none,
@@ -280,6 +305,7 @@ import ApiaryTesting
     @Test func flushAndCloseOnAnEmptyLedgerReturn() throws {
         try withTempDirectory { dir in
             let ledger = try Ledger(path: dir.appendingPathComponent("l.sqlite").path, logger: quietLogger())
+            ledger.start()
             ledger.flush()
             ledger.close()
             ledger.flush()
