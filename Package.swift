@@ -191,6 +191,11 @@ let package = Package(
             dependencies: ["ApiaryClient", "ApiaryCore", .product(name: "Configuration", package: "swift-configuration")],
             swiftSettings: strict
         ),
+        .testTarget(
+            name: "ApiaryGatewayTests",
+            dependencies: ["ApiaryGateway", "ApiaryAggregator", "ApiaryClient", "ApiaryCore", .product(name: "Configuration", package: "swift-configuration")],
+            swiftSettings: strict
+        ),
         .testTarget(name: "ApiaryMergeTests", dependencies: ["ApiaryMerge", "ApiaryProtocol", "ApiaryCore"], swiftSettings: strict),
         .testTarget(name: "ApiaryLearningTests", dependencies: ["ApiaryLearning", "ApiaryCore"], swiftSettings: strict),
         .testTarget(
