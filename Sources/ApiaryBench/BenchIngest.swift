@@ -176,29 +176,9 @@ enum IngestBench {
         let source = try UpdateSource(runID: agg.runID, parameters: c.parameters)
         // Merged receipts, counted as they arrive (the aggregator publishes its stats only
         // once per batch of updates: too coarse for a short window on large updates).
-        let merged = BenchCounter(), stopReceipts = BenchFlag()
-        let receiptContext = try Context(ioThreads: 1)
-        let receiptReader = BenchThreads(1, name: "bench-receipts") { _ in
-            do {
-                let sub = try receiptContext.socket(.sub)
-                defer { sub.close() }
-                try sub.set(.linger, 0)
-                try sub.set(.subscribe, Topic.receiptPrefix)
-                try sub.set(.receiveTimeout, 50)
-                try sub.connect(eps.model)
-                while !stopReceipts.isSet {
-                    guard let m = try sub.receiveMultipart(maxFrames: 4) else { continue }
-                    let decision = try? m.withFrameBytes { f throws(WireError) in try Codec.decodeReceipt(f).decision }
-                    if decision == .merged { merged.add() }
-                }
-            } catch {
-                FileHandle.standardError.write(Data("bench receipt reader: \(error)\n".utf8))
-            }
-        }
-        defer {
-            stopReceipts.set()
-            receiptReader.join()
-        }
+        let receipts = try ReceiptCounters(models: [eps.model], name: "bench-receipts")
+        defer { receipts.stop() }
+        let merged = receipts.merged[0]
         usleep(200_000)  // the receipt subscription reaches the PUB socket
         let pusherContext = try Context(ioThreads: c.ioThreads)
         let pushers = Pushers(c.pushers, context: pusherContext, endpoint: eps.update, source: source, prefix: "agg")

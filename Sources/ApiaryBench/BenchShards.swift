@@ -203,32 +203,9 @@ enum ShardsBench {
         }
 
         // Receipts of every shard, counted as they arrive (merged, and all of them).
-        let merged = (0..<s).map { _ in BenchCounter() }
-        let receipts = BenchCounter()
-        let stopReceipts = BenchFlag()
-        let receiptContext = try Context(ioThreads: 1)
-        let readers = BenchThreads(s, name: "bench-shard-receipts") { [shards] k in
-            do {
-                let sub = try receiptContext.socket(.sub)
-                defer { sub.close() }
-                try sub.set(.linger, 0)
-                try sub.set(.subscribe, Topic.receiptPrefix)
-                try sub.set(.receiveTimeout, 50)
-                try sub.connect(shards[k].model)
-                while !stopReceipts.isSet {
-                    guard let m = try sub.receiveMultipart(maxFrames: 4) else { continue }
-                    receipts.add()
-                    let decision = try? m.withFrameBytes { f throws(WireError) in try Codec.decodeReceipt(f).decision }
-                    if decision == .merged { merged[k].add() }
-                }
-            } catch {
-                FileHandle.standardError.write(Data("bench shard receipt reader \(k): \(error)\n".utf8))
-            }
-        }
-        defer {
-            stopReceipts.set()
-            readers.join()
-        }
+        let counters = try ReceiptCounters(models: shards.map(\.model), name: "bench-shard-receipts")
+        defer { counters.stop() }
+        let (merged, receipts) = (counters.merged, counters.all)
         usleep(300_000)  // the subscriptions reach the PUB sockets
         let rssIdle = children.map { ProcStatus.rss(pid: $0.pid) }
 

@@ -2,6 +2,7 @@ import ApiaryAggregator
 import ApiaryCore
 import ApiaryCommandLine
 import ApiaryObservability
+import ApiaryProtocol
 import Foundation
 import Synchronization
 import ZeroMQ
@@ -202,6 +203,48 @@ final class BenchThreads: Sendable {
 
     /// False when the threads did not finish within `seconds`.
     func join(timeout seconds: Double) -> Bool { done.wait(timeout: .now() + seconds) == .success }
+}
+
+/// Counts the receipts that aggregators publish (all of them, and the merged ones per
+/// aggregator) as they arrive, on a thread each, until `stop()`: finer than the aggregator's
+/// stats, which are published once per batch of updates.
+final class ReceiptCounters: Sendable {
+    /// Merged receipts, by endpoint.
+    let merged: [BenchCounter]
+    /// Every receipt, of every endpoint.
+    let all = BenchCounter()
+    private let stopped = BenchFlag()
+    private let threads: BenchThreads
+
+    init(models endpoints: [String], name: String) throws {
+        let context = try Context(ioThreads: 1)
+        let merged = endpoints.map { _ in BenchCounter() }
+        let (all, stopped) = (all, stopped)
+        self.merged = merged
+        threads = BenchThreads(endpoints.count, name: name) { k in
+            do {
+                let sub = try context.socket(.sub)
+                defer { sub.close() }
+                try sub.set(.linger, 0)
+                try sub.set(.subscribe, Topic.receiptPrefix)
+                try sub.set(.receiveTimeout, 50)
+                try sub.connect(endpoints[k])
+                while !stopped.isSet {
+                    guard let m = try sub.receiveMultipart(maxFrames: 4) else { continue }
+                    all.add()
+                    let decision = try? m.withFrameBytes { f throws(WireError) in try Codec.decodeReceipt(f).decision }
+                    if decision == .merged { merged[k].add() }
+                }
+            } catch {
+                FileHandle.standardError.write(Data("\(name) \(k): \(error)\n".utf8))
+            }
+        }
+    }
+
+    func stop() {
+        stopped.set()
+        threads.join()
+    }
 }
 
 /// A heap buffer that outlives zero-copy sends referring to it (libzmq releases the owner).
