@@ -1,4 +1,5 @@
 import ApiaryAggregator
+import ApiaryCore
 import Foundation
 import Logging
 import Metrics
@@ -58,6 +59,7 @@ public final class ModelEvaluator: Service, Sendable {
     private let logger: Logger
     private let accuracyGauge, lossGauge, versionGauge: Gauge
     private let runs: Counter
+    private let changes: ChangeSignal?
     private let state = Mutex(State())
 
     private struct State {
@@ -76,16 +78,19 @@ public final class ModelEvaluator: Service, Sendable {
     public convenience init(aggregator: Aggregator, dataset: String = "held-out data", everyVersions: UInt64 = 50, interval: Duration = .seconds(5),
                             historyCapacity: Int = 2000, metricsFactory: (any MetricsFactory)? = nil, logger: Logger,
                             evaluate: @escaping Evaluate) {
-        self.init(source: { aggregator.latestModel }, dataset: dataset, everyVersions: everyVersions, interval: interval,
-                  historyCapacity: historyCapacity, metricsFactory: metricsFactory, logger: logger, evaluate: evaluate)
+        self.init(source: { aggregator.latestModel }, changes: aggregator.statsChanged, dataset: dataset, everyVersions: everyVersions,
+                  interval: interval, historyCapacity: historyCapacity, metricsFactory: metricsFactory, logger: logger, evaluate: evaluate)
     }
 
-    /// An evaluator of whatever model `source` returns (nil: none yet).
-    public init(source: @escaping @Sendable () -> PublishedModel?, dataset: String = "held-out data", everyVersions: UInt64 = 50,
+    /// An evaluator of whatever model `source` returns (nil: none yet). `changes`, when given,
+    /// is announced whenever `source` may return a newer model: `run()` then waits on it
+    /// instead of looking ten times a second.
+    public init(source: @escaping @Sendable () -> PublishedModel?, changes: ChangeSignal? = nil, dataset: String = "held-out data", everyVersions: UInt64 = 50,
                 interval: Duration = .seconds(5), historyCapacity: Int = 2000, metricsFactory: (any MetricsFactory)? = nil, logger: Logger,
                 evaluate: @escaping Evaluate) {
         self.dataset = dataset
         self.source = source
+        self.changes = changes
         self.evaluate = evaluate
         self.everyVersions = max(1, everyVersions)
         self.interval = interval
@@ -112,11 +117,12 @@ public final class ModelEvaluator: Service, Sendable {
         return await run(on: model)
     }
 
-    /// Polls the model source ten times a second and evaluates when due, until cancelled or
-    /// shut down gracefully.
+    /// Evaluates the source's model when due, until cancelled or shut down gracefully: woken by
+    /// `changes` (or, without it, ten times a second) and when the interval runs out.
     public func run() async throws {
         var schedule = EvaluationSchedule(everyVersions: everyVersions, interval: interval, start: .now)
         while !Task.isCancelled && !Task.isShuttingDownGracefully {
+            let generation = changes?.generation
             if let model = source() {
                 let now = ContinuousClock.now
                 if schedule.isDue(version: model.version, lastEvaluated: latest?.version, now: now) {
@@ -124,7 +130,13 @@ public final class ModelEvaluator: Service, Sendable {
                     await run(on: model)
                 }
             }
-            try? await cancelWhenGracefulShutdown { try await Task.sleep(for: .milliseconds(100)) }
+            if let changes, let generation {
+                // A model that changed without being due becomes due when the interval runs out.
+                let wake = max(schedule.lastStart + interval, .now + .milliseconds(1))
+                try? await cancelWhenGracefulShutdown { await changes.wait(after: generation, until: wake) }
+            } else {
+                try? await cancelWhenGracefulShutdown { try await Task.sleep(for: .milliseconds(100)) }
+            }
         }
     }
 
