@@ -123,9 +123,15 @@ extension Settings {
             config.buffer = try fedBuff(r)
         case let other: throw SettingsError("algorithm must be fedasync, fedavg or fedbuff, not '\(other)'")
         }
-        // fedbuff read privacy.* with its buffer; the other algorithms take no noise.
-        if config.buffer == nil, case let p = try Settings.privacy(r), p.mode != .off {
-            throw SettingsError("privacy.mode \(p.mode.rawValue) needs algorithm fedbuff (the noise goes on a buffer's sum), not \(config.algorithm)")
+        // fedbuff read privacy.* with its buffer; the other algorithms take no central noise.
+        let privacy = try Settings.privacy(r)
+        if let local = privacy.local {
+            // Local DP: the clients noise, under any algorithm; the aggregator only requires it.
+            config.localPrivacy = local
+            config.localPrivacyDelta = privacy.delta
+            config.buffer?.privacy = PrivacyConfig()
+        } else if config.buffer == nil, privacy.mode != .off {
+            throw SettingsError("privacy.mode \(privacy.mode.rawValue) needs algorithm fedbuff (the noise goes on a buffer's sum), not \(config.algorithm)")
         }
         config.shard = try shard(r)
         config.compression = try compression(r)
