@@ -4,6 +4,7 @@ for an aggregator whose config carries ``local_dp``, and flags them (header flag
 from __future__ import annotations
 
 import struct
+from pathlib import Path
 from typing import Callable
 
 import numpy as np
@@ -14,7 +15,7 @@ import apiary
 from apiary import wire
 from apiary.client import LocalDP, local_dp_settings, privatize
 
-from conftest import Aggregator
+from conftest import Aggregator, start_shard_map
 from test_fleet import StepTrainer, eventually, in_thread
 
 
@@ -127,3 +128,28 @@ def test_an_update_without_bit_3_is_refused_not_privatized(make_aggregator: Call
         for s in (dealer, sub, push):
             s.close()
     assert agg.stop() == 0
+
+
+def test_on_a_shard_map_the_whole_update_is_clipped_once_before_it_is_split(tmp_path: Path) -> None:
+    shards, ep = start_shard_map(tmp_path, count=2, chunk_parameters=64, privacy_mode="local", privacy_clip=CLIP,
+                                 privacy_noise_multiplier=1e-6)
+    try:
+        c = apiary.Client(StepTrainer(), client_id="sharded-ldp", aggregator=ep(0, 0), insecure=True)
+        t, out = in_thread(c, max_rounds=3)
+        t.join(60)
+        assert out and isinstance(out[0], apiary.Stats), out
+        s = out[0]
+        assert s.shards == 2 and s.merged == 3 * 2 and s.rejected == 0, s
+        eventually("the last merges to be broadcast", lambda: c.stats.model_version >= 3 * 2)
+        model = c._model
+        assert model is not None
+        # Each update moved the whole model by at most alpha C (clipped over both slices
+        # together), not C per slice: 3 updates, alpha 0.6.
+        norm = float(np.linalg.norm(model.values))
+        assert 0 < norm <= 3 * 0.6 * CLIP * 1.01 + 1e-4, norm
+        assert all(np.any(model.values[a:b] != 0) for a, b in model.ranges)
+        for agg in shards:
+            assert agg.stop() == 0
+    finally:
+        for agg in shards:
+            agg.kill()
