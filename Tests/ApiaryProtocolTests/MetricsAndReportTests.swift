@@ -33,13 +33,13 @@ struct MetricsAndReportTests {
         #expect(v1.payloadBytes == 8)
     }
 
-    @Test("flag bit 1 says delta; bits above 2 (bit 2: the client epoch) are refused as reserved")
+    @Test("flag bit 1 says delta; bits above 3 (bit 2: the client epoch, bit 3: privatized) are refused as reserved")
     func otherFlags() throws {
         var header = Codec.encode(UpdateHeader(runID: 1, baseVersion: 0, seq: 1, sampleCount: 1, clientID: "c1", isDelta: true))
         #expect(header[42] == 2)
         let delta = try withFrames([header, Codec.encodeLayout(layout), [0, 0, 0, 0, 0, 0, 0, 0]]) { v in try Codec.decodeUpdate(v) }
         #expect(delta.header.isDelta && !delta.header.carriesMetrics)
-        header[42] = 8
+        header[42] = 16
         let e = withFrames([header, Codec.encodeLayout(layout), [0, 0, 0, 0, 0, 0, 0, 0]]) { v in
             Result { () throws(WireError) in try Codec.decodeUpdate(v) }
         }
@@ -145,7 +145,8 @@ struct MetricsAndReportTests {
         #expect(text.contains(#""local_dp":{"clip_norm":0.5,"noise_multiplier":2}"#), "\(text)")
         let back = try c.encoded().withUnsafeBytes { b throws(WireError) in try SnapshotConfig.decode(b) }
         #expect(back.supports(ProtocolFeature.updateMetrics) && back.supports(ProtocolFeature.evaluationReports))
-        #expect(back.supports(ProtocolFeature.localDP) && (try back.localPrivacy()) == LocalDPConfig(clipNorm: 0.5, noiseMultiplier: 2))
+        let asked = try back.localPrivacy()
+        #expect(back.supports(ProtocolFeature.localDP) && asked == LocalDPConfig(clipNorm: 0.5, noiseMultiplier: 2))
         c.localDP = LocalDPConfig(clipNorm: 0, noiseMultiplier: 2)
         #expect(throws: WireError.self) { try c.localPrivacy() }
         #expect(back.training.extra == ["dropout": .number(0.25), "arch": .string("mlp"), "bn": .bool(true)])
@@ -154,6 +155,7 @@ struct MetricsAndReportTests {
         let o = try Array(old.utf8).withUnsafeBytes { b throws(WireError) in try SnapshotConfig.decode(b) }
         #expect(!o.supports(ProtocolFeature.updateMetrics))
         #expect(o.training.extra.isEmpty)
-        #expect(try o.localPrivacy() == nil)
+        let none = try o.localPrivacy()
+        #expect(none == nil)
     }
 }
