@@ -494,6 +494,11 @@ final class ClientIO {
                 // The aggregator is on another run (it restarted): start over from its model.
                 requestSnapshot(l)
             }
+            if receipt.reason == .notPrivatized && !l.snapshotOutstanding {
+                // The aggregator requires local DP now (it restarted on the same run with it):
+                // its snapshot config says how; updates made from then on are privatized.
+                requestSnapshot(l)
+            }
         }
         runtime.emit(.receipt(receipt))
     }

@@ -57,4 +57,29 @@ struct LocalPrivacyProcessTests {
         let r2 = try peer2.receipt()
         #expect(r2.decision == .merged && plain.stats.version == 1)
     }
+
+    @Test("an aggregator restarted on the same run with local DP turned on: the client's refused update makes it fetch the config, then its updates are privatized and merge")
+    func localDPTurnedOnAtARestart() async throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("apiary-ldp-\(getpid())-\(UInt32.random(in: 0...UInt32.max))")
+        defer { try? FileManager.default.removeItem(at: dir) }
+        var config = anyPortConfig()
+        config.checkpointDirectory = dir.path
+        let first = try Aggregator(config: config, layout: testLayout, initialParameters: [Float](repeating: 0, count: testLayout.parameterCount),
+                                   logger: quietLogger())
+        let e = try first.start()
+        (config.modelEndpoint, config.snapshotEndpoint, config.updateEndpoint) = (e.model, e.snapshot, e.update)
+        let client = try ClientRuntime(config: clientConfig("turned-on", e), trainer: StepTrainer(layout: testLayout), logger: quietLogger())
+        let task = Task { try await client.run() }
+        defer { task.cancel() }
+        try await eventually("merges without local DP") { first.stats.merged >= 3 }
+        first.stop()
+
+        config.localPrivacy = LocalDPConfig(clipNorm: Self.clip, noiseMultiplier: 1e-6)
+        let second = try Aggregator(config: config, layout: testLayout, initialParameters: [Float](repeating: 0, count: testLayout.parameterCount),
+                                    logger: quietLogger())
+        try second.start()
+        defer { second.stop() }
+        #expect(second.runID == first.runID)
+        try await eventually("privatized merges on the restarted aggregator") { second.stats.merged >= 5 }
+    }
 }

@@ -15,7 +15,7 @@ import apiary
 from apiary import wire
 from apiary.client import LocalDP, local_dp_settings, privatize
 
-from conftest import Aggregator, start_shard_map
+from conftest import Aggregator, start_shard_map, write_config
 from test_fleet import StepTrainer, eventually, in_thread
 
 
@@ -153,3 +153,23 @@ def test_on_a_shard_map_the_whole_update_is_clipped_once_before_it_is_split(tmp_
     finally:
         for agg in shards:
             agg.kill()
+
+
+def test_local_dp_turned_on_at_a_restart_on_the_same_run(tmp_path: Path, make_aggregator: Callable[..., Aggregator]) -> None:
+    agg = make_aggregator()
+    c = apiary.Client(StepTrainer(), client_id="turned-on", aggregator=agg.snapshot, insecure=True, new_model_wait=0.1)
+    t, out = in_thread(c)
+    try:
+        eventually("merges without local DP", lambda: c.stats.merged >= 3)
+        assert agg.stop() == 0
+        before = c.stats.merged
+        write_config(tmp_path, agg.port, privacy_mode="local", privacy_clip=CLIP, privacy_noise_multiplier=1e-6)
+        agg.start()  # same state directory: the same run, now requiring local DP
+        # A refused update (not_privatized) makes the client fetch the config; then it privatizes.
+        eventually("privatized merges after the restart", lambda: c.stats.merged >= before + 3, within=60)
+        assert c._config.get("local_dp") == {"clip_norm": CLIP, "noise_multiplier": 1e-6}
+    finally:
+        c.stop()
+        t.join(20)
+    assert out and isinstance(out[0], apiary.Stats), out
+    assert agg.stop() == 0

@@ -1007,7 +1007,8 @@ class Client:
                         self.epoch = wire.new_epoch()
                 if renew:  # the seqs of this epoch jumped past the aggregator's window: a fresh one
                     log.warning("seq %d is out of the aggregator's dedup window: starting a new client epoch", r.seq)
-            if r.reason_name == "unknown_base" and not link.outstanding:
+            if r.reason_name in ("unknown_base", "not_privatized") and not link.outstanding:
+                # Another run, or local DP required now (4.8): the snapshot config says how.
                 self._request_snapshot(link)
 
     def _send_outbox(self) -> None:
