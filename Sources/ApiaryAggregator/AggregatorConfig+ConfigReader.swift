@@ -50,9 +50,15 @@ extension AggregatorConfig {
         case .fedavg: sync = try FedAvgConfig(reader: r)
         case .fedbuff: buffer = try FedBuffConfig(reader: r)
         }
-        // fedbuff reads privacy.* with its buffer; the other algorithms take no noise.
-        if buffer == nil, case let p = try PrivacyConfig(reader: r), p.mode != .off {
-            throw AggregatorError.invalidConfig("privacy.mode \(p.mode.rawValue) needs algorithm fedbuff (the noise goes on a buffer's sum), not \(algorithm)")
+        // fedbuff reads privacy.* with its buffer; the other algorithms take no central noise.
+        let privacy = try PrivacyConfig(reader: r)
+        if let local = privacy.local {
+            // Local DP: the clients noise, under any algorithm; the aggregator only requires it.
+            localPrivacy = local
+            localPrivacyDelta = privacy.delta
+            buffer?.privacy = PrivacyConfig()
+        } else if buffer == nil, privacy.mode != .off {
+            throw AggregatorError.invalidConfig("privacy.mode \(privacy.mode.rawValue) needs algorithm fedbuff (the noise goes on a buffer's sum), not \(algorithm)")
         }
         shard = try ShardConfig(reader: r)
         compression = try UpdateCompression(reader: r, defaults: compression)

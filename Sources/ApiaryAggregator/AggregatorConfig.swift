@@ -68,6 +68,11 @@ public struct AggregatorConfig: Sendable {
     /// Buffered asynchronous aggregation (FedBuff) instead of FedAsync; nil: FedAsync. The
     /// rule's staleness function weights the buffered deltas (its alpha is not used).
     public var buffer: FedBuffConfig? = nil
+    /// Local differential privacy required of every client (privacy.mode local): sent in the
+    /// snapshot config; updates not flagged as privatized are rejected `not_privatized`. Nil: none.
+    public var localPrivacy: LocalDPConfig? = nil
+    /// The delta at which the clients' epsilon under `localPrivacy` is stated.
+    public var localPrivacyDelta: Double = 1e-5
     /// The update codec the snapshot config asks clients for (every codec is accepted).
     public var compression = UpdateCompression()
     /// The algorithm these settings make (at most one of `sync` and `buffer` is set).
@@ -153,6 +158,11 @@ public struct AggregatorConfig: Sendable {
         if let e = buffer?.validationError() { return e }
         if buffer?.privacy.mode == .central && shard != nil {
             return "privacy.mode central cannot run on parameter shards: each shard sees only its slice of a delta, so no shard can clip the whole delta to privacy.clip"
+        }
+        if let l = localPrivacy {
+            if let e = l.validationError() { return e }
+            if buffer?.privacy.mode == .central { return "choose one privacy.mode: central (the aggregator noises) or local (the clients do)" }
+            guard localPrivacyDelta.isFinite, localPrivacyDelta > 0, localPrivacyDelta < 1 else { return "privacy.delta must be in (0, 1), not \(localPrivacyDelta)" }
         }
         if let e = sync?.validationError() { return e }
         if let rows = ledgerRetention.maxRows, rows < 1 { return "ledger.max_rows must be 0 (keep every row) or positive, got \(rows)" }

@@ -142,6 +142,21 @@ final class AggregatorLoop {
             throw AggregatorError.startFailed("the checkpoint has a privacy accountant (epsilon \(p.epsilon) at delta \(p.delta) after \(p.steps) noised steps): "
                 + "resuming it without central DP would publish un-noised steps. Set algorithm fedbuff with privacy.mode central, or start a new run (a new checkpoint.directory)")
         }
+        if let l = config.localPrivacy {
+            engine.localPrivacy = l
+            let status = LocalPrivacyStatus(config: l, delta: config.localPrivacyDelta)
+            engine.stats.localPrivacy = status
+            // The noise's expected L2 norm on this aggregator's values: z C sqrt(n).
+            let noiseNorm = l.noiseMultiplier * l.clipNorm * Double(range.count).squareRoot()
+            logger.notice("local differential privacy required: clients clip their deltas and add noise; updates not flagged as privatized are rejected (not_privatized)", metadata: [
+                "clip_norm": "\(l.clipNorm)", "noise_multiplier": "\(l.noiseMultiplier)", "noise_norm": "\(noiseNorm)",
+                "delta": "\(status.delta)", "epsilon_per_update": "\(status.epsilonPerUpdate)", "epsilon_per_100_updates": "\(status.epsilonPer100Updates)",
+            ])
+            if let bound = config.maxUpdateNorm, bound < l.clipNorm + noiseNorm {
+                logger.warning("limits.max_update_norm is below the norm of a privatized update's noise (about z C sqrt(n)): most updates will be \(config.normPolicy == .reject ? "rejected" : "clipped")",
+                               metadata: ["max_update_norm": "\(bound)", "noise_norm": "\(noiseNorm)"])
+            }
+        }
         if let kind = config.sync?.optimizer.kind ?? config.buffer?.optimizer.kind, let saved = resumed?.optimizer, saved.kind != kind.rawValue {
             logger.warning("the checkpoint's server optimizer state is not used: it is of another kind",
                            metadata: ["checkpoint": "\(saved.kind)", "configured": "\(kind)"])
@@ -163,6 +178,7 @@ final class AggregatorLoop {
         snapshotConfig.shards = shardMap
         snapshotConfig.shardIndex = shardMap == nil ? nil : config.shard?.index
         snapshotConfig.features = ProtocolFeature.all
+        snapshotConfig.localDP = config.localPrivacy
         if config.compression != UpdateCompression() {
             snapshotConfig.codec = config.compression.codec.name
             snapshotConfig.codecBlock = config.compression.block

@@ -296,6 +296,7 @@ final class ClientIO {
             }
             do {
                 _ = try reply.config.compression()
+                _ = try reply.config.localPrivacy()
             } catch {
                 logger.error("the aggregator asks for what this client cannot send: \(error); not training until it asks for something else",
                              metadata: ["endpoint": "\(l.snapshotEndpoint)"])
@@ -376,7 +377,7 @@ final class ClientIO {
         let model = ModelSnapshot(layout: layout, parameters: values, version: key.version, runID: key.runID)
         let rt = Duration.milliseconds(Int64(max(0.1, c.receiptTimeoutSeconds) * 1000))
         if runtime.adopt(model, bases: bases, training: c.training, receiptTimeout: rt, chunkParameters: max(1, c.chunkParameters),
-                         fromSnapshot: fromSnapshot, algorithm: c.algorithm, features: c.features ?? []) {
+                         fromSnapshot: fromSnapshot, algorithm: c.algorithm, features: c.features ?? [], localDP: c.localDP) {
             logger.debug("model received", metadata: ["version": "\(model.version)", "shards": "\(links.count)"])
         }
     }
@@ -491,6 +492,11 @@ final class ClientIO {
             }
             if receipt.reason == .unknownBase && !l.snapshotOutstanding {
                 // The aggregator is on another run (it restarted): start over from its model.
+                requestSnapshot(l)
+            }
+            if receipt.reason == .notPrivatized && !l.snapshotOutstanding {
+                // The aggregator requires local DP now (it restarted on the same run with it):
+                // its snapshot config says how; updates made from then on are privatized.
                 requestSnapshot(l)
             }
         }

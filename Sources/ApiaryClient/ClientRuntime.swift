@@ -54,6 +54,8 @@ public final class ClientRuntime: Service, Sendable {
         var algorithm = Algorithm.fedasync
         /// Optional protocol features the aggregator listed (`ProtocolFeature`).
         var features: [String] = []
+        /// The local DP the aggregator requires (its config's `local_dp`); nil: none.
+        var localDP: LocalDPConfig?
         /// This run's client epoch (PROTOCOL.md 3.4): picked when `run()` starts, again after a
         /// `seq_out_of_range` refusal; 0 before.
         var epoch: UInt64 = 0
@@ -129,6 +131,8 @@ public final class ClientRuntime: Service, Sendable {
         // still start at the clock, for aggregators that take no epoch.
         state.withLock { $0.epoch = ClientEpoch.fresh() }
         var seq = UInt64(Date().timeIntervalSince1970 * 1_000_000)
+        // Local DP's noise: keyed from the system's CSPRNG, per run.
+        var privatizer: LocalPrivatizer?
         while !Task.isCancelled && !stopRequested.load(ordering: .acquiring) {
             // Train on a model newer than the last base when one comes within `newModelWait`;
             // in synchronous rounds, only on a newer one (the next round's).
@@ -138,7 +142,7 @@ public final class ClientRuntime: Service, Sendable {
             if let f = state.withLock({ $0.fatal }) { throw f }
             guard !Task.isCancelled, !stopRequested.load(ordering: .acquiring) else { break }
             // The algorithm comes with the model (the snapshot config): it says what to send.
-            guard let (model, bases, training, algorithm) = state.withLock({ s in s.model.map { ($0, s.bases, s.training, s.algorithm) } }) else { continue }
+            guard let (model, bases, training, algorithm, localDP) = state.withLock({ s in s.model.map { ($0, s.bases, s.training, s.algorithm, s.localDP) } }) else { continue }
             await waitForPendingRoom()
             guard !Task.isCancelled, !stopRequested.load(ordering: .acquiring) else { break }
             round += 1
@@ -160,7 +164,6 @@ public final class ClientRuntime: Service, Sendable {
             guard result.parameters.count == model.layout.parameterCount else {
                 throw ClientError.layoutMismatch(server: "\(model.layout.parameterCount) parameters", trainer: "\(result.parameters.count) parameters")
             }
-            seq += 1
             var metrics = result.reportedMetrics
             if !metrics.isEmpty, let e = UpdateMetrics.validationError(metrics) {
                 if metricsWarnings.shouldLog() {
@@ -172,11 +175,33 @@ public final class ClientRuntime: Service, Sendable {
             // One model-sized buffer per update: the trained values (or trained - base) are
             // written straight into the buffer the sockets send from, with no copy between.
             let deltas = algorithm.sendsDeltas
-            let payload = ParameterBuffer(result.parameters, minus: deltas ? model.parameters : nil)
+            let payload: ParameterBuffer
+            if let localDP {
+                // Local DP (PROTOCOL.md 4.8): the delta is clipped and noised here, before it
+                // leaves; a full-model update is the base plus the privatized delta. The
+                // metrics are measured on the private data and not noised: not sent.
+                if privatizer?.config != localDP { privatizer = LocalPrivatizer(config: localDP) }
+                payload = ParameterBuffer(result.parameters, minus: model.parameters)
+                let n = result.parameters.count
+                guard let norm = privatizer!.privatize(UnsafeMutableBufferPointer(rebasing: payload.storage[0..<n])) else {
+                    logger.error("the trained model is not finite: nothing can be privatized, the update is not sent", metadata: ["round": "\(round)"])
+                    lastBase = (model.runID, model.version)
+                    continue
+                }
+                if !deltas {
+                    for i in 0..<n { payload.storage[i] += model.parameters[i] }
+                }
+                metrics = [:]
+                logger.debug("update privatized", metadata: ["norm": "\(norm)", "clip_norm": "\(localDP.clipNorm)",
+                                                             "noise_multiplier": "\(localDP.noiseMultiplier)"])
+            } else {
+                payload = ParameterBuffer(result.parameters, minus: deltas ? model.parameters : nil)
+            }
+            seq += 1
             let epoch = self.epoch
             let update = OutgoingUpdate(header: UpdateHeader(runID: model.runID, baseVersion: model.version, seq: seq,
                                                              sampleCount: UInt64(max(0, result.sampleCount)), clientID: config.clientID,
-                                                             isDelta: deltas, epoch: epoch),
+                                                             isDelta: deltas, epoch: epoch, isPrivatized: localDP != nil),
                                         parameters: payload, bases: bases, metrics: metrics)
             onEvent?(.updateQueued(seq: seq, round: round))  // before the I/O thread can see it
             state.withLock {
@@ -278,12 +303,13 @@ public final class ClientRuntime: Service, Sendable {
     // Called by the I/O thread.
 
     func adopt(_ model: ModelSnapshot, bases: [ShardBase], training: TrainingConfig, receiptTimeout: Duration, chunkParameters: Int, fromSnapshot: Bool,
-               algorithm: Algorithm, features: [String]) -> Bool {
+               algorithm: Algorithm, features: [String], localDP: LocalDPConfig? = nil) -> Bool {
         guard model.layout == role.layout else {
             state.withLock { $0.fatal = .layoutMismatch(server: "\(model.layout)", trainer: "\(role.layout)") }
             wakeAllWaiters()
             return false
         }
+        var dpChanged = false
         let first = state.withLock { s -> Bool in
             let first = s.model == nil
             s.model = model
@@ -294,11 +320,17 @@ public final class ClientRuntime: Service, Sendable {
             s.chunkParameters = chunkParameters
             s.algorithm = algorithm
             s.features = features
+            dpChanged = s.localDP != localDP
+            s.localDP = localDP
             s.stats.modelVersion = model.version
             if fromSnapshot { s.stats.snapshotsReceived += 1 } else { s.stats.broadcastsReceived += 1 }
             return first
         }
         changes.notify()
+        if dpChanged, let localDP {
+            logger.notice("the aggregator requires local differential privacy: every update is clipped and noised here before it is sent",
+                          metadata: ["clip_norm": "\(localDP.clipNorm)", "noise_multiplier": "\(localDP.noiseMultiplier)"])
+        }
         if first {
             logger.info("joined: holding the aggregator's model", metadata: [
                 "version": "\(model.version)", "parameters": "\(model.layout.parameterCount)", "tensors": "\(model.layout.tensors.count)",

@@ -50,6 +50,9 @@ public struct PrivacyConfig: Sendable, Hashable {
         case off
         /// Clip and noise at the aggregator (fedbuff only).
         case central
+        /// Clients clip and noise their own updates (any algorithm; `LocalDPConfig`): `clip`
+        /// and `noiseMultiplier` are sent to them as `local_dp`, `delta` states their epsilon.
+        case local
     }
 
     public var mode: Mode
@@ -84,12 +87,21 @@ public struct PrivacyConfig: Sendable, Hashable {
     /// q for the accountant.
     public var accountedSamplingRate: Double { samplingRate ?? 1 }
 
+    /// The local DP clients must apply (mode local), else nil.
+    public var local: LocalDPConfig? { mode == .local ? LocalDPConfig(clipNorm: clip, noiseMultiplier: noiseMultiplier) : nil }
+
     /// Why this configuration is invalid (nil when valid or off).
     public func validationError() -> String? {
-        guard mode == .central else { return nil }
+        guard mode != .off else { return nil }
         guard clip.isFinite, clip > 0 else { return "privacy.clip must be a positive number, not \(clip)" }
         guard noiseMultiplier.isFinite, noiseMultiplier > 0 else { return "privacy.noise_multiplier must be a positive number, not \(noiseMultiplier)" }
         guard delta.isFinite, delta > 0, delta < 1 else { return "privacy.delta must be in (0, 1), not \(delta)" }
+        if mode == .local {
+            if samplingRate != nil { return "privacy.sampling applies to central DP: with privacy.mode local every update is released, there is no amplification" }
+            if epsilonBudget != nil { return "privacy.epsilon_budget applies to central DP: with privacy.mode local the clients spend their own privacy (docs/SECURITY.md)" }
+            if adaptiveClipping != nil { return "privacy.adaptive_clipping applies to central DP: with privacy.mode local the clients clip to the fixed privacy.clip" }
+            return nil
+        }
         if let q = samplingRate, !(q.isFinite && q > 0 && q <= 1) { return "privacy.sampling_rate must be in (0, 1], not \(q)" }
         if let b = epsilonBudget, !(b.isFinite && b > 0) { return "privacy.epsilon_budget must be a positive number (or 0 for none), not \(b)" }
         if let a = adaptiveClipping {

@@ -17,6 +17,9 @@ package final class MergeEngine {
     package var rule: FedAsync
     package var maxUpdateNorm: Double?
     package var normPolicy: NormPolicy = .reject
+    /// Local DP the aggregator requires (PROTOCOL.md 4.8): an update must say it was privatized
+    /// (header flag bit 3), else it is rejected `not_privatized`. Nil: the bit is ignored.
+    package var localPrivacy: LocalDPConfig?
     package var version: UInt64
     package private(set) var parameters: UnsafeMutableBufferPointer<Float>
     package var dedup: DedupTable<UpdateOutcome>
@@ -176,6 +179,11 @@ package final class MergeEngine {
                 ? "update is a delta (header flag bit 1) but algorithm \(algorithm) takes the trained model"
                 : "update is a full model but algorithm \(algorithm) takes deltas (trained - base, header flag bit 1)"
             return reject(h, reason: .wrongUpdateKind, detail: detail, staleness: s)
+        }
+        if let l = localPrivacy, !h.isPrivatized {
+            return reject(h, reason: .notPrivatized, detail: "this aggregator requires local differential privacy (snapshot config local_dp: clip_norm "
+                          + "\(l.clipNorm), noise_multiplier \(l.noiseMultiplier)) and the update is not flagged as privatized (header flag bit 3): "
+                          + "clip and noise it on the client (PROTOCOL.md 4.8)", staleness: s)
         }
         // The norm bound applies to what the update changes: `update - model`, or the delta.
         let scan: PayloadScan

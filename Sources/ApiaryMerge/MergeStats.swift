@@ -32,6 +32,8 @@ public struct MergeStats: Sendable, Hashable {
     public var reportsRejected: UInt64 = 0
     /// Central DP (fedbuff with privacy.mode central): the privacy spent; nil otherwise.
     public var privacy: PrivacyStatus? = nil
+    /// Local DP (privacy.mode local): what clients must do, and their epsilon per update; nil otherwise.
+    public var localPrivacy: LocalPrivacyStatus? = nil
 
     public init() {}
 

@@ -176,7 +176,8 @@ public final class AggregatorMonitor: Service, Sendable {
             evaluation: .init(enabled: evaluator != nil, count: evaluations?.count ?? 0, latest: evaluations?.last, dataset: evaluator?.dataset),
             fleet: .init(clientMetrics: aggregator.fleet.clientMetrics(), evaluators: aggregator.fleet.latestReports(),
                          reportsRecorded: aggregator.fleet.reportsRecorded),
-            privacy: s.privacy
+            privacy: s.privacy,
+            localPrivacy: s.localPrivacy
         )
     }
 

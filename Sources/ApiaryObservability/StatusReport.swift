@@ -1,4 +1,5 @@
 import ApiaryAggregator
+import ApiaryCore
 import Foundation
 
 /// The body of `GET /status`: where the run is now. Encoded with snake_case keys and dates
@@ -153,6 +154,8 @@ public struct StatusReport: Sendable, Codable, Hashable {
     public var fleet: Fleet
     /// nil without central DP.
     public var privacy: Privacy? = nil
+    /// nil without local DP (privacy.mode local).
+    public var localPrivacy: LocalPrivacyStatus? = nil
 }
 
 /// The body of `GET /history`: time series for the dashboard's charts.

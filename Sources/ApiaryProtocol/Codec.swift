@@ -237,7 +237,7 @@ public enum Codec {
         w.u64(h.sampleCount)
         w.u8(h.codec.rawValue)
         w.u8(UInt8(truncatingIfNeeded: id.count))
-        w.u16((h.carriesMetrics ? 1 : 0) | (h.isDelta ? 2 : 0) | (h.epoch != 0 ? 4 : 0))
+        w.u16((h.carriesMetrics ? 1 : 0) | (h.isDelta ? 2 : 0) | (h.epoch != 0 ? 4 : 0) | (h.isPrivatized ? 8 : 0))
         w.raw(id)
         if h.epoch != 0 { w.u64(h.epoch) }
         return w.bytes
@@ -340,13 +340,14 @@ public enum Codec {
         let c = try r.u8()
         let idLength = Int(try r.u8())
         let flags = try r.u16()
-        guard flags & ~7 == 0 else { throw .reservedBitsSet }
+        guard flags & ~15 == 0 else { throw .reservedBitsSet }
         let id = try readClientID(&r, length: idLength, allowEmpty: false)
         let epoch = try readEpoch(&r, flagged: flags & 4 != 0)
         try r.end()
         guard let codec = PayloadCodec(rawValue: c) else { throw .unsupportedCodec(c) }
         return UpdateHeader(runID: runID, baseVersion: base, seq: seq, sampleCount: samples, codec: codec, clientID: id,
-                            carriesMetrics: flags & 1 != 0, isDelta: flags & 2 != 0, epoch: epoch)
+                            carriesMetrics: flags & 1 != 0, isDelta: flags & 2 != 0, epoch: epoch,
+                            isPrivatized: flags & 8 != 0)
     }
 
     /// The `u64` client epoch after the client id when flag bit 2 is set (0 otherwise); an

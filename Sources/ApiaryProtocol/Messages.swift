@@ -149,10 +149,15 @@ public struct UpdateHeader: Sendable, Hashable {
     /// clients before epochs). Send one only when the snapshot config lists the feature
     /// `client_epoch` (an older aggregator rejects the update as malformed).
     public var epoch: UInt64
+    /// Flag bit 3: the client privatized the update to the snapshot config's `local_dp`
+    /// (PROTOCOL.md 4.8). Set it exactly when the config carries `local_dp` (an aggregator
+    /// that requires local DP rejects an update without it as `not_privatized`; an older one
+    /// rejects the bit as malformed).
+    public var isPrivatized: Bool
 
     public init(runID: UInt64, baseVersion: UInt64, seq: UInt64, sampleCount: UInt64,
                 codec: PayloadCodec = .denseFloat32, clientID: String, carriesMetrics: Bool = false, isDelta: Bool = false,
-                epoch: UInt64 = 0) {
+                epoch: UInt64 = 0, isPrivatized: Bool = false) {
         self.runID = runID
         self.baseVersion = baseVersion
         self.seq = seq
@@ -162,6 +167,7 @@ public struct UpdateHeader: Sendable, Hashable {
         self.carriesMetrics = carriesMetrics
         self.isDelta = isDelta
         self.epoch = epoch
+        self.isPrivatized = isPrivatized
     }
 }
 
@@ -189,7 +195,10 @@ public enum ProtocolFeature {
     public static let codecs = "codecs"
     /// CLIENT_UPDATE and EVALUATION_REPORT may carry a client epoch (header flag bit 2).
     public static let clientEpoch = "client_epoch"
-    public static let all = [updateMetrics, evaluationReports, deltaUpdates, codecs, clientEpoch]
+    /// The aggregator knows local DP: the config key `local_dp` (present when it requires it)
+    /// and CLIENT_UPDATE's flag bit 3 (PROTOCOL.md 4.8).
+    public static let localDP = "local_dp"
+    public static let all = [updateMetrics, evaluationReports, deltaUpdates, codecs, clientEpoch, localDP]
 }
 
 /// EVALUATION_REPORT: an evaluator (a client that does not train) measured model `version`

@@ -37,6 +37,16 @@ public struct SnapshotConfig: Sendable, Hashable, Codable {
     public var codecBlock: Int?
     /// top-k fraction; nil: `UpdateCodec.defaultTopKFraction`.
     public var topkFraction: Double?
+    /// Local differential privacy the aggregator requires of every update (PROTOCOL.md 4.8);
+    /// nil or absent: none.
+    public var localDP: LocalDPConfig?
+
+    /// The local DP this config asks for (nil: none); throws on bad values.
+    public func localPrivacy() throws(WireError) -> LocalDPConfig? {
+        guard let localDP else { return nil }
+        if let e = localDP.validationError() { throw .invalidConfig(e) }
+        return localDP
+    }
 
     /// The compression these keys ask for; throws on an unknown codec name or bad values.
     public func compression() throws(WireError) -> UpdateCompression {
@@ -85,6 +95,7 @@ public struct SnapshotConfig: Sendable, Hashable, Codable {
         case codec
         case codecBlock = "codec_block"
         case topkFraction = "topk_fraction"
+        case localDP = "local_dp"
     }
 
     /// Whether the aggregator listed `feature`.

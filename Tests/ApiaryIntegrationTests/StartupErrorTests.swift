@@ -96,7 +96,7 @@ struct StartupErrorTests {
         #expect(!FileManager.default.fileExists(atPath: dir.appendingPathComponent("state").path), "no run was started")
     }
 
-    @Test("central DP without fedbuff, or with a robust aggregate, stops the start with one line naming the keys")
+    @Test("central DP without fedbuff, or with a robust aggregate, and local DP with a central-DP key or no noise, stop the start with one line naming the keys")
     func privacyNeedsFedBuffMean() async throws {
         let dir = try tempDir()
         defer { try? FileManager.default.removeItem(at: dir) }
@@ -105,6 +105,9 @@ struct StartupErrorTests {
             (["PRIVACY_MODE": "central", "ALGORITHM": "fedbuff", "FEDBUFF_AGGREGATE": "median"], "privacy.mode central needs fedbuff.aggregate mean"),
             (["PRIVACY_MODE": "central", "ALGORITHM": "fedbuff", "PRIVACY_SAMPLING": "poisson"], "privacy.sampling poisson needs privacy.sampling_rate"),
             (["ALGORITHM": "fedbuff", "FEDBUFF_AGGREGATE": "krum"], "fedbuff.aggregate must be one of mean, median, trimmed_mean"),
+            (["PRIVACY_MODE": "local", "PRIVACY_EPSILON_BUDGET": "8"], "privacy.epsilon_budget applies to central DP"),
+            (["PRIVACY_MODE": "local", "PRIVACY_NOISE_MULTIPLIER": "0"], "privacy.noise_multiplier must be a positive number"),
+            (["PRIVACY_MODE": "locale"], "privacy.mode must be one of off, central, local"),
         ]
         for (vars, message) in cases {
             let env = try insecureEnv(vars.merging(["CHECKPOINT_DIRECTORY": dir.appendingPathComponent("state").path]) { a, _ in a })

@@ -127,6 +127,26 @@ struct MetricsTests {
         #expect(m["apiary_privacy_steps"] == 2 && m["apiary_privacy_budget_exhausted"] == 0)
     }
 
+    @Test("local DP: what clients must apply and one client's epsilon per update on /status")
+    func localPrivacyOnStatus() async throws {
+        var config = AggregatorConfig(modelEndpoint: "tcp://127.0.0.1:*", snapshotEndpoint: "tcp://127.0.0.1:*", updateEndpoint: "tcp://127.0.0.1:*",
+                                      insecure: true)
+        config.localPrivacy = LocalDPConfig(clipNorm: 0.5, noiseMultiplier: 10)
+        config.localPrivacyDelta = 1e-6
+        let aggregator = try Aggregator(config: config, layout: testLayout,
+                                        initialParameters: [Float](repeating: 0, count: testLayout.parameterCount), logger: quietLogger())
+        _ = try aggregator.start()
+        defer { aggregator.stop() }
+        let status = AggregatorMonitor(aggregator: aggregator).status()
+        let l = try #require(status.localPrivacy)
+        #expect(status.privacy == nil)
+        #expect(l.clipNorm == 0.5 && l.noiseMultiplier == 10 && l.delta == 1e-6)
+        #expect(l.epsilonPerUpdate == RDPAccountant.epsilon(noiseMultiplier: 5, samplingRate: 1, steps: 1, delta: 1e-6))
+        #expect(l.epsilonPer100Updates == RDPAccountant.epsilon(noiseMultiplier: 5, samplingRate: 1, steps: 100, delta: 1e-6))
+        let json = String(decoding: try StatusJSON.encoder.encode(status), as: UTF8.self)
+        #expect(json.contains(#""local_privacy":{"#) && json.contains(#""epsilon_per_update":"#), "\(json)")
+    }
+
     @Test("an aggregator runs without a metrics factory and without a bootstrapped metrics system")
     func noBackendNoCost() async throws {
         // No MetricsSystem.bootstrap in this process's tests: a plain aggregator must run.

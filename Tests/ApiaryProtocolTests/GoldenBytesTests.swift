@@ -55,6 +55,20 @@ struct GoldenBytesTests {
         }
     }
 
+    @Test("CLIENT_UPDATE header privatized locally: flag bit 3; bit 4 is still reserved")
+    func clientUpdateHeaderPrivatized() throws {
+        let h = UpdateHeader(runID: 1, baseVersion: 2, seq: 3, sampleCount: 0, clientID: "c1", isDelta: true, isPrivatized: true)
+        let bytes = Codec.encode(h)
+        #expect(Array(bytes[42...43]) == [0x0A, 0x00])  // bit 1 delta, bit 3 privatized
+        let decoded = try withFrames([bytes]) { v throws(WireError) in try Codec.decodeUpdateHeader(v[0]) }
+        #expect(decoded == h && decoded.isPrivatized)
+        var bit4 = bytes
+        bit4[42] |= 0x10
+        let r = withFrames([bit4]) { v in Result { () throws(WireError) in try Codec.decodeUpdateHeader(v[0]) } }
+        guard case .failure(let e) = r else { Issue.record("decoded flag bit 4"); return }
+        #expect(e == .reservedBitsSet)
+    }
+
     @Test("RECEIPT frames: topic, 60-byte header, message")
     func receipt() throws {
         let rc = Receipt(clientID: "c1", runID: 7, seq: 3, baseVersion: 5, modelVersion: 9, staleness: 4,
@@ -160,11 +174,11 @@ struct GoldenBytesTests {
         #expect(Topic.receiptPrefix == Array("receipt/".utf8))
         #expect([MessageType.modelChunk, .snapshotRequest, .snapshotReply, .clientUpdate, .receipt].map(\.rawValue) == [1, 2, 3, 4, 5])
         #expect(Decision.merged.rawValue == 1 && Decision.rejected.rawValue == 2 && Decision.duplicate.rawValue == 3)
-        #expect(RejectReason.allCases.map(\.rawValue) == Array(0...17))
+        #expect(RejectReason.allCases.map(\.rawValue) == Array(0...18))
         #expect(RejectReason.allCases.map(\.name) == [
             "none", "malformed", "unsupported_protocol_version", "unknown_message_type", "layout_mismatch", "non_finite",
             "too_stale", "unknown_base", "duplicate", "oversized", "unknown_client", "norm_too_large", "identity_mismatch",
-            "unsupported_codec", "unavailable", "wrong_update_kind", "bad_encoding", "seq_out_of_range",
+            "unsupported_codec", "unavailable", "wrong_update_kind", "bad_encoding", "seq_out_of_range", "not_privatized",
         ])
         #expect(Codec.commonHeaderSize == 8 && Codec.modelChunkHeaderSize == 56 && Codec.snapshotReplyHeaderSize == 64)
         #expect(Codec.updateHeaderFixedSize == 44 && Codec.receiptHeaderSize == 60 && Codec.maxReceiptMessageBytes == 1024)

@@ -454,7 +454,7 @@ struct MalformedInputTests {
         #expect(Decoder.receipt.error(frames) == .invalidField("decision code \(code)"))
     }
 
-    @Test("RECEIPT with an unknown reason code", arguments: [UInt8(18), 200, 255])
+    @Test("RECEIPT with an unknown reason code", arguments: [UInt8(20), 200, 255])
     func receiptReason(code: UInt8) {
         var frames = Codec.encode(Sample.receipt)
         frames[1][57] = code

@@ -33,13 +33,13 @@ struct MetricsAndReportTests {
         #expect(v1.payloadBytes == 8)
     }
 
-    @Test("flag bit 1 says delta; bits above 2 (bit 2: the client epoch) are refused as reserved")
+    @Test("flag bit 1 says delta; bits above 3 (bit 2: the client epoch, bit 3: privatized) are refused as reserved")
     func otherFlags() throws {
         var header = Codec.encode(UpdateHeader(runID: 1, baseVersion: 0, seq: 1, sampleCount: 1, clientID: "c1", isDelta: true))
         #expect(header[42] == 2)
         let delta = try withFrames([header, Codec.encodeLayout(layout), [0, 0, 0, 0, 0, 0, 0, 0]]) { v in try Codec.decodeUpdate(v) }
         #expect(delta.header.isDelta && !delta.header.carriesMetrics)
-        header[42] = 8
+        header[42] = 16
         let e = withFrames([header, Codec.encodeLayout(layout), [0, 0, 0, 0, 0, 0, 0, 0]]) { v in
             Result { () throws(WireError) in try Codec.decodeUpdate(v) }
         }
@@ -140,13 +140,22 @@ struct MetricsAndReportTests {
         var c = SnapshotConfig(rule: FedAsync(alpha: 0.5, staleness: .constant, maxStaleness: 128), training: TrainingConfig(extra: ["dropout": .number(0.25), "arch": .string("mlp"), "bn": .bool(true)]),
                                chunkParameters: 10, maxFrameBytes: 100, receiptTimeoutSeconds: 1)
         c.features = ProtocolFeature.all
+        c.localDP = LocalDPConfig(clipNorm: 0.5, noiseMultiplier: 2)
+        let text = String(decoding: c.encoded(), as: UTF8.self)
+        #expect(text.contains(#""local_dp":{"clip_norm":0.5,"noise_multiplier":2}"#), "\(text)")
         let back = try c.encoded().withUnsafeBytes { b throws(WireError) in try SnapshotConfig.decode(b) }
         #expect(back.supports(ProtocolFeature.updateMetrics) && back.supports(ProtocolFeature.evaluationReports))
+        let asked = try back.localPrivacy()
+        #expect(back.supports(ProtocolFeature.localDP) && asked == LocalDPConfig(clipNorm: 0.5, noiseMultiplier: 2))
+        c.localDP = LocalDPConfig(clipNorm: 0, noiseMultiplier: 2)
+        #expect(throws: WireError.self) { try c.localPrivacy() }
         #expect(back.training.extra == ["dropout": .number(0.25), "arch": .string("mlp"), "bn": .bool(true)])
         // What a v1 aggregator without these keys sends.
         let old = #"{"algorithm":"fedasync","alpha":0.5,"chunk_parameters":10,"max_frame_bytes":100,"max_staleness":128,"receipt_timeout_s":1,"staleness_a":0,"staleness_b":0,"staleness_function":"constant","training":{"batch_size":16,"learning_rate":0.1,"local_epochs":1,"proximal_mu":0}}"#
         let o = try Array(old.utf8).withUnsafeBytes { b throws(WireError) in try SnapshotConfig.decode(b) }
         #expect(!o.supports(ProtocolFeature.updateMetrics))
         #expect(o.training.extra.isEmpty)
+        let none = try o.localPrivacy()
+        #expect(none == nil)
     }
 }

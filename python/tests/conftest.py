@@ -134,6 +134,12 @@ progress:
   int8_block: {overrides.get("int8_block", 4096)}
   topk_fraction: {overrides.get("topk_fraction", 0.01)}
 """
+    if "privacy_mode" in overrides:  # central (fedbuff) or local DP (PROTOCOL 4.8)
+        text += f"""privacy:
+  mode: {overrides["privacy_mode"]}
+  clip: {overrides.get("privacy_clip", 1.0)}
+  noise_multiplier: {overrides.get("privacy_noise_multiplier", 1.0)}
+"""
     path = directory / "aggregator.yaml"
     path.write_text(text)
     return path

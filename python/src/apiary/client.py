@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import itertools
 import logging
+import math
 import os
+import secrets
 import signal
 import threading
 import time
@@ -185,6 +187,7 @@ class _Outgoing:
     slots: list[dict[str, Any]] = field(default_factory=list)
     buffer: np.ndarray | None = None    # the SDK's own buffer the segments are views of, for reuse
     delta: bool = False                 # the segments are trained - base (header flag bit 1)
+    privatized: bool = False            # clipped and noised to the config's local_dp (header flag bit 3)
     codec: int = wire.FLOAT32           # header byte 40 (3.4.1)
     epoch: int = 0                      # the client epoch it was made in (3.4): a resend repeats it
     # With a codec other than float32: the payload frames of each shard's slice, encoded once
@@ -233,6 +236,48 @@ def codec_settings(config: Mapping[str, Any], deltas: bool) -> CodecSettings:
                                 "delta and is allowed only with algorithm fedbuff (docs/PROTOCOL.md 3.4.1); the aggregator's "
                                 "compression.codec must be another codec, or its algorithm fedbuff")
     return CodecSettings(codec, int(block), float(fraction))
+
+
+@dataclass(frozen=True)
+class LocalDP:
+    """The local differential privacy an aggregator requires (the config's ``local_dp``,
+    docs/PROTOCOL.md 4.8): clip each delta to L2 norm ``clip_norm`` (C), add ``N(0, (z C)^2)``
+    per value, z = ``noise_multiplier``."""
+
+    clip_norm: float
+    noise_multiplier: float
+
+
+def local_dp_settings(config: Mapping[str, Any]) -> LocalDP | None:
+    """The config's ``local_dp`` (None when absent); `ClientConfigError` for bad values."""
+    v = config.get("local_dp")
+    if v is None:
+        return None
+    if not isinstance(v, Mapping):
+        raise ClientConfigError(f"the aggregator's local_dp {v!r} is not an object")
+    values: list[float] = []
+    for key in ("clip_norm", "noise_multiplier"):
+        x = v.get(key)
+        if isinstance(x, bool) or not isinstance(x, (int, float)) or not math.isfinite(x) or x <= 0:
+            raise ClientConfigError(f"the aggregator's local_dp.{key} {x!r} is not a positive number")
+        values.append(float(x))
+    return LocalDP(values[0], values[1])
+
+
+def privatize(delta: np.ndarray, dp: LocalDP, rng: np.random.Generator) -> float:
+    """Local DP in place on a 1-D float32 delta (``trained - base``): scaled by
+    ``min(1, C / ||delta||)`` (the norm in float64), then ``N(0, (z C)^2)`` added to every value
+    (in float64, rounded once to float32). Returns the norm before clipping; raises
+    `TrainerOutputError` (and changes nothing) when a value is not finite."""
+    d = delta.astype(np.float64)
+    norm = float(np.sqrt(np.dot(d, d)))
+    if not math.isfinite(norm):
+        raise TrainerOutputError("the trainer's result is not finite: it cannot be privatized, nothing is sent")
+    if norm > dp.clip_norm:
+        d *= dp.clip_norm / norm
+    d += rng.normal(0.0, dp.noise_multiplier * dp.clip_norm, d.size)
+    delta[...] = d
+    return norm
 
 
 class ErrorFeedback:
@@ -418,6 +463,8 @@ class Client:
         self._config: dict[str, Any] = {}
         # Error feedback for lossy codecs under fedbuff (3.4.1): touched by the worker only.
         self._feedback = ErrorFeedback()
+        # Local DP's noise (4.8): a generator seeded with 128 bits from the system's CSPRNG.
+        self._dp_rng = np.random.Generator(np.random.PCG64(secrets.randbits(128)))
 
     # -- lifecycle
 
@@ -568,10 +615,20 @@ class Client:
                                         f"(it knows {', '.join(ALGORITHMS)}): upgrade apiary-client")
             deltas = algorithm == "fedbuff"
             settings = codec_settings(model.config, deltas)
+            dp = local_dp_settings(model.config)
             segments, buffer = _pieces(model.layout, result.parameters, own=named,
                                        base=model.values if result.delta else None, out=spare,
-                                       delta_from=model.values if deltas else None)
+                                       delta_from=model.values if deltas or dp else None)
             metrics = dict(result.metrics)
+            if dp is not None:
+                # Local DP (4.8): the delta is clipped and noised before it leaves; a full-model
+                # update is the base plus the privatized delta. The metrics are measured on the
+                # private data and not noised: not sent.
+                d = np.concatenate(segments) if len(segments) != 1 else np.array(segments[0], dtype=np.float32, copy=True)
+                privatize(d, dp, self._dp_rng)
+                if not deltas:
+                    d += model.values
+                segments, buffer, metrics = [d], d, {}
             if metrics:
                 wire.metrics_frame(metrics)  # raises a clear ValueError before anything is sent
             encoded: list[list[memoryview]] | None = None
@@ -599,7 +656,7 @@ class Client:
             self.stats.payload_bytes += nbytes
             self.stats.float32_bytes += 4 * count
         return _Outgoing(0, "update", list(model.bases), segments, max(0, int(result.num_examples)), metrics, buffer=buffer,
-                         delta=deltas, codec=settings.codec, encoded=encoded, ranges=ranges)
+                         delta=deltas, codec=settings.codec, encoded=encoded, ranges=ranges, privatized=dp is not None)
 
     def _encode(self, model: _Model, segments: list[np.ndarray], ranges: list[tuple[int, int]], settings: CodecSettings,
                 deltas: bool) -> list[list[memoryview]]:
@@ -950,7 +1007,8 @@ class Client:
                         self.epoch = wire.new_epoch()
                 if renew:  # the seqs of this epoch jumped past the aggregator's window: a fresh one
                     log.warning("seq %d is out of the aggregator's dedup window: starting a new client epoch", r.seq)
-            if r.reason_name == "unknown_base" and not link.outstanding:
+            if r.reason_name in ("unknown_base", "not_privatized") and not link.outstanding:
+                # Another run, or local DP required now (4.8): the snapshot config says how.
                 self._request_snapshot(link)
 
     def _send_outbox(self) -> None:
@@ -978,7 +1036,7 @@ class Client:
         assert u.segments is not None
         with_metrics = bool(u.metrics) and "update_metrics" in features
         header = wire.encode_update_header(run, base, u.seq, u.samples, self.client_id, with_metrics, delta=u.delta, codec=u.codec,
-                                           epoch=epoch)
+                                           epoch=epoch, privatized=u.privatized)
         frames: list[Any] = [header, self._layout_frame]
         if with_metrics:
             frames.append(wire.metrics_frame(u.metrics))

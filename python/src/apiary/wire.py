@@ -54,7 +54,7 @@ REASONS = {
     4: "layout_mismatch", 5: "non_finite", 6: "too_stale", 7: "unknown_base", 8: "duplicate",
     9: "oversized", 10: "unknown_client", 11: "norm_too_large", 12: "identity_mismatch",
     13: "unsupported_codec", 14: "unavailable", 15: "wrong_update_kind", 16: "bad_encoding",
-    17: "seq_out_of_range",
+    17: "seq_out_of_range", 18: "not_privatized",
 }
 DECISIONS = {1: "merged", 2: "rejected", 3: "duplicate", 4: "recorded"}
 
@@ -362,15 +362,16 @@ def _epoch_field(epoch: int) -> tuple[int, bytes]:
 
 
 def encode_update_header(run_id: int, base_version: int, seq: int, samples: int, client_id: str, with_metrics: bool,
-                         delta: bool = False, codec: int = FLOAT32, epoch: int = 0) -> bytes:
+                         delta: bool = False, codec: int = FLOAT32, epoch: int = 0, privatized: bool = False) -> bytes:
     """Flag bit 0: a metrics frame follows the layout; bit 1: the payload is a delta (fedbuff);
     bit 2: the client epoch follows the client id (only when the config lists ``client_epoch``);
-    byte 40: the payload's codec (3.4.1)."""
+    bit 3: the update was privatized to the config's ``local_dp`` (only when the config carries
+    it, 4.8); byte 40: the payload's codec (3.4.1)."""
     if codec not in CODEC_NAMES:
         raise ValueError(f"codec {codec} is not one of {sorted(CODEC_NAMES)}")
     cid = client_id.encode()
     epoch_flag, epoch_bytes = _epoch_field(epoch)
-    flags = (1 if with_metrics else 0) | (2 if delta else 0) | epoch_flag
+    flags = (1 if with_metrics else 0) | (2 if delta else 0) | epoch_flag | (8 if privatized else 0)
     return (common_prefix(CLIENT_UPDATE) + struct.pack("<QQQQBBH", run_id, base_version, seq, samples, codec, len(cid), flags)
             + cid + epoch_bytes)
 

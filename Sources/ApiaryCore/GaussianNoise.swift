@@ -4,11 +4,11 @@ import Glibc
 import Darwin
 #endif
 
-/// The noise of central differential privacy: standard normal samples from a ChaCha20 key
+/// The noise of differential privacy (central on the aggregator, local on a client): standard normal samples from a ChaCha20 key
 /// stream (RFC 8439's block function, 20 rounds) whose 256-bit key comes from
 /// `SystemRandomNumberGenerator` (the kernel's CSPRNG, `getrandom` on Linux): an observer of
 /// the noised model cannot predict or replay the noise. Only tests pass a fixed seed.
-/// Not thread-safe: owned by the thread that owns the buffer.
+/// Not thread-safe: owned by the thread that owns the buffer (or the update).
 package struct GaussianNoise: RandomNumberGenerator {
     private var key: [UInt32]
     private var counter: UInt64 = 0
