@@ -55,6 +55,9 @@ public enum RejectReason: UInt8, Sendable, Hashable, Codable, CaseIterable, Cust
     /// The seq is more than the dedup window ahead of the highest seq of its client epoch
     /// (PROTOCOL.md 4.1): refused and not recorded, so it cannot lock later seqs out.
     case seqOutOfRange = 17
+    /// FedAsync's anomaly filter (robust.anomaly.*) found the update's norm or its direction
+    /// far outside those of recently accepted updates; nothing was merged.
+    case anomalous = 19
 
     /// A stable snake_case name, used in logs and metrics labels.
     public var name: String {
@@ -77,6 +80,7 @@ public enum RejectReason: UInt8, Sendable, Hashable, Codable, CaseIterable, Cust
         case .wrongUpdateKind: "wrong_update_kind"
         case .badEncoding: "bad_encoding"
         case .seqOutOfRange: "seq_out_of_range"
+        case .anomalous: "anomalous"
         }
     }
 

@@ -127,6 +127,7 @@ extension Settings {
         if config.buffer == nil, case let p = try Settings.privacy(r), p.mode != .off {
             throw SettingsError("privacy.mode \(p.mode.rawValue) needs algorithm fedbuff (the noise goes on a buffer's sum), not \(config.algorithm)")
         }
+        config.anomaly = try anomaly(r)
         config.shard = try shard(r)
         config.compression = try compression(r)
         if let e = config.validationError() { throw SettingsError(e) }
@@ -150,6 +151,24 @@ extension Settings {
                               exampleCap: UInt64(cap), optimizer: optimizer, aggregate: aggregate,
                               trimFraction: r.double(forKey: "fedbuff.trim_fraction", default: d.trimFraction))
         c.privacy = try privacy(r)
+        if let e = c.validationError() { throw SettingsError(e) }
+        return c
+    }
+
+    /// `robust.anomaly.*`: FedAsync's anomaly filter (defaults: AnomalyConfig's); nil when not enabled.
+    static func anomaly(_ r: ConfigReader) throws -> AnomalyConfig? {
+        r.bool(forKey: "robust.anomaly.enabled", default: false) ? try anomalySettings(r) : nil
+    }
+
+    /// The `robust.anomaly.*` parameters, whether or not the filter is enabled.
+    static func anomalySettings(_ r: ConfigReader) throws -> AnomalyConfig {
+        let d = AnomalyConfig()
+        let c = AnomalyConfig(warmup: r.int(forKey: "robust.anomaly.warmup", default: d.warmup),
+                              window: r.int(forKey: "robust.anomaly.window", default: d.window),
+                              normThreshold: r.double(forKey: "robust.anomaly.norm_threshold", default: d.normThreshold),
+                              cosineThreshold: r.double(forKey: "robust.anomaly.cosine_threshold", default: d.cosineThreshold),
+                              decay: r.double(forKey: "robust.anomaly.decay", default: d.decay),
+                              history: r.int(forKey: "robust.anomaly.history", default: d.history))
         if let e = c.validationError() { throw SettingsError(e) }
         return c
     }

@@ -64,6 +64,10 @@ REASONS = {
     12: "identity_mismatch",
     13: "unsupported_codec",
     14: "unavailable",
+    15: "wrong_update_kind",
+    16: "bad_encoding",
+    17: "seq_out_of_range",
+    19: "anomalous",
 }
 REASON_NONE = 0
 REASON_LAYOUT_MISMATCH = 4
