@@ -6,7 +6,8 @@ import Foundation
 /// bench --only attacks`). They are trainers: the client runtime sends what they return like
 /// any other update, so nothing of this is in the production client.
 public enum AttackKind: String, Sendable, Hashable, CaseIterable {
-    /// Sends `base - (trained - base)`: the honest step, negated.
+    /// Sends `base - k (trained - base)`: the honest step negated, `k` = `AttackPlan.flipFactor`
+    /// (default 4: the plain negation, k = 1, slows FedAsync down without stopping it).
     case signFlip = "sign-flip"
     /// Sends `base + 10 (trained - base)` (`AttackPlan.scale`).
     case scaling
@@ -29,20 +30,23 @@ public struct AttackPlan: Sendable, Hashable {
     public var fraction: Double
     /// The factor of `scaling`.
     public var scale: Double
+    /// k of `signFlip`.
+    public var flipFactor: Double
     /// Seeds the noise.
     public var seed: UInt64
 
-    public init(kind: AttackKind, fraction: Double = 0.2, scale: Double = 10, seed: UInt64 = 0) {
+    public init(kind: AttackKind, fraction: Double = 0.2, scale: Double = 10, flipFactor: Double = 4, seed: UInt64 = 0) {
         self.kind = kind
         self.fraction = fraction
         self.scale = scale
+        self.flipFactor = flipFactor
         self.seed = seed
     }
 
     /// Why the plan is invalid (nil when valid).
     public func validationError() -> String? {
         guard fraction.isFinite, fraction > 0, fraction < 1 else { return "attackers must be a fraction in (0, 1), not \(fraction)" }
-        guard scale.isFinite else { return "the attack's scale must be finite" }
+        guard scale.isFinite, flipFactor.isFinite else { return "the attack's factors must be finite" }
         return nil
     }
 
@@ -78,15 +82,18 @@ public struct AttackingTrainer: Trainer {
     public let honest: any Trainer
     public let colluders: [any Trainer]
     public let scale: Double
+    public let flipFactor: Double
     public let z: Double
     public let seed: UInt64
     public var layout: ParameterLayout { honest.layout }
 
-    public init(kind: AttackKind, honest: any Trainer, colluders: [any Trainer] = [], scale: Double = 10, z: Double = 0, seed: UInt64 = 0) {
+    public init(kind: AttackKind, honest: any Trainer, colluders: [any Trainer] = [], scale: Double = 10, flipFactor: Double = 4, z: Double = 0,
+                seed: UInt64 = 0) {
         self.kind = kind
         self.honest = honest
         self.colluders = colluders
         self.scale = scale
+        self.flipFactor = flipFactor
         self.z = z
         self.seed = seed
     }
@@ -99,7 +106,8 @@ public struct AttackingTrainer: Trainer {
         case .labelFlip:
             return r
         case .signFlip:
-            for i in 0..<n { r.parameters[i] = base[i] - (r.parameters[i] - base[i]) }
+            let k = Float(flipFactor)
+            for i in 0..<n { r.parameters[i] = base[i] - k * (r.parameters[i] - base[i]) }
         case .scaling:
             let k = Float(scale)
             for i in 0..<n { r.parameters[i] = base[i] + k * (r.parameters[i] - base[i]) }
@@ -159,7 +167,7 @@ extension InProcessFleet {
             }
             let data = attack.kind == .labelFlip ? workload.trainSet(client: k).labelsFlipped : workload.trainSet(client: k)
             let honest = SoftmaxRegression(dataset: data, clientID: k, shuffleSeed: shuffleSeed, delay: delayDuration)
-            let trainer = AttackingTrainer(kind: attack.kind, honest: honest, colluders: colluders, scale: attack.scale, z: z,
+            let trainer = AttackingTrainer(kind: attack.kind, honest: honest, colluders: colluders, scale: attack.scale, flipFactor: attack.flipFactor, z: z,
                                            seed: SplitMix64.mix(attack.seed ^ UInt64(k)))
             return Member(trainer: trainer, delaySeconds: delay)
         }

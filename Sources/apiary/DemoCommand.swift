@@ -82,7 +82,7 @@ struct DemoCommand: AsyncParsableCommand {
     @Flag(name: .long, help: "Write no report.")
     var noReport = false
 
-    @Option(name: .long, help: "Let some clients attack: sign-flip, scaling (x10), noise, label-flip or little-is-enough (Baruch et al. 2019); see --attackers, --defence.")
+    @Option(name: .long, help: "Let some clients attack: sign-flip (the honest step negated, x4), scaling (x10), noise, label-flip or little-is-enough (Baruch et al. 2019); see --attackers, --defence.")
     var attack: AttackKind?
 
     @Option(name: .long, help: "The share of the clients that attack, in (0, 1) (default 0.2).")
