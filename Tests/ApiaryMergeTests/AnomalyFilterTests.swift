@@ -87,6 +87,34 @@ struct AnomalyFilterTests {
         #expect(Self.send(e, client: "h", seq: 1000, delta: Self.honest(&rng)).reason == .none)
     }
 
+    /// Ingests `base model + delta` as an update trained on version `base`.
+    static func send(_ e: MergeEngine, client: String, seq: UInt64, base: UInt64, model: [Float], delta: [Float]) -> MergeEngine.Outcome {
+        let values = zip(model, delta).map { $0 + $1 }
+        let header = Codec.encode(UpdateHeader(runID: 7, baseVersion: base, seq: seq, sampleCount: 10, clientID: client))
+        let frames: [[UInt8]] = [header, Codec.encodeLayout(layout), values.withUnsafeBytes { Array($0) }]
+        return frames.withUnsafeRawBuffers { e.ingest($0) }
+    }
+
+    @Test(arguments: [129, 4])
+    func aStaleUpdateIsScoredAgainstItsBaseWhileItIsKept(history: Int) {
+        var rng = Normal(state: 21)
+        let e = Self.engine(AnomalyConfig(warmup: 20, window: 100, history: history))
+        for s in 1...40 { _ = Self.send(e, client: "h", seq: UInt64(s), delta: Self.honest(&rng)) }
+        let (base, old) = (e.version, Array(e.parameters))
+        // Six more merges (staleness 6, within max_staleness 8) move the model about 3 honest steps on.
+        for s in 41...46 { _ = Self.send(e, client: "h", seq: UInt64(s), delta: Self.honest(&rng)) }
+        let accepted = e.anomaly!.accepted
+        let o = Self.send(e, client: "slow", seq: 1, base: base, model: old, delta: Self.honest(&rng))
+        if history > 6 {
+            #expect(o.reason == .none, "an honest step from version \(base): \(o.detail)")
+            #expect(e.anomaly!.accepted == accepted + 1)
+        } else {
+            // Its base is no longer kept: against the current model it points backwards.
+            #expect(o.reason == .anomalous, "\(o.detail)")
+            #expect(e.anomaly!.accepted == accepted)
+        }
+    }
+
     @Test func nothingIsRejectedDuringTheWarmUp() {
         var rng = Normal(state: 3)
         let e = Self.engine(AnomalyConfig(warmup: 10, window: 20))
