@@ -10,7 +10,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 SWIFT ?= swift
 BIN := .build/debug/apiary
 
-.PHONY: soak all deps deps-python deps-browser build edge edge-dist edge-test demo dp-utility test examples python-test python-torch bench bench-python netns-test kill-test fuzz fuzz-smoke deploy-check clean help
+.PHONY: soak all deps deps-python deps-browser build edge edge-dist edge-test demo dp-utility test examples python-test python-torch bench attack-bench bench-python netns-test kill-test fuzz fuzz-smoke deploy-check clean help
 FUZZ_SECONDS ?= 3600
 
 all: build
@@ -28,6 +28,7 @@ help:
 	@echo "make python-test - the Python SDK: install, mypy, pytest against real aggregators, examples (a) and (b)"
 	@echo "make python-torch TORCH_PYTHON=... - the torch bridge tests and example (c), where torch is installed"
 	@echo "make bench   - the benchmark suite (apiary-bench) in a release build, about 30 minutes; BENCH_ARGS='--only merge' for some"
+	@echo "make attack-bench - five attacks at 10 % and 20 % of the fleet against each defence, two workloads, one table (about 30 minutes)"
 	@echo "make bench-python - the SDK against raw pyzmq, 1M-parameter updates (APIARY_BENCH_BIN=release build)"
 	@echo "make netns-test - aggregator, gateways and devices in network namespaces with delay, loss and a partition (root)"
 	@echo "make kill-test - SIGKILL the aggregator 20 times during training; nothing acknowledged may be lost"
@@ -153,6 +154,12 @@ BENCH_ARGS ?=
 bench: deps
 	$(SWIFT) build -c release --product apiary-bench --scratch-path .build-release
 	.build-release/release/apiary-bench $(BENCH_ARGS)
+
+## The attack table (docs/BENCHMARKS.md, "Attacks and defences"): five attacks at 10 % and 20 %
+## of the fleet against each defence, two workloads; about 30 minutes. Not part of make test.
+attack-bench: deps
+	$(SWIFT) build -c release --product apiary-bench --scratch-path .build-release
+	.build-release/release/apiary-bench --only attacks $(BENCH_ARGS)
 
 ## The Python SDK's cost per update (1M parameters) against raw pyzmq in the same run, and its
 ## idle memory. Measure against a release aggregator: make bench-python APIARY_BENCH_BIN=.build-release/release/apiary

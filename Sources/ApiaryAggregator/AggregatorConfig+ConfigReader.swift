@@ -60,6 +60,7 @@ extension AggregatorConfig {
         } else if buffer == nil, privacy.mode != .off {
             throw AggregatorError.invalidConfig("privacy.mode \(privacy.mode.rawValue) needs algorithm fedbuff (the noise goes on a buffer's sum), not \(algorithm)")
         }
+        if r.bool(forKey: "robust.anomaly.enabled", default: false) { anomaly = try AnomalyConfig(reader: r) }
         shard = try ShardConfig(reader: r)
         compression = try UpdateCompression(reader: r, defaults: compression)
         if let e = validationError() { throw AggregatorError.invalidConfig(e) }
@@ -272,6 +273,21 @@ extension ShardConfig {
         }
         self.init(index: index, map: models.indices.map { .init(model: models[$0], snapshot: snapshots[$0], update: updates[$0]) },
                   boundaries: bounds)
+    }
+}
+
+extension AnomalyConfig {
+    /// `robust.anomaly.*`: FedAsync's anomaly filter's parameters over `AnomalyConfig`'s
+    /// defaults, whether or not `robust.anomaly.enabled` switches it on.
+    public init(reader r: ConfigReader) throws {
+        self.init()
+        if let v = r.int(forKey: "robust.anomaly.warmup") { warmup = v }
+        if let v = r.int(forKey: "robust.anomaly.window") { window = v }
+        if let v = r.double(forKey: "robust.anomaly.norm_threshold") { normThreshold = v }
+        if let v = r.double(forKey: "robust.anomaly.cosine_threshold") { cosineThreshold = v }
+        if let v = r.double(forKey: "robust.anomaly.decay") { decay = v }
+        if let v = r.int(forKey: "robust.anomaly.history") { history = v }
+        if let e = validationError() { throw AggregatorError.invalidConfig(e) }
     }
 }
 

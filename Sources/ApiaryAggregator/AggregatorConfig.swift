@@ -73,6 +73,9 @@ public struct AggregatorConfig: Sendable {
     public var localPrivacy: LocalDPConfig? = nil
     /// The delta at which the clients' epsilon under `localPrivacy` is stated.
     public var localPrivacyDelta: Double = 1e-5
+    /// FedAsync's anomaly filter (robust.anomaly.*): outlying updates are rejected as
+    /// `anomalous`; nil: off.
+    public var anomaly: AnomalyConfig? = nil
     /// The update codec the snapshot config asks clients for (every codec is accepted).
     public var compression = UpdateCompression()
     /// The algorithm these settings make (at most one of `sync` and `buffer` is set).
@@ -156,6 +159,13 @@ public struct AggregatorConfig: Sendable {
         if relay && buffer != nil { return "a gateway (relay) aggregator merges with fedasync, not fedbuff" }
         if sync != nil && buffer != nil { return "choose one algorithm: fedavg rounds or a fedbuff buffer" }
         if let e = buffer?.validationError() { return e }
+        if let a = anomaly {
+            if let e = a.validationError() { return e }
+            if algorithm != .fedasync {
+                return "robust.anomaly scores single updates for fedasync; \(algorithm) takes fedbuff.aggregate median or trimmed_mean instead"
+            }
+            if shard != nil { return "robust.anomaly cannot run on parameter shards: each shard would judge only its slice of an update" }
+        }
         if buffer?.privacy.mode == .central && shard != nil {
             return "privacy.mode central cannot run on parameter shards: each shard sees only its slice of a delta, so no shard can clip the whole delta to privacy.clip"
         }

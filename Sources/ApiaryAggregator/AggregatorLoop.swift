@@ -120,6 +120,8 @@ final class AggregatorLoop {
         }
         engine.maxUpdateNorm = config.maxUpdateNorm
         engine.normPolicy = config.normPolicy
+        // Not checkpointed: a restart warms the filter up again.
+        engine.anomaly = config.anomaly.map { AnomalyFilter(config: $0, parameterCount: range.count) }
         if let sync = config.sync {
             // Round r takes only updates trained on version r.
             engine.round = FedAvgRound(config: sync, parameterCount: range.count, resuming: resumed?.optimizer)

@@ -21,7 +21,7 @@ public struct BenchSuiteCommand: AsyncParsableCommand {
     @Flag(name: .long, help: "Print one JSON object as the last line of stdout (the table goes to stderr).")
     var json = false
 
-    @Option(name: .long, help: "Comma-separated benchmarks (merge, ingest, shards, broadcast, fleet, footprint, time-to-accuracy, algorithms) or cases (ingest/1M, shards/4M).")
+    @Option(name: .long, help: "Comma-separated benchmarks (merge, ingest, shards, broadcast, fleet, footprint, time-to-accuracy, algorithms; attacks only when named) or cases (ingest/1M, shards/4M).")
     var only: String?
 
     @Flag(name: .long, help: "Run each benchmark for a moment on small sizes (a smoke test; figures are not meaningful).")
@@ -30,7 +30,11 @@ public struct BenchSuiteCommand: AsyncParsableCommand {
     @Option(name: .long, help: "algorithms: wall time of each run in seconds (default 60; 3 with --quick).")
     var algorithmSeconds: Double?
 
-    static let groups = ["merge", "ingest", "shards", "broadcast", "fleet", "footprint", "time-to-accuracy", "algorithms"]
+    @Option(name: .long, help: "attacks: wall time of each run in seconds (default 12).")
+    var attackSeconds: Double?
+
+    /// `attacks` runs only when named (`--only attacks`, about 30 minutes: `make attack-bench`).
+    static let groups = ["merge", "ingest", "shards", "broadcast", "fleet", "footprint", "time-to-accuracy", "algorithms", "attacks"]
 
     public func validate() throws {
         for s in selection where !Self.groups.contains(s.split(separator: "/").first.map(String.init) ?? s) {
@@ -144,6 +148,19 @@ public struct BenchSuiteCommand: AsyncParsableCommand {
                 emit(try await AlgorithmsBench.run(quick: quick, seconds: algorithmSeconds, logger: logger, say: say, progress: progress))
             } catch {
                 emit([BenchResult(name: "algorithms", group: "algorithms", status: "failed", unit: "s", boundUnit: "s",
+                                  ratioMeaning: "", goal: nil, met: nil, note: "\(error)")])
+            }
+        }
+
+        if selection.contains("attacks") {
+            let json = self.json
+            let say: @Sendable (String) -> Void = { line in
+                if json { FileHandle.standardError.write(Data((line + "\n").utf8)) } else { print(line) }
+            }
+            do {
+                emit(try await AttacksBench.run(seconds: attackSeconds, logger: logger, say: say, progress: progress))
+            } catch {
+                emit([BenchResult(name: "attacks", group: "attacks", status: "failed", unit: "accuracy", boundUnit: "accuracy",
                                   ratioMeaning: "", goal: nil, met: nil, note: "\(error)")])
             }
         }

@@ -70,6 +70,8 @@ public enum SettingsSchema {
             "privacy.sampling": .string, "privacy.sampling_rate": .double, "privacy.epsilon_budget": .double,
             "privacy.adaptive_clipping": .bool, "privacy.target_quantile": .double, "privacy.clip_learning_rate": .double,
             "privacy.clipped_count_stddev": .double,
+            "robust.anomaly.enabled": .bool, "robust.anomaly.warmup": .int, "robust.anomaly.window": .int,
+            "robust.anomaly.norm_threshold": .double, "robust.anomaly.cosine_threshold": .double, "robust.anomaly.decay": .double, "robust.anomaly.history": .int,
             "server_optimizer.kind": .string, "server_optimizer.learning_rate": .double, "server_optimizer.beta1": .double,
             "server_optimizer.beta2": .double, "server_optimizer.epsilon": .double,
             "training.batch_size": .int, "training.extra": .userMap, "training.learning_rate": .double,

@@ -58,6 +58,9 @@ public enum RejectReason: UInt8, Sendable, Hashable, Codable, CaseIterable, Cust
     /// The aggregator requires local differential privacy (its snapshot config carries
     /// `local_dp`) and the update does not say it was privatized (header flag bit 3).
     case notPrivatized = 18
+    /// FedAsync's anomaly filter (robust.anomaly.*) found the update's norm or its direction
+    /// far outside those of recently accepted updates; nothing was merged.
+    case anomalous = 19
 
     /// A stable snake_case name, used in logs and metrics labels.
     public var name: String {
@@ -81,6 +84,7 @@ public enum RejectReason: UInt8, Sendable, Hashable, Codable, CaseIterable, Cust
         case .badEncoding: "bad_encoding"
         case .seqOutOfRange: "seq_out_of_range"
         case .notPrivatized: "not_privatized"
+        case .anomalous: "anomalous"
         }
     }
 

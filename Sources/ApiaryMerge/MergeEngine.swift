@@ -4,7 +4,7 @@ import Foundation
 
 /// The aggregator's model and its FedAsync merge path, without sockets: frames in,
 /// receipt out. Validation order: decode, run id, layout, payload size, dedup, staleness,
-/// finiteness; only then is the model touched. Owned by one thread.
+/// finiteness, norm bound, anomaly filter (FedAsync); only then is the model touched. Owned by one thread.
 package final class MergeEngine {
     /// The whole model's layout (what clients send in their layout frame).
     package let layout: ParameterLayout
@@ -28,6 +28,10 @@ package final class MergeEngine {
     /// Buffered mode (FedBuff) when set; with neither, FedAsync.
     package var buffer: FedBuffer? {
         didSet { stats.privacy = buffer?.privacy?.status }
+    }
+    /// FedAsync's anomaly filter (`AnomalyFilter`), when enabled: outliers are rejected as `anomalous`.
+    package var anomaly: AnomalyFilter? {
+        didSet { anomaly?.record(version: version, model: UnsafeBufferPointer(parameters)) }
     }
     /// The algorithm these settings make.
     package var algorithm: Algorithm { round != nil ? .fedavg : buffer != nil ? .fedbuff : .fedasync }
@@ -216,6 +220,21 @@ package final class MergeEngine {
                 weight *= clip
             }
         }
+        if let anomaly, round == nil, buffer == nil {
+            let base = anomaly.model(at: h.baseVersion)
+            let judge = { (b: UnsafeBufferPointer<Float>) in
+                var v = anomaly.judge(self.denseBlocks(view), base: b)
+                v.againstBase = base != nil
+                if v.rejection == nil { anomaly.learn(self.denseBlocks(view), base: b, verdict: v) }
+                return v
+            }
+            let verdict = base.map { $0.withUnsafeBufferPointer(judge) } ?? judge(UnsafeBufferPointer(parameters))
+            if let why = verdict.rejection {
+                var o = reject(h, reason: .anomalous, detail: why, staleness: s)
+                o.updateNorm = scan.deltaNorm
+                return o
+            }
+        }
         if round != nil {
             return contribute(h, payload: denseBlocks(view), norm: scan.deltaNorm, clip: clip)
         }
@@ -242,6 +261,7 @@ package final class MergeEngine {
             offset += n
         }
         version += 1
+        anomaly?.record(version: version, model: UnsafeBufferPointer(parameters))
         stats.version = version
         stats.merged += 1
         stats.unsentMerges += 1
@@ -346,6 +366,7 @@ package final class MergeEngine {
         }
         anchor = g
         version += 1
+        anomaly?.record(version: version, model: UnsafeBufferPointer(parameters))
         stats.version = version
         stats.rebases += 1
         return true

@@ -37,6 +37,8 @@ public struct FleetSummary: Sendable {
     public var bytesReceived: UInt64 = 0
     /// Central DP: the privacy spent (nil without).
     public var privacy: PrivacyStatus? = nil
+    /// The attack, when some clients attacked ("sign-flip 4/20", say).
+    public var attack: String? = nil
 
     /// One summary value: an integer, a number (printed with 4 decimals on the JSON line;
     /// null when missing) or a string.
@@ -74,7 +76,7 @@ public struct FleetSummary: Sendable {
          ("shards", .int(UInt64(shards))), ("gateways", .int(UInt64(gateways))),
          ("slowest_tier_merge_share", .number(slowestTier?.mergeShare)), ("slowest_tier_merged_fraction", .number(slowestTier?.mergedFraction)),
          ("codec", .text(codec)), ("bytes_received", .int(bytesReceived)),
-         ("epsilon", .number(privacy?.epsilon)), ("delta", .exact(privacy?.delta))]
+         ("epsilon", .number(privacy?.epsilon)), ("delta", .exact(privacy?.delta)), ("attack", .text(attack ?? "none"))]
     }
 
     public func jsonLine() -> String {
@@ -97,7 +99,7 @@ public struct FleetSummary: Sendable {
             ?? String(format: "did not reach %.2f", targetAccuracy)
         let shape = (shards > 1 ? ", \(shards) shards" : "") + (gateways > 0 ? ", \(gateways) gateways (merges at the top are gateway pushes)" : "")
         return """
-            \(algorithm): \(clients) clients\(shape), \(reached); final accuracy \(String(format: "%.4f", finalAccuracy)) \
+            \(algorithm): \(clients) clients\(shape)\(attack.map { " (attacking: \($0))" } ?? ""), \(reached); final accuracy \(String(format: "%.4f", finalAccuracy)) \
             after \(versions) versions (\(updatesMerged) merged, \(updatesRejected) rejected, \
             staleness mean \(String(format: "%.2f", meanStaleness)) max \(maxStaleness)), \(String(format: "%.1f", elapsed)) s; \
             updates in \(codec), \(String(format: "%.2f", Double(bytesReceived) / 1_048_576)) MiB received\

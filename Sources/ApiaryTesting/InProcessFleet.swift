@@ -82,6 +82,8 @@ public struct InProcessFleet {
     let logger: Logger
     let say: @Sendable (String) -> Void
     let evaluate: @Sendable ([Float]) -> Double
+    /// Shown in the summary when some members attack.
+    public var attackLabel: String?
 
     /// A fleet of `members` training the model of `layout` from `initialParameters`;
     /// `evaluate` scores every new global model (higher is better, compared with
@@ -100,18 +102,15 @@ public struct InProcessFleet {
 
     /// The first `clients` clients of `workload`, each training softmax regression on its own
     /// partition with the workload's delay times `delayScale`, from zero; scored by test accuracy.
+    /// With `attack`, the clients it picks attack (`AttackPlan`).
     public init(config: AggregatorConfig, workload: Workload, clients: Int, delayScale: Double = 1, shuffleSeed: UInt64 = 0,
-                options: Options, logger: Logger, say: @escaping @Sendable (String) -> Void = { _ in }) {
+                attack: AttackPlan? = nil, options: Options, logger: Logger, say: @escaping @Sendable (String) -> Void = { _ in }) {
         let layout = SoftmaxRegression.layout(featureCount: workload.dataset.featureCount, classCount: workload.dataset.classCount)
-        let members = (0..<clients).map { k in
-            let delay = workload.delaySeconds(client: k) * delayScale
-            let trainer = SoftmaxRegression(dataset: workload.trainSet(client: k), clientID: k, shuffleSeed: shuffleSeed,
-                                            delay: delay > 0 ? .milliseconds(Int64(delay * 1000)) : nil)
-            return Member(trainer: trainer, delaySeconds: delay)
-        }
+        let members = Self.workloadMembers(workload: workload, clients: clients, delayScale: delayScale, shuffleSeed: shuffleSeed, attack: attack)
         let testSet = workload.testSet
         self.init(config: config, layout: layout, initialParameters: [Float](repeating: 0, count: layout.parameterCount),
                   members: members, options: options, logger: logger, say: say) { Evaluation.accuracy(parameters: $0, on: testSet) }
+        attackLabel = attack.map { "\($0.kind.rawValue) \($0.attackers(clients: clients).count)/\(clients)" }
     }
 
     /// Starts everything, waits (up to 30 s) until every member holds the first model, then
@@ -221,7 +220,11 @@ public struct InProcessFleet {
             + (config.buffer!.privacy.mode == .central ? ", central DP clip=\(config.buffer!.privacy.clip) noise_multiplier=\(config.buffer!.privacy.noiseMultiplier) delta=\(config.buffer!.privacy.delta)" : "")
         case .fedavg: "synchronous FedAvg rounds"
         }
-        let shape = (options.shards > 1 ? ", \(options.shards) parameter shards" : "") + (g > 0 ? ", \(g) gateways" : "")
+        let defences = (config.buffer.map { $0.aggregate == .mean ? "" : ", aggregate \($0.aggregate.rawValue)\($0.aggregate == .trimmedMean ? " \($0.trimFraction)" : "")" } ?? "")
+            + (config.maxUpdateNorm.map { ", update norm bound \($0) (\(config.normPolicy.rawValue))" } ?? "")
+            + (config.anomaly.map { ", anomaly filter (warm-up \($0.warmup), window \($0.window), thresholds \($0.normThreshold)/\($0.cosineThreshold))" } ?? "")
+            + (attackLabel.map { ", ATTACKING: \($0)" } ?? "")
+        let shape = defences + (options.shards > 1 ? ", \(options.shards) parameter shards" : "") + (g > 0 ? ", \(g) gateways" : "")
         say("apiary demo: \(rule)\(shape), \(clientCount) clients, target \(options.target), limit \(options.timeLimit) s, \(config.curve == nil ? "INSECURE (no CURVE)" : "CURVE with generated keys")")
         return try await withThrowingTaskGroup(of: Void.self) { group in
             for r in runtimes { group.addTask { try await r.run() } }
@@ -280,6 +283,7 @@ public struct InProcessFleet {
                                        maxStaleness: s.maxStaleness, elapsed: seconds(), shards: options.shards, gateways: g, series: series)
             summary.codec = config.compression.codec.name
             summary.privacy = s.privacy
+            summary.attack = attackLabel
             summary.bytesReceived = top.reduce(UInt64(0)) { $0 + $1.stats.bytesIn }
             // Does the slowest tier's data reach the model? (The starved-client question.)
             let delays = members.map(\.delaySeconds)

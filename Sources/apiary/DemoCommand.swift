@@ -6,6 +6,7 @@ import ApiaryProtocol
 import ApiaryLearning
 import ApiaryTesting
 import ArgumentParser
+import Configuration
 import Foundation
 import Logging
 import Synchronization
@@ -81,6 +82,15 @@ struct DemoCommand: AsyncParsableCommand {
     @Flag(name: .long, help: "Write no report.")
     var noReport = false
 
+    @Option(name: .long, help: "Let some clients attack: sign-flip (the honest step negated, x4), scaling (x10), noise, label-flip or little-is-enough (Baruch et al. 2019); see --attackers, --defence.")
+    var attack: AttackKind?
+
+    @Option(name: .long, help: "The share of the clients that attack, in (0, 1) (default 0.2).")
+    var attackers: Double?
+
+    @Option(name: .long, help: "none, norm (clip updates to limits.max_update_norm, default \(DemoDefence.defaultNormBound)), anomaly (FedAsync's anomaly filter, robust.anomaly.*), median or trimmed-mean (FedBuff's robust statistics; fedbuff.trim_fraction defaults to 0.3 here); overrides the config's.")
+    var defence: DemoDefence?
+
     func run() async throws {
         let reader = try await Settings.reader(file: config)
         let logger = LogSetup.bootstrap(level: try Settings.logLevel(reader, default: .warning))
@@ -129,6 +139,24 @@ struct DemoCommand: AsyncParsableCommand {
             }
             chosen = .fedbuff
         }
+        if attackers != nil && attack == nil { throw ValidationError("--attackers needs --attack") }
+        let attackPlan = attack.map { AttackPlan(kind: $0, fraction: attackers ?? 0.2, seed: shuffleSeed) }
+        if let e = attackPlan?.validationError() { throw ValidationError(e) }
+        if let defence {
+            guard !compare, !dp, options.shards == 1, options.gateways == 0 else {
+                throw ValidationError("--defence runs on one aggregator: leave out --compare, --dp, --shards and --gateways")
+            }
+            switch defence {
+            case .median, .trimmedMean:
+                guard chosenMode == nil || chosenMode == .fedbuff else { throw ValidationError("--defence \(defence.rawValue) is a fedbuff statistic: leave out --mode/--algorithm or say fedbuff") }
+                chosen = .fedbuff
+            case .anomaly:
+                guard chosenMode == nil || chosenMode == .async else { throw ValidationError("--defence anomaly filters fedasync updates: leave out --mode/--algorithm or say async") }
+                chosen = .async
+            case .none, .norm:
+                break
+            }
+        }
         var summaries: [FleetSummary] = []
         if chosenCodec.isSparse && (compare || chosen != .fedbuff) {
             throw ValidationError("--codec topk sends sparse deltas: use it with --algorithm fedbuff (and without --compare)")
@@ -143,6 +171,9 @@ struct DemoCommand: AsyncParsableCommand {
                     if let e = c.buffer?.validationError() { throw SettingsError(e) }
                 }
             }
+            if let defence {
+                try defence.apply(to: &c, reader: reader)
+            }
             if m == .sync {
                 c.sync = try FedAvgConfig(reader: reader, expectedClients: n)
                 // Synchronous rounds wait for the slowest device: give them the workload's 60 rounds.
@@ -150,7 +181,7 @@ struct DemoCommand: AsyncParsableCommand {
                 o.maxVersions = UInt64(reader.int(forKey: "sync.max_rounds", default: 60))
             }
             summaries.append(try await InProcessFleet(config: c, workload: workload, clients: n, delayScale: delayScale, shuffleSeed: shuffleSeed,
-                                                      options: o, logger: logger, say: out).run())
+                                                      attack: attackPlan, options: o, logger: logger, say: out).run())
         }
         for s in summaries { out(s.text()) }
         if summaries.count == 2, let a = summaries[0].timeToTarget, let b = summaries[1].timeToTarget {
@@ -180,4 +211,32 @@ extension Algorithm: ExpressibleByArgument {}
 extension PayloadCodec: ExpressibleByArgument {
     public init?(argument: String) { self.init(name: argument) }
     public static var allValueStrings: [String] { allCases.map(\.name) }
+}
+
+extension AttackKind: ExpressibleByArgument {}
+
+/// `apiary demo --defence`: what it sets on top of the config.
+enum DemoDefence: String, ExpressibleByArgument, Sendable, CaseIterable {
+    case none, norm, anomaly, median
+    case trimmedMean = "trimmed-mean"
+
+    /// The update norm bound of `norm` when the config sets none: the digits clients' honest
+    /// `update - model` norms under FedAsync are 0.4 (median) to 0.8 early on, 0.16 to 0.35 later.
+    static let defaultNormBound = 0.5
+
+    func apply(to c: inout AggregatorConfig, reader: ConfigReader) throws {
+        switch self {
+        case .none:
+            break
+        case .norm:
+            c.maxUpdateNorm = c.maxUpdateNorm ?? Self.defaultNormBound
+            c.normPolicy = .clip
+        case .anomaly:
+            c.anomaly = try AnomalyConfig(reader: reader)
+        case .median, .trimmedMean:
+            c.buffer?.aggregate = self == .median ? .median : .trimmedMean
+            if self == .trimmedMean, reader.double(forKey: "fedbuff.trim_fraction") == nil { c.buffer?.trimFraction = 0.3 }
+        }
+        if let e = c.validationError() { throw SettingsError(e) }
+    }
 }

@@ -174,11 +174,11 @@ struct GoldenBytesTests {
         #expect(Topic.receiptPrefix == Array("receipt/".utf8))
         #expect([MessageType.modelChunk, .snapshotRequest, .snapshotReply, .clientUpdate, .receipt].map(\.rawValue) == [1, 2, 3, 4, 5])
         #expect(Decision.merged.rawValue == 1 && Decision.rejected.rawValue == 2 && Decision.duplicate.rawValue == 3)
-        #expect(RejectReason.allCases.map(\.rawValue) == Array(0...18))
+        #expect(RejectReason.allCases.map(\.rawValue) == Array(0...19))
         #expect(RejectReason.allCases.map(\.name) == [
             "none", "malformed", "unsupported_protocol_version", "unknown_message_type", "layout_mismatch", "non_finite",
             "too_stale", "unknown_base", "duplicate", "oversized", "unknown_client", "norm_too_large", "identity_mismatch",
-            "unsupported_codec", "unavailable", "wrong_update_kind", "bad_encoding", "seq_out_of_range", "not_privatized",
+            "unsupported_codec", "unavailable", "wrong_update_kind", "bad_encoding", "seq_out_of_range", "not_privatized", "anomalous",
         ])
         #expect(Codec.commonHeaderSize == 8 && Codec.modelChunkHeaderSize == 56 && Codec.snapshotReplyHeaderSize == 64)
         #expect(Codec.updateHeaderFixedSize == 44 && Codec.receiptHeaderSize == 60 && Codec.maxReceiptMessageBytes == 1024)

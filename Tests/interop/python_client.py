@@ -68,6 +68,7 @@ REASONS = {
     16: "bad_encoding",
     17: "seq_out_of_range",
     18: "not_privatized",
+    19: "anomalous",
 }
 REASON_NONE = 0
 REASON_LAYOUT_MISMATCH = 4

@@ -45,6 +45,7 @@ def test_a_client_epoch_is_flag_bit_2_and_a_u64_after_the_client_id() -> None:
         wire.encode_update_header(7, 3, 99, 10, "edge-1", with_metrics=False, epoch=2**64)
     assert wire.REASONS[17] == "seq_out_of_range"
     assert wire.REASONS[18] == "not_privatized"
+    assert wire.REASONS[19] == "anomalous"
 
 
 def test_payload_frames_are_views_not_copies() -> None:

@@ -54,7 +54,7 @@ REASONS = {
     4: "layout_mismatch", 5: "non_finite", 6: "too_stale", 7: "unknown_base", 8: "duplicate",
     9: "oversized", 10: "unknown_client", 11: "norm_too_large", 12: "identity_mismatch",
     13: "unsupported_codec", 14: "unavailable", 15: "wrong_update_kind", 16: "bad_encoding",
-    17: "seq_out_of_range", 18: "not_privatized",
+    17: "seq_out_of_range", 18: "not_privatized", 19: "anomalous",
 }
 DECISIONS = {1: "merged", 2: "rejected", 3: "duplicate", 4: "recorded"}
 
