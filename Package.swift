@@ -151,12 +151,15 @@ let package = Package(
             ],
             swiftSettings: strict
         ),
+        // glibc's malloc tuned for the edge binary's small resident set (one arena, a fixed
+        // mmap threshold); called first thing in its main.
+        .target(name: "CEdgeMalloc"),
         // The edge client (`make edge`): only the client, for devices; no aggregator, HTTP
         // server, SQLite or benchmarks.
         .executableTarget(
             name: "ApiaryEdge",
             dependencies: [
-                "ApiaryCommandLine",
+                "ApiaryCommandLine", "CEdgeMalloc",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: strict,
