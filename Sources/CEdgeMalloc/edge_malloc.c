@@ -1,8 +1,9 @@
 #include "edge_malloc.h"
 
+// stdlib.h first: it defines __GLIBC__ (through features.h) on glibc.
+#include <stdlib.h>
 #if defined(__GLIBC__)
 #include <malloc.h>
-#include <stdlib.h>
 #endif
 
 void apiary_edge_tune_malloc(void) {
