@@ -65,9 +65,12 @@ build: deps
 ## (--static-swift-stdlib), so a device needs only libzmq5 (Deploy/README.md, "An edge device").
 ## Static builds get a build folder of their own: in a folder shared with the dynamic builds, the
 ## next dynamic link of `apiary` fails (it is handed the static Foundation's libraries).
+## Without the package's default trait YAML: config files are read with FlatYAML instead of Yams,
+## so no Foundation is linked, only FoundationEssentials (about 5 MiB less resident memory).
 EDGE := .build-edge/release/apiary-edge
+EDGE_FLAGS := --scratch-path .build-edge --product apiary-edge --static-swift-stdlib --disable-default-traits
 edge: deps
-	$(SWIFT) build -c release --scratch-path .build-edge --product apiary-edge --static-swift-stdlib
+	$(SWIFT) build -c release $(EDGE_FLAGS)
 	@ls -l $(EDGE) && ldd $(EDGE)
 
 ## The edge client as a tarball to unpack at / on a device: /opt/apiary/bin/apiary-edge with its
@@ -87,7 +90,7 @@ edge-dist: edge
 ## Swift library reachable: a chroot of only what ldd lists (as root).
 edge-test: deps
 	$(SWIFT) build --product apiary
-	$(SWIFT) build --product apiary-edge --static-swift-stdlib --scratch-path .build-edge
+	$(SWIFT) build $(EDGE_FLAGS)
 	EDGE_BIN=.build-edge/debug/apiary-edge bash Tests/edge/run.sh
 
 ## The main job: an aggregator and 20 clients train to 0.90 test accuracy.

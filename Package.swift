@@ -28,10 +28,21 @@ let package = Package(
         // What a user tests their own trainer with (and what this package's tests share).
         .library(name: "ApiaryTesting", targets: ["ApiaryTesting"]),
     ],
+    // YAML (on by default): config files are read with Yams, through swift-configuration's YAML
+    // provider. The edge build turns it off (`make edge`: --disable-default-traits): Yams imports
+    // Foundation, whose static link alone costs about 5 MiB of resident memory; config files are
+    // then read with FlatYAML (Sources/ApiaryCommandLine), the same keys and checks.
+    traits: [
+        .trait(name: "YAML", description: "Read config files with Yams (swift-configuration's YAML provider)."),
+        .default(enabledTraits: ["YAML"]),
+    ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
         .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
-        .package(url: "https://github.com/apple/swift-configuration", from: "1.4.0", traits: [.defaults, "YAML"]),
+        // Only the YAML trait (no JSON, the default: its provider imports Foundation), and only in
+        // builds with this package's YAML trait: the edge build goes without (see `traits`).
+        .package(url: "https://github.com/apple/swift-configuration", from: "1.4.0",
+                 traits: [.trait(name: "YAML", condition: .when(traits: ["YAML"]))]),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
         .package(url: "https://github.com/groue/GRDB.swift", from: "7.10.0"),
         .package(url: "https://github.com/apple/swift-metrics", from: "2.13.0"),
@@ -139,21 +150,25 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Configuration", package: "swift-configuration"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
-                .product(name: "Yams", package: "Yams"),
+                .product(name: "Yams", package: "Yams", condition: .when(traits: ["YAML"])),
             ],
             swiftSettings: strict
         ),
+        // glibc's malloc tuned for the edge binary's small resident set (one arena, a fixed
+        // mmap threshold); called first thing in its main.
+        .target(name: "CEdgeMalloc"),
         // The edge client (`make edge`): only the client, for devices; no aggregator, HTTP
         // server, SQLite or benchmarks.
         .executableTarget(
             name: "ApiaryEdge",
             dependencies: [
-                "ApiaryCommandLine",
+                "ApiaryCommandLine", "CEdgeMalloc",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: strict,
-            // Foundation (still linked through Yams) needs its ICU part when linked statically
-            // (`--static-swift-stdlib`); the autolink entries do not always name it.
+            // Built with the YAML trait (a plain `swift build`), Foundation is linked through Yams
+            // and needs its ICU part when linked statically (`--static-swift-stdlib`); the autolink
+            // entries do not always name it. Without the trait (`make edge`) nothing uses it.
             linkerSettings: [.linkedLibrary("_FoundationICU", .when(platforms: [.linux]))]
         ),
         .executableTarget(
@@ -179,6 +194,16 @@ let package = Package(
             swiftSettings: strict
         ),
         .testTarget(name: "ZeroMQTests", dependencies: ["ZeroMQ"], swiftSettings: strict),
+        // FlatYAML (the edge build's config reader) against Yams and YAMLSnapshot.
+        .testTarget(
+            name: "ApiaryCommandLineTests",
+            dependencies: [
+                "ApiaryCommandLine",
+                .product(name: "Configuration", package: "swift-configuration"),
+                .product(name: "Yams", package: "Yams"),
+            ],
+            swiftSettings: strict
+        ),
         .testTarget(name: "ApiaryCoreTests", dependencies: ["ApiaryCore"], swiftSettings: strict),
         .testTarget(name: "ApiaryProtocolTests", dependencies: ["ApiaryProtocol", "ApiaryCore"], swiftSettings: strict),
         .testTarget(

@@ -25,13 +25,21 @@ public enum Settings {
             do {
                 text = try String(contentsOfFile: file, encoding: .utf8)
             } catch {
+                #if YAML
                 throw SettingsError("cannot read config file \(file): \(error.localizedDescription)")
+                #else
+                throw SettingsError("cannot read config file \(file): \(error)")  // no localizedDescription in FoundationEssentials
+                #endif
             }
         }
         try SettingsSchema.check(yaml: text, file: file, environment: environment)
         if let file {
             do {
+                #if YAML
                 providers.append(try await FileProvider<YAMLSnapshot>(filePath: FilePath(file)))
+                #else
+                providers.append(try await FileProvider<FlatYAMLSnapshot>(filePath: FilePath(file)))
+                #endif
             } catch {
                 throw SettingsError("cannot read config file \(file): \(error)")
             }

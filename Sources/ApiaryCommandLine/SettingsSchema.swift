@@ -1,7 +1,9 @@
 import ApiaryCore
+#if YAML
 // Foundation: Yams hands back YAML null as NSNull (and Yams itself imports Foundation).
 import Foundation
 import Yams
+#endif
 
 /// Every config key Apiary reads, with the type of its value: the strict check that runs
 /// before anything else at start. A key of the file that is not listed (`fedasync.alpah`, a
@@ -87,7 +89,7 @@ public enum SettingsSchema {
 
     /// The environment variable of `key`: `fedasync.alpha` -> `FEDASYNC_ALPHA`.
     public static func environmentName(_ key: String) -> String {
-        key.uppercased().replacingOccurrences(of: ".", with: "_")
+        String(key.uppercased().map { $0 == "." ? "_" : $0 })
     }
 
     /// Checks the YAML text of a config file (named `file` in messages) and the environment
@@ -96,7 +98,7 @@ public enum SettingsSchema {
         if let text {
             let root: Any?
             do {
-                root = try Yams.load(yaml: text)
+                root = try load(yaml: text)
             } catch {
                 throw SettingsError("config file \(file ?? "?") is not valid YAML: \(error)")
             }
@@ -114,6 +116,16 @@ public enum SettingsSchema {
                 throw SettingsError("environment variable \(name) (\(key)): expected \(kind.expected), got '\(PeerText.escaped(value))'\(problem)")
             }
         }
+    }
+
+    /// The file's content as Yams.load gives it: with Yams (the `YAML` trait, `apiary`), else
+    /// with FlatYAML (the edge build, which links no Foundation).
+    static func load(yaml text: String) throws -> Any? {
+        #if YAML
+        return try Yams.load(yaml: text)
+        #else
+        return try FlatYAML.parse(text).map(FlatYAML.loaded)
+        #endif
     }
 
     private static func check(map: [String: Any], prefix: String, file: String) throws {
@@ -142,7 +154,7 @@ public enum SettingsSchema {
 
     /// Nil when `value` (as Yams loaded it) fits `kind`; else what it is.
     private static func problem(yamlValue value: Any, kind: Kind) -> String? {
-        if value is NSNull { return nil }
+        if isNull(value) { return nil }
         switch kind {
         case .int:
             if value is Int { return nil }
@@ -159,6 +171,13 @@ public enum SettingsSchema {
             if value is [String: Any] { return nil }
         }
         return describe(value)
+    }
+
+    private static func isNull(_ value: Any) -> Bool {
+        #if YAML
+        if value is NSNull { return true }
+        #endif
+        return value is FlatYAML.Null
     }
 
     /// Nil when an environment variable's text fits `kind`; else a short note (may be empty).
@@ -181,6 +200,7 @@ public enum SettingsSchema {
         case let s as String: return "'\(PeerText.escaped(s))'"
         case is [Any]: return "a list"
         case is [String: Any]: return "a map"
+        case is FlatYAML.Timestamp: return "Date"  // what Yams makes of it, in the same words
         default: return "\(type(of: value))"
         }
     }

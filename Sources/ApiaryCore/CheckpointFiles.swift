@@ -1,4 +1,8 @@
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
 import Foundation
+#endif
 
 #if canImport(Glibc)
 import Glibc
@@ -96,14 +100,22 @@ extension Checkpoint {
         }
     }
 
+    /// Whether `path` (symbolic links followed) is a directory; nil when nothing is there.
+    /// (FileManager's `fileExists(atPath:isDirectory:)` takes an ObjCBool in Foundation and a
+    /// Bool in FoundationEssentials.)
+    private static func isDirectory(_ path: String) -> Bool? {
+        var st = stat()
+        guard stat(path, &st) == 0 else { return nil }
+        return (st.st_mode & S_IFMT) == S_IFDIR
+    }
+
     /// Creates `directory` and its missing parents (`mkdir -p`). The error names the path that
     /// could not be created and the system's reason ("Permission denied", "Not a directory",
     /// "Read-only file system"), not an opaque Foundation code.
     public static func createDirectory(_ directory: URL) throws(CheckpointError) {
         let path = directory.standardizedFileURL.path
-        var isDir: ObjCBool = false
-        if FileManager.default.fileExists(atPath: path, isDirectory: &isDir) {
-            guard isDir.boolValue else { throw .io("cannot create directory \(path): a file of that name exists") }
+        if let isDir = isDirectory(path) {
+            guard isDir else { throw .io("cannot create directory \(path): a file of that name exists") }
             return
         }
         var prefix = path.hasPrefix("/") ? "" : "."
@@ -114,7 +126,7 @@ extension Checkpoint {
                 throw .io("cannot create directory \(path): \(cause)" + (prefix == path ? "" : " (at \(prefix))"))
             }
         }
-        guard FileManager.default.fileExists(atPath: path, isDirectory: &isDir), isDir.boolValue else {
+        guard isDirectory(path) == true else {
             throw .io("cannot create directory \(path): a part of the path is not a directory")
         }
     }

@@ -1,11 +1,21 @@
 import ApiaryCommandLine
 import ArgumentParser
+import CEdgeMalloc
+
+/// The edge binary's entry: malloc is tuned before any thread starts (one arena for all
+/// threads, model-sized buffers mapped and unmapped whole), then the command runs.
+@main
+enum EdgeMain {
+    static func main() async {
+        apiary_edge_tune_malloc()
+        await Edge.main()
+    }
+}
 
 /// `apiary-edge`: the client alone, for gateways and small devices. The same program as
 /// `apiary client` (ClientOptions): same flags, config keys and environment overrides, without
 /// the aggregator, the HTTP server, SQLite or the benchmarks, and with the Swift runtime linked
 /// in (`make edge`), so a device needs only libzmq.
-@main
 struct Edge: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "apiary-edge",

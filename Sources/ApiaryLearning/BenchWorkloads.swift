@@ -1,4 +1,10 @@
-import Foundation
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#elseif canImport(Darwin)
+import Darwin
+#endif
 
 /// Harder workloads than the shared one, generated here from a seed (no download, the same
 /// every run), with the shared workload's delay tiers: client k gets the delay and tier of

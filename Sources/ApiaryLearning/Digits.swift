@@ -1,4 +1,8 @@
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
 import Foundation
+#endif
 
 /// The scikit-learn digits data set (8x8 grey-level images of hand-written digits), bundled
 /// with this module as `digits.csv` (columns `p0`...`p63`, `label`; 1797 rows; raw pixel values
@@ -15,14 +19,14 @@ public enum Digits {
     /// - Throws: `DatasetError.resourceNotFound` / `.unreadableResource` when the resource is
     ///   missing or unreadable, `DatasetError.malformed` when its content is invalid.
     public static func load() throws(DatasetError) -> Dataset {
-        guard let url = Bundle.module.url(forResource: "digits", withExtension: "csv") else {
-            throw .resourceNotFound(resourceName)
-        }
         let data: Data
-        do {
-            data = try Data(contentsOf: url)
+        do throws(ResourceFileError) {
+            data = try ResourceFiles.data(resourceName)
         } catch {
-            throw .unreadableResource(resourceName, reason: "\(error)")
+            switch error {
+            case .notFound: throw .resourceNotFound(resourceName)
+            case .unreadable(let reason): throw .unreadableResource(resourceName, reason: reason)
+            }
         }
         return try parse(csv: data)
     }

@@ -1,4 +1,8 @@
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
 import Foundation
+#endif
 
 /// The project's shared benchmark workload ("digits-softmax-dirichlet0.5-n20"): the digits set,
 /// a stratified 80/20 split, 20 clients by Dirichlet label skew (concentration 0.5) and
@@ -25,14 +29,14 @@ public enum SharedWorkload {
     /// - Throws: `WorkloadError.resourceNotFound` / `.unreadableResource` /
     ///   `.malformedPartition`.
     public static func load(dataset: Dataset) throws(WorkloadError) -> Workload {
-        guard let url = Bundle.module.url(forResource: "partition", withExtension: "json") else {
-            throw .resourceNotFound(resourceName)
-        }
         let data: Data
-        do {
-            data = try Data(contentsOf: url)
+        do throws(ResourceFileError) {
+            data = try ResourceFiles.data(resourceName)
         } catch {
-            throw .unreadableResource(resourceName, reason: "\(error)")
+            switch error {
+            case .notFound: throw .resourceNotFound(resourceName)
+            case .unreadable(let reason): throw .unreadableResource(resourceName, reason: reason)
+            }
         }
         return try decode(partitionJSON: data, dataset: dataset)
     }

@@ -1,4 +1,10 @@
-import Foundation
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#elseif canImport(Darwin)
+import Darwin
+#endif
 
 /// The inner loops of softmax regression on raw pointers, shared by training and evaluation.
 /// Parameters are `W` [d, c] row-major followed by `b` [c].

@@ -1,5 +1,9 @@
 import ApiaryCore
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
 import Foundation
+#endif
 
 /// Encoders and decoders for every v1 message. Pure: bytes in, values out, no sockets.
 /// Decoders take the frames of one multipart message as raw buffers (read in place) and

@@ -1,5 +1,9 @@
 import ApiaryCore
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
 import Foundation
+#endif
 
 /// The config frame of SNAPSHOT_REPLY: a UTF-8 JSON object with the training plan a client
 /// needs. Unknown keys are ignored, so servers may add keys without breaking clients.
