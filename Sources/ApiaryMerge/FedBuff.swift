@@ -106,6 +106,8 @@ package final class FedBuffer {
     /// "client id \0 epoch \0 seq" -> its contribution; in arrival order in `order`.
     package private(set) var contributions: [String: Contribution] = [:]
     private var order: [String] = []
+    /// The clients with a delta in the buffer.
+    private var clients: Set<String> = []
     /// Server steps taken (flushes), for /status.
     package private(set) var flushes: UInt64 = 0
 
@@ -132,6 +134,9 @@ package final class FedBuffer {
     static func key(_ client: String, _ epoch: UInt64, _ seq: UInt64) -> String { client + "\u{0}" + String(epoch) + "\u{0}" + String(seq) }
 
     package func contains(client: String, epoch: UInt64 = 0, seq: UInt64) -> Bool { contributions[Self.key(client, epoch, seq)] != nil }
+
+    /// Whether `client` has a delta in the buffer.
+    package func holds(client: String) -> Bool { clients.contains(client) }
 
     /// The example weight `e_i` of an update with `samples` examples.
     package func exampleWeight(samples: UInt64) -> Double {
@@ -177,6 +182,7 @@ package final class FedBuffer {
         let k = Self.key(receipt.clientID, epoch, receipt.seq)
         contributions[k] = (receipt, epoch, w, norm, samples)
         order.append(k)
+        clients.insert(receipt.clientID)
     }
 
     /// One server step on `model` with the buffer's average; returns the contributions (their
@@ -209,6 +215,7 @@ package final class FedBuffer {
         }
         contributions = [:]
         order = []
+        clients = []
         exampleTotal = 0
         started = nil
         flushes += 1

@@ -248,6 +248,14 @@ package final class MergeEngine {
                 guard p.canStep else {
                     return reject(h, reason: .unavailable, detail: p.exhaustedMessage, staleness: s)
                 }
+                // One delta per client per buffer: the accountant's sensitivity (one client moves
+                // the noised sum by at most C) holds only so. A fast client's next delta waits
+                // for the next model.
+                guard !buffer.holds(client: h.clientID) else {
+                    return reject(h, reason: .unavailable, detail: "central DP takes one delta per client per buffer (so that one client moves "
+                                  + "the noised sum by at most privacy.clip) and this client's is in the current one: train on the next model",
+                                  staleness: s)
+                }
                 // Central DP: every delta is clipped to privacy.clip (on top of the norm policy).
                 clip = min(clip, p.admit(norm: scan.deltaNorm))
             }

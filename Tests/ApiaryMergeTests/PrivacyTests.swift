@@ -116,6 +116,20 @@ struct CentralPrivacyTests {
         #expect(b.privacy?.accountant.steps == 1, "one flush, one step for the accountant")
     }
 
+    @Test("a client's second delta while its first is in the buffer is refused (one delta per client per buffer), its resend is still deferred, and after the flush it is welcome again")
+    func oneDeltaPerClientPerBuffer() {
+        let e = Self.engine(Self.config(k: 3))
+        #expect(FedBuffTests.delta(e, "a", seq: 1, [0.1, 0, 0, 0, 0, 0]).reason == .none)
+        let second = FedBuffTests.delta(e, "a", seq: 2, [0.1, 0, 0, 0, 0, 0])
+        #expect(second.reason == .unavailable && second.receipt?.decision == .rejected && second.detail.contains("one delta per client per buffer"))
+        #expect(FedBuffTests.delta(e, "a", seq: 1, [0.1, 0, 0, 0, 0, 0]).detail == "deferred", "a resend of the buffered one")
+        #expect(e.buffer?.count == 1)
+        #expect(FedBuffTests.delta(e, "b", seq: 1, [0.1, 0, 0, 0, 0, 0]).reason == .none)
+        #expect(FedBuffTests.delta(e, "c", seq: 1, [0.1, 0, 0, 0, 0, 0]).reason == .none)
+        #expect(e.flushBufferIfReady(now: .now).count == 3)
+        #expect(FedBuffTests.delta(e, "a", seq: 3, base: 1, [0.1, 0, 0, 0, 0, 0]).reason == .none)
+    }
+
     @Test func theBudgetStopsTheFlushThatWouldExceedIt() {
         let two = RDPAccountant.epsilon(noiseMultiplier: 1, samplingRate: 1, steps: 2, delta: 1e-5)
         let three = RDPAccountant.epsilon(noiseMultiplier: 1, samplingRate: 1, steps: 3, delta: 1e-5)
