@@ -168,6 +168,12 @@ struct DemoCommand: AsyncParsableCommand {
                 c.buffer = try FedBuffConfig(reader: reader)
                 if dp {
                     c.buffer?.privacy.mode = .central
+                    // Central DP takes one delta per client per buffer: a buffer larger than
+                    // the fleet could only close by max_wait_s.
+                    if let k = c.buffer?.bufferSize, k > n {
+                        c.buffer?.bufferSize = n
+                        out("apiary demo: --dp with \(n) clients: fedbuff.buffer_size \(k) lowered to \(n) (one delta per client per buffer)")
+                    }
                     if let e = c.buffer?.validationError() { throw SettingsError(e) }
                 }
             }
