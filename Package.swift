@@ -58,7 +58,7 @@ let package = Package(
             pkgConfig: "libzmq",
             providers: [.apt(["libzmq3-dev"])]
         ),
-        .target(name: "ZeroMQ", dependencies: ["CZeroMQ"], swiftSettings: strict),
+        .target(name: "ZeroMQ", dependencies: ["CZeroMQ", "ApiaryCore"], swiftSettings: strict),
         .target(name: "ApiaryCore", swiftSettings: strict),
         .target(name: "ApiaryProtocol", dependencies: ["ApiaryCore"], swiftSettings: strict),
         .target(

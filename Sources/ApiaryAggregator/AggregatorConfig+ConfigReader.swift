@@ -131,7 +131,7 @@ extension LedgerRetention {
         }
         if let age = r.double(forKey: "ledger.max_age_s") {
             guard age >= 0 else { throw AggregatorError.invalidConfig("ledger.max_age_s must be 0 (no age limit) or positive, got \(age)") }
-            maxAge = age == 0 ? nil : .milliseconds(Int64((age * 1000).rounded()))
+            maxAge = age == 0 ? nil : Duration(configSeconds: age)
         }
     }
 }
@@ -157,7 +157,7 @@ extension FedBuffConfig {
         self.init()
         if let v = r.int(forKey: "fedbuff.buffer_size") { bufferSize = v }
         // 0 = flush only when full.
-        if let v = r.double(forKey: "fedbuff.max_wait_s") { maxWait = v > 0 ? .milliseconds(Int64((v * 1000).rounded())) : nil }
+        if let v = r.double(forKey: "fedbuff.max_wait_s") { maxWait = v > 0 ? Duration(configSeconds: v) : nil }
         if let v = r.bool(forKey: "fedbuff.example_weighting") { exampleWeighting = v }
         if let v = try r.positive("fedbuff.example_cap") { exampleCap = UInt64(v) }
         if let v = r.string(forKey: "fedbuff.aggregate") {
@@ -294,7 +294,7 @@ extension AnomalyConfig {
 extension ConfigReader {
     /// A number of seconds as a duration (milliseconds resolution); nil when the key is absent.
     package func seconds(_ key: String) -> Duration? {
-        double(forKey: ConfigKey(key)).map { .milliseconds(Int64(($0 * 1000).rounded())) }
+        double(forKey: ConfigKey(key)).map(Duration.init(configSeconds:))
     }
 
     /// An integer that must be at least 1: a smaller value is an error naming the key, not

@@ -145,9 +145,8 @@ final class AggregatorLoop {
                 + "resuming it without central DP would publish un-noised steps. Set algorithm fedbuff with privacy.mode central, or start a new run (a new checkpoint.directory)")
         }
         if let l = config.localPrivacy {
-            engine.localPrivacy = l
-            let status = LocalPrivacyStatus(config: l, delta: config.localPrivacyDelta)
-            engine.stats.localPrivacy = status
+            engine.requireLocalPrivacy(l, delta: config.localPrivacyDelta)
+            let status = engine.stats.localPrivacy!
             // The noise's expected L2 norm on this aggregator's values: z C sqrt(n).
             let noiseNorm = l.noiseMultiplier * l.clipNorm * Double(range.count).squareRoot()
             logger.notice("local differential privacy required: clients clip their deltas and add noise; updates not flagged as privatized are rejected (not_privatized)", metadata: [

@@ -14,33 +14,27 @@ import Logging
 /// moves with every merge, one evaluation alone varies by about a point) and the time to the
 /// workload's target.
 enum AttacksBench {
-    struct Defence: Sendable {
+    struct Column: Sendable {
         var name: String
         var configure: @Sendable (inout AggregatorConfig) -> Void
     }
 
-    /// The update norm bound of `norm-clip`: honest `update - model` norms on the shared
-    /// workload are 0.4 (median) to 0.8 early on, 0.16 to 0.35 later (a clean run's ledger).
-    static let normBound = 0.5
-
     static let fedbuff = FedBuffConfig(bufferSize: 10, maxWait: .seconds(5), optimizer: .init(kind: .sgd, learningRate: 1))
 
-    static let defences: [Defence] = [
-        Defence(name: "none") { _ in },
-        Defence(name: "norm-clip") { c in
-            c.maxUpdateNorm = normBound
-            c.normPolicy = .clip
-        },
-        Defence(name: "anomaly") { c in c.anomaly = AnomalyConfig() },
-        Defence(name: "fedbuff-mean") { c in c.buffer = fedbuff },
-        Defence(name: "median") { c in
+    /// The table's columns: `ApiaryTesting.Defence`s (the robust statistics on a FedBuff
+    /// buffer), and FedBuff's plain mean for contrast.
+    static let defences: [Column] = [
+        Column(name: "none") { Defence.none.apply(to: &$0) },
+        Column(name: "norm-clip") { Defence.norm.apply(to: &$0) },
+        Column(name: "anomaly") { Defence.anomaly.apply(to: &$0) },
+        Column(name: "fedbuff-mean") { $0.buffer = fedbuff },
+        Column(name: "median") { c in
             c.buffer = fedbuff
-            c.buffer?.aggregate = .median
+            Defence.median.apply(to: &c)
         },
-        Defence(name: "trimmed-mean") { c in
+        Column(name: "trimmed-mean") { c in
             c.buffer = fedbuff
-            c.buffer?.aggregate = .trimmedMean
-            c.buffer?.trimFraction = 0.3
+            Defence.trimmedMean.apply(to: &c)
         },
     ]
 

@@ -25,6 +25,6 @@ extension ClientConfig {
     }
 
     private static func seconds(_ r: ConfigReader, _ key: String) -> Duration? {
-        r.double(forKey: ConfigKey(key)).map { .milliseconds(Int64(($0 * 1000).rounded())) }
+        r.double(forKey: ConfigKey(key)).map(Duration.init(configSeconds:))
     }
 }

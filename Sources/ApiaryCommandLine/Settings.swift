@@ -56,7 +56,7 @@ public enum Settings {
     }
 
     public static func duration(_ r: ConfigReader, _ key: String, seconds: Double) -> Duration {
-        .milliseconds(Int64((r.double(forKey: ConfigKey(key), default: seconds) * 1000).rounded()))
+        Duration(configSeconds: r.double(forKey: ConfigKey(key), default: seconds))
     }
 
     /// A client's CURVE settings, or nil when `security.insecure` is true (or `--insecure`).

@@ -22,7 +22,7 @@ extension GatewayConfig {
         }
         if let v = r.double(forKey: "gateway.push_interval_s") {
             guard v > 0 else { throw GatewayError.invalidConfig("gateway.push_interval_s must be positive, got \(v)") }
-            pushInterval = .milliseconds(Int64((v * 1000).rounded()))
+            pushInterval = Duration(configSeconds: v)
         }
     }
 }

@@ -19,7 +19,13 @@ package final class MergeEngine {
     package var normPolicy: NormPolicy = .reject
     /// Local DP the aggregator requires (PROTOCOL.md 4.8): an update must say it was privatized
     /// (header flag bit 3), else it is rejected `not_privatized`. Nil: the bit is ignored.
-    package var localPrivacy: LocalDPConfig?
+    package private(set) var localPrivacy: LocalDPConfig?
+
+    /// Requires local DP of every update; the counters show it with one client's epsilon at `delta`.
+    package func requireLocalPrivacy(_ l: LocalDPConfig, delta: Double) {
+        localPrivacy = l
+        stats.localPrivacy = LocalPrivacyStatus(config: l, delta: delta)
+    }
     package var version: UInt64
     package private(set) var parameters: UnsafeMutableBufferPointer<Float>
     package var dedup: DedupTable<UpdateOutcome>

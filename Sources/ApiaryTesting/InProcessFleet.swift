@@ -232,10 +232,10 @@ public struct InProcessFleet {
             // The clock starts once every client holds the first model.
             let joinDeadline = ContinuousClock.now + .seconds(30)
             while true {
-                let g = joinSignal.generation
+                let seen = joinSignal.generation
                 if joined.load(ordering: .relaxed) >= clientCount { break }
                 guard ContinuousClock.now < joinDeadline else { throw Timeout(what: "all \(clientCount) clients to join (30 s)") }
-                await joinSignal.wait(after: g, until: joinDeadline)
+                await joinSignal.wait(after: seen, until: joinDeadline)
                 try Task.checkCancellation()
             }
             let start = ContinuousClock.now

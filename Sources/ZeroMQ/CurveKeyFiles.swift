@@ -3,6 +3,7 @@ import FoundationEssentials
 #else
 import Foundation
 #endif
+import ApiaryCore
 #if canImport(Glibc)
 import Glibc
 #elseif canImport(Musl)
@@ -82,22 +83,13 @@ public enum CurveKeyFile {
     /// The file's text; the error names the path and the system's reason ("No such file or
     /// directory", "Permission denied").
     private static func readText(_ path: String) throws -> String {
-        func failure(_ reason: String) -> FileError { FileError(description: "cannot read key file \(path): \(reason)") }
-        let fd = open(path, O_RDONLY)
-        guard fd >= 0 else { throw failure(String(cString: strerror(errno))) }
-        defer { close(fd) }
-        var bytes: [UInt8] = []
-        var chunk = [UInt8](repeating: 0, count: 4096)
-        while true {
-            let n = chunk.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
-            if n < 0 {
-                if errno == EINTR { continue }
-                throw failure(String(cString: strerror(errno)))
-            }
-            if n == 0 { break }
-            bytes += chunk[..<n]
+        let bytes: [UInt8]
+        do {
+            bytes = try FileBytes.read(path: path)
+        } catch {
+            throw FileError(description: "cannot read key file: \(error.description)")
         }
-        guard let text = String(validating: bytes, as: UTF8.self) else { throw failure("not UTF-8 text") }
+        guard let text = String(validating: bytes, as: UTF8.self) else { throw FileError(description: "cannot read key file \(path): not UTF-8 text") }
         return text
     }
 

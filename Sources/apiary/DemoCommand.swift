@@ -88,8 +88,8 @@ struct DemoCommand: AsyncParsableCommand {
     @Option(name: .long, help: "The share of the clients that attack, in (0, 1) (default 0.2).")
     var attackers: Double?
 
-    @Option(name: .long, help: "none, norm (clip updates to limits.max_update_norm, default \(DemoDefence.defaultNormBound)), anomaly (FedAsync's anomaly filter, robust.anomaly.*), median or trimmed-mean (FedBuff's robust statistics; fedbuff.trim_fraction defaults to 0.3 here); overrides the config's.")
-    var defence: DemoDefence?
+    @Option(name: .long, help: "none, norm (clip updates to limits.max_update_norm, default \(Defence.defaultNormBound)), anomaly (FedAsync's anomaly filter, robust.anomaly.*), median or trimmed-mean (FedBuff's robust statistics; fedbuff.trim_fraction defaults to \(Defence.defaultTrimFraction) here); overrides the config's.")
+    var defence: Defence?
 
     func run() async throws {
         let reader = try await Settings.reader(file: config)
@@ -178,7 +178,9 @@ struct DemoCommand: AsyncParsableCommand {
                 }
             }
             if let defence {
-                try defence.apply(to: &c, reader: reader)
+                defence.apply(to: &c, normBound: c.maxUpdateNorm, trimFraction: reader.double(forKey: "fedbuff.trim_fraction"),
+                              anomaly: defence == .anomaly ? try AnomalyConfig(reader: reader) : AnomalyConfig())
+                if let e = c.validationError() { throw SettingsError(e) }
             }
             if m == .sync {
                 c.sync = try FedAvgConfig(reader: reader, expectedClients: n)
@@ -221,28 +223,4 @@ extension PayloadCodec: ExpressibleByArgument {
 
 extension AttackKind: ExpressibleByArgument {}
 
-/// `apiary demo --defence`: what it sets on top of the config.
-enum DemoDefence: String, ExpressibleByArgument, Sendable, CaseIterable {
-    case none, norm, anomaly, median
-    case trimmedMean = "trimmed-mean"
-
-    /// The update norm bound of `norm` when the config sets none: the digits clients' honest
-    /// `update - model` norms under FedAsync are 0.4 (median) to 0.8 early on, 0.16 to 0.35 later.
-    static let defaultNormBound = 0.5
-
-    func apply(to c: inout AggregatorConfig, reader: ConfigReader) throws {
-        switch self {
-        case .none:
-            break
-        case .norm:
-            c.maxUpdateNorm = c.maxUpdateNorm ?? Self.defaultNormBound
-            c.normPolicy = .clip
-        case .anomaly:
-            c.anomaly = try AnomalyConfig(reader: reader)
-        case .median, .trimmedMean:
-            c.buffer?.aggregate = self == .median ? .median : .trimmedMean
-            if self == .trimmedMean, reader.double(forKey: "fedbuff.trim_fraction") == nil { c.buffer?.trimFraction = 0.3 }
-        }
-        if let e = c.validationError() { throw SettingsError(e) }
-    }
-}
+extension Defence: ExpressibleByArgument {}

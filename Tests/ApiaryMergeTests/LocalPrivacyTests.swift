@@ -67,7 +67,7 @@ struct LocalPrivacyTests {
     @Test("an aggregator that requires local DP refuses an update without flag bit 3 (not_privatized, 18) and changes nothing")
     func refusesUnprivatized() {
         let e = MergeEngineTests.engine(maxStaleness: 100)
-        e.localPrivacy = LocalDPConfig(clipNorm: 1, noiseMultiplier: 1)
+        e.requireLocalPrivacy(LocalDPConfig(clipNorm: 1, noiseMultiplier: 1), delta: 1e-5)
         let o = Self.update(e, seq: 1, privatized: false, values: [1, 1, 1, 1, 1, 1])
         #expect(o.reason == .notPrivatized && o.reason.rawValue == 18 && o.reason.name == "not_privatized")
         #expect(o.receipt?.decision == .rejected && o.receipt?.reason == .notPrivatized && o.receipt?.mixingWeight == 0)
